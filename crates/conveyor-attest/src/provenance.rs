@@ -1,0 +1,157 @@
+//! SLSA v1 provenance (<https://slsa.dev/spec/v1.0/provenance>) inside an in-toto Statement v1.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
+pub const PREDICATE_TYPE: &str = "https://slsa.dev/provenance/v1";
+pub const BUILD_TYPE: &str = "https://conveyor.dev/buildtypes/pipeline/v1";
+
+/// One produced file: its path in the release and its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subject {
+    pub name: String,
+    pub digest: BTreeMap<String, String>,
+}
+
+impl Subject {
+    pub fn sha256(name: &str, hex_digest: &str) -> Self {
+        Subject {
+            name: name.to_string(),
+            digest: BTreeMap::from([("sha256".to_string(), hex_digest.to_string())]),
+        }
+    }
+}
+
+/// Everything the provenance statement records about one pipeline run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Provenance {
+    pub subjects: Vec<Subject>,
+    pub project: String,
+    /// Where the source came from (git URL or local path).
+    pub source_uri: String,
+    pub commit: String,
+    pub branch: String,
+    pub event: String,
+    /// SHA-256 of the `conveyor.yml` text the run used.
+    pub pipeline_digest: String,
+    /// SHA-256 of the exact source tree snapshot the jobs ran on.
+    pub source_tree_digest: String,
+    pub builder_id: String,
+    pub builder_version: String,
+    pub invocation_id: String,
+    /// RFC 3339 times, given by the caller.
+    pub started_on: String,
+    pub finished_on: String,
+}
+
+impl Provenance {
+    /// The in-toto Statement v1 as JSON.
+    pub fn statement(&self) -> Value {
+        json!({
+            "_type": STATEMENT_TYPE,
+            "subject": self.subjects,
+            "predicateType": PREDICATE_TYPE,
+            "predicate": {
+                "buildDefinition": {
+                    "buildType": BUILD_TYPE,
+                    "externalParameters": {
+                        "project": self.project,
+                        "source": { "uri": self.source_uri, "ref": format!("refs/heads/{}", self.branch) },
+                        "event": self.event,
+                        "pipeline": "conveyor.yml",
+                    },
+                    "internalParameters": {
+                        "pipelineDigest": { "sha256": self.pipeline_digest },
+                    },
+                    "resolvedDependencies": [
+                        {
+                            "uri": format!("git+{}@refs/heads/{}", self.source_uri, self.branch),
+                            "digest": { "gitCommit": self.commit },
+                        },
+                        {
+                            "uri": "conveyor:source-tree.tar",
+                            "digest": { "sha256": self.source_tree_digest },
+                        },
+                    ],
+                },
+                "runDetails": {
+                    "builder": {
+                        "id": self.builder_id,
+                        "version": { "conveyor": self.builder_version },
+                    },
+                    "metadata": {
+                        "invocationId": self.invocation_id,
+                        "startedOn": self.started_on,
+                        "finishedOn": self.finished_on,
+                    },
+                },
+            },
+        })
+    }
+}
+
+/// The subjects of a statement, as read back from a verified payload.
+pub fn subjects_of(statement: &Value) -> Result<Vec<Subject>, String> {
+    if statement.get("_type").and_then(Value::as_str) != Some(STATEMENT_TYPE) {
+        return Err(format!("statement _type is not {STATEMENT_TYPE}"));
+    }
+    if statement.get("predicateType").and_then(Value::as_str) != Some(PREDICATE_TYPE) {
+        return Err(format!("statement predicateType is not {PREDICATE_TYPE}"));
+    }
+    let subjects = statement
+        .get("subject")
+        .cloned()
+        .ok_or("statement has no subject")?;
+    serde_json::from_value(subjects).map_err(|e| format!("statement subject is malformed: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> Provenance {
+        Provenance {
+            subjects: vec![Subject::sha256("dist/app.tar.gz", "ab12")],
+            project: "hello".into(),
+            source_uri: "/src/hello".into(),
+            commit: "0123456789abcdef0123456789abcdef01234567".into(),
+            branch: "main".into(),
+            event: "push".into(),
+            pipeline_digest: "cd34".into(),
+            source_tree_digest: "ef56".into(),
+            builder_id: "https://conveyor.dev/builder/local".into(),
+            builder_version: "0.1.0".into(),
+            invocation_id: "hello/runs/1".into(),
+            started_on: "2026-01-01T00:00:00Z".into(),
+            finished_on: "2026-01-01T00:01:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn statement_has_the_slsa_v1_shape() {
+        let s = example().statement();
+        assert_eq!(s["_type"], STATEMENT_TYPE);
+        assert_eq!(s["predicateType"], PREDICATE_TYPE);
+        let def = &s["predicate"]["buildDefinition"];
+        assert_eq!(def["buildType"], BUILD_TYPE);
+        assert_eq!(def["externalParameters"]["source"]["ref"], "refs/heads/main");
+        assert_eq!(
+            def["resolvedDependencies"][0]["digest"]["gitCommit"],
+            "0123456789abcdef0123456789abcdef01234567"
+        );
+        let run = &s["predicate"]["runDetails"];
+        assert_eq!(run["builder"]["id"], "https://conveyor.dev/builder/local");
+        assert_eq!(run["metadata"]["invocationId"], "hello/runs/1");
+        assert_eq!(subjects_of(&s).unwrap(), example().subjects);
+    }
+
+    #[test]
+    fn subjects_of_rejects_other_statements() {
+        let mut s = example().statement();
+        s["predicateType"] = "https://example.com/other".into();
+        assert!(subjects_of(&s).unwrap_err().contains("predicateType"));
+    }
+}

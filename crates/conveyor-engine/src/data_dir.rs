@@ -1,0 +1,73 @@
+//! The layout of a data directory: database, artifacts, logs, workspaces, signing key.
+
+use std::path::{Path, PathBuf};
+
+use conveyor_attest::KeyPair;
+use conveyor_store::logs::LogDir;
+use conveyor_store::{Cas, Store};
+
+use crate::EngineError;
+
+pub struct DataDir {
+    pub root: PathBuf,
+    pub store: Store,
+    pub cas: Cas,
+    pub logs: LogDir,
+    pub signer: KeyPair,
+}
+
+impl DataDir {
+    /// Opens `root`, creating it (and the signing key) on first use.
+    pub async fn open(root: &Path) -> Result<DataDir, EngineError> {
+        std::fs::create_dir_all(root)?;
+        let store = Store::open(&root.join("conveyor.db")).await?;
+        let cas = Cas::new(root.join("cas"))?;
+        let logs = LogDir::new(root.join("logs"))?;
+        std::fs::create_dir_all(root.join("work"))?;
+        std::fs::create_dir_all(root.join("repos"))?;
+        let signer = load_or_create_key(&root.join("keys"))?;
+        Ok(DataDir {
+            root: root.to_path_buf(),
+            store,
+            cas,
+            logs,
+            signer,
+        })
+    }
+
+    pub fn work_dir(&self) -> PathBuf {
+        self.root.join("work")
+    }
+
+    pub fn repos_dir(&self) -> PathBuf {
+        self.root.join("repos")
+    }
+}
+
+/// The release signing key: created once from the OS's randomness, kept owner-readable only.
+fn load_or_create_key(dir: &Path) -> Result<KeyPair, EngineError> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    let secret = dir.join("signing.key");
+    if let Ok(text) = std::fs::read_to_string(&secret) {
+        let bytes = hex::decode(text.trim())
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok());
+        return bytes.map(KeyPair::from_seed).ok_or_else(|| {
+            EngineError::Source(format!("{} is not a 32-byte hex Ed25519 seed", secret.display()))
+        });
+    }
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| EngineError::Source(format!("no OS randomness: {e}")))?;
+    let key = KeyPair::from_seed(seed);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&secret)?;
+    std::io::Write::write_all(&mut file, hex::encode(seed).as_bytes())?;
+    file.sync_all()?;
+    std::fs::write(dir.join("signing.pub"), key.public().to_hex())?;
+    Ok(key)
+}

@@ -1,0 +1,326 @@
+//! One job of a run: attempts, each in a fresh workspace, its steps in order through the executor.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use conveyor_exec::{CancellationToken, StepOutcome, StepSpec};
+use conveyor_spec::{Job, Pipeline, expr};
+use conveyor_store::logs::RunLog;
+use conveyor_store::{ArtifactRef, Event, JobStatus, RunView, StepStatus};
+
+use crate::output::{Masker, StepLog};
+use crate::{Engine, workspace};
+
+pub(crate) struct JobTask {
+    pub engine: Arc<Engine>,
+    pub run: Arc<RunView>,
+    pub pipeline: Arc<Pipeline>,
+    pub job: String,
+    pub first_attempt: u32,
+    pub inputs: Vec<ArtifactRef>,
+    pub cancel: CancellationToken,
+    pub log: Arc<RunLog>,
+}
+
+/// How one attempt ended.
+struct Attempt {
+    status: JobStatus,
+    reason: Option<String>,
+    artifacts: Vec<ArtifactRef>,
+}
+
+impl Attempt {
+    fn failed(reason: String) -> Self {
+        Attempt {
+            status: JobStatus::Failed,
+            reason: Some(reason),
+            artifacts: vec![],
+        }
+    }
+}
+
+impl JobTask {
+    /// Runs attempts until one succeeds, the run is cancelled, or retries are used up.
+    pub async fn run(self) -> (JobStatus, Vec<ArtifactRef>) {
+        let job = self
+            .pipeline
+            .job(&self.job)
+            .expect("scheduled jobs exist in the pipeline")
+            .clone();
+        let _slot = tokio::select! {
+            permit = self.engine.slots.clone().acquire_owned() => permit.ok(),
+            () = self.cancel.cancelled() => None,
+        };
+        let last = job.retries + 1;
+        let mut attempt = self.first_attempt.max(1);
+        loop {
+            let outcome = if self.cancel.is_cancelled() {
+                Attempt {
+                    status: JobStatus::Cancelled,
+                    reason: Some("the run was cancelled".into()),
+                    artifacts: vec![],
+                }
+            } else {
+                match self
+                    .engine
+                    .record(Event::JobStarted {
+                        run_id: self.run.id,
+                        job: job.id.clone(),
+                        attempt,
+                    })
+                    .await
+                {
+                    Ok(_) => self.attempt(&job, attempt).await,
+                    Err(e) => Attempt::failed(format!("cannot record the job start: {e}")),
+                }
+            };
+            let finished = Event::JobFinished {
+                run_id: self.run.id,
+                job: job.id.clone(),
+                attempt,
+                status: outcome.status,
+                reason: outcome.reason.clone(),
+                artifacts: outcome.artifacts.clone(),
+            };
+            if let Err(error) = self.engine.record(finished).await {
+                tracing::error!(run = self.run.id, job = %job.id, %error, "cannot record the job's end");
+            }
+            if outcome.status != JobStatus::Failed || attempt >= last {
+                return (outcome.status, outcome.artifacts);
+            }
+            tracing::info!(run = self.run.id, job = %job.id, attempt, "job failed; retrying");
+            attempt += 1;
+        }
+    }
+
+    async fn attempt(&self, job: &Job, attempt: u32) -> Attempt {
+        let engine = &self.engine;
+        let dir = engine
+            .data
+            .work_dir()
+            .join(format!("run-{}", self.run.id))
+            .join(format!("{}-{attempt}", job.id));
+        let result = self.attempt_in(job, attempt, &dir).await;
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        result.unwrap_or_else(Attempt::failed)
+    }
+
+    async fn attempt_in(&self, job: &Job, attempt: u32, dir: &std::path::Path) -> Result<Attempt, String> {
+        let engine = &self.engine;
+        {
+            let (cas, dir, digest, inputs) = (
+                engine.data.cas.clone(),
+                dir.to_path_buf(),
+                self.run.source_digest.clone(),
+                self.inputs.clone(),
+            );
+            tokio::task::spawn_blocking(move || workspace::prepare(&cas, &dir, &digest, &inputs))
+                .await
+                .map_err(|e| format!("workspace preparation panicked: {e}"))??;
+        }
+        let secrets: BTreeMap<String, String> = engine
+            .data
+            .store
+            .secrets(&self.run.project)
+            .await
+            .map_err(|e| format!("cannot read secrets: {e}"))?
+            .into_iter()
+            .collect();
+        let masker = Arc::new(Masker::new(secrets.values().map(String::as_str)));
+        let lookup = |reference: &str| -> Option<String> {
+            if let Some(name) = reference.strip_prefix("secrets.") {
+                return secrets.get(name).cloned();
+            }
+            match reference {
+                "branch" => Some(self.run.branch.clone()),
+                "sha" => Some(self.run.commit.clone()),
+                "event" => Some(self.run.event.clone()),
+                "run_id" => Some(self.run.id.to_string()),
+                "project" => Some(self.run.project.clone()),
+                "job" => Some(job.id.clone()),
+                _ => None,
+            }
+        };
+        let interpolate = |text: &str| {
+            expr::interpolate(text, lookup).map_err(|e| match e.0.strip_prefix("secrets.") {
+                Some(name) => format!(
+                    "secret '{name}' is not set for project '{}' (set it with `conveyor secret set`)",
+                    self.run.project
+                ),
+                None => e.to_string(),
+            })
+        };
+
+        let mut env: BTreeMap<String, String> = engine.config.base_env.iter().cloned().collect();
+        for (k, v) in [
+            ("CI", "true".to_string()),
+            ("CONVEYOR", "true".to_string()),
+            ("CONVEYOR_RUN_ID", self.run.id.to_string()),
+            ("CONVEYOR_PROJECT", self.run.project.clone()),
+            ("CONVEYOR_COMMIT_SHA", self.run.commit.clone()),
+            ("CONVEYOR_BRANCH", self.run.branch.clone()),
+            ("CONVEYOR_EVENT", self.run.event.clone()),
+            ("CONVEYOR_JOB", job.id.clone()),
+            ("CONVEYOR_ATTEMPT", attempt.to_string()),
+            ("CONVEYOR_WORKSPACE", dir.display().to_string()),
+        ] {
+            env.insert(k.to_string(), v);
+        }
+        for (k, v) in self.pipeline.env.iter().chain(&job.env) {
+            env.insert(k.clone(), interpolate(v)?);
+        }
+
+        let deadline = job.timeout.map(|t| (Instant::now() + t, t));
+        for (index, step) in job.steps.iter().enumerate() {
+            let index = index as u32;
+            let mut step_env = env.clone();
+            for (k, v) in &step.env {
+                step_env.insert(k.clone(), interpolate(v)?);
+            }
+            let script = interpolate(&step.run)?;
+            let remaining = deadline.map(|(at, _)| at.saturating_duration_since(Instant::now()));
+            let timeout = match (step.timeout, remaining) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let job_timed_out_first = remaining.is_some_and(|r| step.timeout.is_none_or(|s| r < s));
+            self.record(Event::StepStarted {
+                run_id: self.run.id,
+                job: job.id.clone(),
+                attempt,
+                step: index,
+                name: step.name.clone(),
+            })
+            .await?;
+            let step_log = || StepLog {
+                log: self.log.clone(),
+                masker: masker.clone(),
+                observers: engine.observers(),
+                job: job.id.clone(),
+                attempt,
+                step: index,
+                limit: engine.config.step_log_limit,
+                written: 0,
+                truncated: false,
+            };
+            let spec = StepSpec {
+                script,
+                env: step_env.into_iter().collect(),
+                workdir: dir.to_path_buf(),
+                timeout,
+            };
+            let outcome = engine
+                .executor
+                .run_step(spec, step_log().sink(), self.cancel.clone())
+                .await
+                .map_err(|e| format!("cannot start step '{}': {e}", step.name))?;
+            let (status, exit_code, problem) = match outcome {
+                StepOutcome::Succeeded => (StepStatus::Success, Some(0), None),
+                StepOutcome::Failed { exit_code } => (
+                    StepStatus::Failed,
+                    exit_code,
+                    Some(match exit_code {
+                        Some(code) => format!("step '{}' failed with exit code {code}", step.name),
+                        None => format!("step '{}' was killed by a signal", step.name),
+                    }),
+                ),
+                StepOutcome::TimedOut => (
+                    StepStatus::TimedOut,
+                    None,
+                    Some(match (job_timed_out_first, deadline) {
+                        (true, Some((_, t))) => format!("job timed out after {}", human(t)),
+                        _ => format!(
+                            "step '{}' timed out after {}",
+                            step.name,
+                            human(timeout.unwrap_or_default())
+                        ),
+                    }),
+                ),
+                StepOutcome::Cancelled => (StepStatus::Cancelled, None, Some("the run was cancelled".into())),
+            };
+            if let Some(problem) = &problem {
+                step_log().notice(problem.clone());
+            }
+            self.record(Event::StepFinished {
+                run_id: self.run.id,
+                job: job.id.clone(),
+                attempt,
+                step: index,
+                outcome: status,
+                exit_code,
+            })
+            .await?;
+            match (status, problem) {
+                (StepStatus::Cancelled, reason) => {
+                    return Ok(Attempt {
+                        status: JobStatus::Cancelled,
+                        reason,
+                        artifacts: vec![],
+                    });
+                }
+                (StepStatus::TimedOut, Some(reason)) if job_timed_out_first => {
+                    return Ok(Attempt::failed(reason));
+                }
+                (_, Some(_)) if step.continue_on_error => {
+                    step_log().notice(format!("continuing: step '{}' has continue_on_error", step.name));
+                }
+                (_, Some(reason)) => return Ok(Attempt::failed(reason)),
+                (_, None) => {}
+            }
+        }
+
+        let patterns = job.artifacts.clone();
+        let root = dir.to_path_buf();
+        let found = tokio::task::spawn_blocking(move || workspace::find_artifacts(&root, &patterns))
+            .await
+            .map_err(|e| format!("artifact search panicked: {e}"))??;
+        let artifacts = workspace::store_artifacts(&engine.data.cas, found).await?;
+        Ok(Attempt {
+            status: JobStatus::Success,
+            reason: None,
+            artifacts,
+        })
+    }
+
+    async fn record(&self, event: Event) -> Result<i64, String> {
+        self.engine
+            .record(event)
+            .await
+            .map_err(|e| format!("cannot record event: {e}"))
+    }
+}
+
+/// `90s`, `10m`, `1h30m`, `500ms`.
+fn human(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    let mut out = String::new();
+    for (n, unit) in [(h, "h"), (m, "m"), (s, "s")] {
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn human_durations() {
+        use std::time::Duration;
+        let cases = [
+            (0, "0ms"),
+            (500, "500ms"),
+            (90_000, "1m30s"),
+            (3_600_000, "1h"),
+            (5_400_000, "1h30m"),
+        ];
+        for (ms, want) in cases {
+            assert_eq!(super::human(Duration::from_millis(ms)), want);
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! `conveyor-engine` drives pipeline runs. A run is a state machine over the event log: jobs start
+//! when their `needs` are met (up to a parallelism limit), each in a fresh workspace holding the
+//! run's source snapshot plus the artifacts of the jobs it needs; steps go through an `Executor`;
+//! every transition is appended to the log before anything depends on it. A run whose jobs all
+//! succeed becomes a signed release. After a crash, `recover` resumes every unfinished run from
+//! the log.
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+mod data_dir;
+mod job;
+mod output;
+mod release;
+mod run;
+pub mod source;
+mod workspace;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use conveyor_exec::{CancellationToken, Executor};
+use conveyor_store::logs::LogLine;
+use conveyor_store::{Event, Store};
+
+pub use data_dir::DataDir;
+pub use release::verify_release;
+pub use run::NewRun;
+
+/// Default cap on what one step may write to its log.
+pub const DEFAULT_STEP_LOG_LIMIT: u64 = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// How many jobs run at once (default: the number of cores).
+    pub parallelism: usize,
+    /// Bytes of output kept per step; the rest is dropped with a notice.
+    pub step_log_limit: u64,
+    /// The environment every step starts from (PATH, HOME, …), read once at start-up by the binary.
+    pub base_env: Vec<(String, String)>,
+    /// SLSA `builder.id`.
+    pub builder_id: String,
+}
+
+impl EngineConfig {
+    pub fn new(base_env: Vec<(String, String)>) -> Self {
+        EngineConfig {
+            parallelism: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            step_log_limit: DEFAULT_STEP_LOG_LIMIT,
+            base_env,
+            builder_id: "https://conveyor.dev/builders/conveyor".into(),
+        }
+    }
+}
+
+/// Watches a run as it happens (the CLI prints progress from it).
+pub trait Observer: Send + Sync {
+    fn event(&self, event: &Event);
+    fn line(&self, line: &LogLine);
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] conveyor_store::StoreError),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Source(String),
+    #[error("run {0} does not exist")]
+    NoSuchRun(i64),
+    #[error("{0}")]
+    Pipeline(#[from] conveyor_spec::SpecErrors),
+}
+
+pub struct Engine {
+    pub(crate) data: DataDir,
+    pub(crate) config: EngineConfig,
+    pub(crate) executor: Arc<dyn Executor>,
+    pub(crate) slots: Arc<tokio::sync::Semaphore>,
+    /// Runs in flight: their cancel token and concurrency group.
+    pub(crate) active: Mutex<HashMap<i64, (CancellationToken, Option<String>)>>,
+    pub(crate) groups: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pub(crate) observers: Mutex<Vec<Arc<dyn Observer>>>,
+}
+
+impl Engine {
+    pub fn new(data: DataDir, config: EngineConfig, executor: Arc<dyn Executor>) -> Arc<Self> {
+        Arc::new(Engine {
+            slots: Arc::new(tokio::sync::Semaphore::new(config.parallelism.max(1))),
+            data,
+            config,
+            executor,
+            active: Mutex::new(HashMap::new()),
+            groups: Mutex::new(HashMap::new()),
+            observers: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.data.store
+    }
+
+    pub fn data(&self) -> &DataDir {
+        &self.data
+    }
+
+    pub fn observe(&self, observer: Arc<dyn Observer>) {
+        self.observers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(observer);
+    }
+
+    fn observers(&self) -> Vec<Arc<dyn Observer>> {
+        self.observers.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn notify(&self, event: &Event) {
+        for o in self.observers() {
+            o.event(event);
+        }
+    }
+
+    /// Appends an event to the log and shows it to observers.
+    pub(crate) async fn record(&self, event: Event) -> Result<i64, EngineError> {
+        let seq = self.data.store.append(event.clone()).await?;
+        self.notify(&event);
+        Ok(seq)
+    }
+
+    /// Asks a running run to stop: its steps are killed and its remaining jobs cancelled.
+    pub async fn cancel(&self, run_id: i64, reason: &str) -> Result<bool, EngineError> {
+        let token = self
+            .active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&run_id)
+            .map(|active| active.0.clone());
+        match token {
+            Some(token) => {
+                self.record(Event::RunCancelRequested {
+                    run_id,
+                    reason: reason.to_string(),
+                })
+                .await?;
+                token.cancel();
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Resumes every run the log shows unfinished (after a crash or restart). Steps that were
+    /// running are recorded as interrupted; their jobs are retried when they allow it.
+    pub async fn recover(self: &Arc<Self>) -> Result<Vec<tokio::task::JoinHandle<()>>, EngineError> {
+        let runs = self.data.store.unfinished_runs().await?;
+        let mut handles = Vec::new();
+        for run in runs {
+            tracing::info!(run = run.id, "resuming a run interrupted by a restart");
+            handles.push(self.spawn_run(run.id));
+        }
+        Ok(handles)
+    }
+
+    /// Runs `run_id` to completion in the background.
+    pub fn spawn_run(self: &Arc<Self>, run_id: i64) -> tokio::task::JoinHandle<()> {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = engine.execute_run(run_id).await {
+                tracing::error!(run = run_id, %error, "run failed to execute");
+            }
+        })
+    }
+}

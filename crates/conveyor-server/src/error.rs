@@ -1,0 +1,82 @@
+//! The one API error table: code → HTTP status → JSON `{code, message}`. Handlers return
+//! `ApiError`; nothing else builds error responses.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The pipeline file is invalid; each entry is one `file:line:col: message`.
+    #[error("conveyor.yml is invalid")]
+    PipelineInvalid(Vec<String>),
+    #[error("{0}")]
+    Conflict(String),
+    /// Fetching or reading the project's repository failed.
+    #[error("{0}")]
+    Source(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The table.
+    pub fn code_and_status(&self) -> (&'static str, StatusCode) {
+        match self {
+            ApiError::Unauthorized => ("unauthorized", StatusCode::UNAUTHORIZED),
+            ApiError::NotFound(_) => ("not_found", StatusCode::NOT_FOUND),
+            ApiError::InvalidRequest(_) => ("invalid_request", StatusCode::BAD_REQUEST),
+            ApiError::PipelineInvalid(_) => ("pipeline_invalid", StatusCode::UNPROCESSABLE_ENTITY),
+            ApiError::Conflict(_) => ("conflict", StatusCode::CONFLICT),
+            ApiError::Source(_) => ("source_unavailable", StatusCode::BAD_GATEWAY),
+            ApiError::Internal(_) => ("internal", StatusCode::INTERNAL_SERVER_ERROR),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (code, status) = self.code_and_status();
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!(error = %detail, "internal error answering a request");
+        }
+        let mut body = json!({ "code": code, "message": self.to_string() });
+        if let ApiError::PipelineInvalid(errors) = &self {
+            body["details"] = json!({ "errors": errors });
+        }
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<conveyor_store::StoreError> for ApiError {
+    fn from(e: conveyor_store::StoreError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl From<conveyor_engine::EngineError> for ApiError {
+    fn from(e: conveyor_engine::EngineError) -> Self {
+        use conveyor_engine::EngineError as E;
+        match e {
+            E::Pipeline(errors) => {
+                ApiError::PipelineInvalid(errors.0.iter().map(ToString::to_string).collect())
+            }
+            E::Source(message) => ApiError::Source(message),
+            E::NoSuchRun(id) => ApiError::NotFound(format!("run {id} does not exist")),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(e: axum::extract::rejection::JsonRejection) -> Self {
+        ApiError::InvalidRequest(e.body_text())
+    }
+}

@@ -1,0 +1,112 @@
+//! `conveyor-server` is the control plane's front: the JSON API under `/api/v1` (with its OpenAPI
+//! document), health endpoints, bearer-token auth, live logs as server-sent events, and the
+//! triggers that start runs (polling, manual, cron). Logic lives in the engine and the store;
+//! this crate translates HTTP to calls on them.
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+mod api;
+pub mod auth;
+mod error;
+pub mod triggers;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::middleware::from_fn_with_state;
+use axum::routing::{get, post, put};
+use conveyor_engine::Engine;
+use conveyor_store::Event;
+
+pub use error::ApiError;
+
+/// The OpenAPI 3.1 document of the API, served at `/api/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub addr: SocketAddr,
+    /// How often the poller wakes to check projects that are due.
+    pub poll_tick: Duration,
+    /// The admin token to install on first start (instead of generating one).
+    pub admin_token: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let mutating = Router::new()
+        .route("/api/v1/projects", post(api::add_project))
+        .route("/api/v1/projects/{project}/runs", post(api::trigger_run))
+        .route("/api/v1/projects/{project}/secrets/{name}", put(api::set_secret))
+        .route("/api/v1/runs/{id}/cancel", post(api::cancel_run))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_token));
+    Router::new()
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .route("/api/v1/openapi.json", get(api::openapi))
+        .route("/api/v1/projects", get(api::list_projects))
+        .route("/api/v1/projects/{project}", get(api::get_project))
+        .route("/api/v1/runs", get(api::list_runs))
+        .route("/api/v1/runs/{id}", get(api::get_run))
+        .route("/api/v1/runs/{id}/logs", get(api::run_logs))
+        .route("/api/v1/runs/{id}/logs/stream", get(api::stream_logs))
+        .route("/api/v1/releases", get(api::list_releases))
+        .route("/api/v1/releases/{id}", get(api::get_release))
+        .route("/api/v1/releases/{id}/artifacts/{*path}", get(api::get_artifact))
+        .route("/api/v1/keys/signing", get(api::signing_key))
+        .route("/api/v1/audit/verify", get(api::audit_verify))
+        .route("/api/v1/events", get(api::list_events))
+        .route("/api/v1/validate", post(api::validate))
+        .merge(mutating)
+        .with_state(state)
+}
+
+/// What first start produced: the admin token to print once (None when it was given, or exists).
+pub async fn ensure_admin_token(engine: &Engine, given: Option<&str>) -> Result<Option<String>, ApiError> {
+    if engine.store().has_tokens().await? {
+        return Ok(None);
+    }
+    let (token, generated) = match given {
+        Some(t) => (t.to_string(), false),
+        None => (
+            auth::new_token().map_err(|e| ApiError::Internal(e.to_string()))?,
+            true,
+        ),
+    };
+    engine
+        .store()
+        .append(Event::TokenCreated {
+            name: "admin".into(),
+            hash: auth::token_hash(&token),
+        })
+        .await?;
+    Ok(generated.then_some(token))
+}
+
+/// Starts background work (recovery, polling, schedules) and serves until `shutdown` resolves.
+pub async fn serve(
+    engine: Arc<Engine>,
+    config: ServerConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    match engine.recover().await {
+        Ok(resumed) if !resumed.is_empty() => tracing::info!(runs = resumed.len(), "resumed unfinished runs"),
+        Ok(_) => {}
+        Err(error) => tracing::error!(%error, "cannot resume unfinished runs"),
+    }
+    tokio::spawn(triggers::poll_forever(engine.clone(), config.poll_tick));
+    tokio::spawn(triggers::schedule_forever(
+        engine.clone(),
+        Duration::from_secs(15),
+    ));
+    let app = router(AppState { engine });
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}

@@ -1,0 +1,15 @@
+//! `conveyor-spec` owns the `conveyor.yml` language: parsing, validation and the `if:` / `${{ }}`
+//! expression language. It is pure: no clock, no disk, no network — text in, typed structs or
+//! located errors out, so it is tested by tables of cases and can be fuzzed.
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+mod error;
+pub mod expr;
+mod model;
+mod parse;
+mod yaml;
+
+pub use error::{SpecError, SpecErrors};
+pub use model::*;
+pub use parse::{MAX_SOURCE_BYTES, parse};

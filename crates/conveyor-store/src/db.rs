@@ -1,0 +1,293 @@
+//! Opening the database, appending to the chain, verifying it, rebuilding the read models.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sha2::{Digest as _, Sha256};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row as _, SqlitePool};
+
+use crate::event::Event;
+use crate::projection;
+
+/// The embedded schema migrations, applied in order on open.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+
+const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("event {seq} cannot be decoded: {error}")]
+    Decode { seq: i64, error: String },
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Which counter an appended event allocates an id from.
+#[derive(Debug, Clone, Copy)]
+pub enum IdKind {
+    Run,
+    Release,
+}
+
+/// One way the log fails verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditProblem {
+    Missing { after: i64, next: i64 },
+    BrokenLink { seq: i64 },
+    Edited { seq: i64 },
+    Truncated { head: i64, last: i64 },
+}
+
+impl std::fmt::Display for AuditProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuditProblem::Missing { after, next } => write!(
+                f,
+                "events {}..={} are missing: rows were deleted after event {after}",
+                after + 1,
+                next - 1
+            ),
+            AuditProblem::BrokenLink { seq } => write!(
+                f,
+                "event {seq}: prev_hash does not match the hash of the event before it"
+            ),
+            AuditProblem::Edited { seq } => write!(
+                f,
+                "event {seq}: stored hash does not match its content: the row was edited"
+            ),
+            AuditProblem::Truncated { head, last } => write!(
+                f,
+                "the chain head records event {head} but the log ends at event {last}: the newest events were deleted"
+            ),
+        }
+    }
+}
+
+pub struct Store {
+    pub(crate) pool: SqlitePool,
+    /// SQLite has one writer; serialising appends in-process avoids lock-upgrade failures.
+    write: tokio::sync::Mutex<()>,
+}
+
+pub(crate) fn chain_hash(prev: &str, seq: i64, at: &str, kind: &str, data: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [prev, &seq.to_string(), at, kind, data] {
+        h.update(part.as_bytes());
+        h.update(b"\n");
+    }
+    hex::encode(h.finalize())
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite database at `path` and applies migrations.
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
+            .connect_with(options)
+            .await?;
+        let store = Store {
+            pool,
+            write: tokio::sync::Mutex::new(()),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let _guard = self.write.lock().await;
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
+            .execute(&self.pool)
+            .await?;
+        for (version, sql) in MIGRATIONS {
+            let applied = sqlx::query("SELECT 1 FROM schema_migrations WHERE version = $1")
+                .bind(version)
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some();
+            if applied {
+                continue;
+            }
+            let mut tx = self.pool.begin().await?;
+            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)")
+                .bind(version)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Appends one event and folds it into the read models, atomically. Returns its sequence number.
+    pub async fn append(&self, event: Event) -> Result<i64, StoreError> {
+        self.append_with(None, |_| event).await.map(|(seq, _)| seq)
+    }
+
+    /// Appends the event `build` makes from a freshly allocated id (run or release number).
+    pub async fn append_new(
+        &self,
+        kind: IdKind,
+        build: impl FnOnce(i64) -> Event,
+    ) -> Result<i64, StoreError> {
+        self.append_with(Some(kind), build).await.map(|(_, id)| id)
+    }
+
+    async fn append_with(
+        &self,
+        kind: Option<IdKind>,
+        build: impl FnOnce(i64) -> Event,
+    ) -> Result<(i64, i64), StoreError> {
+        let _guard = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let id = match kind {
+            None => 0,
+            Some(kind) => {
+                let table = match kind {
+                    IdKind::Run => "runs",
+                    IdKind::Release => "releases",
+                };
+                sqlx::query_scalar::<_, i64>(&format!("SELECT COALESCE(MAX(id), 0) + 1 FROM {table}"))
+                    .fetch_one(&mut *tx)
+                    .await?
+            }
+        };
+        let event = build(id);
+        let head = sqlx::query("SELECT seq, hash FROM chain_head WHERE id = 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+        let (prev_seq, prev_hash) = match head {
+            Some(row) => (row.get::<i64, _>(0), row.get::<String, _>(1)),
+            None => (0, GENESIS_HASH.to_string()),
+        };
+        let seq = prev_seq + 1;
+        let at = crate::now_rfc3339();
+        let kind = event.kind();
+        let data = serde_json::to_string(&event).expect("events always serialize");
+        let hash = chain_hash(&prev_hash, seq, &at, kind, &data);
+        sqlx::query(
+            "INSERT INTO events (seq, at, kind, data, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(seq)
+        .bind(&at)
+        .bind(kind)
+        .bind(&data)
+        .bind(&prev_hash)
+        .bind(&hash)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO chain_head (id, seq, hash) VALUES (1, $1, $2)
+             ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+        )
+        .bind(seq)
+        .bind(&hash)
+        .execute(&mut *tx)
+        .await?;
+        projection::apply(&mut tx, &event, &at).await?;
+        tx.commit().await?;
+        Ok((seq, id))
+    }
+
+    /// Walks the whole chain; an empty result means the log is intact.
+    pub async fn audit(&self) -> Result<(usize, Vec<AuditProblem>), StoreError> {
+        let rows = sqlx::query("SELECT seq, at, kind, data, prev_hash, hash FROM events ORDER BY seq")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut problems = Vec::new();
+        let mut expected_prev = GENESIS_HASH.to_string();
+        let mut last_seq = 0;
+        for row in &rows {
+            let seq: i64 = row.get(0);
+            let (at, kind, data): (String, String, String) = (row.get(1), row.get(2), row.get(3));
+            let (prev, hash): (String, String) = (row.get(4), row.get(5));
+            if seq != last_seq + 1 {
+                problems.push(AuditProblem::Missing {
+                    after: last_seq,
+                    next: seq,
+                });
+            } else if prev != expected_prev {
+                problems.push(AuditProblem::BrokenLink { seq });
+            }
+            if chain_hash(&prev, seq, &at, &kind, &data) != hash {
+                problems.push(AuditProblem::Edited { seq });
+            }
+            expected_prev = hash;
+            last_seq = seq;
+        }
+        let head: Option<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM chain_head WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        if let Some((head_seq, head_hash)) = head {
+            if head_seq != last_seq {
+                problems.push(AuditProblem::Truncated {
+                    head: head_seq,
+                    last: last_seq,
+                });
+            } else if head_hash != expected_prev {
+                problems.push(AuditProblem::Edited { seq: last_seq });
+            }
+        }
+        Ok((rows.len(), problems))
+    }
+
+    /// Drops every read model and folds the whole log into them again.
+    pub async fn rebuild_read_models(&self) -> Result<usize, StoreError> {
+        let _guard = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        projection::clear(&mut tx).await?;
+        let rows = sqlx::query("SELECT seq, at, data FROM events ORDER BY seq")
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in &rows {
+            let seq: i64 = row.get(0);
+            let at: String = row.get(1);
+            let event: Event =
+                serde_json::from_str(row.get::<&str, _>(2)).map_err(|e| StoreError::Decode {
+                    seq,
+                    error: e.to_string(),
+                })?;
+            projection::apply(&mut tx, &event, &at).await?;
+        }
+        tx.commit().await?;
+        Ok(rows.len())
+    }
+
+    /// Stores a secret's value (outside the log) and records that it changed (inside it).
+    pub async fn set_secret(&self, project: &str, name: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO secrets (project, name, value) VALUES ($1, $2, $3)
+             ON CONFLICT (project, name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(project)
+        .bind(name)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        self.append(Event::SecretSet {
+            project: project.to_string(),
+            name: name.to_string(),
+        })
+        .await?;
+        Ok(())
+    }
+
+    pub async fn secrets(&self, project: &str) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT name, value FROM secrets WHERE project = $1 ORDER BY name")
+                .bind(project)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+}

@@ -1,0 +1,178 @@
+//! The events of the log. Each is one fact; read models are folded from them (projection.rs).
+
+use serde::{Deserialize, Serialize};
+
+/// An artifact produced by a job, as stored in the content-addressed store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactRef {
+    /// Path relative to the job's workspace, `/`-separated.
+    pub path: String,
+    /// Hex SHA-256.
+    pub digest: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    ProjectAdded {
+        project: String,
+        source_uri: String,
+        poll_seconds: u64,
+    },
+    /// A secret's value changed; the value itself is never in the log.
+    SecretSet {
+        project: String,
+        name: String,
+    },
+    TokenCreated {
+        name: String,
+        /// Hex SHA-256 of the token.
+        hash: String,
+    },
+    RunCreated {
+        run_id: i64,
+        project: String,
+        source_uri: String,
+        commit: String,
+        branch: String,
+        /// `push`, `manual`, `schedule` or `local`.
+        event: String,
+        /// The exact `conveyor.yml` text the run follows.
+        pipeline: String,
+        /// CAS digest of the source tree snapshot (a tar) every job starts from.
+        source_digest: String,
+        /// The pipeline's job ids, in file order.
+        jobs: Vec<String>,
+    },
+    JobStarted {
+        run_id: i64,
+        job: String,
+        attempt: u32,
+    },
+    StepStarted {
+        run_id: i64,
+        job: String,
+        attempt: u32,
+        step: u32,
+        name: String,
+    },
+    StepFinished {
+        run_id: i64,
+        job: String,
+        attempt: u32,
+        step: u32,
+        outcome: StepStatus,
+        exit_code: Option<i32>,
+    },
+    JobFinished {
+        run_id: i64,
+        job: String,
+        attempt: u32,
+        status: JobStatus,
+        reason: Option<String>,
+        artifacts: Vec<ArtifactRef>,
+    },
+    JobSkipped {
+        run_id: i64,
+        job: String,
+        reason: String,
+    },
+    RunCancelRequested {
+        run_id: i64,
+        reason: String,
+    },
+    RunFinished {
+        run_id: i64,
+        status: RunStatus,
+    },
+    ReleaseCreated {
+        release_id: i64,
+        run_id: i64,
+        project: String,
+        commit: String,
+        branch: String,
+        artifacts: Vec<ArtifactRef>,
+        /// The DSSE envelope carrying the SLSA provenance statement, as JSON.
+        envelope: serde_json::Value,
+    },
+}
+
+macro_rules! status_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!("unknown {} '{other}'", stringify!($name))),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+status_enum!(
+    /// How a step ended. `Interrupted`: the server died while it ran.
+    StepStatus {
+        Running => "running",
+        Success => "success",
+        Failed => "failed",
+        TimedOut => "timed_out",
+        Cancelled => "cancelled",
+        Interrupted => "interrupted",
+    }
+);
+
+status_enum!(JobStatus {
+    Pending => "pending",
+    Running => "running",
+    Success => "success",
+    Failed => "failed",
+    Skipped => "skipped",
+    Cancelled => "cancelled",
+});
+
+status_enum!(RunStatus {
+    Running => "running",
+    Success => "success",
+    Failed => "failed",
+    Cancelled => "cancelled",
+});
+
+impl Event {
+    /// The `type` tag, stored in its own column for filtering.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::ProjectAdded { .. } => "project_added",
+            Event::SecretSet { .. } => "secret_set",
+            Event::TokenCreated { .. } => "token_created",
+            Event::RunCreated { .. } => "run_created",
+            Event::JobStarted { .. } => "job_started",
+            Event::StepStarted { .. } => "step_started",
+            Event::StepFinished { .. } => "step_finished",
+            Event::JobFinished { .. } => "job_finished",
+            Event::JobSkipped { .. } => "job_skipped",
+            Event::RunCancelRequested { .. } => "run_cancel_requested",
+            Event::RunFinished { .. } => "run_finished",
+            Event::ReleaseCreated { .. } => "release_created",
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! `conveyor-store` owns persistence. The append-only, hash-chained event log is the one source
+//! of truth; the read models (projects, runs, jobs, steps, releases) are folded from it in the same
+//! transaction and can be rebuilt from it at any time. Beside the database: the content-addressed
+//! artifact store and the step logs. SQLite (WAL) is the embedded default; the SQL stays portable.
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+pub mod cas;
+mod db;
+mod event;
+pub mod logs;
+mod projection;
+mod query;
+
+pub use cas::Cas;
+pub use db::{AuditProblem, IdKind, Store, StoreError};
+pub use event::{ArtifactRef, Event, JobStatus, RunStatus, StepStatus};
+pub use query::{JobView, Project, Release, RunView, StepView, StoredEvent};
+
+/// Now, as the RFC 3339 text every timestamp in the store uses (UTC, milliseconds).
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

@@ -1,0 +1,228 @@
+//! Folds events into the read models. Used both on append and on rebuild, so the read models are
+//! always exactly what the log says.
+
+use sqlx::{Sqlite, Transaction};
+
+use crate::event::{Event, JobStatus, RunStatus, StepStatus};
+
+type Tx<'a> = Transaction<'a, Sqlite>;
+
+const READ_MODELS: &[&str] = &[
+    "projects",
+    "runs",
+    "jobs",
+    "steps",
+    "artifacts",
+    "releases",
+    "tokens",
+];
+
+pub(crate) async fn clear(tx: &mut Tx<'_>) -> Result<(), sqlx::Error> {
+    for table in READ_MODELS {
+        sqlx::query(&format!("DELETE FROM {table}"))
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn apply(tx: &mut Tx<'_>, event: &Event, at: &str) -> Result<(), sqlx::Error> {
+    match event {
+        Event::ProjectAdded {
+            project,
+            source_uri,
+            poll_seconds,
+        } => {
+            sqlx::query(
+                "INSERT INTO projects (name, source_uri, poll_seconds, created_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (name) DO UPDATE SET source_uri = excluded.source_uri, poll_seconds = excluded.poll_seconds",
+            )
+            .bind(project)
+            .bind(source_uri)
+            .bind(*poll_seconds as i64)
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Event::SecretSet { .. } | Event::RunCancelRequested { .. } => {}
+        Event::TokenCreated { name, hash } => {
+            sqlx::query(
+                "INSERT INTO tokens (name, hash, created_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (name) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at",
+            )
+            .bind(name)
+            .bind(hash)
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Event::RunCreated {
+            run_id,
+            project,
+            source_uri,
+            commit,
+            branch,
+            event,
+            pipeline,
+            source_digest,
+            jobs,
+        } => {
+            sqlx::query(
+                "INSERT INTO runs (id, project, source_uri, commit_sha, branch, event, status, pipeline, source_digest, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(run_id)
+            .bind(project)
+            .bind(source_uri)
+            .bind(commit)
+            .bind(branch)
+            .bind(event)
+            .bind(RunStatus::Running.as_str())
+            .bind(pipeline)
+            .bind(source_digest)
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+            for job in jobs {
+                sqlx::query("INSERT INTO jobs (run_id, job, status, attempt) VALUES ($1, $2, $3, 0)")
+                    .bind(run_id)
+                    .bind(job)
+                    .bind(JobStatus::Pending.as_str())
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        Event::JobStarted { run_id, job, attempt } => {
+            sqlx::query(
+                "UPDATE jobs SET status = $3, attempt = $4, started_at = $5, finished_at = NULL, reason = NULL
+                 WHERE run_id = $1 AND job = $2",
+            )
+            .bind(run_id)
+            .bind(job)
+            .bind(JobStatus::Running.as_str())
+            .bind(*attempt as i64)
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Event::StepStarted {
+            run_id,
+            job,
+            attempt,
+            step,
+            name,
+        } => {
+            sqlx::query(
+                "INSERT INTO steps (run_id, job, attempt, idx, name, status, started_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(run_id)
+            .bind(job)
+            .bind(*attempt as i64)
+            .bind(*step as i64)
+            .bind(name)
+            .bind(StepStatus::Running.as_str())
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Event::StepFinished {
+            run_id,
+            job,
+            attempt,
+            step,
+            outcome,
+            exit_code,
+        } => {
+            sqlx::query(
+                "UPDATE steps SET status = $5, exit_code = $6, finished_at = $7
+                 WHERE run_id = $1 AND job = $2 AND attempt = $3 AND idx = $4",
+            )
+            .bind(run_id)
+            .bind(job)
+            .bind(*attempt as i64)
+            .bind(*step as i64)
+            .bind(outcome.as_str())
+            .bind(exit_code)
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Event::JobFinished {
+            run_id,
+            job,
+            attempt: _,
+            status,
+            reason,
+            artifacts,
+        } => {
+            sqlx::query(
+                "UPDATE jobs SET status = $3, reason = $4, finished_at = $5 WHERE run_id = $1 AND job = $2",
+            )
+            .bind(run_id)
+            .bind(job)
+            .bind(status.as_str())
+            .bind(reason)
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+            for artifact in artifacts {
+                sqlx::query(
+                    "INSERT INTO artifacts (run_id, job, path, digest, size) VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (run_id, job, path) DO UPDATE SET digest = excluded.digest, size = excluded.size",
+                )
+                .bind(run_id)
+                .bind(job)
+                .bind(&artifact.path)
+                .bind(&artifact.digest)
+                .bind(artifact.size as i64)
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
+        Event::JobSkipped { run_id, job, reason } => {
+            sqlx::query(
+                "UPDATE jobs SET status = $3, reason = $4, finished_at = $5 WHERE run_id = $1 AND job = $2",
+            )
+            .bind(run_id)
+            .bind(job)
+            .bind(JobStatus::Skipped.as_str())
+            .bind(reason)
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Event::RunFinished { run_id, status } => {
+            sqlx::query("UPDATE runs SET status = $2, finished_at = $3 WHERE id = $1")
+                .bind(run_id)
+                .bind(status.as_str())
+                .bind(at)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Event::ReleaseCreated {
+            release_id,
+            run_id,
+            project,
+            commit,
+            branch,
+            artifacts,
+            envelope,
+        } => {
+            sqlx::query(
+                "INSERT INTO releases (id, run_id, project, commit_sha, branch, artifacts, envelope, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(release_id)
+            .bind(run_id)
+            .bind(project)
+            .bind(commit)
+            .bind(branch)
+            .bind(serde_json::to_string(artifacts).expect("artifact refs serialize"))
+            .bind(envelope.to_string())
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(())
+}

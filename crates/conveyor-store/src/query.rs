@@ -1,0 +1,322 @@
+//! Reads of the read models.
+
+use serde::Serialize;
+use sqlx::Row as _;
+use sqlx::sqlite::SqliteRow;
+
+use crate::db::{Store, StoreError};
+use crate::event::{ArtifactRef, Event};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Project {
+    pub name: String,
+    pub source_uri: String,
+    pub poll_seconds: u64,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunView {
+    pub id: i64,
+    pub project: String,
+    pub source_uri: String,
+    pub commit: String,
+    pub branch: String,
+    pub event: String,
+    pub status: String,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+    #[serde(skip)]
+    pub pipeline: String,
+    #[serde(skip)]
+    pub source_digest: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<JobView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobView {
+    pub job: String,
+    pub status: String,
+    pub attempt: u32,
+    pub reason: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub steps: Vec<StepView>,
+    pub artifacts: Vec<ArtifactRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepView {
+    pub attempt: u32,
+    pub index: u32,
+    pub name: String,
+    pub status: String,
+    pub exit_code: Option<i32>,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Release {
+    pub id: i64,
+    pub run_id: i64,
+    pub project: String,
+    pub commit: String,
+    pub branch: String,
+    pub artifacts: Vec<ArtifactRef>,
+    pub envelope: serde_json::Value,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub at: String,
+    pub event: Event,
+}
+
+const RUN_COLUMNS: &str = "id, project, source_uri, commit_sha, branch, event, status, created_at, finished_at, pipeline, source_digest";
+
+fn run_from_row(row: &SqliteRow) -> RunView {
+    RunView {
+        id: row.get(0),
+        project: row.get(1),
+        source_uri: row.get(2),
+        commit: row.get(3),
+        branch: row.get(4),
+        event: row.get(5),
+        status: row.get(6),
+        created_at: row.get(7),
+        finished_at: row.get(8),
+        pipeline: row.get(9),
+        source_digest: row.get(10),
+        jobs: Vec::new(),
+    }
+}
+
+fn release_from_row(row: &SqliteRow) -> Result<Release, StoreError> {
+    let id: i64 = row.get(0);
+    let decode = |e: serde_json::Error| StoreError::Decode {
+        seq: id,
+        error: e.to_string(),
+    };
+    Ok(Release {
+        id,
+        run_id: row.get(1),
+        project: row.get(2),
+        commit: row.get(3),
+        branch: row.get(4),
+        artifacts: serde_json::from_str(row.get::<&str, _>(5)).map_err(decode)?,
+        envelope: serde_json::from_str(row.get::<&str, _>(6)).map_err(decode)?,
+        created_at: row.get(7),
+    })
+}
+
+const RELEASE_COLUMNS: &str = "id, run_id, project, commit_sha, branch, artifacts, envelope, created_at";
+
+impl Store {
+    pub async fn projects(&self) -> Result<Vec<Project>, StoreError> {
+        let rows =
+            sqlx::query("SELECT name, source_uri, poll_seconds, created_at FROM projects ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Project {
+                name: r.get(0),
+                source_uri: r.get(1),
+                poll_seconds: r.get::<i64, _>(2) as u64,
+                created_at: r.get(3),
+            })
+            .collect())
+    }
+
+    pub async fn project(&self, name: &str) -> Result<Option<Project>, StoreError> {
+        Ok(self.projects().await?.into_iter().find(|p| p.name == name))
+    }
+
+    /// Newest first, without jobs.
+    pub async fn runs(&self, project: Option<&str>, limit: i64) -> Result<Vec<RunView>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE ($1 IS NULL OR project = $1) ORDER BY id DESC LIMIT $2"
+        ))
+        .bind(project)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(run_from_row).collect())
+    }
+
+    /// Runs the server had not finished, oldest first (for recovery after a crash).
+    pub async fn unfinished_runs(&self) -> Result<Vec<RunView>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut runs = Vec::new();
+        for row in &rows {
+            let mut run = run_from_row(row);
+            run.jobs = self.jobs_of(run.id).await?;
+            runs.push(run);
+        }
+        Ok(runs)
+    }
+
+    /// One run with its jobs, their steps and artifacts.
+    pub async fn run(&self, id: i64) -> Result<Option<RunView>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let mut run = run_from_row(&row);
+        run.jobs = self.jobs_of(id).await?;
+        Ok(Some(run))
+    }
+
+    async fn jobs_of(&self, run_id: i64) -> Result<Vec<JobView>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT job, status, attempt, reason, started_at, finished_at FROM jobs WHERE run_id = $1 ORDER BY rowid",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let steps = sqlx::query(
+            "SELECT job, attempt, idx, name, status, exit_code, started_at, finished_at FROM steps
+             WHERE run_id = $1 ORDER BY job, attempt, idx",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut jobs: Vec<JobView> = rows
+            .iter()
+            .map(|r| JobView {
+                job: r.get(0),
+                status: r.get(1),
+                attempt: r.get::<i64, _>(2) as u32,
+                reason: r.get(3),
+                started_at: r.get(4),
+                finished_at: r.get(5),
+                steps: Vec::new(),
+                artifacts: Vec::new(),
+            })
+            .collect();
+        for s in &steps {
+            let job: String = s.get(0);
+            if let Some(j) = jobs.iter_mut().find(|j| j.job == job) {
+                j.steps.push(StepView {
+                    attempt: s.get::<i64, _>(1) as u32,
+                    index: s.get::<i64, _>(2) as u32,
+                    name: s.get(3),
+                    status: s.get(4),
+                    exit_code: s.get(5),
+                    started_at: s.get(6),
+                    finished_at: s.get(7),
+                });
+            }
+        }
+        for j in &mut jobs {
+            j.artifacts = self.artifacts_of(run_id, &j.job).await?;
+        }
+        Ok(jobs)
+    }
+
+    pub async fn artifacts_of(&self, run_id: i64, job: &str) -> Result<Vec<ArtifactRef>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT path, digest, size FROM artifacts WHERE run_id = $1 AND job = $2 ORDER BY path",
+        )
+        .bind(run_id)
+        .bind(job)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ArtifactRef {
+                path: r.get(0),
+                digest: r.get(1),
+                size: r.get::<i64, _>(2) as u64,
+            })
+            .collect())
+    }
+
+    /// The newest commit a run was created for on this branch, if any.
+    pub async fn last_commit(&self, project: &str, branch: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT commit_sha FROM runs WHERE project = $1 AND branch = $2 AND event = 'push' ORDER BY id DESC LIMIT 1",
+        )
+        .bind(project)
+        .bind(branch)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn releases(&self, project: Option<&str>, limit: i64) -> Result<Vec<Release>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RELEASE_COLUMNS} FROM releases WHERE ($1 IS NULL OR project = $1) ORDER BY id DESC LIMIT $2"
+        ))
+        .bind(project)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(release_from_row).collect()
+    }
+
+    pub async fn release(&self, id: i64) -> Result<Option<Release>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(release_from_row).transpose()
+    }
+
+    pub async fn release_of_run(&self, run_id: i64) -> Result<Option<Release>, StoreError> {
+        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM releases WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match id {
+            Some(id) => self.release(id).await,
+            None => Ok(None),
+        }
+    }
+
+    pub async fn token_exists(&self, hash: &str) -> Result<bool, StoreError> {
+        Ok(sqlx::query("SELECT 1 FROM tokens WHERE hash = $1")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
+    }
+
+    pub async fn has_tokens(&self) -> Result<bool, StoreError> {
+        Ok(sqlx::query("SELECT 1 FROM tokens LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
+    }
+
+    /// Events after `after`, oldest first.
+    pub async fn events(&self, after: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query("SELECT seq, at, data FROM events WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let seq: i64 = r.get(0);
+                let event = serde_json::from_str(r.get::<&str, _>(2)).map_err(|e| StoreError::Decode {
+                    seq,
+                    error: e.to_string(),
+                })?;
+                Ok(StoredEvent {
+                    seq,
+                    at: r.get(1),
+                    event,
+                })
+            })
+            .collect()
+    }
+}

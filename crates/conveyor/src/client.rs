@@ -1,0 +1,311 @@
+//! Client commands: talk to a Conveyor server's API and print the answers for people.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use conveyor_attest::PublicKey;
+use conveyor_store::Release;
+use futures_util::StreamExt as _;
+use serde_json::{Value, json};
+
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(server: &str, token: Option<String>) -> anyhow::Result<Self> {
+        let base = server.trim_end_matches('/').to_string();
+        if !base.starts_with("http://") && !base.starts_with("https://") {
+            bail!("--server must be an http:// or https:// URL, not '{server}'");
+        }
+        Ok(Client {
+            base,
+            token,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let request = match &self.token {
+            Some(t) => request.bearer_auth(t),
+            None => request,
+        };
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the server at {}", self.base))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let message = body["message"].as_str().unwrap_or("no message");
+        let code = body["code"].as_str().unwrap_or("error");
+        let mut text = format!("{code} ({status}): {message}");
+        if let Some(errors) = body["details"]["errors"].as_array() {
+            for e in errors {
+                text.push_str(&format!("\n  {}", e.as_str().unwrap_or_default()));
+            }
+        }
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            text.push_str("\n  (set CONVEYOR_TOKEN or pass --token)");
+        }
+        bail!(text)
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        Ok(self.send(self.http.get(self.url(path))).await?.json().await?)
+    }
+
+    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        Ok(self
+            .send(self.http.post(self.url(path)).json(&body))
+            .await?
+            .json()
+            .await?)
+    }
+
+    pub async fn add_project(&self, name: &str, source: &str, poll: Option<u64>) -> anyhow::Result<ExitCode> {
+        let p = self
+            .post(
+                "/api/v1/projects",
+                json!({ "name": name, "source": source, "poll_seconds": poll }),
+            )
+            .await?;
+        println!(
+            "project {} added: {} (polled every {}s)",
+            p["name"].as_str().unwrap_or(name),
+            source,
+            p["poll_seconds"]
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn list_projects(&self) -> anyhow::Result<ExitCode> {
+        let body = self.get("/api/v1/projects").await?;
+        for p in body["projects"].as_array().into_iter().flatten() {
+            println!(
+                "{:<24} {}",
+                p["name"].as_str().unwrap_or(""),
+                p["source_uri"].as_str().unwrap_or("")
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn trigger(
+        &self,
+        project: &str,
+        branch: Option<String>,
+        commit: Option<String>,
+    ) -> anyhow::Result<ExitCode> {
+        let body = self
+            .post(
+                &format!("/api/v1/projects/{project}/runs"),
+                json!({ "branch": branch, "commit": commit }),
+            )
+            .await?;
+        println!(
+            "run {} started for {project} at {} ({})",
+            body["run_id"],
+            body["commit"].as_str().unwrap_or(""),
+            body["branch"].as_str().unwrap_or("")
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn list_runs(&self, project: Option<&str>) -> anyhow::Result<ExitCode> {
+        let path = match project {
+            Some(p) => format!("/api/v1/runs?project={p}"),
+            None => "/api/v1/runs".into(),
+        };
+        let body = self.get(&path).await?;
+        for r in body["runs"].as_array().into_iter().flatten() {
+            println!(
+                "{:>5}  {:<20} {:<10} {:<12} {:<9} {}",
+                r["id"],
+                r["project"].as_str().unwrap_or(""),
+                r["branch"].as_str().unwrap_or(""),
+                r["commit"].as_str().unwrap_or("").get(..12).unwrap_or(""),
+                r["status"].as_str().unwrap_or(""),
+                r["created_at"].as_str().unwrap_or("")
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn show_run(&self, id: i64) -> anyhow::Result<ExitCode> {
+        let r = self.get(&format!("/api/v1/runs/{id}")).await?;
+        println!(
+            "run {id} of {} — {} at {} ({}): {}",
+            r["project"].as_str().unwrap_or(""),
+            r["event"].as_str().unwrap_or(""),
+            r["commit"].as_str().unwrap_or(""),
+            r["branch"].as_str().unwrap_or(""),
+            r["status"].as_str().unwrap_or("")
+        );
+        for j in r["jobs"].as_array().into_iter().flatten() {
+            let reason = j["reason"]
+                .as_str()
+                .map(|s| format!(" — {s}"))
+                .unwrap_or_default();
+            println!(
+                "  {:<16} {:<9} attempt {}{reason}",
+                j["job"].as_str().unwrap_or(""),
+                j["status"].as_str().unwrap_or(""),
+                j["attempt"]
+            );
+            for s in j["steps"].as_array().into_iter().flatten() {
+                println!(
+                    "      {:<9} {}",
+                    s["status"].as_str().unwrap_or(""),
+                    s["name"].as_str().unwrap_or("")
+                );
+            }
+        }
+        if let Some(release) = r["release_id"].as_i64() {
+            println!("  release {release}");
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn logs(&self, run: i64, follow: bool) -> anyhow::Result<ExitCode> {
+        if !follow {
+            let body = self.get(&format!("/api/v1/runs/{run}/logs")).await?;
+            for line in body["lines"].as_array().into_iter().flatten() {
+                print_line(line);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        let response = self
+            .send(
+                self.http
+                    .get(self.url(&format!("/api/v1/runs/{run}/logs/stream"))),
+            )
+            .await?;
+        let mut stream = response.bytes_stream();
+        let mut buf = String::new();
+        while let Some(chunk) = stream.next().await {
+            buf.push_str(&String::from_utf8_lossy(&chunk?));
+            while let Some(end) = buf.find("\n\n") {
+                let frame: String = buf.drain(..end + 2).collect();
+                let (mut kind, mut data) = ("message", String::new());
+                for l in frame.lines() {
+                    if let Some(k) = l.strip_prefix("event:") {
+                        kind = if k.trim() == "end" { "end" } else { "line" };
+                    } else if let Some(d) = l.strip_prefix("data:") {
+                        data.push_str(d.trim_start());
+                    }
+                }
+                let value: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
+                match kind {
+                    "end" => {
+                        println!("run {run} {}", value["status"].as_str().unwrap_or("ended"));
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    "line" => print_line(&value),
+                    _ => {}
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn cancel(&self, run: i64) -> anyhow::Result<ExitCode> {
+        self.post(&format!("/api/v1/runs/{run}/cancel"), json!({}))
+            .await?;
+        println!("run {run}: cancelling");
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn list_releases(&self, project: Option<&str>) -> anyhow::Result<ExitCode> {
+        let path = match project {
+            Some(p) => format!("/api/v1/releases?project={p}"),
+            None => "/api/v1/releases".into(),
+        };
+        let body = self.get(&path).await?;
+        for r in body["releases"].as_array().into_iter().flatten() {
+            println!(
+                "{:>5}  {:<20} {:<10} {:<12} run {:<5} {} artifact(s)",
+                r["id"],
+                r["project"].as_str().unwrap_or(""),
+                r["branch"].as_str().unwrap_or(""),
+                r["commit"].as_str().unwrap_or("").get(..12).unwrap_or(""),
+                r["run_id"],
+                r["artifacts"].as_array().map_or(0, Vec::len)
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// Downloads the release, its artifacts and the server's public key, and checks them here.
+    pub async fn verify(&self, id: i64) -> anyhow::Result<ExitCode> {
+        let key = self.get("/api/v1/keys/signing").await?;
+        let key = PublicKey::from_hex(key["public_key"].as_str().unwrap_or_default())?;
+        let release: Release = serde_json::from_value(self.get(&format!("/api/v1/releases/{id}")).await?)
+            .context("the server sent a malformed release")?;
+        let mut actual = BTreeMap::new();
+        for a in &release.artifacts {
+            let digest = self.digest_of(id, &a.path).await.map_err(|e| format!("{e:#}"));
+            actual.insert(a.path.clone(), digest);
+        }
+        Ok(crate::local::report_verification(&release, &key, &actual))
+    }
+
+    async fn digest_of(&self, release: i64, path: &str) -> anyhow::Result<String> {
+        use sha2::Digest as _;
+        let response = self
+            .send(
+                self.http
+                    .get(self.url(&format!("/api/v1/releases/{release}/artifacts/{path}"))),
+            )
+            .await?;
+        let mut hasher = sha2::Sha256::new();
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            hasher.update(&chunk?);
+        }
+        Ok(hex::encode(hasher.finalize()))
+    }
+
+    pub async fn audit_verify(&self) -> anyhow::Result<ExitCode> {
+        let body = self.get("/api/v1/audit/verify").await?;
+        let problems: Vec<String> = body["problems"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str().map(String::from))
+            .collect();
+        Ok(crate::local::report_audit(
+            body["events"].as_u64().unwrap_or(0) as usize,
+            &problems,
+        ))
+    }
+
+    pub async fn set_secret(&self, project: &str, name: &str, value: &str) -> anyhow::Result<ExitCode> {
+        self.send(
+            self.http
+                .put(self.url(&format!("/api/v1/projects/{project}/secrets/{name}")))
+                .json(&json!({ "value": value })),
+        )
+        .await?;
+        println!("secret {name} set for {project}");
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn print_line(line: &Value) {
+    println!(
+        "{} {} │ {}",
+        line["t"].as_str().unwrap_or(""),
+        line["job"].as_str().unwrap_or(""),
+        line["line"].as_str().unwrap_or("")
+    );
+}

@@ -1,0 +1,160 @@
+//! Configuration, read once: file < environment < command line. Code below `main` receives the
+//! resulting `Config`; nothing else reads the environment.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::Deserialize;
+
+/// `conveyor.toml`: every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data: Option<PathBuf>,
+    pub addr: Option<SocketAddr>,
+    pub poll_tick_seconds: Option<u64>,
+    pub jobs: Option<usize>,
+    pub step_log_limit_bytes: Option<u64>,
+}
+
+/// Overrides from the environment and the command line (clap merges those two).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub data: Option<PathBuf>,
+    pub addr: Option<SocketAddr>,
+    pub poll_tick_seconds: Option<u64>,
+    pub jobs: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data: PathBuf,
+    pub addr: SocketAddr,
+    pub poll_tick: Duration,
+    pub jobs: Option<usize>,
+    pub step_log_limit: u64,
+    /// `CONVEYOR_ADMIN_TOKEN`, used only on first start.
+    pub admin_token: Option<String>,
+    /// What steps inherit from Conveyor's own environment.
+    pub base_env: Vec<(String, String)>,
+}
+
+/// Variables a step gets from the environment Conveyor was started in; nothing else leaks in.
+const INHERITED: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR", "TERM",
+];
+
+impl Config {
+    pub fn resolve(overrides: &Overrides, env: &BTreeMap<String, String>) -> anyhow::Result<Config> {
+        let file = match &overrides.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let data = overrides
+            .data
+            .clone()
+            .or(file.data)
+            .unwrap_or_else(|| default_data_dir(env));
+        Ok(Config {
+            data,
+            addr: overrides
+                .addr
+                .or(file.addr)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            poll_tick: Duration::from_secs(
+                overrides
+                    .poll_tick_seconds
+                    .or(file.poll_tick_seconds)
+                    .unwrap_or(5)
+                    .max(1),
+            ),
+            jobs: overrides.jobs.or(file.jobs),
+            step_log_limit: file
+                .step_log_limit_bytes
+                .unwrap_or(conveyor_engine::DEFAULT_STEP_LOG_LIMIT),
+            admin_token: env.get("CONVEYOR_ADMIN_TOKEN").filter(|t| !t.is_empty()).cloned(),
+            base_env: INHERITED
+                .iter()
+                .filter_map(|k| env.get(*k).map(|v| (k.to_string(), v.clone())))
+                .collect(),
+        })
+    }
+
+    pub fn engine_config(&self) -> conveyor_engine::EngineConfig {
+        let mut config = conveyor_engine::EngineConfig::new(self.base_env.clone());
+        if let Some(jobs) = self.jobs {
+            config.parallelism = jobs.max(1);
+        }
+        config.step_log_limit = self.step_log_limit;
+        config
+    }
+}
+
+fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("{} is not a valid Conveyor config", path.display()))
+}
+
+/// `$XDG_DATA_HOME/conveyor`, else `~/.local/share/conveyor`, else `./.conveyor`.
+fn default_data_dir(env: &BTreeMap<String, String>) -> PathBuf {
+    if let Some(xdg) = env.get("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return Path::new(xdg).join("conveyor");
+    }
+    match env.get("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => Path::new(home).join(".local/share/conveyor"),
+        None => PathBuf::from(".conveyor"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn file_below_environment_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("conveyor.toml");
+        std::fs::write(&file, "data = '/from/file'\naddr = '127.0.0.1:9000'\njobs = 3\n").unwrap();
+        let mut o = Overrides {
+            config: Some(file.clone()),
+            ..Default::default()
+        };
+        let c = Config::resolve(&o, &env(&[("HOME", "/h"), ("SECRET", "x")])).unwrap();
+        assert_eq!(c.data, PathBuf::from("/from/file"));
+        assert_eq!(c.addr.port(), 9000);
+        assert_eq!(c.jobs, Some(3));
+        assert_eq!(c.base_env, vec![("HOME".to_string(), "/h".to_string())]);
+        o.data = Some("/from/flag".into());
+        o.jobs = Some(1);
+        let c = Config::resolve(&o, &env(&[])).unwrap();
+        assert_eq!(c.data, PathBuf::from("/from/flag"));
+        assert_eq!(c.jobs, Some(1));
+    }
+
+    #[test]
+    fn defaults_and_bad_files() {
+        let c = Config::resolve(&Overrides::default(), &env(&[("HOME", "/home/u")])).unwrap();
+        assert_eq!(c.data, PathBuf::from("/home/u/.local/share/conveyor"));
+        assert_eq!(c.addr.to_string(), "127.0.0.1:8080");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "dta = 1\n").unwrap();
+        let o = Overrides {
+            config: Some(file),
+            ..Default::default()
+        };
+        let err = format!("{:#}", Config::resolve(&o, &env(&[])).unwrap_err());
+        assert!(err.contains("unknown field `dta`"), "{err}");
+    }
+}

@@ -1,0 +1,262 @@
+//! Commands that work on a data directory in this process: `run`, `serve`, local `verify` and
+//! `audit verify`, `admin rebuild`, and `validate`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use conveyor_attest::PublicKey;
+use conveyor_engine::{DataDir, Engine, NewRun, source};
+use conveyor_exec::LocalExecutor;
+use conveyor_store::{Release, RunStatus};
+
+use crate::config::Config;
+use crate::progress::Progress;
+
+pub fn validate(file: &Path) -> ExitCode {
+    let name = file.display().to_string();
+    let text = match std::fs::read(file) {
+        Ok(bytes) if bytes.len() > conveyor_spec::MAX_SOURCE_BYTES => {
+            eprintln!(
+                "{name}:1:1: file is larger than {} bytes",
+                conveyor_spec::MAX_SOURCE_BYTES
+            );
+            return ExitCode::FAILURE;
+        }
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(_) => {
+                eprintln!("{name}:1:1: file is not UTF-8 text");
+                return ExitCode::FAILURE;
+            }
+        },
+        Err(e) => {
+            eprintln!("{name}: cannot read: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match conveyor_spec::parse(&name, &text) {
+        Ok(p) => {
+            println!("{name}: valid pipeline '{}' with {} job(s)", p.name, p.jobs.len());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `NAME=VALUE`, or `NAME` taken from the caller's environment.
+pub fn parse_secrets(
+    args: &[String],
+    env: &BTreeMap<String, String>,
+) -> anyhow::Result<Vec<(String, String)>> {
+    args.iter()
+        .map(|arg| match arg.split_once('=') {
+            Some((name, value)) => Ok((name.to_string(), value.to_string())),
+            None => env
+                .get(arg)
+                .map(|v| (arg.clone(), v.clone()))
+                .with_context(|| format!("--secret {arg}: no such environment variable (use NAME=VALUE)")),
+        })
+        .collect()
+}
+
+async fn open_engine(config: &Config) -> anyhow::Result<Arc<Engine>> {
+    let data = DataDir::open(&config.data)
+        .await
+        .with_context(|| format!("cannot open data directory {}", config.data.display()))?;
+    Ok(Engine::new(data, config.engine_config(), Arc::new(LocalExecutor)))
+}
+
+pub async fn run(
+    config: &Config,
+    dir: &Path,
+    secrets: Vec<(String, String)>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let file = dir.join("conveyor.yml");
+    let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    let pipeline = match conveyor_spec::parse(&file.display().to_string(), &text) {
+        Ok(p) => p,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let engine = open_engine(config).await?;
+    let project = pipeline.name.clone();
+    for (name, value) in &secrets {
+        engine.store().set_secret(&project, name, value).await?;
+    }
+    let scratch = config.data.join("work");
+    let tree = source::snapshot_working_tree(dir, &engine.data().cas, &scratch).await?;
+    let source_uri = std::fs::canonicalize(dir)
+        .unwrap_or_else(|_| dir.to_path_buf())
+        .display()
+        .to_string();
+    engine.observe(Arc::new(Progress::new(!json)));
+    let run_id = engine
+        .create_run(NewRun {
+            project,
+            source_uri,
+            commit: tree.commit,
+            branch: tree.branch,
+            event: "local".into(),
+            pipeline: text,
+            source_digest: tree.source_digest,
+        })
+        .await?;
+    let status = engine.execute_run(run_id).await?;
+    let release = engine.store().release_of_run(run_id).await?;
+    match (&release, json) {
+        (Some(release), true) => println!("{}", serde_json::to_string_pretty(release)?),
+        (Some(release), false) => print_release(release, &engine.data().signer.public(), &config.data),
+        (None, _) => eprintln!("run {run_id} {status}: no release"),
+    }
+    Ok(if status == RunStatus::Success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_release(release: &Release, key: &PublicKey, data: &Path) {
+    println!();
+    println!(
+        "release {} of {} — commit {} on {} (run {})",
+        release.id,
+        release.project,
+        &release.commit[..release.commit.len().min(12)],
+        release.branch,
+        release.run_id
+    );
+    for a in &release.artifacts {
+        println!("  {}  sha256:{}  {} bytes", a.path, a.digest, a.size);
+    }
+    println!("  provenance: SLSA v1 (in-toto Statement v1) in a DSSE envelope");
+    println!("  signed by Ed25519 key {}", key.key_id());
+    println!(
+        "  check it:   conveyor verify {} --data {}",
+        release.id,
+        data.display()
+    );
+}
+
+pub async fn serve(config: &Config) -> anyhow::Result<ExitCode> {
+    let engine = open_engine(config).await?;
+    if let Some(token) = conveyor_server::ensure_admin_token(&engine, config.admin_token.as_deref()).await? {
+        println!("admin token (shown once — store it now): {token}");
+    }
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.addr))?;
+    let addr = listener.local_addr()?;
+    println!(
+        "conveyor listening on http://{addr} (data: {})",
+        config.data.display()
+    );
+    let server_config = conveyor_server::ServerConfig {
+        addr,
+        poll_tick: config.poll_tick,
+        admin_token: config.admin_token.clone(),
+    };
+    conveyor_server::serve(engine, server_config, listener, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM can be handled");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down; unfinished runs resume on the next start");
+}
+
+/// Opens an existing data directory for reading (never creates one).
+async fn open_existing(data: &Path) -> anyhow::Result<DataDir> {
+    if !data.join("conveyor.db").exists() {
+        bail!(
+            "{} is not a Conveyor data directory (no conveyor.db)",
+            data.display()
+        );
+    }
+    Ok(DataDir::open(data).await?)
+}
+
+pub async fn verify(data: &Path, release_id: i64) -> anyhow::Result<ExitCode> {
+    let data = open_existing(data).await?;
+    let release = data
+        .store
+        .release(release_id)
+        .await?
+        .with_context(|| format!("release {release_id} does not exist"))?;
+    let mut actual = BTreeMap::new();
+    for a in &release.artifacts {
+        let now = data
+            .cas
+            .rehash(&a.digest)
+            .await
+            .map_err(|e| format!("cannot read stored content: {e}"));
+        actual.insert(a.path.clone(), now);
+    }
+    Ok(report_verification(&release, &data.signer.public(), &actual))
+}
+
+/// Prints the outcome of checking a release; the exit code says whether it verified.
+pub fn report_verification(
+    release: &Release,
+    key: &PublicKey,
+    actual: &BTreeMap<String, Result<String, String>>,
+) -> ExitCode {
+    let problems = conveyor_engine::verify_release(release, key, actual);
+    if problems.is_empty() {
+        println!(
+            "release {} verified: signature by key {} is valid; {} artifact(s) match their signed digests",
+            release.id,
+            key.key_id(),
+            release.artifacts.len()
+        );
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("release {} FAILED verification:", release.id);
+        for p in problems {
+            eprintln!("  - {p}");
+        }
+        ExitCode::FAILURE
+    }
+}
+
+pub async fn audit_verify(data: &Path) -> anyhow::Result<ExitCode> {
+    let data = open_existing(data).await?;
+    let (events, problems) = data.store.audit().await?;
+    Ok(report_audit(
+        events,
+        &problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    ))
+}
+
+pub fn report_audit(events: usize, problems: &[String]) -> ExitCode {
+    if problems.is_empty() {
+        println!("audit log intact: {events} events, hash chain verified");
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("audit log TAMPERED ({events} events checked):");
+        for p in problems {
+            eprintln!("  - {p}");
+        }
+        ExitCode::FAILURE
+    }
+}
+
+pub async fn rebuild(config: &Config) -> anyhow::Result<ExitCode> {
+    let data = open_existing(&config.data).await?;
+    let n = data.store.rebuild_read_models().await?;
+    println!("read models rebuilt from {n} events");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,284 @@
+//! The `conveyor` binary: argument parsing, configuration and wiring. Logic lives in the crates.
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+mod client;
+mod config;
+mod local;
+mod progress;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, Overrides};
+
+/// Conveyor — continuous delivery in one binary: pipelines as code, signed releases, an audited
+/// event log.
+///
+/// Start here:
+///   conveyor run examples/hello          run a project's pipeline locally, print its release
+///   conveyor validate conveyor.yml       check a pipeline file
+///   conveyor serve                       start the server (API on 127.0.0.1:8080)
+#[derive(Parser, Debug)]
+#[command(name = "conveyor", version, verbatim_doc_comment)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Server URL for client commands.
+    #[arg(
+        long,
+        global = true,
+        env = "CONVEYOR_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    server: String,
+    /// API token for client commands that change something.
+    #[arg(long, global = true, env = "CONVEYOR_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+struct DataArgs {
+    /// Data directory (database, artifacts, logs, signing key). Default: ~/.local/share/conveyor.
+    #[arg(long, env = "CONVEYOR_DATA")]
+    data: Option<PathBuf>,
+    /// Configuration file (TOML); values there are overridden by environment and flags.
+    #[arg(long, env = "CONVEYOR_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check a conveyor.yml; prints FILE:LINE:COL: message per problem, exit 1 when invalid.
+    Validate {
+        /// Pipeline file (default: ./conveyor.yml).
+        file: Option<PathBuf>,
+    },
+    /// Run DIR's pipeline here, without a server; exit 0 only when it passed.
+    Run {
+        /// Project directory holding conveyor.yml (default: .).
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        data: DataArgs,
+        /// Secret for ${{ secrets.NAME }}: NAME=VALUE, or NAME to take it from your environment.
+        #[arg(long = "secret", value_name = "NAME[=VALUE]")]
+        secrets: Vec<String>,
+        /// Jobs run at once (default: number of cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Print the release as JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start the server: API, triggers (polling, manual, cron), runs.
+    Serve {
+        /// Address to listen on (default 127.0.0.1:8080).
+        #[arg(long, env = "CONVEYOR_ADDR")]
+        addr: Option<SocketAddr>,
+        #[command(flatten)]
+        data: DataArgs,
+        /// Seconds between checks for projects due to be polled (default 5).
+        #[arg(long)]
+        poll_tick: Option<u64>,
+        /// Jobs run at once (default: number of cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
+    /// Manage projects on the server.
+    #[command(subcommand)]
+    Project(ProjectCommand),
+    /// Start a run of a project now.
+    Trigger {
+        project: String,
+        /// Branch to run (default: the repository's default branch).
+        #[arg(long)]
+        branch: Option<String>,
+        /// Exact commit to run.
+        #[arg(long)]
+        commit: Option<String>,
+    },
+    /// List runs, or show one run with its jobs and steps.
+    Runs {
+        /// A run id to show in detail.
+        id: Option<i64>,
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Print a run's log; --follow streams it live until the run ends.
+    Logs {
+        run: i64,
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Cancel a running run (kills its steps).
+    Cancel { run: i64 },
+    /// List releases.
+    Releases {
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Check a release: its signature and every artifact's digest.
+    Verify {
+        release: i64,
+        /// Verify against a local data directory instead of a server.
+        #[arg(long, env = "CONVEYOR_DATA")]
+        data: Option<PathBuf>,
+    },
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Manage secrets (write-only).
+    #[command(subcommand)]
+    Secret(SecretCommand),
+    /// Maintenance on a local data directory.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ProjectCommand {
+    /// Register a project by git URL or local path; its watched branches are polled.
+    Add {
+        name: String,
+        source: String,
+        /// Seconds between polls for new commits (default 60).
+        #[arg(long)]
+        poll: Option<u64>,
+    },
+    /// List projects.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Check the event log's hash chain; exit 1 if any event was edited or deleted.
+    Verify {
+        /// Check a local data directory instead of a server.
+        #[arg(long, env = "CONVEYOR_DATA")]
+        data: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SecretCommand {
+    /// Set a secret of a project; the value is read from stdin unless --value is given.
+    Set {
+        project: String,
+        name: String,
+        #[arg(long)]
+        value: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// Rebuild every read model from the event log.
+    Rebuild {
+        #[command(flatten)]
+        data: DataArgs,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The one place the process environment is read.
+    #[allow(clippy::disallowed_methods)]
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(env.get("CONVEYOR_LOG").map_or("info", String::as_str))
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts");
+    match runtime.block_on(dispatch(cli, env)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn overrides(data: &DataArgs) -> Overrides {
+    Overrides {
+        config: data.config.clone(),
+        data: data.data.clone(),
+        ..Default::default()
+    }
+}
+
+async fn dispatch(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<ExitCode> {
+    let client = || client::Client::new(&cli.server, cli.token.clone());
+    match cli.command {
+        Command::Validate { file } => Ok(local::validate(&file.unwrap_or_else(|| "conveyor.yml".into()))),
+        Command::Run {
+            dir,
+            data,
+            secrets,
+            jobs,
+            json,
+        } => {
+            let mut o = overrides(&data);
+            o.jobs = jobs;
+            let config = Config::resolve(&o, &env)?;
+            let secrets = local::parse_secrets(&secrets, &env)?;
+            local::run(&config, &dir.unwrap_or_else(|| ".".into()), secrets, json).await
+        }
+        Command::Serve {
+            addr,
+            data,
+            poll_tick,
+            jobs,
+        } => {
+            let mut o = overrides(&data);
+            o.addr = addr;
+            o.poll_tick_seconds = poll_tick;
+            o.jobs = jobs;
+            local::serve(&Config::resolve(&o, &env)?).await
+        }
+        Command::Project(ProjectCommand::Add { name, source, poll }) => {
+            client()?.add_project(&name, &source, poll).await
+        }
+        Command::Project(ProjectCommand::List) => client()?.list_projects().await,
+        Command::Trigger {
+            project,
+            branch,
+            commit,
+        } => client()?.trigger(&project, branch, commit).await,
+        Command::Runs { id: Some(id), .. } => client()?.show_run(id).await,
+        Command::Runs { id: None, project } => client()?.list_runs(project.as_deref()).await,
+        Command::Logs { run, follow } => client()?.logs(run, follow).await,
+        Command::Cancel { run } => client()?.cancel(run).await,
+        Command::Releases { project } => client()?.list_releases(project.as_deref()).await,
+        Command::Verify {
+            release,
+            data: Some(data),
+        } => local::verify(&data, release).await,
+        Command::Verify { release, data: None } => client()?.verify(release).await,
+        Command::Audit(AuditCommand::Verify { data: Some(data) }) => local::audit_verify(&data).await,
+        Command::Audit(AuditCommand::Verify { data: None }) => client()?.audit_verify().await,
+        Command::Secret(SecretCommand::Set { project, name, value }) => {
+            let value = match value {
+                Some(v) => v,
+                None => {
+                    let mut v = String::new();
+                    std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut v)?;
+                    v.trim_end_matches(['\n', '\r']).to_string()
+                }
+            };
+            client()?.set_secret(&project, &name, &value).await
+        }
+        Command::Admin(AdminCommand::Rebuild { data }) => {
+            local::rebuild(&Config::resolve(&overrides(&data), &env)?).await
+        }
+    }
+}
