@@ -81,11 +81,16 @@ pub async fn add_project(
     // Check the source is reachable before accepting it.
     let mirror = triggers::mirror_path(&state.engine, &body.name);
     conveyor_engine::source::sync_mirror(&body.source, &mirror).await?;
+    let heads = conveyor_engine::source::branches(&mirror)
+        .await?
+        .into_iter()
+        .collect();
     store
         .append(conveyor_store::Event::ProjectAdded {
             project: body.name.clone(),
             source_uri: body.source,
             poll_seconds,
+            heads,
         })
         .await?;
     let project = store

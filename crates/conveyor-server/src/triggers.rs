@@ -76,7 +76,8 @@ async fn start_at(
     })
 }
 
-/// Polls every project on its interval; a new head on a watched branch starts a run.
+/// Polls every project on its interval; a new head on a watched branch starts a run. "New" means
+/// not yet run (by any trigger) and not the head the branch had when the project was registered.
 pub async fn poll_forever(engine: Arc<Engine>, tick: Duration) {
     let mut last_poll: HashMap<String, tokio::time::Instant> = HashMap::new();
     // Heads already looked at whose pipeline could not start (invalid file): not retried each tick.
@@ -115,14 +116,11 @@ async fn poll_project(
     source::sync_mirror(&project.source_uri, &mirror).await?;
     for (branch, head) in source::branches(&mirror).await? {
         let key = (project.name.clone(), branch.clone());
-        if engine
-            .store()
-            .last_commit(&project.name, &branch)
-            .await?
-            .as_deref()
-            == Some(head.as_str())
-            || refused.get(&key) == Some(&head)
-        {
+        let known = match engine.store().last_commit(&project.name, &branch).await? {
+            Some(commit) => Some(commit),
+            None => project.heads.get(&branch).cloned(),
+        };
+        if known.as_deref() == Some(head.as_str()) || refused.get(&key) == Some(&head) {
             continue;
         }
         let Ok(text) = source::file_at(&mirror, &head, "conveyor.yml").await else {

@@ -24,6 +24,7 @@ CREATE TABLE projects (
     name          TEXT PRIMARY KEY,
     source_uri    TEXT NOT NULL,
     poll_seconds  INTEGER NOT NULL,
+    heads         TEXT NOT NULL,
     created_at    TEXT NOT NULL
 );
 

@@ -19,6 +19,8 @@ pub enum Event {
         project: String,
         source_uri: String,
         poll_seconds: u64,
+        /// Branch heads at registration: only commits after these start runs.
+        heads: std::collections::BTreeMap<String, String>,
     },
     /// A secret's value changed; the value itself is never in the log.
     SecretSet {

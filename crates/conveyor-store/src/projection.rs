@@ -32,14 +32,17 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, event: &Event, at: &str) -> Result<()
             project,
             source_uri,
             poll_seconds,
+            heads,
         } => {
             sqlx::query(
-                "INSERT INTO projects (name, source_uri, poll_seconds, created_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (name) DO UPDATE SET source_uri = excluded.source_uri, poll_seconds = excluded.poll_seconds",
+                "INSERT INTO projects (name, source_uri, poll_seconds, heads, created_at) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (name) DO UPDATE SET source_uri = excluded.source_uri,
+                    poll_seconds = excluded.poll_seconds, heads = excluded.heads",
             )
             .bind(project)
             .bind(source_uri)
             .bind(*poll_seconds as i64)
+            .bind(serde_json::to_string(heads).expect("heads serialize"))
             .bind(at)
             .execute(&mut **tx)
             .await?;

@@ -12,6 +12,8 @@ pub struct Project {
     pub name: String,
     pub source_uri: String,
     pub poll_seconds: u64,
+    /// Branch heads when the project was registered.
+    pub heads: std::collections::BTreeMap<String, String>,
     pub created_at: String,
 }
 
@@ -117,17 +119,19 @@ const RELEASE_COLUMNS: &str = "id, run_id, project, commit_sha, branch, artifact
 
 impl Store {
     pub async fn projects(&self) -> Result<Vec<Project>, StoreError> {
-        let rows =
-            sqlx::query("SELECT name, source_uri, poll_seconds, created_at FROM projects ORDER BY name")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT name, source_uri, poll_seconds, heads, created_at FROM projects ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows
             .iter()
             .map(|r| Project {
                 name: r.get(0),
                 source_uri: r.get(1),
                 poll_seconds: r.get::<i64, _>(2) as u64,
-                created_at: r.get(3),
+                heads: serde_json::from_str(r.get::<&str, _>(3)).unwrap_or_default(),
+                created_at: r.get(4),
             })
             .collect())
     }
@@ -241,10 +245,10 @@ impl Store {
             .collect())
     }
 
-    /// The newest commit a run was created for on this branch, if any.
+    /// The newest commit a run was created for on this branch (by any trigger), if any.
     pub async fn last_commit(&self, project: &str, branch: &str) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT commit_sha FROM runs WHERE project = $1 AND branch = $2 AND event = 'push' ORDER BY id DESC LIMIT 1",
+            "SELECT commit_sha FROM runs WHERE project = $1 AND branch = $2 ORDER BY id DESC LIMIT 1",
         )
         .bind(project)
         .bind(branch)

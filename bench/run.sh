@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Conveyor benchmark: builds the release binary, then measures per-step overhead, trigger latency,
+# idle memory and start-to-ready time, and prints a markdown table. Needs python3, git, cargo.
+#
+#   bash bench/run.sh            # full run (a few minutes)
+#   bash bench/run.sh --quick    # fewer repetitions, for a smoke test
+#   bash bench/run.sh --json out.json
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+
+for tool in python3 git cargo sh seq; do
+    command -v "$tool" >/dev/null || { echo "bench: $tool is required" >&2; exit 1; }
+done
+
+echo "bench: building the release binary..." >&2
+cargo build --release -p conveyor >&2
+binary="${CARGO_TARGET_DIR:-$root/target}/release/conveyor"
+
+echo "bench: running (binary: $binary)..." >&2
+exec python3 "$root/bench/report.py" "$binary" "$@"

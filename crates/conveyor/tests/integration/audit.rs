@@ -1,0 +1,174 @@
+//! Tampering is detected: an edited or deleted event breaks the chain, a changed artifact fails
+//! `conveyor verify`.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+
+use sqlx::Connection as _;
+
+use crate::harness::*;
+
+/// Runs the example-like pipeline locally (no server) into `data`; returns nothing but the data.
+fn local_release(tmp: &Path) -> std::path::PathBuf {
+    let project = tmp.join("project");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(
+        project.join("conveyor.yml"),
+        "name: tamper\njobs:\n  build:\n    steps:\n      - run: mkdir -p dist && echo payload > dist/app.bin\n    artifacts: [dist/app.bin]\n",
+    )
+    .unwrap();
+    let data = tmp.join("data");
+    let out = command()
+        .arg("run")
+        .arg(&project)
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    data
+}
+
+async fn sqlite(data: &Path) -> sqlx::SqliteConnection {
+    sqlx::SqliteConnection::connect(&format!("sqlite://{}", data.join("conveyor.db").display()))
+        .await
+        .unwrap()
+}
+
+fn cli(args: &[&str], data: &Path) -> (bool, String, String) {
+    let out = command().args(args).arg("--data").arg(data).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn audit_verify_catches_an_edited_event() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = local_release(tmp.path());
+    let (ok, out, _) = cli(&["audit", "verify"], &data);
+    assert!(ok && out.contains("audit log intact"), "{out}");
+
+    let mut db = sqlite(&data).await;
+    // The log refuses edits through SQL; an attacker with the file drops the guard first.
+    let refused = sqlx::query("UPDATE events SET data = '{}' WHERE seq = 3")
+        .execute(&mut db)
+        .await;
+    assert!(refused.unwrap_err().to_string().contains("append-only"));
+    sqlx::query("DROP TRIGGER events_no_update")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE events SET data = replace(data, 'build', 'bu1ld') WHERE seq = 3")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+
+    let (ok, _, err) = cli(&["audit", "verify"], &data);
+    assert!(!ok);
+    assert!(
+        err.contains("event 3: stored hash does not match its content: the row was edited"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn audit_verify_catches_deleted_events() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = local_release(tmp.path());
+    let mut db = sqlite(&data).await;
+    sqlx::query("DROP TRIGGER events_no_delete")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM events WHERE seq IN (4, 5)")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+    let (ok, _, err) = cli(&["audit", "verify"], &data);
+    assert!(!ok);
+    assert!(err.contains("events 4..=5 are missing"), "{err}");
+
+    let mut db = sqlite(&data).await;
+    let last: i64 = sqlx::query_scalar("SELECT MAX(seq) FROM events")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM events WHERE seq = $1")
+        .bind(last)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+    let (_, _, err) = cli(&["audit", "verify"], &data);
+    assert!(err.contains("the newest events were deleted"), "{err}");
+}
+
+#[tokio::test]
+async fn verify_catches_a_changed_artifact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = local_release(tmp.path());
+    let (ok, out, err) = cli(&["verify", "1"], &data);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("release 1 verified"), "{out}");
+
+    let mut db = sqlite(&data).await;
+    let artifacts: String = sqlx::query_scalar("SELECT artifacts FROM releases WHERE id = 1")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+    let digest = serde_json::from_str::<serde_json::Value>(&artifacts).unwrap()[0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let blob = data.join("cas/sha256").join(&digest[..2]).join(&digest[2..]);
+    std::fs::set_permissions(&blob, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&blob, "tampered\n").unwrap();
+
+    let (ok, _, err) = cli(&["verify", "1"], &data);
+    assert!(!ok);
+    assert!(err.contains("release 1 FAILED verification"), "{err}");
+    assert!(
+        err.contains(&format!("artifact dist/app.bin: content has sha256 "))
+            && err.contains(&format!(
+                "but the signed digest is {digest} — the file was changed"
+            )),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn verify_catches_edited_release_metadata() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = local_release(tmp.path());
+    let mut db = sqlite(&data).await;
+    let refused = sqlx::query("UPDATE releases SET commit_sha = 'x' WHERE id = 1")
+        .execute(&mut db)
+        .await;
+    assert!(
+        refused
+            .unwrap_err()
+            .to_string()
+            .contains("releases are immutable")
+    );
+    sqlx::query("DROP TRIGGER releases_no_update")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE releases SET commit_sha = 'feedface' WHERE id = 1")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+    let (ok, _, err) = cli(&["verify", "1"], &data);
+    assert!(!ok);
+    assert!(
+        err.contains("release metadata says commit feedface but the signed provenance says"),
+        "{err}"
+    );
+}

@@ -1,0 +1,261 @@
+//! Bad input gets a precise error, through the CLI and through the API; the example project runs.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::harness::*;
+
+fn validate(dir: &Path, name: &str, text: &str) -> (bool, String) {
+    let file = dir.join(name);
+    std::fs::write(&file, text).unwrap();
+    let out = command()
+        .current_dir(dir)
+        .args(["validate", name])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+fn bomb() -> String {
+    let mut text = String::from("name: bomb\na: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    let mut prev = 'a';
+    for name in "bcdefghi".chars() {
+        text.push_str(&format!(
+            "{name}: &{name} [{}]\n",
+            vec![format!("*{prev}"); 9].join(", ")
+        ));
+        prev = name;
+    }
+    text + "jobs: {x: {steps: [echo]}}\n"
+}
+
+#[test]
+fn validate_reports_each_problem_at_its_line_and_column() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "unknown-key.yml",
+            "name: x\njobs:\n  build:\n    neds: [a]\n    steps: [echo]\n".into(),
+            "unknown-key.yml:4:5: unknown key 'neds' — did you mean 'needs'?",
+        ),
+        (
+            "cycle.yml",
+            "name: x\njobs:\n  a:\n    needs: [c]\n    steps: [echo]\n  b:\n    needs: [a]\n    steps: [echo]\n  c:\n    needs: [b]\n    steps: [echo]\n".into(),
+            "cycle.yml:3:3: needs cycle: a → c → b → a",
+        ),
+        (
+            "unknown-need.yml",
+            "name: x\njobs:\n  build:\n    steps: [echo]\n  test:\n    needs: [buidl]\n    steps: [echo]\n".into(),
+            "unknown-need.yml:6:13: job 'test' needs 'buidl', which is not a job — did you mean 'build'?",
+        ),
+        (
+            "duplicate.yml",
+            "name: x\njobs:\n  a:\n    steps: [echo]\n  a:\n    steps: [echo]\n".into(),
+            "duplicate.yml:5:3: duplicate job 'a'",
+        ),
+        (
+            "bomb.yml",
+            bomb(),
+            "bomb.yml:6:24: document too large or too deeply nested (alias expansion/nesting budget exceeded)",
+        ),
+    ];
+    for (name, text, want) in cases {
+        let (ok, err) = validate(tmp.path(), name, &text);
+        assert!(!ok, "{name} should be invalid");
+        assert_eq!(err, want, "{name}");
+    }
+    let (ok, _) = validate(
+        tmp.path(),
+        "fine.yml",
+        "name: ok\njobs:\n  a:\n    steps: [echo hi]\n",
+    );
+    assert!(ok);
+}
+
+#[test]
+fn validate_lists_every_problem_of_a_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = "name: many\njobs:\n  build:\n    timeout: 10x\n    retries: 99\n    steps:\n      - run: echo ${{ secret.X }}\n  test:\n    needs: [build, nope]\n    if: branch ==\n    steps: []\n";
+    let (ok, err) = validate(tmp.path(), "conveyor.yml", text);
+    assert!(!ok);
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn run_builds_the_example_project_into_a_verified_release() {
+    let tmp = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello");
+    let data = tmp.path().join("data");
+    let out = command()
+        .arg("run")
+        .arg(&example)
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("release 1 of hello"), "{stdout}");
+    assert!(stdout.contains("dist/hello.tar.gz  sha256:"), "{stdout}");
+    for job in ["build", "test", "lint", "package"] {
+        assert!(stderr.contains(&format!("✓ {job} success")), "{stderr}");
+    }
+    let verify = command()
+        .args(["verify", "1", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}
+
+#[test]
+fn run_fails_with_the_failing_jobs_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("conveyor.yml"),
+        "name: red\njobs:\n  t:\n    steps: [echo boom; exit 7]\n",
+    )
+    .unwrap();
+    let out = command()
+        .arg("run")
+        .arg(tmp.path())
+        .arg("--data")
+        .arg(tmp.path().join("data"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("✗ t failed") && stderr.contains("failed with exit code 7"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("run 1 failed: no release"), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_api_answers_bad_requests_from_its_error_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = repo(
+        &tmp.path().join("repo"),
+        &[(
+            "conveyor.yml",
+            "name: bad\njobs:\n  a:\n    nedds: []\n    steps: [echo]\n",
+        )],
+    );
+    let server = Server::start(&tmp.path().join("data"));
+    let post = reqwest::Method::POST;
+    let source = repo.display().to_string();
+
+    let cases = [
+        (
+            json!({ "name": "p", "source": source }),
+            false,
+            401,
+            "unauthorized",
+        ),
+        (json!({ "name": "p" }), true, 400, "invalid_request"),
+        (
+            json!({ "name": "p", "source": source, "extra": 1 }),
+            true,
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({ "name": "../etc", "source": source }),
+            true,
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({ "name": "p", "source": source, "poll_seconds": 0 }),
+            true,
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({ "name": "p", "source": tmp.path().join("nowhere").display().to_string() }),
+            true,
+            502,
+            "source_unavailable",
+        ),
+    ];
+    for (body, auth, status, code) in cases {
+        let (got, answer) = server
+            .request(post.clone(), "/api/v1/projects", Some(body.clone()), auth)
+            .await;
+        assert_eq!(
+            (got, answer["code"].as_str()),
+            (status, Some(code)),
+            "{body}: {answer}"
+        );
+        assert!(answer["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+
+    server.add_project("bad", &repo).await;
+    let (status, answer) = server
+        .request(
+            post.clone(),
+            "/api/v1/projects",
+            Some(json!({ "name": "bad", "source": source })),
+            true,
+        )
+        .await;
+    assert_eq!((status, answer["code"].as_str()), (409, Some("conflict")));
+
+    let (status, answer) = server
+        .request(post.clone(), "/api/v1/projects/bad/runs", Some(json!({})), true)
+        .await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (422, Some("pipeline_invalid")),
+        "{answer}"
+    );
+    assert_eq!(
+        answer["details"]["errors"][0],
+        "conveyor.yml:4:5: unknown key 'nedds' — did you mean 'needs'?"
+    );
+
+    let (status, answer) = server
+        .request(post.clone(), "/api/v1/projects/ghost/runs", Some(json!({})), true)
+        .await;
+    assert_eq!((status, answer["code"].as_str()), (404, Some("not_found")));
+    let (status, answer) = server
+        .request(
+            post,
+            "/api/v1/projects/bad/runs",
+            Some(json!({ "branch": "nope" })),
+            true,
+        )
+        .await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (404, Some("not_found")),
+        "{answer}"
+    );
+    let (status, _) = server
+        .request(reqwest::Method::GET, "/api/v1/runs/999", None, false)
+        .await;
+    assert_eq!(status, 404);
+
+    let openapi = server.get("/api/v1/openapi.json").await;
+    assert_eq!(openapi["openapi"], "3.1.0");
+    for path in [
+        "/api/v1/projects",
+        "/api/v1/runs/{id}/logs/stream",
+        "/api/v1/audit/verify",
+    ] {
+        assert!(openapi["paths"].get(path).is_some(), "{path} is documented");
+    }
+    assert_eq!(server.get("/readyz").await, json!("ready"));
+}

@@ -1,0 +1,237 @@
+//! Starts real servers on temp dirs and free ports, makes git repositories, waits with deadlines.
+
+use std::io::BufRead as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub const TOKEN: &str = "integration-test-token";
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_conveyor")
+}
+
+/// A clean environment for child processes: tests never hand over their own.
+pub fn command() -> Command {
+    let mut cmd = Command::new(binary());
+    cmd.env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", std::env::temp_dir())
+        .env("CONVEYOR_LOG", "warn");
+    cmd
+}
+
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub data: PathBuf,
+    http: reqwest::Client,
+}
+
+impl Server {
+    pub fn start(data: &Path) -> Server {
+        let mut child = command()
+            .args(["serve", "--addr", "127.0.0.1:0", "--poll-tick", "1", "--data"])
+            .arg(data)
+            .env("CONVEYOR_ADMIN_TOKEN", TOKEN)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("conveyor serve starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let base = loop {
+            let line = lines
+                .next()
+                .expect("the server prints its address before exiting")
+                .expect("stdout is readable");
+            if let Some(rest) = line.strip_prefix("conveyor listening on ") {
+                break rest
+                    .split_whitespace()
+                    .next()
+                    .expect("an address follows")
+                    .to_string();
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            base,
+            data: data.to_path_buf(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("SIGKILL the server");
+        self.child.wait().expect("reap the server");
+    }
+
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        auth: bool,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if auth {
+            req = req.bearer_auth(TOKEN);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("the server answers");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("a body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        let (status, body) = self.request(reqwest::Method::GET, path, None, false).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Value {
+        let (status, answer) = self.request(reqwest::Method::POST, path, Some(body), true).await;
+        assert!((200..300).contains(&status), "POST {path}: {status} {answer}");
+        answer
+    }
+
+    pub async fn add_project(&self, name: &str, repo: &Path) {
+        self.post(
+            "/api/v1/projects",
+            json!({ "name": name, "source": repo.display().to_string(), "poll_seconds": 3600 }),
+        )
+        .await;
+    }
+
+    pub async fn trigger(&self, project: &str) -> i64 {
+        let body = self
+            .post(
+                &format!("/api/v1/projects/{project}/runs"),
+                json!({ "branch": "main" }),
+            )
+            .await;
+        body["run_id"].as_i64().expect("a run id")
+    }
+
+    /// Waits until the run has ended and returns it.
+    pub async fn finished_run(&self, id: i64) -> Value {
+        eventually(Duration::from_secs(60), || async {
+            let run = self.get(&format!("/api/v1/runs/{id}")).await;
+            (run["status"] != "running").then_some(run)
+        })
+        .await
+    }
+
+    /// The concatenated log text of a run.
+    pub async fn log_text(&self, id: i64) -> String {
+        let body = self.get(&format!("/api/v1/runs/{id}/logs")).await;
+        body["lines"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|l| {
+                format!(
+                    "{} {}\n",
+                    l["job"].as_str().unwrap_or(""),
+                    l["line"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics at the deadline.
+pub async fn eventually<T, F, Fut>(deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < end, "condition not met within {deadline:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A git repository on branch `main` with `files` committed.
+pub fn repo(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    git(dir, &["init", "-q", "-b", "main"]);
+    commit(dir, files, "initial");
+    dir.to_path_buf()
+}
+
+pub fn commit(dir: &Path, files: &[(&str, &str)], message: &str) -> String {
+    for (path, text) in files {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+    }
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", message]);
+    git(dir, &["rev-parse", "HEAD"])
+}
+
+/// The job named `id` of a run's JSON.
+pub fn job<'a>(run: &'a Value, id: &str) -> &'a Value {
+    run["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job"] == id)
+        .unwrap_or_else(|| panic!("no job {id}"))
+}
+
+/// Whether a process is gone (or a zombie awaiting its reaper).
+pub fn is_dead(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+pub async fn wait_dead(pid: i32) {
+    eventually(Duration::from_secs(10), || async { is_dead(pid).then_some(()) }).await
+}
+
+pub fn read_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}

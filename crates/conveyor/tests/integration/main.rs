@@ -1,0 +1,9 @@
+//! One integration-test binary: each module drives a real `conveyor` process (server or CLI) on
+//! a temporary data directory over real HTTP, git and processes.
+
+mod harness;
+
+mod audit;
+mod cli;
+mod pipelines;
+mod recovery;
