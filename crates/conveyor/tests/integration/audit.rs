@@ -134,7 +134,7 @@ async fn verify_catches_a_changed_artifact() {
     assert!(!ok);
     assert!(err.contains("release 1 FAILED verification"), "{err}");
     assert!(
-        err.contains(&format!("artifact dist/app.bin: content has sha256 "))
+        err.contains("artifact dist/app.bin: content has sha256 ")
             && err.contains(&format!(
                 "but the signed digest is {digest} — the file was changed"
             )),
