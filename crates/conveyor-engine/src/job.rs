@@ -96,11 +96,7 @@ impl JobTask {
 
     async fn attempt(&self, job: &Job, attempt: u32) -> Attempt {
         let engine = &self.engine;
-        let dir = engine
-            .data
-            .work_dir()
-            .join(format!("run-{}", self.run.id))
-            .join(format!("{}-{attempt}", job.id));
+        let dir = engine.data.workspace(self.run.id, &job.id, attempt);
         let result = self.attempt_in(job, attempt, &dir).await;
         let _ = tokio::fs::remove_dir_all(&dir).await;
         result.unwrap_or_else(Attempt::failed)

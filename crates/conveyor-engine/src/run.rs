@@ -313,7 +313,7 @@ impl Engine {
             status,
         })
         .await?;
-        let _ = std::fs::remove_dir_all(self.data.work_dir().join(format!("run-{}", run.id)));
+        let _ = std::fs::remove_dir_all(self.data.run_work_dir(run.id));
         Ok(status)
     }
 
@@ -325,6 +325,13 @@ impl Engine {
         job: &conveyor_spec::Job,
         view: &conveyor_store::JobView,
     ) -> Result<JobState, EngineError> {
+        let workspace = self.data.workspace(run.id, &job.id, view.attempt);
+        let killed = self
+            .executor
+            .kill_leftovers(&format!("CONVEYOR_WORKSPACE={}", workspace.display()));
+        if killed > 0 {
+            tracing::warn!(run = run.id, job = %job.id, killed, "killed processes left by the interrupted job");
+        }
         for step in view
             .steps
             .iter()

@@ -67,4 +67,8 @@ pub trait Executor: Send + Sync {
         sink: LineSink,
         cancel: CancellationToken,
     ) -> BoxFuture<'a, std::io::Result<StepOutcome>>;
+
+    /// Kills whatever a previous Conveyor process left running for steps whose environment had
+    /// `marker` (`NAME=VALUE`), e.g. after it was killed with SIGKILL. Returns how many it killed.
+    fn kill_leftovers(&self, marker: &str) -> usize;
 }

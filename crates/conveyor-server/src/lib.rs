@@ -103,10 +103,7 @@ pub async fn serve(
         Err(error) => tracing::error!(%error, "cannot resume unfinished runs"),
     }
     tokio::spawn(triggers::poll_forever(engine.clone(), config.poll_tick));
-    tokio::spawn(triggers::schedule_forever(
-        engine.clone(),
-        Duration::from_secs(15),
-    ));
+    tokio::spawn(triggers::schedule_forever(engine.clone(), config.poll_tick));
     let app = router(AppState { engine });
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

@@ -213,3 +213,16 @@ pub async fn default_branch(mirror: &std::path::Path) -> String {
         _ => "main".into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr as _;
+
+    #[test]
+    fn croner_parses_second_schedules() {
+        let cron = croner::Cron::from_str("*/2 * * * * *").unwrap();
+        let now = chrono::Utc::now();
+        let next = cron.find_next_occurrence(&now, false).unwrap();
+        assert!(next > now && (next - now).num_seconds() <= 2);
+    }
+}

@@ -7,3 +7,4 @@ mod audit;
 mod cli;
 mod pipelines;
 mod recovery;
+mod triggers;

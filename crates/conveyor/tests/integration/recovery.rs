@@ -21,10 +21,10 @@ jobs:
     steps:
       - run: |
           echo "attempt $CONVEYOR_ATTEMPT" >> {marks}/flaky
-          if [ "$CONVEYOR_ATTEMPT" = 1 ]; then touch {marks}/flaky-started; sleep 300; fi
+          if [ "$CONVEYOR_ATTEMPT" = 1 ]; then sleep 300 & echo $! > {marks}/flaky-started; wait; fi
   fragile:
     steps:
-      - run: touch {marks}/fragile-started; sleep 300
+      - run: sleep 300 & echo $! > {marks}/fragile-started; wait
   after:
     needs: [flaky]
     steps:
@@ -37,8 +37,11 @@ jobs:
     let mut server = Server::start(&data);
     server.add_project("crashy", &repo).await;
     let run_id = server.trigger("crashy").await;
-    eventually(Duration::from_secs(30), || async {
-        (marks.join("flaky-started").exists() && marks.join("fragile-started").exists()).then_some(())
+    let orphans = eventually(Duration::from_secs(30), || async {
+        Some((
+            read_pid(&marks.join("flaky-started"))?,
+            read_pid(&marks.join("fragile-started"))?,
+        ))
     })
     .await;
     server.kill9();
@@ -76,6 +79,10 @@ jobs:
         "after\n",
         "ran exactly once"
     );
+
+    // The steps' processes outlived the killed server; the restart killed them.
+    wait_dead(orphans.0).await;
+    wait_dead(orphans.1).await;
 
     let audit = server.get("/api/v1/audit/verify").await;
     assert_eq!(audit["intact"], true, "{audit}");
