@@ -57,6 +57,16 @@ async fn start_at(
     let pipeline = source::file_at(&mirror, commit, "conveyor.yml")
         .await
         .map_err(|_| ApiError::InvalidRequest(format!("commit {commit} has no conveyor.yml at its root")))?;
+    if event == "manual" {
+        let parsed = conveyor_spec::parse("conveyor.yml", &pipeline).map_err(|errors| {
+            ApiError::PipelineInvalid(errors.0.iter().map(ToString::to_string).collect())
+        })?;
+        if !parsed.on.manual {
+            return Err(ApiError::Conflict(format!(
+                "the pipeline at {commit} does not allow manual runs (add `manual: true` under `on:`)"
+            )));
+        }
+    }
     let source_digest = source::snapshot_commit(&mirror, commit, &engine.data().cas).await?;
     let run_id = engine
         .create_run(NewRun {

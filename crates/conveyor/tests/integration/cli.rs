@@ -259,3 +259,48 @@ async fn the_api_answers_bad_requests_from_its_error_table() {
     }
     assert_eq!(server.get("/readyz").await, json!("ready"));
 }
+
+#[test]
+fn a_flooding_step_is_capped_with_a_visible_notice() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("conveyor.yml"),
+        "name: flood\njobs:\n  flood:\n    steps:\n      - run: yes 0123456789 | head -n 200000\n      - run: echo still runs\n",
+    )
+    .unwrap();
+    let config = tmp.path().join("conveyor.toml");
+    std::fs::write(&config, "step_log_limit_bytes = 10000\n").unwrap();
+    let data = tmp.path().join("data");
+    let out = command()
+        .arg("run")
+        .arg(tmp.path())
+        .arg("--data")
+        .arg(&data)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = std::fs::read_to_string(data.join("logs/run-1.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let first_step = lines.iter().filter(|l| l["step"] == 0).count();
+    assert!(first_step < 1000, "{first_step} lines kept of 200000");
+    let notice = lines
+        .iter()
+        .find(|l| l["stream"] == "conveyor")
+        .expect("a truncation notice");
+    assert_eq!(
+        notice["line"],
+        "output truncated: this step wrote more than 10000 bytes; the rest is discarded"
+    );
+    assert!(
+        lines.iter().any(|l| l["step"] == 1 && l["line"] == "still runs"),
+        "the cap is per step"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["t"].as_str().is_some_and(|t| t.ends_with('Z'))),
+        "timestamped"
+    );
+}

@@ -312,6 +312,25 @@ async fn a_new_commit_on_a_watched_branch_starts_a_run() {
             json!({ "name": "watched", "source": repo.display().to_string(), "poll_seconds": 1 }),
         )
         .await;
+    let (status, answer) = server
+        .request(
+            reqwest::Method::POST,
+            "/api/v1/projects/watched/runs",
+            Some(json!({})),
+            true,
+        )
+        .await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (409, Some("conflict")),
+        "{answer}"
+    );
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not allow manual runs")
+    );
     // Heads at registration are not built; each commit after is.
     let second = commit(&repo, &[("README", "more")], "second");
     let run = eventually(Duration::from_secs(30), || async {
