@@ -64,11 +64,12 @@ fn load_or_create_key(dir: &Path) -> Result<KeyPair, EngineError> {
             .ok()
             .and_then(|b| <[u8; 32]>::try_from(b).ok());
         return bytes.map(KeyPair::from_seed).ok_or_else(|| {
-            EngineError::Source(format!("{} is not a 32-byte hex Ed25519 seed", secret.display()))
+            EngineError::Key(format!("{} is not a 32-byte hex Ed25519 seed", secret.display()))
         });
     }
     let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| EngineError::Source(format!("no OS randomness: {e}")))?;
+    getrandom::fill(&mut seed)
+        .map_err(|e| EngineError::Key(format!("no OS randomness to create a key: {e}")))?;
     let key = KeyPair::from_seed(seed);
     let mut file = std::fs::OpenOptions::new()
         .write(true)

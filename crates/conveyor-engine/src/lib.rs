@@ -64,8 +64,15 @@ pub enum EngineError {
     Store(#[from] conveyor_store::StoreError),
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+    /// Fetching or reading the project's source failed.
     #[error("{0}")]
     Source(String),
+    /// The signing key is unreadable or cannot be created.
+    #[error("signing key: {0}")]
+    Key(String),
+    /// The store holds something this version cannot read.
+    #[error("corrupt state: {0}")]
+    Corrupt(String),
     #[error("run {0} does not exist")]
     NoSuchRun(i64),
     #[error("{0}")]
@@ -126,6 +133,18 @@ impl Engine {
         let seq = self.data.store.append(event.clone()).await?;
         self.notify(&event);
         Ok(seq)
+    }
+
+    /// Appends the event `build` makes from a freshly allocated id, shows it to observers and
+    /// returns the id.
+    pub(crate) async fn record_new(
+        &self,
+        kind: conveyor_store::IdKind,
+        build: impl FnOnce(i64) -> Event,
+    ) -> Result<i64, EngineError> {
+        let (id, event) = self.data.store.append_new(kind, build).await?;
+        self.notify(&event);
+        Ok(id)
     }
 
     /// Asks a running run to stop: its steps are killed and its remaining jobs cancelled.

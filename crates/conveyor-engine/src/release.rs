@@ -37,28 +37,16 @@ impl Engine {
         let payload = serde_json::to_vec(&provenance.statement()).expect("statements serialize");
         let envelope = self.data.signer.sign(IN_TOTO_PAYLOAD_TYPE, &payload);
         let envelope = serde_json::to_value(envelope).expect("envelopes serialize");
-        let mut recorded = None;
-        let id = self
-            .data
-            .store
-            .append_new(IdKind::Release, |release_id| {
-                let event = Event::ReleaseCreated {
-                    release_id,
-                    run_id: run.id,
-                    project: run.project.clone(),
-                    commit: run.commit.clone(),
-                    branch: run.branch.clone(),
-                    artifacts,
-                    envelope,
-                };
-                recorded = Some(event.clone());
-                event
-            })
-            .await?;
-        if let Some(event) = recorded {
-            self.notify(&event);
-        }
-        Ok(id)
+        self.record_new(IdKind::Release, |release_id| Event::ReleaseCreated {
+            release_id,
+            run_id: run.id,
+            project: run.project.clone(),
+            commit: run.commit.clone(),
+            branch: run.branch.clone(),
+            artifacts,
+            envelope,
+        })
+        .await
     }
 }
 

@@ -38,30 +38,18 @@ impl Engine {
     pub async fn create_run(&self, new: NewRun) -> Result<i64, EngineError> {
         let pipeline = conveyor_spec::parse("conveyor.yml", &new.pipeline)?;
         let jobs: Vec<String> = pipeline.jobs.iter().map(|j| j.id.clone()).collect();
-        let mut recorded = None;
-        let id = self
-            .data
-            .store
-            .append_new(IdKind::Run, |run_id| {
-                let event = Event::RunCreated {
-                    run_id,
-                    project: new.project,
-                    source_uri: new.source_uri,
-                    commit: new.commit,
-                    branch: new.branch,
-                    event: new.event,
-                    pipeline: new.pipeline,
-                    source_digest: new.source_digest,
-                    jobs,
-                };
-                recorded = Some(event.clone());
-                event
-            })
-            .await?;
-        if let Some(event) = recorded {
-            self.notify(&event);
-        }
-        Ok(id)
+        self.record_new(IdKind::Run, |run_id| Event::RunCreated {
+            run_id,
+            project: new.project,
+            source_uri: new.source_uri,
+            commit: new.commit,
+            branch: new.branch,
+            event: new.event,
+            pipeline: new.pipeline,
+            source_digest: new.source_digest,
+            jobs,
+        })
+        .await
     }
 
     /// Drives a run to its end and returns how it ended.
@@ -73,7 +61,7 @@ impl Engine {
             .await?
             .ok_or(EngineError::NoSuchRun(run_id))?;
         if run.status != RunStatus::Running.as_str() {
-            return run.status.parse().map_err(EngineError::Source);
+            return run.status.parse().map_err(EngineError::Corrupt);
         }
         let pipeline = Arc::new(conveyor_spec::parse("conveyor.yml", &run.pipeline)?);
         let cancel = CancellationToken::new();
@@ -164,7 +152,7 @@ impl Engine {
                 Some(("running", view)) => self.interrupted(&run, job, view).await?,
                 Some((status, view)) => {
                     outputs.insert(job.id.clone(), view.artifacts.clone());
-                    JobState::Done(status.parse().map_err(EngineError::Source)?)
+                    JobState::Done(status.parse().map_err(EngineError::Corrupt)?)
                 }
             };
             states.insert(job.id.clone(), state);

@@ -46,19 +46,9 @@ pub async fn sync_mirror(uri: &str, mirror: &Path) -> Result<(), EngineError> {
     } else {
         let parent = mirror.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent)?;
-        let out = Command::new("git")
-            .args(["clone", "--mirror", "--quiet", uri])
-            .arg(mirror)
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .map_err(|e| EngineError::Source(format!("cannot run git: {e}")))?;
-        if !out.status.success() {
-            return Err(EngineError::Source(format!(
-                "cannot clone {uri}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
+        let target = mirror.to_string_lossy();
+        // `--` so that a source starting with '-' is never taken for an option.
+        git(parent, &["clone", "--mirror", "--quiet", "--", uri, &target]).await?;
     }
     Ok(())
 }

@@ -10,7 +10,6 @@ pub mod auth;
 mod error;
 pub mod triggers;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,11 +26,8 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    pub addr: SocketAddr,
     /// How often the poller wakes to check projects that are due.
     pub poll_tick: Duration,
-    /// The admin token to install on first start (instead of generating one).
-    pub admin_token: Option<String>,
 }
 
 #[derive(Clone)]

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 #[derive(Debug, Clone)]
 pub struct Cas {
@@ -44,21 +44,9 @@ impl Cas {
     pub async fn put_reader(&self, mut reader: impl AsyncRead + Unpin) -> std::io::Result<(String, u64)> {
         let tmp = tempfile_in(&self.root.join("tmp"));
         let mut out = tokio::fs::File::create(&tmp).await?;
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            let n = reader.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n]).await?;
-            size += n as u64;
-        }
+        let (digest, size) = copy_hashing(&mut reader, &mut out).await?;
         out.sync_all().await?;
         drop(out);
-        let digest = hex::encode(hasher.finalize());
         let target = self.path(&digest).expect("a sha256 hex digest is a valid digest");
         if target.exists() {
             tokio::fs::remove_file(&tmp).await?;
@@ -87,16 +75,27 @@ impl Cas {
 /// Streams a file through SHA-256.
 pub async fn sha256_file(path: &Path) -> std::io::Result<String> {
     let mut file = tokio::fs::File::open(path).await?;
+    Ok(copy_hashing(&mut file, &mut tokio::io::sink()).await?.0)
+}
+
+/// Copies `reader` to `writer` in chunks, hashing on the way; returns the hex digest and size.
+async fn copy_hashing(
+    reader: &mut (impl AsyncRead + Unpin),
+    writer: &mut (impl AsyncWrite + Unpin),
+) -> std::io::Result<(String, u64)> {
     let mut hasher = Sha256::new();
+    let mut size = 0u64;
     let mut buf = vec![0u8; CHUNK];
     loop {
-        let n = file.read(&mut buf).await?;
+        let n = reader.read(&mut buf).await?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
+        writer.write_all(&buf[..n]).await?;
+        size += n as u64;
     }
-    Ok(hex::encode(hasher.finalize()))
+    Ok((hex::encode(hasher.finalize()), size))
 }
 
 fn tempfile_in(dir: &Path) -> PathBuf {

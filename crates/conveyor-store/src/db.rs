@@ -131,23 +131,26 @@ impl Store {
 
     /// Appends one event and folds it into the read models, atomically. Returns its sequence number.
     pub async fn append(&self, event: Event) -> Result<i64, StoreError> {
-        self.append_with(None, |_| event).await.map(|(seq, _)| seq)
+        self.append_with(None, |_| event).await.map(|(seq, _, _)| seq)
     }
 
-    /// Appends the event `build` makes from a freshly allocated id (run or release number).
+    /// Appends the event `build` makes from a freshly allocated id (run or release number);
+    /// returns the id and the event.
     pub async fn append_new(
         &self,
         kind: IdKind,
         build: impl FnOnce(i64) -> Event,
-    ) -> Result<i64, StoreError> {
-        self.append_with(Some(kind), build).await.map(|(_, id)| id)
+    ) -> Result<(i64, Event), StoreError> {
+        self.append_with(Some(kind), build)
+            .await
+            .map(|(_, id, event)| (id, event))
     }
 
     async fn append_with(
         &self,
         kind: Option<IdKind>,
         build: impl FnOnce(i64) -> Event,
-    ) -> Result<(i64, i64), StoreError> {
+    ) -> Result<(i64, i64, Event), StoreError> {
         let _guard = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
         let id = match kind {
@@ -196,7 +199,7 @@ impl Store {
         .await?;
         projection::apply(&mut tx, &event, &at).await?;
         tx.commit().await?;
-        Ok((seq, id))
+        Ok((seq, id, event))
     }
 
     /// Walks the whole chain; an empty result means the log is intact.

@@ -160,9 +160,7 @@ pub async fn serve(config: &Config) -> anyhow::Result<ExitCode> {
         config.data.display()
     );
     let server_config = conveyor_server::ServerConfig {
-        addr,
         poll_tick: config.poll_tick,
-        admin_token: config.admin_token.clone(),
     };
     conveyor_server::serve(engine, server_config, listener, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
