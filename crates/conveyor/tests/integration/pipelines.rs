@@ -129,6 +129,16 @@ jobs:
     assert_eq!(job(&run, "healthy")["status"], "success");
     assert_eq!(job(&run, "after_healthy")["status"], "success");
     assert!(run["release_id"].is_null(), "a failed run makes no release");
+    insta::assert_json_snapshot!(run, {
+        ".commit" => "[sha]",
+        ".source_uri" => "[path]",
+        ".created_at" => "[time]",
+        ".finished_at" => "[time]",
+        ".jobs[].started_at" => "[time]",
+        ".jobs[].finished_at" => "[time]",
+        ".jobs[].steps[].started_at" => "[time]",
+        ".jobs[].steps[].finished_at" => "[time]",
+    });
     assert!(
         server
             .log_text(run["id"].as_i64().unwrap())
