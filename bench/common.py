@@ -4,9 +4,11 @@ Only the Python standard library is used, so the benchmark runs anywhere python3
 Rust toolchain are installed.
 """
 
+import atexit
 import datetime
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -26,9 +28,14 @@ def ms(seconds):
     return seconds * 1000.0
 
 
+# Every directory the benchmark creates lives under one root, removed when Python exits.
+_ROOT = tempfile.mkdtemp(prefix="conveyor-bench-")
+atexit.register(shutil.rmtree, _ROOT, ignore_errors=True)
+
+
 def tmpdir(prefix):
-    """A fresh temporary directory (removed by the OS's tmp cleaning, not by us: runs are small)."""
-    return tempfile.mkdtemp(prefix=f"conveyor-bench-{prefix}-")
+    """A fresh, empty temporary directory."""
+    return tempfile.mkdtemp(prefix=f"{prefix}-", dir=_ROOT)
 
 
 def pipeline_yaml(steps):
