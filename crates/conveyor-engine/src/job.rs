@@ -167,28 +167,27 @@ impl JobTask {
             env.insert(k.clone(), interpolate(v)?);
         }
 
-        let deadline = job.timeout.map(|t| (Instant::now() + t, t));
-        for (index, step) in job.steps.iter().enumerate() {
-            let index = index as u32;
+        // Resolve every step first: a missing secret fails the job before anything runs.
+        let mut prepared = Vec::with_capacity(job.steps.len());
+        for step in &job.steps {
             let mut step_env = env.clone();
             for (k, v) in &step.env {
                 step_env.insert(k.clone(), interpolate(v)?);
             }
-            let script = interpolate(&step.run)?;
+            prepared.push((interpolate(&step.run)?, step_env));
+        }
+
+        let deadline = job.timeout.map(|t| (Instant::now() + t, t));
+        // The previous step's end, recorded together with the next step's start.
+        let mut unrecorded: Option<Event> = None;
+        for (index, (step, (script, step_env))) in job.steps.iter().zip(prepared).enumerate() {
+            let index = index as u32;
             let remaining = deadline.map(|(at, _)| at.saturating_duration_since(Instant::now()));
             let timeout = match (step.timeout, remaining) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
             let job_timed_out_first = remaining.is_some_and(|r| step.timeout.is_none_or(|s| r < s));
-            self.record(Event::StepStarted {
-                run_id: self.run.id,
-                job: job.id.clone(),
-                attempt,
-                step: index,
-                name: step.name.clone(),
-            })
-            .await?;
             let step_log = || StepLog {
                 log: self.log.clone(),
                 masker: masker.clone(),
@@ -206,11 +205,25 @@ impl JobTask {
                 workdir: dir.to_path_buf(),
                 timeout,
             };
-            let outcome = engine
-                .executor
-                .run_step(spec, step_log().sink(), self.cancel.clone())
-                .await
-                .map_err(|e| format!("cannot start step '{}': {e}", step.name))?;
+            let mut events: Vec<Event> = unrecorded.take().into_iter().collect();
+            events.push(Event::StepStarted {
+                run_id: self.run.id,
+                job: job.id.clone(),
+                attempt,
+                step: index,
+                name: step.name.clone(),
+            });
+            // The step starts while its start is being written, keeping the bookkeeping off its
+            // path (docs/benchmarks.md). A crash in between leaves the previous step `running` in
+            // the log, which recovery treats as interrupted: conservative, never silent.
+            let (recorded, outcome) = tokio::join!(
+                self.record_all(events),
+                engine
+                    .executor
+                    .run_step(spec, step_log().sink(), self.cancel.clone())
+            );
+            recorded?;
+            let outcome = outcome.map_err(|e| format!("cannot start step '{}': {e}", step.name))?;
             let (status, exit_code, problem) = match outcome {
                 StepOutcome::Succeeded => (StepStatus::Success, Some(0), None),
                 StepOutcome::Failed { exit_code } => (
@@ -238,32 +251,39 @@ impl JobTask {
             if let Some(problem) = &problem {
                 step_log().notice(problem.clone());
             }
-            self.record(Event::StepFinished {
+            let finished = Event::StepFinished {
                 run_id: self.run.id,
                 job: job.id.clone(),
                 attempt,
                 step: index,
                 outcome: status,
                 exit_code,
-            })
-            .await?;
-            match (status, problem) {
-                (StepStatus::Cancelled, reason) => {
-                    return Ok(Attempt {
-                        status: JobStatus::Cancelled,
-                        reason,
-                        artifacts: vec![],
-                    });
-                }
-                (StepStatus::TimedOut, Some(reason)) if job_timed_out_first => {
-                    return Ok(Attempt::failed(reason));
-                }
-                (_, Some(_)) if step.continue_on_error => {
+            };
+            let ends_job = match (status, &problem) {
+                (StepStatus::Cancelled, reason) => Some(Attempt {
+                    status: JobStatus::Cancelled,
+                    reason: reason.clone(),
+                    artifacts: vec![],
+                }),
+                (_, Some(_))
+                    if step.continue_on_error && !(status == StepStatus::TimedOut && job_timed_out_first) =>
+                {
                     step_log().notice(format!("continuing: step '{}' has continue_on_error", step.name));
+                    None
                 }
-                (_, Some(reason)) => return Ok(Attempt::failed(reason)),
-                (_, None) => {}
+                (_, Some(reason)) => Some(Attempt::failed(reason.clone())),
+                (_, None) => None,
+            };
+            match ends_job {
+                Some(end) => {
+                    self.record_all(vec![finished]).await?;
+                    return Ok(end);
+                }
+                None => unrecorded = Some(finished),
             }
+        }
+        if let Some(last) = unrecorded {
+            self.record_all(vec![last]).await?;
         }
 
         let patterns = job.artifacts.clone();
@@ -279,9 +299,9 @@ impl JobTask {
         })
     }
 
-    async fn record(&self, event: Event) -> Result<i64, String> {
+    async fn record_all(&self, events: Vec<Event>) -> Result<(), String> {
         self.engine
-            .record(event)
+            .record_all(events)
             .await
             .map_err(|e| format!("cannot record event: {e}"))
     }

@@ -135,6 +135,15 @@ impl Engine {
         Ok(seq)
     }
 
+    /// Appends events in one transaction, then shows them to observers.
+    pub(crate) async fn record_all(&self, events: Vec<Event>) -> Result<(), EngineError> {
+        self.data.store.append_all(&events).await?;
+        for event in &events {
+            self.notify(event);
+        }
+        Ok(())
+    }
+
     /// Appends the event `build` makes from a freshly allocated id, shows it to observers and
     /// returns the id.
     pub(crate) async fn record_new(

@@ -1,6 +1,7 @@
 //! The local executor: each step is `sh -e -c SCRIPT` in its own process group, so a timeout or a
 //! cancel can kill everything the step started, grandchildren included.
 
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -56,7 +57,7 @@ async fn run_local(
     sink: LineSink,
     cancel: CancellationToken,
 ) -> std::io::Result<StepOutcome> {
-    let mut child = Command::new("sh")
+    let mut child = Command::new(shell_path(&step.env))
         .arg("-e")
         .arg("-c")
         .arg(&step.script)
@@ -116,6 +117,20 @@ async fn run_local(
     let _ = killpg(group, Signal::SIGKILL);
     let _ = readers.await;
     Ok(outcome)
+}
+
+/// `sh` resolved on the step's own PATH. Spawning by absolute path lets std use its cheap spawn
+/// (no fork of this multi-threaded process, no failed `execve` per PATH entry): see
+/// docs/benchmarks.md.
+fn shell_path(env: &[(String, String)]) -> PathBuf {
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map_or("/usr/bin:/bin", |(_, v)| v.as_str());
+    std::env::split_paths(path)
+        .map(|dir| dir.join("sh"))
+        .find(|candidate| candidate.is_absolute() && candidate.is_file())
+        .unwrap_or_else(|| PathBuf::from("/bin/sh"))
 }
 
 fn deliver(sink: &Mutex<LineSink>, stream: Stream, line: String) {

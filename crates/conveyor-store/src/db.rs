@@ -72,6 +72,53 @@ pub struct Store {
     write: tokio::sync::Mutex<()>,
 }
 
+type Tx<'a> = sqlx::Transaction<'a, sqlx::Sqlite>;
+
+/// The newest event's sequence number and hash (genesis for an empty log).
+async fn chain_head(tx: &mut Tx<'_>) -> Result<(i64, String), StoreError> {
+    let head = sqlx::query("SELECT seq, hash FROM chain_head WHERE id = 1")
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(match head {
+        Some(row) => (row.get::<i64, _>(0), row.get::<String, _>(1)),
+        None => (0, GENESIS_HASH.to_string()),
+    })
+}
+
+/// Records the new head of the chain; once per transaction, after its appends.
+async fn save_head(tx: &mut Tx<'_>, head: &(i64, String)) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO chain_head (id, seq, hash) VALUES (1, $1, $2)
+         ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+    )
+    .bind(head.0)
+    .bind(&head.1)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Chains one event after `head`, folds it into the read models and moves `head` to it.
+async fn append_in(tx: &mut Tx<'_>, head: &mut (i64, String), event: &Event) -> Result<i64, StoreError> {
+    let seq = head.0 + 1;
+    let at = crate::now_rfc3339();
+    let kind = event.kind();
+    let data = serde_json::to_string(event).expect("events always serialize");
+    let hash = chain_hash(&head.1, seq, &at, kind, &data);
+    sqlx::query("INSERT INTO events (seq, at, kind, data, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(seq)
+        .bind(&at)
+        .bind(kind)
+        .bind(&data)
+        .bind(&head.1)
+        .bind(&hash)
+        .execute(&mut **tx)
+        .await?;
+    projection::apply(tx, event, &at).await?;
+    *head = (seq, hash);
+    Ok(seq)
+}
+
 pub(crate) fn chain_hash(prev: &str, seq: i64, at: &str, kind: &str, data: &str) -> String {
     let mut h = Sha256::new();
     for part in [prev, &seq.to_string(), at, kind, data] {
@@ -131,7 +178,22 @@ impl Store {
 
     /// Appends one event and folds it into the read models, atomically. Returns its sequence number.
     pub async fn append(&self, event: Event) -> Result<i64, StoreError> {
-        self.append_with(None, |_| event).await.map(|(seq, _, _)| seq)
+        let seqs = self.append_all(std::slice::from_ref(&event)).await?;
+        Ok(seqs[0])
+    }
+
+    /// Appends several events in one transaction (all or none), in order.
+    pub async fn append_all(&self, events: &[Event]) -> Result<Vec<i64>, StoreError> {
+        let _guard = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let mut head = chain_head(&mut tx).await?;
+        let mut seqs = Vec::with_capacity(events.len());
+        for event in events {
+            seqs.push(append_in(&mut tx, &mut head, event).await?);
+        }
+        save_head(&mut tx, &head).await?;
+        tx.commit().await?;
+        Ok(seqs)
     }
 
     /// Appends the event `build` makes from a freshly allocated id (run or release number);
@@ -141,65 +203,21 @@ impl Store {
         kind: IdKind,
         build: impl FnOnce(i64) -> Event,
     ) -> Result<(i64, Event), StoreError> {
-        self.append_with(Some(kind), build)
-            .await
-            .map(|(_, id, event)| (id, event))
-    }
-
-    async fn append_with(
-        &self,
-        kind: Option<IdKind>,
-        build: impl FnOnce(i64) -> Event,
-    ) -> Result<(i64, i64, Event), StoreError> {
         let _guard = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
-        let id = match kind {
-            None => 0,
-            Some(kind) => {
-                let table = match kind {
-                    IdKind::Run => "runs",
-                    IdKind::Release => "releases",
-                };
-                sqlx::query_scalar::<_, i64>(&format!("SELECT COALESCE(MAX(id), 0) + 1 FROM {table}"))
-                    .fetch_one(&mut *tx)
-                    .await?
-            }
+        let table = match kind {
+            IdKind::Run => "runs",
+            IdKind::Release => "releases",
         };
-        let event = build(id);
-        let head = sqlx::query("SELECT seq, hash FROM chain_head WHERE id = 1")
-            .fetch_optional(&mut *tx)
+        let id = sqlx::query_scalar::<_, i64>(&format!("SELECT COALESCE(MAX(id), 0) + 1 FROM {table}"))
+            .fetch_one(&mut *tx)
             .await?;
-        let (prev_seq, prev_hash) = match head {
-            Some(row) => (row.get::<i64, _>(0), row.get::<String, _>(1)),
-            None => (0, GENESIS_HASH.to_string()),
-        };
-        let seq = prev_seq + 1;
-        let at = crate::now_rfc3339();
-        let kind = event.kind();
-        let data = serde_json::to_string(&event).expect("events always serialize");
-        let hash = chain_hash(&prev_hash, seq, &at, kind, &data);
-        sqlx::query(
-            "INSERT INTO events (seq, at, kind, data, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(seq)
-        .bind(&at)
-        .bind(kind)
-        .bind(&data)
-        .bind(&prev_hash)
-        .bind(&hash)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO chain_head (id, seq, hash) VALUES (1, $1, $2)
-             ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-        )
-        .bind(seq)
-        .bind(&hash)
-        .execute(&mut *tx)
-        .await?;
-        projection::apply(&mut tx, &event, &at).await?;
+        let event = build(id);
+        let mut head = chain_head(&mut tx).await?;
+        append_in(&mut tx, &mut head, &event).await?;
+        save_head(&mut tx, &head).await?;
         tx.commit().await?;
-        Ok((seq, id, event))
+        Ok((id, event))
     }
 
     /// Walks the whole chain; an empty result means the log is intact.
