@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
@@ -75,47 +75,45 @@ async fn run_local(
         .map(|id| Pid::from_raw(id as i32))
         .expect("a freshly spawned child has a pid");
 
-    let sink = Arc::new(Mutex::new(sink));
+    let sink = Mutex::new(sink);
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
-    let readers = tokio::spawn({
-        let (out_sink, err_sink) = (sink.clone(), sink);
-        async move {
-            tokio::join!(
-                for_each_line(stdout, |l| deliver(&out_sink, Stream::Stdout, l)),
-                for_each_line(stderr, |l| deliver(&err_sink, Stream::Stderr, l)),
-            )
-        }
-    });
-
+    let read_output = async {
+        tokio::join!(
+            for_each_line(stdout, |l| deliver(&sink, Stream::Stdout, l)),
+            for_each_line(stderr, |l| deliver(&sink, Stream::Stderr, l)),
+        )
+    };
     let deadline = async {
         match step.timeout {
             Some(t) => tokio::time::sleep(t).await,
             None => std::future::pending().await,
         }
     };
-    let outcome = tokio::select! {
-        status = child.wait() => {
-            let status = status?;
-            if status.success() {
-                StepOutcome::Succeeded
-            } else {
-                StepOutcome::Failed { exit_code: status.code() }
+    let supervise = async {
+        let outcome = tokio::select! {
+            status = child.wait() => match status {
+                Ok(status) if status.success() => StepOutcome::Succeeded,
+                Ok(status) => StepOutcome::Failed { exit_code: status.code() },
+                Err(e) => return Err(e),
+            },
+            () = deadline => {
+                stop_group(group, &mut child).await;
+                StepOutcome::TimedOut
             }
-        }
-        () = deadline => {
-            stop_group(group, &mut child).await;
-            StepOutcome::TimedOut
-        }
-        () = cancel.cancelled() => {
-            stop_group(group, &mut child).await;
-            StepOutcome::Cancelled
-        }
+            () = cancel.cancelled() => {
+                stop_group(group, &mut child).await;
+                StepOutcome::Cancelled
+            }
+        };
+        // Whatever the step left running in the background would hold its output pipes open: a
+        // step's processes never outlive it.
+        let _ = killpg(group, Signal::SIGKILL);
+        Ok(outcome)
     };
-    // Whatever the step left running in the background would hold its output pipes open: a step's
-    // processes never outlive it.
-    let _ = killpg(group, Signal::SIGKILL);
-    let _ = readers.await;
+    // Output is read in this same task, alongside the supervision: no task spawn per step.
+    let (outcome, _) = tokio::join!(supervise, read_output);
+    let outcome = outcome?;
     Ok(outcome)
 }
 
@@ -149,6 +147,8 @@ async fn stop_group(group: Pid, child: &mut tokio::process::Child) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn spec(script: &str, dir: &std::path::Path) -> StepSpec {

@@ -195,10 +195,16 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("the tokio runtime starts");
+    // The server serves many clients and runs at once: one worker per core. Everything else,
+    // `run` included, is one pipeline or one request: a single thread has fewer wake-ups between
+    // threads, which is most of a step's overhead (docs/benchmarks.md).
+    let runtime = match cli.command {
+        Command::Serve { .. } => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_current_thread(),
+    }
+    .enable_all()
+    .build()
+    .expect("the tokio runtime starts");
     match runtime.block_on(dispatch(cli, env)) {
         Ok(code) => code,
         Err(error) => {
