@@ -178,8 +178,7 @@ impl JobTask {
         }
 
         let deadline = job.timeout.map(|t| (Instant::now() + t, t));
-        // The previous step's end, recorded together with the next step's start.
-        let mut unrecorded: Option<Event> = None;
+        let step_events = StepEvents::start(engine.clone());
         for (index, (step, (script, step_env))) in job.steps.iter().zip(prepared).enumerate() {
             let index = index as u32;
             let remaining = deadline.map(|(at, _)| at.saturating_duration_since(Instant::now()));
@@ -205,25 +204,24 @@ impl JobTask {
                 workdir: dir.to_path_buf(),
                 timeout,
             };
-            let mut events: Vec<Event> = unrecorded.take().into_iter().collect();
-            events.push(Event::StepStarted {
+            step_events.push(Event::StepStarted {
                 run_id: self.run.id,
                 job: job.id.clone(),
                 attempt,
                 step: index,
                 name: step.name.clone(),
             });
-            // The step starts while its start is being written, keeping the bookkeeping off its
-            // path (docs/benchmarks.md). A crash in between leaves the previous step `running` in
-            // the log, which recovery treats as interrupted: conservative, never silent.
-            let (recorded, outcome) = tokio::join!(
-                self.record_all(events),
-                engine
-                    .executor
-                    .run_step(spec, step_log().sink(), self.cancel.clone())
-            );
-            recorded?;
-            let outcome = outcome.map_err(|e| format!("cannot start step '{}': {e}", step.name))?;
+            let outcome = engine
+                .executor
+                .run_step(spec, step_log().sink(), self.cancel.clone())
+                .await;
+            let (outcome, start_error) = match outcome {
+                Ok(outcome) => (outcome, None),
+                Err(e) => (
+                    StepOutcome::Failed { exit_code: None },
+                    Some(format!("cannot start step '{}': {e}", step.name)),
+                ),
+            };
             let (status, exit_code, problem) = match outcome {
                 StepOutcome::Succeeded => (StepStatus::Success, Some(0), None),
                 StepOutcome::Failed { exit_code } => (
@@ -248,6 +246,7 @@ impl JobTask {
                 ),
                 StepOutcome::Cancelled => (StepStatus::Cancelled, None, Some("the run was cancelled".into())),
             };
+            let problem = start_error.or(problem);
             if let Some(problem) = &problem {
                 step_log().notice(problem.clone());
             }
@@ -274,17 +273,13 @@ impl JobTask {
                 (_, Some(reason)) => Some(Attempt::failed(reason.clone())),
                 (_, None) => None,
             };
-            match ends_job {
-                Some(end) => {
-                    self.record_all(vec![finished]).await?;
-                    return Ok(end);
-                }
-                None => unrecorded = Some(finished),
+            step_events.push(finished);
+            if let Some(end) = ends_job {
+                step_events.finish().await?;
+                return Ok(end);
             }
         }
-        if let Some(last) = unrecorded {
-            self.record_all(vec![last]).await?;
-        }
+        step_events.finish().await?;
 
         let patterns = job.artifacts.clone();
         let root = dir.to_path_buf();
@@ -298,12 +293,47 @@ impl JobTask {
             artifacts,
         })
     }
+}
 
-    async fn record_all(&self, events: Vec<Event>) -> Result<(), String> {
-        self.engine
-            .record_all(events)
+/// Writes one job attempt's step events in the background, in order, batching whatever queued
+/// up meanwhile into one transaction, so a step never waits for the database
+/// (docs/benchmarks.md). A crash before a batch is written leaves the job `running` in the log,
+/// which recovery treats as interrupted: conservative, never silent.
+struct StepEvents {
+    queue: tokio::sync::mpsc::UnboundedSender<Event>,
+    writer: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+impl StepEvents {
+    fn start(engine: Arc<Engine>) -> Self {
+        let (queue, mut pending) = tokio::sync::mpsc::unbounded_channel();
+        let writer = tokio::spawn(async move {
+            while let Some(first) = pending.recv().await {
+                let mut batch = vec![first];
+                while let Ok(more) = pending.try_recv() {
+                    batch.push(more);
+                }
+                engine
+                    .record_all(batch)
+                    .await
+                    .map_err(|e| format!("cannot record event: {e}"))?;
+            }
+            Ok(())
+        });
+        StepEvents { queue, writer }
+    }
+
+    fn push(&self, event: Event) {
+        // A writer that stopped has failed; `finish` reports why.
+        let _ = self.queue.send(event);
+    }
+
+    /// Waits until every pushed event is in the log.
+    async fn finish(self) -> Result<(), String> {
+        drop(self.queue);
+        self.writer
             .await
-            .map_err(|e| format!("cannot record event: {e}"))
+            .map_err(|e| format!("the event writer panicked: {e}"))?
     }
 }
 
