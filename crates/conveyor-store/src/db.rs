@@ -315,3 +315,139 @@ impl Store {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{ArtifactRef, JobStatus, RunStatus, StepStatus};
+
+    fn run_events(run_id: i64) -> Vec<Event> {
+        let job = |j: &str| j.to_string();
+        vec![
+            Event::JobStarted {
+                run_id,
+                job: job("build"),
+                attempt: 1,
+            },
+            Event::StepStarted {
+                run_id,
+                job: job("build"),
+                attempt: 1,
+                step: 0,
+                name: "make".into(),
+            },
+            Event::StepFinished {
+                run_id,
+                job: job("build"),
+                attempt: 1,
+                step: 0,
+                outcome: StepStatus::Success,
+                exit_code: Some(0),
+            },
+            Event::JobFinished {
+                run_id,
+                job: job("build"),
+                attempt: 1,
+                status: JobStatus::Success,
+                reason: None,
+                artifacts: vec![ArtifactRef {
+                    path: "dist/a".into(),
+                    digest: "ab".repeat(32),
+                    size: 3,
+                }],
+            },
+            Event::JobSkipped {
+                run_id,
+                job: job("deploy"),
+                reason: "if: branch == 'main' is false".into(),
+            },
+            Event::RunFinished {
+                run_id,
+                status: RunStatus::Success,
+            },
+        ]
+    }
+
+    async fn store_with_a_run() -> (tempfile::TempDir, Store, i64) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).await.unwrap();
+        let (run_id, _) = store
+            .append_new(IdKind::Run, |run_id| Event::RunCreated {
+                run_id,
+                project: "p".into(),
+                source_uri: "/src".into(),
+                commit: "c0ffee".into(),
+                branch: "main".into(),
+                event: "push".into(),
+                pipeline: "name: p".into(),
+                source_digest: "00".repeat(32),
+                jobs: vec!["build".into(), "deploy".into()],
+            })
+            .await
+            .unwrap();
+        store.append_all(&run_events(run_id)).await.unwrap();
+        (dir, store, run_id)
+    }
+
+    #[tokio::test]
+    async fn read_models_rebuild_to_exactly_what_the_log_says() {
+        let (_dir, store, run_id) = store_with_a_run().await;
+        let before = store.run(run_id).await.unwrap().unwrap();
+        assert_eq!(before.status, "success");
+        assert_eq!(before.jobs[0].artifacts.len(), 1);
+        assert_eq!(before.jobs[1].status, "skipped");
+        assert_eq!(store.rebuild_read_models().await.unwrap(), 7);
+        assert_eq!(store.run(run_id).await.unwrap().unwrap(), before);
+    }
+
+    #[tokio::test]
+    async fn audit_finds_edits_gaps_and_truncation() {
+        let (_dir, store, _) = store_with_a_run().await;
+        assert_eq!(store.audit().await.unwrap(), (7, vec![]));
+        for sql in [
+            "DROP TRIGGER events_no_update",
+            "DROP TRIGGER events_no_delete",
+            "UPDATE events SET data = replace(data, 'make', 'mak3') WHERE seq = 3",
+            "DELETE FROM events WHERE seq = 5",
+            "DELETE FROM events WHERE seq = 7",
+        ] {
+            sqlx::query(sql).execute(&store.pool).await.unwrap();
+        }
+        let (_, problems) = store.audit().await.unwrap();
+        assert_eq!(
+            problems,
+            vec![
+                AuditProblem::Edited { seq: 3 },
+                AuditProblem::Missing { after: 4, next: 6 },
+                AuditProblem::Truncated { head: 7, last: 6 },
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_all_or_nothing() {
+        let (_dir, store, run_id) = store_with_a_run().await;
+        // A second RunCreated with the same id violates the runs primary key: nothing of the batch lands.
+        let (count, _) = store.audit().await.unwrap();
+        let duplicate = Event::RunCreated {
+            run_id,
+            project: "p".into(),
+            source_uri: "/src".into(),
+            commit: "c".into(),
+            branch: "main".into(),
+            event: "push".into(),
+            pipeline: String::new(),
+            source_digest: String::new(),
+            jobs: vec![],
+        };
+        let batch = [
+            Event::RunCancelRequested {
+                run_id,
+                reason: "x".into(),
+            },
+            duplicate,
+        ];
+        assert!(store.append_all(&batch).await.is_err());
+        assert_eq!(store.audit().await.unwrap(), (count, vec![]));
+    }
+}
