@@ -304,14 +304,23 @@ struct StepEvents {
     writer: tokio::task::JoinHandle<Result<(), String>>,
 }
 
+/// How long the writer gathers events before a transaction, and how many at most.
+const BATCH_WINDOW: Duration = Duration::from_millis(20);
+const MAX_BATCH: usize = 256;
+
 impl StepEvents {
     fn start(engine: Arc<Engine>) -> Self {
         let (queue, mut pending) = tokio::sync::mpsc::unbounded_channel();
         let writer = tokio::spawn(async move {
             while let Some(first) = pending.recv().await {
+                // Gather for a moment: fewer, larger transactions cost the steps less CPU.
+                let until = tokio::time::Instant::now() + BATCH_WINDOW;
                 let mut batch = vec![first];
-                while let Ok(more) = pending.try_recv() {
-                    batch.push(more);
+                while batch.len() < MAX_BATCH {
+                    match tokio::time::timeout_at(until, pending.recv()).await {
+                        Ok(Some(more)) => batch.push(more),
+                        Ok(None) | Err(_) => break,
+                    }
                 }
                 engine
                     .record_all(batch)
