@@ -4,12 +4,14 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod delivery;
 mod error;
 pub mod expr;
 mod model;
 mod parse;
 mod yaml;
 
+pub use delivery::{Environment, ReleaseSpec, Strategy};
 pub use error::{SpecError, SpecErrors};
 pub use model::*;
 pub use parse::{MAX_SOURCE_BYTES, parse};

@@ -15,6 +15,10 @@ pub struct Pipeline {
     pub concurrency: Option<Concurrency>,
     /// Jobs in the order they appear in the file.
     pub jobs: Vec<Job>,
+    /// `release:` — how an instance of a release runs; `None` when the pipeline only builds.
+    pub release: Option<crate::ReleaseSpec>,
+    /// `environments:` in promotion order.
+    pub environments: Vec<crate::Environment>,
 }
 
 /// `on:` — what starts a run. When `on` is absent: push on every branch, and manual.
@@ -66,6 +70,10 @@ pub struct Step {
 }
 
 impl Pipeline {
+    pub fn environment(&self, name: &str) -> Option<&crate::Environment> {
+        self.environments.iter().find(|e| e.name == name)
+    }
+
     pub fn job(&self, id: &str) -> Option<&Job> {
         self.jobs.iter().find(|j| j.id == id)
     }

@@ -13,7 +13,15 @@ use crate::{Concurrency, Job, Pipeline, PushTrigger, SpecError, SpecErrors, Step
 /// Larger files are refused before parsing.
 pub const MAX_SOURCE_BYTES: usize = 1024 * 1024;
 
-const TOP_KEYS: &[&str] = &["name", "on", "env", "concurrency", "jobs"];
+const TOP_KEYS: &[&str] = &[
+    "name",
+    "on",
+    "env",
+    "concurrency",
+    "jobs",
+    "release",
+    "environments",
+];
 const ON_KEYS: &[&str] = &["push", "manual", "schedule"];
 const PUSH_KEYS: &[&str] = &["branches"];
 const CONCURRENCY_KEYS: &[&str] = &["group", "cancel_in_progress"];
@@ -298,6 +306,8 @@ impl Checker<'_> {
             env: BTreeMap::new(),
             concurrency: None,
             jobs: Vec::new(),
+            release: None,
+            environments: Vec::new(),
         };
         if root.kind == Kind::Null {
             // An empty document's position is its end; the start is more useful.
@@ -325,6 +335,18 @@ impl Checker<'_> {
         match fields.get("jobs") {
             Some(node) => pipeline.jobs = self.jobs(node),
             None => self.error(root, "missing required key 'jobs'"),
+        }
+        if let Some(node) = fields.get("release") {
+            pipeline.release = self.release(node, &pipeline.jobs);
+        }
+        if let Some(node) = fields.get("environments") {
+            pipeline.environments = self.environments(node);
+            if pipeline.release.is_none() && !pipeline.environments.is_empty() {
+                self.error(
+                    node,
+                    "environments need a 'release:' section saying how an instance runs",
+                );
+            }
         }
         pipeline
     }
@@ -838,6 +860,8 @@ fn default_step_name(run: &str) -> String {
     let line = run.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
     line.chars().take(MAX_STEP_NAME_CHARS).collect()
 }
+
+mod delivery;
 
 #[cfg(test)]
 mod tests;

@@ -35,7 +35,7 @@ fn error_table() {
         (
             "unknown top-level key",
             "name: x\nstages: {}\njobs:\n  b:\n    steps: [make]\n",
-            "conveyor.yml:2:1: unknown key 'stages'; expected one of: name, on, env, concurrency, jobs",
+            "conveyor.yml:2:1: unknown key 'stages'; expected one of: name, on, env, concurrency, jobs, release, environments",
         ),
         (
             "unknown step key",
@@ -481,6 +481,8 @@ jobs:
                 artifacts: vec![],
             },
         ],
+        release: None,
+        environments: vec![],
     };
     assert_eq!(got, want);
     assert_eq!(got.secret_refs().into_iter().collect::<Vec<_>>(), ["TOKEN"]);

@@ -1,0 +1,105 @@
+//! `conveyor-deploy` owns where releases run. The `Target` trait is the seam; `LocalTarget` (the
+//! embedded default) runs each instance of a version as a supervised local process on its own
+//! port: started with `$PORT`, health-checked, restarted with backoff when it dies, stopped
+//! gracefully (signal, grace period, SIGKILL), its output kept in a capped log. SSH, Docker and
+//! Kubernetes targets go beside it. Traffic is not this crate's business: the router's is.
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+pub mod health;
+mod local;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+pub use local::{LocalTarget, LocalVersion};
+
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Where versions run. `LocalTarget` is the embedded default.
+pub trait Target: Send + Sync {
+    /// Starts every instance of a version and returns once all are healthy (or fails, leaving
+    /// nothing running).
+    fn start<'a>(&'a self, spec: VersionSpec) -> BoxFuture<'a, Result<Box<dyn RunningVersion>, DeployError>>;
+}
+
+/// A version's instances, running on a target.
+pub trait RunningVersion: Send + Sync {
+    fn version(&self) -> &str;
+    fn status(&self) -> Vec<InstanceStatus>;
+    /// The addresses the router should send this version's traffic to now.
+    fn healthy_addrs(&self) -> Vec<SocketAddr>;
+    /// Stops every instance gracefully and waits for them.
+    fn stop(self: Box<Self>) -> BoxFuture<'static, ()>;
+}
+
+/// Lays `files` (relative path, source file) out under `dir`, the versioned directory a release
+/// runs from. Paths that are absolute or climb out with `..` are refused.
+pub fn lay_out(dir: &std::path::Path, files: &[(String, PathBuf)]) -> Result<(), DeployError> {
+    use std::path::Component;
+    std::fs::create_dir_all(dir)?;
+    for (relative, source) in files {
+        let path = std::path::Path::new(relative);
+        if !path.components().all(|c| matches!(c, Component::Normal(_))) {
+            return Err(DeployError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("release file '{relative}' is not a plain relative path"),
+            )));
+        }
+        let target = dir.join(path);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::copy(source, &target)?;
+        std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    }
+    Ok(())
+}
+
+/// One version of a release to run in one environment.
+#[derive(Debug, Clone)]
+pub struct VersionSpec {
+    /// What identifies the version (the release id, e.g. `r12`).
+    pub version: String,
+    /// The directory holding the release's files; instances start there.
+    pub dir: PathBuf,
+    /// `release.run`; it gets `$PORT`.
+    pub command: String,
+    /// The instances' whole environment, `PORT` excepted.
+    pub env: Vec<(String, String)>,
+    pub instances: u32,
+    pub health: conveyor_spec::delivery::Health,
+    pub stop_signal: conveyor_spec::delivery::StopSignal,
+    pub stop_grace: std::time::Duration,
+    /// Where each instance's output goes: `<log_dir>/<index>.log`.
+    pub log_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("instance {index} of {version} did not become healthy within {seconds}s: {last}")]
+    Unhealthy {
+        version: String,
+        index: u32,
+        seconds: u64,
+        last: String,
+    },
+    #[error("cannot start instance {index} of {version}: {error}")]
+    Start {
+        version: String,
+        index: u32,
+        error: std::io::Error,
+    },
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The state of one instance, for status displays and the controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceStatus {
+    pub index: u32,
+    pub addr: SocketAddr,
+    pub pid: Option<u32>,
+    pub healthy: bool,
+    pub restarts: u32,
+}

@@ -1,0 +1,346 @@
+//! The local target: each instance is `sh -c COMMAND` in its own process group, on its own port.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use conveyor_spec::delivery::StopSignal;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::{DeployError, InstanceStatus, VersionSpec, health};
+
+/// Longest wait between restarts of an instance that keeps dying.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// An instance's log is cut back to its newest half beyond this size.
+const MAX_LOG_BYTES: u64 = 8 * 1024 * 1024;
+
+#[derive(Debug, Clone, Default)]
+pub struct LocalTarget;
+
+/// A running version: its supervised instances.
+pub struct LocalVersion {
+    pub version: String,
+    instances: Vec<(Arc<Mutex<InstanceStatus>>, JoinHandle<()>)>,
+    stop: CancellationToken,
+}
+
+impl LocalTarget {
+    /// Starts every instance and waits until all are healthy; on failure, stops them all.
+    pub async fn start(&self, spec: VersionSpec) -> Result<LocalVersion, DeployError> {
+        std::fs::create_dir_all(&spec.log_dir)?;
+        let spec = Arc::new(spec);
+        let stop = CancellationToken::new();
+        let mut instances = Vec::new();
+        let mut ready = Vec::new();
+        for index in 0..spec.instances {
+            let addr = free_port()?;
+            let status = Arc::new(Mutex::new(InstanceStatus {
+                index,
+                addr,
+                pid: None,
+                healthy: false,
+                restarts: 0,
+            }));
+            let (ready_tx, ready_rx) = oneshot::channel();
+            let task = tokio::spawn(supervise(spec.clone(), status.clone(), stop.clone(), ready_tx));
+            instances.push((status, task));
+            ready.push(ready_rx);
+        }
+        let version = LocalVersion {
+            version: spec.version.clone(),
+            instances,
+            stop,
+        };
+        for rx in ready {
+            let outcome = rx
+                .await
+                .unwrap_or_else(|_| Err("the instance's supervisor stopped".into()));
+            if let Err(error) = outcome {
+                version.stop().await;
+                return Err(error.into_deploy_error(&spec));
+            }
+        }
+        Ok(version)
+    }
+}
+
+impl crate::Target for LocalTarget {
+    fn start<'a>(
+        &'a self,
+        spec: VersionSpec,
+    ) -> crate::BoxFuture<'a, Result<Box<dyn crate::RunningVersion>, DeployError>> {
+        Box::pin(async move {
+            let version = LocalTarget::start(self, spec).await?;
+            Ok(Box::new(version) as Box<dyn crate::RunningVersion>)
+        })
+    }
+}
+
+impl crate::RunningVersion for LocalVersion {
+    fn version(&self) -> &str {
+        &self.version
+    }
+
+    fn status(&self) -> Vec<InstanceStatus> {
+        LocalVersion::status(self)
+    }
+
+    fn healthy_addrs(&self) -> Vec<SocketAddr> {
+        LocalVersion::healthy_addrs(self)
+    }
+
+    fn stop(self: Box<Self>) -> crate::BoxFuture<'static, ()> {
+        Box::pin(LocalVersion::stop(*self))
+    }
+}
+
+impl LocalVersion {
+    pub fn status(&self) -> Vec<InstanceStatus> {
+        self.instances.iter().map(|(s, _)| lock(s).clone()).collect()
+    }
+
+    /// Addresses of the instances that are healthy now: what the router should send traffic to.
+    pub fn healthy_addrs(&self) -> Vec<SocketAddr> {
+        self.status()
+            .into_iter()
+            .filter(|s| s.healthy)
+            .map(|s| s.addr)
+            .collect()
+    }
+
+    /// Stops every instance gracefully (stop signal, grace period, SIGKILL) and waits for it.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        for (_, task) in self.instances {
+            let _ = task.await;
+        }
+    }
+}
+
+fn lock(status: &Mutex<InstanceStatus>) -> std::sync::MutexGuard<'_, InstanceStatus> {
+    status.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Why an instance never became ready.
+enum StartFailure {
+    Spawn(std::io::Error, u32),
+    Unhealthy(String, u32),
+}
+
+impl From<&str> for StartFailure {
+    fn from(text: &str) -> Self {
+        StartFailure::Unhealthy(text.to_string(), 0)
+    }
+}
+
+impl StartFailure {
+    fn into_deploy_error(self, spec: &VersionSpec) -> DeployError {
+        match self {
+            StartFailure::Spawn(error, index) => DeployError::Start {
+                version: spec.version.clone(),
+                index,
+                error,
+            },
+            StartFailure::Unhealthy(last, index) => DeployError::Unhealthy {
+                version: spec.version.clone(),
+                index,
+                seconds: spec.health.start_timeout.as_secs(),
+                last,
+            },
+        }
+    }
+}
+
+/// A port nothing listens on right now (the instance binds it a moment later).
+fn free_port() -> std::io::Result<SocketAddr> {
+    std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()
+}
+
+fn signal_of(stop: StopSignal) -> Signal {
+    match stop {
+        StopSignal::Term => Signal::SIGTERM,
+        StopSignal::Int => Signal::SIGINT,
+        StopSignal::Quit => Signal::SIGQUIT,
+        StopSignal::Hup => Signal::SIGHUP,
+        StopSignal::Usr1 => Signal::SIGUSR1,
+        StopSignal::Usr2 => Signal::SIGUSR2,
+        StopSignal::Kill => Signal::SIGKILL,
+    }
+}
+
+/// Runs one instance until `stop`: starts it, checks its health, restarts it with backoff when it
+/// exits. `ready` gets the outcome of the first start.
+async fn supervise(
+    spec: Arc<VersionSpec>,
+    status: Arc<Mutex<InstanceStatus>>,
+    stop: CancellationToken,
+    ready: oneshot::Sender<Result<(), StartFailure>>,
+) {
+    let (index, addr) = {
+        let s = lock(&status);
+        (s.index, s.addr)
+    };
+    let log_path = spec.log_dir.join(format!("{index}.log"));
+    let mut ready = Some(ready);
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let mut child = match spawn(&spec, addr, &log_path) {
+            Ok(child) => child,
+            Err(error) => {
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(Err(StartFailure::Spawn(error, index)));
+                    return;
+                }
+                tracing::warn!(version = %spec.version, index, %error, "cannot restart instance");
+                if sleep_or_stop(&stop, backoff).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        let group = child.id().map(|id| Pid::from_raw(id as i32));
+        lock(&status).pid = child.id();
+        let started = tokio::time::Instant::now();
+        let (mut ok_streak, mut fail_streak) = (0u32, 0u32);
+        let mut last_error = String::from("not checked yet");
+        let mut interval = tokio::time::interval(spec.health.interval);
+        let exit = loop {
+            tokio::select! {
+                status = child.wait() => break status.ok(),
+                () = stop.cancelled() => {
+                    if let Some(group) = group {
+                        stop_group(group, &mut child, signal_of(spec.stop_signal), spec.stop_grace).await;
+                    }
+                    lock(&status).healthy = false;
+                    return;
+                }
+                _ = interval.tick() => {
+                    match health::check(addr, spec.health.path.as_deref(), spec.health.timeout).await {
+                        Ok(()) => {
+                            ok_streak += 1;
+                            fail_streak = 0;
+                        }
+                        Err(error) => {
+                            fail_streak += 1;
+                            ok_streak = 0;
+                            last_error = error;
+                        }
+                    }
+                    let (became_healthy, became_unhealthy) = {
+                        let mut s = lock(&status);
+                        let up = ok_streak >= spec.health.healthy_threshold && !s.healthy;
+                        let down = fail_streak >= spec.health.unhealthy_threshold && s.healthy;
+                        if up || down {
+                            s.healthy = up;
+                        }
+                        (up, down)
+                    };
+                    if became_healthy {
+                        backoff = Duration::from_millis(500);
+                        if let Some(ready) = ready.take() {
+                            let _ = ready.send(Ok(()));
+                        }
+                    }
+                    if became_unhealthy {
+                        tracing::warn!(version = %spec.version, index, error = %last_error, "instance unhealthy");
+                    }
+                    if ready.is_some() && started.elapsed() >= spec.health.start_timeout {
+                        if let Some(group) = group {
+                            stop_group(group, &mut child, Signal::SIGKILL, Duration::ZERO).await;
+                        }
+                        if let Some(ready) = ready.take() {
+                            let _ = ready.send(Err(StartFailure::Unhealthy(last_error.clone(), index)));
+                        }
+                        return;
+                    }
+                    trim_log(&log_path);
+                }
+            }
+        };
+        // Whatever it left behind in its group goes with it.
+        if let Some(group) = group {
+            let _ = killpg(group, Signal::SIGKILL);
+        }
+        {
+            let mut s = lock(&status);
+            s.healthy = false;
+            s.pid = None;
+        }
+        let code = exit.and_then(|e| e.code());
+        if let Some(ready) = ready.take() {
+            let why = format!(
+                "it exited (code {code:?}) before becoming healthy; see {}",
+                log_path.display()
+            );
+            let _ = ready.send(Err(StartFailure::Unhealthy(why, index)));
+            return;
+        }
+        lock(&status).restarts += 1;
+        tracing::warn!(version = %spec.version, index, ?code, backoff_ms = backoff.as_millis() as u64, "instance exited; restarting");
+        if sleep_or_stop(&stop, backoff).await {
+            return;
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Sleeps; true when `stop` fired meanwhile.
+async fn sleep_or_stop(stop: &CancellationToken, d: Duration) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(d) => false,
+        () = stop.cancelled() => true,
+    }
+}
+
+fn spawn(
+    spec: &VersionSpec,
+    addr: SocketAddr,
+    log_path: &std::path::Path,
+) -> std::io::Result<tokio::process::Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)?;
+    let err = log.try_clone()?;
+    tokio::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(&spec.command)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .env("PORT", addr.port().to_string())
+        .current_dir(&spec.dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(err))
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+}
+
+/// The stop signal to the whole group, then SIGKILL after the grace period.
+async fn stop_group(group: Pid, child: &mut tokio::process::Child, signal: Signal, grace: Duration) {
+    let _ = killpg(group, signal);
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        let _ = killpg(group, Signal::SIGKILL);
+        let _ = child.wait().await;
+    }
+    let _ = killpg(group, Signal::SIGKILL);
+}
+
+/// Keeps an instance's log bounded: beyond the cap, the file is cut to empty after a copy of it
+/// is kept as `N.log.1` (instances append, so they carry on writing at the new end).
+fn trim_log(path: &std::path::Path) {
+    let too_big = std::fs::metadata(path).is_ok_and(|m| m.len() > MAX_LOG_BYTES);
+    if too_big {
+        let _ = std::fs::copy(path, path.with_extension("log.1"));
+        if let Ok(file) = std::fs::OpenOptions::new().write(true).open(path) {
+            let _ = file.set_len(0);
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The local target with real processes: a small Python HTTP service.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use conveyor_deploy::{DeployError, LocalTarget, VersionSpec};
+use conveyor_spec::delivery::{Health, StopSignal};
+
+const APP: &str = r#"
+import http.server, os, signal, sys
+def bye(*_):
+    print("stopping gracefully", flush=True)
+    sys.exit(0)
+if os.environ.get("IGNORE_TERM"):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+else:
+    signal.signal(signal.SIGTERM, bye)
+if os.environ.get("EXIT_AT_ONCE"):
+    sys.exit(3)
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        code = 500 if os.path.exists("unhealthy") else 200
+        body = f"{os.environ.get('VERSION')} on {os.environ['PORT']}".encode()
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        print("request", self.path, flush=True)
+print("listening", flush=True)
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+fn spec(dir: &Path, extra_env: &[(&str, &str)]) -> VersionSpec {
+    std::fs::write(dir.join("app.py"), APP).unwrap();
+    let mut env = vec![
+        ("PATH".to_string(), "/usr/local/bin:/usr/bin:/bin".to_string()),
+        ("VERSION".to_string(), "r1".to_string()),
+    ];
+    env.extend(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    VersionSpec {
+        version: "r1".into(),
+        dir: dir.to_path_buf(),
+        command: "exec python3 app.py".into(),
+        env,
+        instances: 2,
+        health: Health {
+            path: Some("/healthz".into()),
+            interval: Duration::from_millis(100),
+            start_timeout: Duration::from_secs(10),
+            ..Health::default()
+        },
+        stop_signal: StopSignal::Term,
+        stop_grace: Duration::from_secs(5),
+        log_dir: dir.join("logs"),
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(15);
+    while !check() {
+        assert!(Instant::now() < end, "{what} did not happen in time");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn get(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test]
+async fn instances_start_healthy_serve_and_stop_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let version = LocalTarget.start(spec(dir.path(), &[])).await.unwrap();
+    let addrs = version.healthy_addrs();
+    assert_eq!(addrs.len(), 2);
+    assert_ne!(addrs[0], addrs[1]);
+    for addr in &addrs {
+        assert!(get(*addr).await.ends_with(&format!("r1 on {}", addr.port())));
+    }
+    let pids: Vec<u32> = version.status().iter().map(|s| s.pid.unwrap()).collect();
+    version.stop().await;
+    for pid in pids {
+        assert!(!alive(pid), "instance {pid} outlived stop");
+    }
+    let log = std::fs::read_to_string(dir.path().join("logs/0.log")).unwrap();
+    assert!(
+        log.contains("listening") && log.contains("request /healthz"),
+        "{log}"
+    );
+    assert!(
+        log.contains("stopping gracefully"),
+        "the stop signal came first: {log}"
+    );
+}
+
+#[tokio::test]
+async fn a_crashed_instance_is_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(dir.path(), &[]);
+    s.instances = 1;
+    let version = LocalTarget.start(s).await.unwrap();
+    let first = version.status()[0].pid.unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    eventually("a restart", || {
+        let st = &version.status()[0];
+        st.restarts == 1 && st.healthy && st.pid.is_some_and(|p| p != first)
+    })
+    .await;
+    version.stop().await;
+}
+
+#[tokio::test]
+async fn an_instance_that_never_gets_healthy_fails_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("unhealthy"), "").unwrap();
+    let mut s = spec(dir.path(), &[]);
+    s.health.start_timeout = Duration::from_secs(1);
+    let err = LocalTarget.start(s).await.err().expect("the start fails");
+    let DeployError::Unhealthy {
+        version,
+        last,
+        seconds,
+        ..
+    } = &err
+    else {
+        panic!("{err}")
+    };
+    assert_eq!((version.as_str(), *seconds), ("r1", 1));
+    assert_eq!(last, "GET /healthz answered 500");
+}
+
+#[tokio::test]
+async fn an_instance_that_exits_at_once_fails_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = LocalTarget
+        .start(spec(dir.path(), &[("EXIT_AT_ONCE", "1")]))
+        .await
+        .err()
+        .unwrap();
+    let text = err.to_string();
+    assert!(
+        text.contains("it exited (code Some(3)) before becoming healthy"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn an_instance_ignoring_the_stop_signal_is_killed_after_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(dir.path(), &[("IGNORE_TERM", "1")]);
+    s.instances = 1;
+    s.stop_grace = Duration::from_millis(300);
+    let version = LocalTarget.start(s).await.unwrap();
+    let pid = version.status()[0].pid.unwrap();
+    version.stop().await;
+    assert!(!alive(pid));
+}
+
+#[tokio::test]
+async fn through_the_target_trait_with_a_laid_out_release() {
+    use conveyor_deploy::Target;
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source.py");
+    std::fs::write(&source, APP).unwrap();
+    let release = dir.path().join("releases/r1");
+    conveyor_deploy::lay_out(&release, &[("build/app.py".into(), source.clone())]).unwrap();
+    let escape = conveyor_deploy::lay_out(&release, &[("../evil".into(), source)]);
+    assert!(
+        escape
+            .unwrap_err()
+            .to_string()
+            .contains("not a plain relative path")
+    );
+
+    let mut s = spec(dir.path(), &[]);
+    s.dir = release;
+    s.command = "exec python3 build/app.py".into();
+    s.instances = 1;
+    let target: Box<dyn Target> = Box::new(LocalTarget);
+    let running = target.start(s).await.unwrap();
+    assert_eq!(running.version(), "r1");
+    assert_eq!(running.healthy_addrs().len(), 1);
+    running.stop().await;
+}

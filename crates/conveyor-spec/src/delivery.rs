@@ -1,0 +1,236 @@
+//! The delivery half of a pipeline: how a release runs (`release:`) and where it goes
+//! (`environments:`), with the pure rules that need a time: freeze windows.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+/// `release:` — how one instance of a release runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReleaseSpec {
+    /// Jobs whose artifacts make up what is deployed; empty means every job's.
+    pub from: Vec<String>,
+    /// Command starting one instance; it gets `$PORT`.
+    pub run: String,
+    pub health: Health,
+    pub instances: u32,
+    pub stop_signal: StopSignal,
+    /// Time between the stop signal and SIGKILL.
+    pub stop_grace: Duration,
+    pub env: BTreeMap<String, String>,
+}
+
+/// How an instance is known to be ready: an HTTP `GET path` answering 2xx, or, without a path,
+/// its port accepting connections.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    pub path: Option<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive successes before an instance counts as healthy.
+    pub healthy_threshold: u32,
+    /// Consecutive failures before a healthy instance counts as unhealthy.
+    pub unhealthy_threshold: u32,
+    /// How long a starting instance may take to become healthy.
+    pub start_timeout: Duration,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            path: None,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(2),
+            healthy_threshold: 1,
+            unhealthy_threshold: 3,
+            start_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSignal {
+    Term,
+    Int,
+    Quit,
+    Hup,
+    Usr1,
+    Usr2,
+    Kill,
+}
+
+impl StopSignal {
+    pub const NAMES: &'static [&'static str] = &["TERM", "INT", "QUIT", "HUP", "USR1", "USR2", "KILL"];
+
+    pub fn parse(text: &str) -> Option<StopSignal> {
+        let name = text.trim().trim_start_matches("SIG").to_ascii_uppercase();
+        Some(match name.as_str() {
+            "TERM" => StopSignal::Term,
+            "INT" => StopSignal::Int,
+            "QUIT" => StopSignal::Quit,
+            "HUP" => StopSignal::Hup,
+            "USR1" => StopSignal::Usr1,
+            "USR2" => StopSignal::Usr2,
+            "KILL" => StopSignal::Kill,
+            _ => return None,
+        })
+    }
+}
+
+/// One environment, in promotion order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Environment {
+    pub name: String,
+    /// The environment a release must have passed first.
+    pub after: Option<String>,
+    pub target: Target,
+    pub strategy: Strategy,
+    /// `None`: no approval needed.
+    pub approval: Option<Approval>,
+    pub production: bool,
+    /// Continuous deployment: every release that passed `after` (or every release, for the
+    /// first environment) is deployed without being asked.
+    pub auto: bool,
+    pub freeze: Vec<FreezeWindow>,
+    pub pre_deploy: Vec<Command>,
+    pub post_deploy: Vec<Command>,
+    pub checks: Vec<Check>,
+    /// Where the environment's router listens; `None`: chosen by the server.
+    pub listen: Option<SocketAddr>,
+    pub env: BTreeMap<String, String>,
+}
+
+/// Where instances run. Only the local target exists so far; SSH, Docker and Kubernetes go here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Local,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Strategy {
+    /// Stop the old version, then start the new one.
+    Recreate,
+    /// Replace instances `max_surge` at a time, behind the router.
+    Rolling { max_surge: u32 },
+    /// Start the new version beside the old one, check it, then flip all traffic at once.
+    BlueGreen,
+    /// Shift traffic to the new version step by step.
+    Canary(Canary),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Canary {
+    /// Ends with a step at 100%.
+    pub steps: Vec<CanaryStep>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CanaryStep {
+    /// Percent of traffic on the new version, 1..=100.
+    pub weight: u32,
+    pub pause: Pause,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pause {
+    For(Duration),
+    /// Until someone runs `conveyor promote` (or `resume`).
+    UntilPromoted,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Approval {
+    /// Approvals needed.
+    pub required: u32,
+    /// Who may approve; empty means anyone with a token.
+    pub reviewers: Vec<String>,
+    /// Four-eyes: the author of the change cannot approve its deployment.
+    pub not_author: bool,
+}
+
+/// A command run around a deployment (`hooks`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Command {
+    pub name: String,
+    pub run: String,
+    pub timeout: Option<Duration>,
+}
+
+/// A smoke or acceptance check: gets `$URL` of the new version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    pub command: Command,
+    pub when: CheckWhen,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckWhen {
+    /// Against the new version only, before it gets any traffic.
+    BeforeTraffic,
+    /// Through the router, once the new version has all the traffic.
+    AfterTraffic,
+    Both,
+}
+
+/// No deployment starts between an occurrence of `start` and the next occurrence of `end`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FreezeWindow {
+    pub start: String,
+    pub end: String,
+    pub timezone: chrono_tz::Tz,
+    pub reason: Option<String>,
+}
+
+impl FreezeWindow {
+    /// When the freeze that holds at `now` ends; `None` when `now` is outside every window.
+    pub fn frozen_until(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        // Both were validated at parse time.
+        let start = croner::Cron::from_str(&self.start).ok()?;
+        let end = croner::Cron::from_str(&self.end).ok()?;
+        let local = now.with_timezone(&self.timezone);
+        let opened = start.find_previous_occurrence(&local, true).ok()?;
+        let closes = end.find_next_occurrence(&opened, false).ok()?;
+        (local < closes).then(|| closes.with_timezone(&Utc))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn freeze_windows_follow_their_timezone() {
+        // Friday 18:00 to Monday 08:00, Paris time (UTC+1 in November).
+        let weekend = FreezeWindow {
+            start: "0 18 * * FRI".into(),
+            end: "0 8 * * MON".into(),
+            timezone: chrono_tz::Europe::Paris,
+            reason: None,
+        };
+        let cases = [
+            ("2026-11-20T16:59:00Z", None),                         // Fri 17:59 Paris
+            ("2026-11-20T17:00:00Z", Some("2026-11-23T07:00:00Z")), // Fri 18:00 Paris
+            ("2026-11-22T12:00:00Z", Some("2026-11-23T07:00:00Z")), // Sunday
+            ("2026-11-23T06:59:59Z", Some("2026-11-23T07:00:00Z")), // Mon 07:59:59 Paris
+            ("2026-11-23T07:00:00Z", None),                         // Mon 08:00 Paris
+            ("2026-11-25T12:00:00Z", None),                         // Wednesday
+        ];
+        for (now, want) in cases {
+            assert_eq!(weekend.frozen_until(at(now)), want.map(at), "{now}");
+        }
+    }
+
+    #[test]
+    fn stop_signals_parse_with_or_without_sig() {
+        assert_eq!(StopSignal::parse("SIGTERM"), Some(StopSignal::Term));
+        assert_eq!(StopSignal::parse("int"), Some(StopSignal::Int));
+        assert_eq!(StopSignal::parse("STOP"), None);
+    }
+}
