@@ -39,7 +39,16 @@ pub fn validate(file: &Path) -> ExitCode {
     };
     match conveyor_spec::parse(&name, &text) {
         Ok(p) => {
-            println!("{name}: valid pipeline '{}' with {} job(s)", p.name, p.jobs.len());
+            let environments: Vec<&str> = p.environments.iter().map(|e| e.name.as_str()).collect();
+            let delivery = match environments.is_empty() {
+                true => String::new(),
+                false => format!(", delivering to {}", environments.join(" → ")),
+            };
+            println!(
+                "{name}: valid pipeline '{}' with {} job(s){delivery}",
+                p.name,
+                p.jobs.len()
+            );
             ExitCode::SUCCESS
         }
         Err(errors) => {
