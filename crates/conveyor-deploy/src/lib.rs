@@ -2,12 +2,14 @@
 //! embedded default) runs each instance of a version as a supervised local process on its own
 //! port: started with `$PORT`, health-checked, restarted with backoff when it dies, stopped
 //! gracefully (signal, grace period, SIGKILL), its output kept in a capped log. SSH, Docker and
-//! Kubernetes targets go beside it. Traffic is not this crate's business: the router's is.
+//! Kubernetes targets go beside it. `plan` turns a strategy into the phases of a deployment and
+//! evaluates its gates (approvals, freeze windows), purely. Moving traffic is the router's job.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
 pub mod health;
 mod local;
+pub mod plan;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

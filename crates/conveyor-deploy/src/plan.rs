@@ -1,0 +1,308 @@
+//! Pure rollout planning: a strategy becomes the list of phases a deployment walks through, and
+//! the gates in front of it are evaluated from data. No clock, no I/O: time is passed in.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use conveyor_spec::delivery::{Approval, CheckWhen, Environment, Pause, Strategy};
+
+/// One phase of a deployment. The controller records each as an event as it enters it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Run the environment's `pre_deploy` hooks.
+    PreDeployHooks,
+    /// Stop every instance of the stable version (recreate only: there is downtime).
+    StopStable,
+    /// Start `instances` instances of the new version, next to the stable one.
+    StartNew { instances: u32 },
+    /// Stop instances of the stable version until `remaining` are left (rolling).
+    ScaleStable { remaining: u32 },
+    /// Run checks with `$URL` of the new version alone, before it has any traffic.
+    ChecksBeforeTraffic,
+    /// Send `percent` of the traffic to the new version.
+    Shift { percent: u32 },
+    /// Wait, then go on by itself.
+    Wait(Duration),
+    /// Wait for `conveyor promote` (or `resume`).
+    AwaitPromotion,
+    /// Run checks through the router, once the new version has all the traffic.
+    ChecksAfterTraffic,
+    /// Run the environment's `post_deploy` hooks.
+    PostDeployHooks,
+    /// The new version is stable; the old one stays warm for a rollback window, then stops.
+    Complete,
+}
+
+/// The phases of deploying a new version with `instances` instances into `env`; `has_stable`
+/// says whether a version is already running there.
+pub fn phases(env: &Environment, instances: u32, has_stable: bool) -> Vec<Phase> {
+    let mut out = Vec::new();
+    if !env.pre_deploy.is_empty() {
+        out.push(Phase::PreDeployHooks);
+    }
+    let before = env.checks.iter().any(|c| c.when != CheckWhen::AfterTraffic);
+    let after = env.checks.iter().any(|c| c.when != CheckWhen::BeforeTraffic);
+    let first_deploy = !has_stable;
+    match &env.strategy {
+        // Nothing to protect on a first deploy: every strategy starts the version and moves on.
+        _ if first_deploy => {
+            out.push(Phase::StartNew { instances });
+            if before {
+                out.push(Phase::ChecksBeforeTraffic);
+            }
+            out.push(Phase::Shift { percent: 100 });
+        }
+        Strategy::Recreate => {
+            out.push(Phase::StopStable);
+            out.push(Phase::StartNew { instances });
+            if before {
+                out.push(Phase::ChecksBeforeTraffic);
+            }
+            out.push(Phase::Shift { percent: 100 });
+        }
+        Strategy::BlueGreen => {
+            out.push(Phase::StartNew { instances });
+            if before {
+                out.push(Phase::ChecksBeforeTraffic);
+            }
+            out.push(Phase::Shift { percent: 100 });
+        }
+        Strategy::Rolling { max_surge } => {
+            let surge = (*max_surge).max(1);
+            let mut started = 0;
+            while started < instances {
+                let batch = surge.min(instances - started);
+                started += batch;
+                out.push(Phase::StartNew { instances: started });
+                if started == batch && before {
+                    out.push(Phase::ChecksBeforeTraffic);
+                }
+                // Traffic follows the instance count: k new of n instances take k/n of it.
+                out.push(Phase::Shift {
+                    percent: started * 100 / instances,
+                });
+                out.push(Phase::ScaleStable {
+                    remaining: instances - started,
+                });
+            }
+        }
+        Strategy::Canary(canary) => {
+            out.push(Phase::StartNew { instances });
+            if before {
+                out.push(Phase::ChecksBeforeTraffic);
+            }
+            for step in &canary.steps {
+                out.push(Phase::Shift { percent: step.weight });
+                if step.weight < 100 {
+                    match step.pause {
+                        Pause::For(d) if d.is_zero() => {}
+                        Pause::For(d) => out.push(Phase::Wait(d)),
+                        Pause::UntilPromoted => out.push(Phase::AwaitPromotion),
+                    }
+                }
+            }
+        }
+    }
+    if after {
+        out.push(Phase::ChecksAfterTraffic);
+    }
+    if !env.post_deploy.is_empty() {
+        out.push(Phase::PostDeployHooks);
+    }
+    out.push(Phase::Complete);
+    out
+}
+
+/// Why a deployment may not start yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gate {
+    /// Inside a freeze window until then.
+    Frozen {
+        until: DateTime<Utc>,
+        reason: Option<String>,
+    },
+    /// More approvals needed.
+    AwaitingApproval { have: u32, need: u32 },
+}
+
+/// Whether someone may approve a deployment, and if not why.
+pub fn may_approve(approval: &Approval, who: &str, author: &str, already: &[String]) -> Result<(), String> {
+    if approval.not_author && who == author {
+        return Err(format!(
+            "{who} is the author of this change and cannot approve its deployment (four-eyes rule)"
+        ));
+    }
+    if !approval.reviewers.is_empty() && !approval.reviewers.iter().any(|r| r == who) {
+        return Err(format!(
+            "{who} is not one of the reviewers: {}",
+            approval.reviewers.join(", ")
+        ));
+    }
+    if already.iter().any(|a| a == who) {
+        return Err(format!("{who} has already approved this deployment"));
+    }
+    Ok(())
+}
+
+/// The gates still closed for a deployment into `env` at `now`, given the approvals it has.
+pub fn closed_gates(env: &Environment, approvals: u32, now: DateTime<Utc>) -> Vec<Gate> {
+    let mut gates = Vec::new();
+    if let Some(approval) = &env.approval
+        && approvals < approval.required
+    {
+        gates.push(Gate::AwaitingApproval {
+            have: approvals,
+            need: approval.required,
+        });
+    }
+    let frozen = env
+        .freeze
+        .iter()
+        .filter_map(|w| w.frozen_until(now).map(|until| (until, w.reason.clone())))
+        .max_by_key(|(until, _)| *until);
+    if let Some((until, reason)) = frozen {
+        gates.push(Gate::Frozen { until, reason });
+    }
+    gates
+}
+
+#[cfg(test)]
+mod tests {
+    use conveyor_spec::parse;
+
+    use super::*;
+
+    fn env(yaml: &str) -> Environment {
+        let source = format!(
+            "name: x\njobs:\n  b:\n    steps: [make]\nrelease: {{ run: ./app }}\nenvironments:\n  e:\n{yaml}"
+        );
+        let pipeline = parse("conveyor.yml", &source).unwrap_or_else(|e| panic!("{e}"));
+        pipeline.environments.into_iter().next().unwrap()
+    }
+
+    use Phase::*;
+
+    #[test]
+    fn strategies_become_phases() {
+        let s = Duration::from_secs;
+        let cases: Vec<(&str, u32, bool, Vec<Phase>)> = vec![
+            (
+                "    strategy: recreate\n",
+                2,
+                true,
+                vec![
+                    StopStable,
+                    StartNew { instances: 2 },
+                    Shift { percent: 100 },
+                    Complete,
+                ],
+            ),
+            (
+                "    strategy: blue-green\n    checks: [./smoke.sh]\n",
+                2,
+                true,
+                vec![
+                    StartNew { instances: 2 },
+                    ChecksBeforeTraffic,
+                    Shift { percent: 100 },
+                    ChecksAfterTraffic,
+                    Complete,
+                ],
+            ),
+            (
+                "    strategy: { rolling: { max_surge: 2 } }\n",
+                3,
+                true,
+                vec![
+                    StartNew { instances: 2 },
+                    Shift { percent: 66 },
+                    ScaleStable { remaining: 1 },
+                    StartNew { instances: 3 },
+                    Shift { percent: 100 },
+                    ScaleStable { remaining: 0 },
+                    Complete,
+                ],
+            ),
+            (
+                "    strategy: { canary: { steps: [10, { weight: 50, pause: manual }], interval: 30s } }\n    hooks: { pre_deploy: [./migrate.sh], post_deploy: [./notify.sh] }\n    checks: [{ run: ./smoke.sh, when: before_traffic }]\n",
+                1,
+                true,
+                vec![
+                    PreDeployHooks,
+                    StartNew { instances: 1 },
+                    ChecksBeforeTraffic,
+                    Shift { percent: 10 },
+                    Wait(s(30)),
+                    Shift { percent: 50 },
+                    AwaitPromotion,
+                    Shift { percent: 100 },
+                    PostDeployHooks,
+                    Complete,
+                ],
+            ),
+            (
+                "    strategy: canary\n",
+                1,
+                false,
+                vec![StartNew { instances: 1 }, Shift { percent: 100 }, Complete],
+            ),
+        ];
+        for (yaml, instances, has_stable, want) in cases {
+            assert_eq!(phases(&env(yaml), instances, has_stable), want, "{yaml}");
+        }
+    }
+
+    #[test]
+    fn approval_rules() {
+        let approval = Approval {
+            required: 2,
+            reviewers: vec![],
+            not_author: true,
+        };
+        assert!(may_approve(&approval, "bob", "alice", &[]).is_ok());
+        assert!(
+            may_approve(&approval, "alice", "alice", &[])
+                .unwrap_err()
+                .contains("four-eyes")
+        );
+        assert!(
+            may_approve(&approval, "bob", "alice", &["bob".into()])
+                .unwrap_err()
+                .contains("already")
+        );
+        let listed = Approval {
+            required: 1,
+            reviewers: vec!["carol".into()],
+            not_author: false,
+        };
+        assert!(
+            may_approve(&listed, "bob", "alice", &[])
+                .unwrap_err()
+                .contains("not one of the reviewers: carol")
+        );
+        assert!(
+            may_approve(&listed, "carol", "carol", &[]).is_ok(),
+            "not_author: false"
+        );
+    }
+
+    #[test]
+    fn gates_from_approvals_and_freeze_windows() {
+        let prod = env(
+            "    production: true\n    freeze: [{ start: '0 18 * * FRI', end: '0 8 * * MON', timezone: UTC, reason: weekend }]\n",
+        );
+        let friday_night: DateTime<Utc> = "2026-11-20T20:00:00Z".parse().unwrap();
+        let tuesday: DateTime<Utc> = "2026-11-24T10:00:00Z".parse().unwrap();
+        assert_eq!(
+            closed_gates(&prod, 0, friday_night),
+            vec![
+                Gate::AwaitingApproval { have: 0, need: 1 },
+                Gate::Frozen {
+                    until: "2026-11-23T08:00:00Z".parse().unwrap(),
+                    reason: Some("weekend".into())
+                },
+            ]
+        );
+        assert_eq!(closed_gates(&prod, 1, tuesday), vec![]);
+    }
+}
