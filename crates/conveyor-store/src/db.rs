@@ -11,7 +11,10 @@ use crate::event::Event;
 use crate::projection;
 
 /// The embedded schema migrations, applied in order on open.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_init.sql")),
+    (2, include_str!("../migrations/0002_deployments.sql")),
+];
 
 const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -30,6 +33,7 @@ pub enum StoreError {
 pub enum IdKind {
     Run,
     Release,
+    Deployment,
 }
 
 /// One way the log fails verification.
@@ -211,6 +215,7 @@ impl Store {
         let table = match kind {
             IdKind::Run => "runs",
             IdKind::Release => "releases",
+            IdKind::Deployment => "deployments",
         };
         let id = sqlx::query_scalar::<_, i64>(&format!("SELECT COALESCE(MAX(id), 0) + 1 FROM {table}"))
             .fetch_one(&mut *tx)
@@ -449,5 +454,72 @@ mod tests {
         ];
         assert!(store.append_all(&batch).await.is_err());
         assert_eq!(store.audit().await.unwrap(), (count, vec![]));
+    }
+
+    #[tokio::test]
+    async fn a_deployment_folds_into_its_read_model_and_rebuilds() {
+        use crate::event::{DeploymentStatus, InstanceRef};
+        let (_dir, store, _) = store_with_a_run().await;
+        let (id, _) = store
+            .append_new(IdKind::Deployment, |deployment_id| Event::DeploymentRequested {
+                deployment_id,
+                project: "p".into(),
+                environment: "production".into(),
+                release_id: 1,
+                requested_by: "alice".into(),
+                author: "alice".into(),
+                rollback_of: None,
+                phases: vec!["start 1 instance".into(), "shift 100%".into()],
+            })
+            .await
+            .unwrap();
+        let addr = "127.0.0.1:9000".parse().unwrap();
+        store
+            .append_all(&[
+                Event::DeploymentGated {
+                    deployment_id: id,
+                    gates: vec!["needs 1 approval".into()],
+                },
+                Event::DeploymentApproved {
+                    deployment_id: id,
+                    by: "bob".into(),
+                },
+                Event::DeploymentPhase {
+                    deployment_id: id,
+                    index: 0,
+                    phase: "start 1 instance".into(),
+                    traffic: 0,
+                },
+                Event::DeploymentInstances {
+                    deployment_id: id,
+                    version: "r1".into(),
+                    instances: vec![InstanceRef { addr, pid: Some(42) }],
+                },
+                Event::DeploymentPhase {
+                    deployment_id: id,
+                    index: 1,
+                    phase: "shift 100%".into(),
+                    traffic: 100,
+                },
+                Event::DeploymentFinished {
+                    deployment_id: id,
+                    status: DeploymentStatus::Succeeded,
+                    reason: None,
+                },
+            ])
+            .await
+            .unwrap();
+        let view = store.deployment(id).await.unwrap().unwrap();
+        assert_eq!(
+            (view.status.as_str(), view.traffic, view.phase_index),
+            ("succeeded", 100, Some(1))
+        );
+        assert_eq!(view.approvals, vec!["bob"]);
+        assert!(view.gates.is_empty());
+        assert_eq!(view.instances["r1"], vec![InstanceRef { addr, pid: Some(42) }]);
+        assert_eq!(store.current_release("p", "production").await.unwrap(), Some(1));
+        store.rebuild_read_models().await.unwrap();
+        assert_eq!(store.deployment(id).await.unwrap().unwrap(), view);
+        assert!(store.unfinished_deployments().await.unwrap().is_empty());
     }
 }

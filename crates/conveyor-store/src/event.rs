@@ -12,6 +12,13 @@ pub struct ArtifactRef {
     pub size: u64,
 }
 
+/// One running instance of a deployed version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceRef {
+    pub addr: std::net::SocketAddr,
+    pub pid: Option<u32>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
@@ -88,6 +95,58 @@ pub enum Event {
         run_id: i64,
         status: RunStatus,
     },
+    /// A release is to go into an environment (by `promote`, `rollback` or continuous deployment).
+    DeploymentRequested {
+        deployment_id: i64,
+        project: String,
+        environment: String,
+        release_id: i64,
+        /// Who asked (token name, or `auto`).
+        requested_by: String,
+        /// The author of the change, whom four-eyes approval excludes.
+        author: String,
+        /// Set when this deployment rolls back to an earlier release.
+        rollback_of: Option<i64>,
+        /// The plan, one line per phase.
+        phases: Vec<String>,
+    },
+    /// The deployment waits: approvals missing, or a freeze window.
+    DeploymentGated {
+        deployment_id: i64,
+        gates: Vec<String>,
+    },
+    DeploymentApproved {
+        deployment_id: i64,
+        by: String,
+    },
+    /// The deployment entered phase `index` of its plan; `traffic` is the new version's share now.
+    DeploymentPhase {
+        deployment_id: i64,
+        index: u32,
+        phase: String,
+        traffic: u32,
+    },
+    /// Where a version's instances run, so a restarted server can find them again.
+    DeploymentInstances {
+        deployment_id: i64,
+        version: String,
+        instances: Vec<InstanceRef>,
+    },
+    DeploymentPaused {
+        deployment_id: i64,
+        by: String,
+    },
+    DeploymentResumed {
+        deployment_id: i64,
+        by: String,
+        /// `promote --full`: skip the remaining steps.
+        full: bool,
+    },
+    DeploymentFinished {
+        deployment_id: i64,
+        status: DeploymentStatus,
+        reason: Option<String>,
+    },
     ReleaseCreated {
         release_id: i64,
         run_id: i64,
@@ -152,6 +211,18 @@ status_enum!(JobStatus {
     Cancelled => "cancelled",
 });
 
+status_enum!(
+    /// Where a deployment is. `Pending`: waiting on its gates.
+    DeploymentStatus {
+        Pending => "pending",
+        Running => "running",
+        Paused => "paused",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        Aborted => "aborted",
+    }
+);
+
 status_enum!(RunStatus {
     Running => "running",
     Success => "success",
@@ -175,6 +246,14 @@ impl Event {
             Event::RunCancelRequested { .. } => "run_cancel_requested",
             Event::RunFinished { .. } => "run_finished",
             Event::ReleaseCreated { .. } => "release_created",
+            Event::DeploymentRequested { .. } => "deployment_requested",
+            Event::DeploymentGated { .. } => "deployment_gated",
+            Event::DeploymentApproved { .. } => "deployment_approved",
+            Event::DeploymentPhase { .. } => "deployment_phase",
+            Event::DeploymentInstances { .. } => "deployment_instances",
+            Event::DeploymentPaused { .. } => "deployment_paused",
+            Event::DeploymentResumed { .. } => "deployment_resumed",
+            Event::DeploymentFinished { .. } => "deployment_finished",
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use sqlx::{Sqlite, Transaction};
 
-use crate::event::{Event, JobStatus, RunStatus, StepStatus};
+use crate::event::{DeploymentStatus, Event, JobStatus, RunStatus, StepStatus};
 
 type Tx<'a> = Transaction<'a, Sqlite>;
 
@@ -15,6 +15,7 @@ const READ_MODELS: &[&str] = &[
     "artifacts",
     "releases",
     "tokens",
+    "deployments",
 ];
 
 pub(crate) async fn clear(tx: &mut Tx<'_>) -> Result<(), sqlx::Error> {
@@ -225,6 +226,110 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, event: &Event, at: &str) -> Result<()
             .bind(at)
             .execute(&mut **tx)
             .await?;
+        }
+        Event::DeploymentRequested {
+            deployment_id,
+            project,
+            environment,
+            release_id,
+            requested_by,
+            author,
+            rollback_of,
+            phases,
+        } => {
+            sqlx::query(
+                "INSERT INTO deployments (id, project, environment, release_id, status, requested_by, author,
+                    rollback_of, phases, traffic, gates, approvals, instances, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, '[]', '[]', '{}', $10)",
+            )
+            .bind(deployment_id)
+            .bind(project)
+            .bind(environment)
+            .bind(release_id)
+            .bind(DeploymentStatus::Pending.as_str())
+            .bind(requested_by)
+            .bind(author)
+            .bind(rollback_of)
+            .bind(serde_json::to_string(phases).expect("phases serialize"))
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Event::DeploymentGated { deployment_id, gates } => {
+            sqlx::query("UPDATE deployments SET status = $2, gates = $3 WHERE id = $1")
+                .bind(deployment_id)
+                .bind(DeploymentStatus::Pending.as_str())
+                .bind(serde_json::to_string(gates).expect("gates serialize"))
+                .execute(&mut **tx)
+                .await?;
+        }
+        Event::DeploymentApproved { deployment_id, by } => {
+            sqlx::query(
+                "UPDATE deployments SET approvals = json_insert(approvals, '$[#]', $2) WHERE id = $1",
+            )
+            .bind(deployment_id)
+            .bind(by)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Event::DeploymentPhase {
+            deployment_id,
+            index,
+            phase,
+            traffic,
+        } => {
+            sqlx::query(
+                "UPDATE deployments SET status = $2, phase_index = $3, phase = $4, traffic = $5, gates = '[]'
+                 WHERE id = $1",
+            )
+            .bind(deployment_id)
+            .bind(DeploymentStatus::Running.as_str())
+            .bind(*index as i64)
+            .bind(phase)
+            .bind(*traffic as i64)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Event::DeploymentInstances {
+            deployment_id,
+            version,
+            instances,
+        } => {
+            sqlx::query(
+                "UPDATE deployments SET instances = json_set(instances, '$.' || $2, json($3)) WHERE id = $1",
+            )
+            .bind(deployment_id)
+            .bind(format!("\"{version}\""))
+            .bind(serde_json::to_string(instances).expect("instances serialize"))
+            .execute(&mut **tx)
+            .await?;
+        }
+        Event::DeploymentPaused { deployment_id, .. } => {
+            sqlx::query("UPDATE deployments SET status = $2 WHERE id = $1")
+                .bind(deployment_id)
+                .bind(DeploymentStatus::Paused.as_str())
+                .execute(&mut **tx)
+                .await?;
+        }
+        Event::DeploymentResumed { deployment_id, .. } => {
+            sqlx::query("UPDATE deployments SET status = $2 WHERE id = $1")
+                .bind(deployment_id)
+                .bind(DeploymentStatus::Running.as_str())
+                .execute(&mut **tx)
+                .await?;
+        }
+        Event::DeploymentFinished {
+            deployment_id,
+            status,
+            reason,
+        } => {
+            sqlx::query("UPDATE deployments SET status = $2, reason = $3, finished_at = $4, gates = '[]' WHERE id = $1")
+                .bind(deployment_id)
+                .bind(status.as_str())
+                .bind(reason)
+                .bind(at)
+                .execute(&mut **tx)
+                .await?;
         }
     }
     Ok(())

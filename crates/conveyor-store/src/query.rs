@@ -78,6 +78,69 @@ pub struct StoredEvent {
     pub event: Event,
 }
 
+/// A deployment as the read model has it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeploymentView {
+    pub id: i64,
+    pub project: String,
+    pub environment: String,
+    pub release_id: i64,
+    pub status: String,
+    pub requested_by: String,
+    pub author: String,
+    pub rollback_of: Option<i64>,
+    pub phases: Vec<String>,
+    pub phase_index: Option<u32>,
+    pub phase: Option<String>,
+    /// The new version's share of traffic, in percent.
+    pub traffic: u32,
+    pub gates: Vec<String>,
+    pub approvals: Vec<String>,
+    /// Instances of each version this deployment started, by version.
+    pub instances: std::collections::BTreeMap<String, Vec<crate::event::InstanceRef>>,
+    pub reason: Option<String>,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+}
+
+const DEPLOYMENT_COLUMNS: &str = "id, project, environment, release_id, status, requested_by, author, rollback_of, \
+    phases, phase_index, phase, traffic, gates, approvals, instances, reason, created_at, finished_at";
+
+/// A JSON column whose shape the projection controls; an unexpected shape reads as empty.
+fn decode<T: serde::de::DeserializeOwned + Default>(value: serde_json::Value) -> T {
+    serde_json::from_value(value).unwrap_or_default()
+}
+
+fn deployment_from_row(row: &SqliteRow) -> Result<DeploymentView, StoreError> {
+    let id: i64 = row.get(0);
+    let json = |i: usize| -> Result<serde_json::Value, StoreError> {
+        serde_json::from_str(row.get::<&str, _>(i)).map_err(|e| StoreError::Decode {
+            seq: id,
+            error: e.to_string(),
+        })
+    };
+    Ok(DeploymentView {
+        id,
+        project: row.get(1),
+        environment: row.get(2),
+        release_id: row.get(3),
+        status: row.get(4),
+        requested_by: row.get(5),
+        author: row.get(6),
+        rollback_of: row.get(7),
+        phases: decode(json(8)?),
+        phase_index: row.get::<Option<i64>, _>(9).map(|i| i as u32),
+        phase: row.get(10),
+        traffic: row.get::<i64, _>(11) as u32,
+        gates: decode(json(12)?),
+        approvals: decode(json(13)?),
+        instances: decode(json(14)?),
+        reason: row.get(15),
+        created_at: row.get(16),
+        finished_at: row.get(17),
+    })
+}
+
 const RUN_COLUMNS: &str = "id, project, source_uri, commit_sha, branch, event, status, created_at, finished_at, pipeline, source_digest";
 
 fn run_from_row(row: &SqliteRow) -> RunView {
@@ -284,6 +347,58 @@ impl Store {
             Some(id) => self.release(id).await,
             None => Ok(None),
         }
+    }
+
+    /// Newest first; filtered by project and environment when given.
+    pub async fn deployments(
+        &self,
+        project: Option<&str>,
+        environment: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<DeploymentView>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments
+             WHERE ($1 IS NULL OR project = $1) AND ($2 IS NULL OR environment = $2)
+             ORDER BY id DESC LIMIT $3"
+        ))
+        .bind(project)
+        .bind(environment)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(deployment_from_row).collect()
+    }
+
+    pub async fn deployment(&self, id: i64) -> Result<Option<DeploymentView>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(deployment_from_row).transpose()
+    }
+
+    /// Deployments not finished (pending, running or paused), oldest first.
+    pub async fn unfinished_deployments(&self) -> Result<Vec<DeploymentView>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE finished_at IS NULL ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(deployment_from_row).collect()
+    }
+
+    /// The release an environment runs: that of its newest succeeded deployment.
+    pub async fn current_release(&self, project: &str, environment: &str) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT release_id FROM deployments WHERE project = $1 AND environment = $2 AND status = 'succeeded'
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(project)
+        .bind(environment)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     pub async fn token_exists(&self, hash: &str) -> Result<bool, StoreError> {
