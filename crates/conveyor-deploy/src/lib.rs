@@ -23,6 +23,14 @@ pub trait Target: Send + Sync {
     /// Starts every instance of a version and returns once all are healthy (or fails, leaving
     /// nothing running).
     fn start<'a>(&'a self, spec: VersionSpec) -> BoxFuture<'a, Result<Box<dyn RunningVersion>, DeployError>>;
+
+    /// Takes over the instances (address, pid) a previous server process left running, replacing
+    /// any that died; returns once all are healthy.
+    fn adopt<'a>(
+        &'a self,
+        spec: VersionSpec,
+        instances: Vec<(SocketAddr, u32)>,
+    ) -> BoxFuture<'a, Result<Box<dyn RunningVersion>, DeployError>>;
 }
 
 /// A version's instances, running on a target.

@@ -32,41 +32,75 @@ pub struct LocalVersion {
 impl LocalTarget {
     /// Starts every instance and waits until all are healthy; on failure, stops them all.
     pub async fn start(&self, spec: VersionSpec) -> Result<LocalVersion, DeployError> {
-        std::fs::create_dir_all(&spec.log_dir)?;
-        let spec = Arc::new(spec);
-        let stop = CancellationToken::new();
-        let mut instances = Vec::new();
-        let mut ready = Vec::new();
-        for index in 0..spec.instances {
-            let addr = free_port()?;
-            let status = Arc::new(Mutex::new(InstanceStatus {
-                index,
-                addr,
-                pid: None,
-                healthy: false,
-                restarts: 0,
-            }));
-            let (ready_tx, ready_rx) = oneshot::channel();
-            let task = tokio::spawn(supervise(spec.clone(), status.clone(), stop.clone(), ready_tx));
-            instances.push((status, task));
-            ready.push(ready_rx);
-        }
-        let version = LocalVersion {
-            version: spec.version.clone(),
-            instances,
-            stop,
-        };
-        for rx in ready {
-            let outcome = rx
-                .await
-                .unwrap_or_else(|_| Err("the instance's supervisor stopped".into()));
-            if let Err(error) = outcome {
-                version.stop().await;
-                return Err(error.into_deploy_error(&spec));
-            }
-        }
-        Ok(version)
+        let slots = (0..spec.instances)
+            .map(|_| free_port().map(|addr| (addr, None)))
+            .collect::<Result<_, _>>()?;
+        launch(spec, slots).await
     }
+
+    /// Takes over instances a previous server process started (they outlive it in their own
+    /// process groups): each is supervised again from its pid, and restarted on its port if it has
+    /// died. Returns once all are healthy, like `start`.
+    pub async fn adopt(
+        &self,
+        spec: VersionSpec,
+        instances: Vec<(SocketAddr, u32)>,
+    ) -> Result<LocalVersion, DeployError> {
+        launch(
+            spec,
+            instances
+                .into_iter()
+                .map(|(addr, pid)| (addr, Some(pid)))
+                .collect(),
+        )
+        .await
+    }
+}
+
+/// Supervises one instance per slot (its address, and the pid of a process to adopt).
+async fn launch(
+    spec: VersionSpec,
+    slots: Vec<(SocketAddr, Option<u32>)>,
+) -> Result<LocalVersion, DeployError> {
+    std::fs::create_dir_all(&spec.log_dir)?;
+    let spec = Arc::new(spec);
+    let stop = CancellationToken::new();
+    let mut instances = Vec::new();
+    let mut ready = Vec::new();
+    for (index, (addr, adopted)) in slots.into_iter().enumerate() {
+        let status = Arc::new(Mutex::new(InstanceStatus {
+            index: index as u32,
+            addr,
+            pid: adopted,
+            healthy: false,
+            restarts: 0,
+        }));
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let task = tokio::spawn(supervise(
+            spec.clone(),
+            status.clone(),
+            stop.clone(),
+            ready_tx,
+            adopted,
+        ));
+        instances.push((status, task));
+        ready.push(ready_rx);
+    }
+    let version = LocalVersion {
+        version: spec.version.clone(),
+        instances,
+        stop,
+    };
+    for rx in ready {
+        let outcome = rx
+            .await
+            .unwrap_or_else(|_| Err("the instance's supervisor stopped".into()));
+        if let Err(error) = outcome {
+            version.stop().await;
+            return Err(error.into_deploy_error(&spec));
+        }
+    }
+    Ok(version)
 }
 
 impl crate::Target for LocalTarget {
@@ -76,6 +110,17 @@ impl crate::Target for LocalTarget {
     ) -> crate::BoxFuture<'a, Result<Box<dyn crate::RunningVersion>, DeployError>> {
         Box::pin(async move {
             let version = LocalTarget::start(self, spec).await?;
+            Ok(Box::new(version) as Box<dyn crate::RunningVersion>)
+        })
+    }
+
+    fn adopt<'a>(
+        &'a self,
+        spec: VersionSpec,
+        instances: Vec<(SocketAddr, u32)>,
+    ) -> crate::BoxFuture<'a, Result<Box<dyn crate::RunningVersion>, DeployError>> {
+        Box::pin(async move {
+            let version = LocalTarget::adopt(self, spec, instances).await?;
             Ok(Box::new(version) as Box<dyn crate::RunningVersion>)
         })
     }
@@ -180,6 +225,7 @@ async fn supervise(
     status: Arc<Mutex<InstanceStatus>>,
     stop: CancellationToken,
     ready: oneshot::Sender<Result<(), StartFailure>>,
+    mut adopted: Option<u32>,
 ) {
     let (index, addr) = {
         let s = lock(&status);
@@ -189,7 +235,11 @@ async fn supervise(
     let mut ready = Some(ready);
     let mut backoff = Duration::from_millis(500);
     loop {
-        let mut child = match spawn(&spec, addr, &log_path) {
+        let spawned = match adopted.take() {
+            Some(pid) => Ok(Process::Adopted(pid)),
+            None => spawn(&spec, addr, &log_path).map(Process::Child),
+        };
+        let mut child = match spawned {
             Ok(child) => child,
             Err(error) => {
                 if let Some(ready) = ready.take() {
@@ -212,7 +262,7 @@ async fn supervise(
         let mut interval = tokio::time::interval(spec.health.interval);
         let exit = loop {
             tokio::select! {
-                status = child.wait() => break status.ok(),
+                code = child.wait() => break code,
                 () = stop.cancelled() => {
                     if let Some(group) = group {
                         stop_group(group, &mut child, signal_of(spec.stop_signal), spec.stop_grace).await;
@@ -272,7 +322,7 @@ async fn supervise(
             s.healthy = false;
             s.pid = None;
         }
-        let code = exit.and_then(|e| e.code());
+        let code = exit;
         if let Some(ready) = ready.take() {
             let why = format!(
                 "it exited (code {code:?}) before becoming healthy; see {}",
@@ -288,6 +338,43 @@ async fn supervise(
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// An instance's process: a child of this server, or one adopted from a previous server process
+/// (not our child, so its exit is noticed by polling).
+enum Process {
+    Child(tokio::process::Child),
+    Adopted(u32),
+}
+
+impl Process {
+    fn id(&self) -> Option<u32> {
+        match self {
+            Process::Child(child) => child.id(),
+            Process::Adopted(pid) => Some(*pid),
+        }
+    }
+
+    /// Waits for the process to end; its exit code when known.
+    async fn wait(&mut self) -> Option<i32> {
+        match self {
+            Process::Child(child) => child.wait().await.ok().and_then(|s| s.code()),
+            Process::Adopted(pid) => {
+                while process_alive(*pid) {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                None
+            }
+        }
+    }
+}
+
+/// Whether `pid` runs (a zombie does not count: it has exited).
+pub(crate) fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
 }
 
 /// Sleeps; true when `stop` fired meanwhile.
@@ -324,7 +411,7 @@ fn spawn(
 }
 
 /// The stop signal to the whole group, then SIGKILL after the grace period.
-async fn stop_group(group: Pid, child: &mut tokio::process::Child, signal: Signal, grace: Duration) {
+async fn stop_group(group: Pid, child: &mut Process, signal: Signal, grace: Duration) {
     let _ = killpg(group, signal);
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
         let _ = killpg(group, Signal::SIGKILL);

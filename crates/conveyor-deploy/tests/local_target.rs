@@ -199,3 +199,52 @@ async fn through_the_target_trait_with_a_laid_out_release() {
     assert_eq!(running.healthy_addrs().len(), 1);
     running.stop().await;
 }
+
+#[tokio::test]
+async fn instances_left_by_a_previous_server_are_adopted_and_supervised() {
+    use std::os::unix::process::CommandExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(dir.path(), &[]);
+    s.instances = 1;
+    // What a killed server leaves behind: an instance in its own process group.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut leftover = std::process::Command::new("python3")
+        .arg(dir.path().join("app.py"))
+        .current_dir(dir.path())
+        .env("PORT", port.to_string())
+        .env("VERSION", "r1")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let leftover_pid = leftover_pid;
+    // The test process is its parent; reap it when it dies, as init would have.
+    std::thread::spawn(move || leftover.wait());
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let version = LocalTarget.adopt(s, vec![(addr, leftover_pid)]).await.unwrap();
+    assert_eq!(version.healthy_addrs(), vec![addr]);
+    assert_eq!(
+        version.status()[0].pid,
+        Some(leftover_pid),
+        "the same process, not a new one"
+    );
+
+    // Adopted processes are supervised too: killed, it is replaced on the same port.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(leftover_pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    eventually("a replacement", || {
+        let st = &version.status()[0];
+        st.restarts == 1 && st.healthy && st.pid.is_some_and(|p| p != leftover_pid)
+    })
+    .await;
+    assert!(get(addr).await.ends_with(&format!("r1 on {port}")));
+    let pid = version.status()[0].pid.unwrap();
+    version.stop().await;
+    assert!(!alive(pid));
+}
