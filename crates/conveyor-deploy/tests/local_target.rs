@@ -220,7 +220,7 @@ async fn instances_left_by_a_previous_server_are_adopted_and_supervised() {
         .process_group(0)
         .spawn()
         .unwrap();
-    let leftover_pid = leftover_pid;
+    let leftover_pid = leftover.id();
     // The test process is its parent; reap it when it dies, as init would have.
     std::thread::spawn(move || leftover.wait());
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
