@@ -6,6 +6,7 @@ use std::sync::Arc;
 use conveyor_exec::CancellationToken;
 use conveyor_spec::expr::EvalContext;
 use conveyor_spec::{Pipeline, expr};
+use conveyor_store::logs::LogOf;
 use conveyor_store::{ArtifactRef, Event, IdKind, JobStatus, RunStatus, RunView, StepStatus};
 use tokio::task::JoinSet;
 
@@ -142,7 +143,7 @@ impl Engine {
         cancel: CancellationToken,
     ) -> Result<RunStatus, EngineError> {
         let run = Arc::new(run.clone());
-        let log = Arc::new(self.data.logs.open(run.id)?);
+        let log = Arc::new(self.data.logs.open(LogOf::Run(run.id))?);
         let mut states: HashMap<String, JobState> = HashMap::new();
         let mut outputs: HashMap<String, Vec<ArtifactRef>> = HashMap::new();
         for job in &pipeline.jobs {

@@ -13,6 +13,8 @@ use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use conveyor_store::logs::LogOf;
+
 use crate::{ApiError, AppState, triggers};
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -247,7 +249,7 @@ pub async fn run_logs(
         .engine
         .data()
         .logs
-        .read_from(id, q.after)
+        .read_from(LogOf::Run(id), q.after)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(Json(json!({ "lines": lines, "next": next })))
 }
@@ -290,7 +292,7 @@ pub async fn stream_logs(
                 .engine
                 .data()
                 .logs
-                .read_from(id, c.offset)
+                .read_from(LogOf::Run(id), c.offset)
                 .unwrap_or((Vec::new(), c.offset));
             c.offset = next;
             for line in lines {

@@ -19,6 +19,13 @@ pub struct LogLine {
     pub line: String,
 }
 
+/// Whose log: a pipeline run's, or a deployment's (hooks and checks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogOf {
+    Run(i64),
+    Deployment(i64),
+}
+
 #[derive(Debug, Clone)]
 pub struct LogDir {
     root: PathBuf,
@@ -36,23 +43,26 @@ impl LogDir {
         Ok(LogDir { root })
     }
 
-    pub fn path(&self, run_id: i64) -> PathBuf {
-        self.root.join(format!("run-{run_id}.jsonl"))
+    pub fn path(&self, of: LogOf) -> PathBuf {
+        match of {
+            LogOf::Run(id) => self.root.join(format!("run-{id}.jsonl")),
+            LogOf::Deployment(id) => self.root.join(format!("deployment-{id}.jsonl")),
+        }
     }
 
-    pub fn open(&self, run_id: i64) -> std::io::Result<RunLog> {
+    pub fn open(&self, of: LogOf) -> std::io::Result<RunLog> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.path(run_id))?;
+            .open(self.path(of))?;
         Ok(RunLog {
             file: Mutex::new(file),
         })
     }
 
     /// Whole lines written after byte `offset`; returns them and the offset to read from next.
-    pub fn read_from(&self, run_id: i64, offset: u64) -> std::io::Result<(Vec<LogLine>, u64)> {
-        read_from(&self.path(run_id), offset)
+    pub fn read_from(&self, of: LogOf, offset: u64) -> std::io::Result<(Vec<LogLine>, u64)> {
+        read_from(&self.path(of), offset)
     }
 }
 
@@ -99,7 +109,7 @@ mod tests {
     fn reads_back_from_offsets() {
         let dir = tempfile::tempdir().unwrap();
         let logs = LogDir::new(dir.path().to_path_buf()).unwrap();
-        let log = logs.open(1).unwrap();
+        let log = logs.open(LogOf::Run(1)).unwrap();
         let line = |s: &str| LogLine {
             t: "t".into(),
             job: "j".into(),
@@ -109,11 +119,11 @@ mod tests {
             line: s.into(),
         };
         log.append(&line("a")).unwrap();
-        let (first, off) = logs.read_from(1, 0).unwrap();
+        let (first, off) = logs.read_from(LogOf::Run(1), 0).unwrap();
         assert_eq!(first, vec![line("a")]);
         log.append(&line("b")).unwrap();
-        let (second, _) = logs.read_from(1, off).unwrap();
+        let (second, _) = logs.read_from(LogOf::Run(1), off).unwrap();
         assert_eq!(second, vec![line("b")]);
-        assert_eq!(logs.read_from(2, 0).unwrap().0, vec![]);
+        assert_eq!(logs.read_from(LogOf::Run(2), 0).unwrap().0, vec![]);
     }
 }
