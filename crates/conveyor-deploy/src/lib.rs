@@ -105,7 +105,7 @@ pub enum DeployError {
 }
 
 /// The state of one instance, for status displays and the controller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct InstanceStatus {
     pub index: u32,
     pub addr: SocketAddr,

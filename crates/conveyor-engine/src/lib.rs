@@ -8,6 +8,7 @@
 #![deny(rust_2018_idioms)]
 
 mod data_dir;
+pub mod delivery;
 mod job;
 mod output;
 mod release;

@@ -8,6 +8,12 @@ use sha2::{Digest as _, Sha256};
 
 use crate::{ApiError, AppState};
 
+/// Who made an authenticated request: its token's name. The first token is `admin`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity(pub String);
+
+pub const ADMIN: &str = "admin";
+
 pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
@@ -32,8 +38,10 @@ pub async fn require_token(
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or(ApiError::Unauthorized)?;
-    if !state.engine.store().token_exists(&token_hash(token)).await? {
+    let Some(name) = state.engine.store().token_name(&token_hash(token)).await? else {
         return Err(ApiError::Unauthorized);
-    }
+    };
+    let mut request = request;
+    request.extensions_mut().insert(Identity(name));
     Ok(next.run(request).await)
 }

@@ -19,6 +19,9 @@ pub enum ApiError {
     PipelineInvalid(Vec<String>),
     #[error("{0}")]
     Conflict(String),
+    /// Authenticated, but not allowed (e.g. four-eyes approval).
+    #[error("{0}")]
+    Forbidden(String),
     /// Fetching or reading the project's repository failed.
     #[error("{0}")]
     Source(String),
@@ -35,6 +38,7 @@ impl ApiError {
             ApiError::InvalidRequest(_) => ("invalid_request", StatusCode::BAD_REQUEST),
             ApiError::PipelineInvalid(_) => ("pipeline_invalid", StatusCode::UNPROCESSABLE_ENTITY),
             ApiError::Conflict(_) => ("conflict", StatusCode::CONFLICT),
+            ApiError::Forbidden(_) => ("forbidden", StatusCode::FORBIDDEN),
             ApiError::Source(_) => ("source_unavailable", StatusCode::BAD_GATEWAY),
             ApiError::Internal(_) => ("internal", StatusCode::INTERNAL_SERVER_ERROR),
         }
@@ -71,6 +75,19 @@ impl From<conveyor_engine::EngineError> for ApiError {
             E::Source(message) => ApiError::Source(message),
             E::NoSuchRun(id) => ApiError::NotFound(format!("run {id} does not exist")),
             other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<conveyor_engine::delivery::DeliveryError> for ApiError {
+    fn from(e: conveyor_engine::delivery::DeliveryError) -> Self {
+        use conveyor_engine::delivery::DeliveryError as E;
+        match e {
+            E::NotFound(m) => ApiError::NotFound(m),
+            E::Invalid(m) => ApiError::InvalidRequest(m),
+            E::Refused(m) => ApiError::Forbidden(m),
+            E::Conflict(m) => ApiError::Conflict(m),
+            E::Internal(e) => e.into(),
         }
     }
 }

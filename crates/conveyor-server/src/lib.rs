@@ -7,6 +7,7 @@
 
 mod api;
 pub mod auth;
+mod delivery_api;
 mod error;
 pub mod triggers;
 
@@ -17,6 +18,7 @@ use axum::Router;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post, put};
 use conveyor_engine::Engine;
+use conveyor_engine::delivery::{Delivery, DeliveryConfig};
 use conveyor_store::Event;
 
 pub use error::ApiError;
@@ -33,6 +35,7 @@ pub struct ServerConfig {
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Arc<Engine>,
+    pub delivery: Arc<Delivery>,
 }
 
 /// The whole HTTP surface.
@@ -42,6 +45,16 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/projects/{project}/runs", post(api::trigger_run))
         .route("/api/v1/projects/{project}/secrets/{name}", put(api::set_secret))
         .route("/api/v1/runs/{id}/cancel", post(api::cancel_run))
+        .route("/api/v1/releases/{id}/promote", post(delivery_api::promote))
+        .route(
+            "/api/v1/projects/{project}/environments/{environment}/rollback",
+            post(delivery_api::rollback),
+        )
+        .route("/api/v1/deployments/{id}/approve", post(delivery_api::approve))
+        .route("/api/v1/deployments/{id}/pause", post(delivery_api::pause))
+        .route("/api/v1/deployments/{id}/resume", post(delivery_api::resume))
+        .route("/api/v1/deployments/{id}/abort", post(delivery_api::abort))
+        .route("/api/v1/tokens", post(delivery_api::create_token))
         .route_layer(from_fn_with_state(state.clone(), auth::require_token));
     Router::new()
         .route("/healthz", get(api::healthz))
@@ -60,6 +73,19 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/audit/verify", get(api::audit_verify))
         .route("/api/v1/events", get(api::list_events))
         .route("/api/v1/validate", post(api::validate))
+        .route(
+            "/api/v1/projects/{project}/environments/{environment}",
+            get(delivery_api::environment),
+        )
+        .route(
+            "/api/v1/projects/{project}/environments/{environment}/deployments",
+            get(delivery_api::history),
+        )
+        .route(
+            "/api/v1/projects/{project}/environments/{environment}/metrics",
+            get(delivery_api::metrics),
+        )
+        .route("/api/v1/deployments/{id}", get(delivery_api::deployment))
         .merge(mutating)
         .with_state(state)
 }
@@ -86,13 +112,18 @@ pub async fn ensure_admin_token(engine: &Engine, given: Option<&str>) -> Result<
     Ok(generated.then_some(token))
 }
 
-/// Starts background work (recovery, polling, schedules) and serves until `shutdown` resolves.
-pub async fn serve(
-    engine: Arc<Engine>,
-    config: ServerConfig,
-    listener: tokio::net::TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+/// Brings the control plane back: environments first (routers serving again, stable versions
+/// re-adopted, interrupted deployments rolled back), then unfinished runs; then starts the
+/// triggers. Returns the API's state, ready to serve.
+pub async fn start(engine: Arc<Engine>, config: ServerConfig) -> AppState {
+    let delivery = Delivery::new(
+        engine.clone(),
+        Arc::new(conveyor_deploy::LocalTarget),
+        DeliveryConfig::default(),
+    );
+    if let Err(error) = delivery.recover().await {
+        tracing::error!(%error, "cannot recover environments");
+    }
     match engine.recover().await {
         Ok(resumed) if !resumed.is_empty() => tracing::info!(runs = resumed.len(), "resumed unfinished runs"),
         Ok(_) => {}
@@ -100,6 +131,16 @@ pub async fn serve(
     }
     tokio::spawn(triggers::poll_forever(engine.clone(), config.poll_tick));
     tokio::spawn(triggers::schedule_forever(engine.clone(), config.poll_tick));
-    let app = router(AppState { engine });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    AppState { engine, delivery }
+}
+
+/// Serves the API until `shutdown` resolves.
+pub async fn serve(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -401,12 +401,12 @@ impl Store {
         .await?)
     }
 
-    pub async fn token_exists(&self, hash: &str) -> Result<bool, StoreError> {
-        Ok(sqlx::query("SELECT 1 FROM tokens WHERE hash = $1")
+    /// The name of the token with this hash: who is calling.
+    pub async fn token_name(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT name FROM tokens WHERE hash = $1")
             .bind(hash)
             .fetch_optional(&self.pool)
-            .await?
-            .is_some())
+            .await?)
     }
 
     pub async fn has_tokens(&self) -> Result<bool, StoreError> {

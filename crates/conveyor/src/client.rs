@@ -299,6 +299,146 @@ impl Client {
         println!("secret {name} set for {project}");
         Ok(ExitCode::SUCCESS)
     }
+    pub async fn promote(&self, release: i64, environment: &str) -> anyhow::Result<ExitCode> {
+        let body = self
+            .post(
+                &format!("/api/v1/releases/{release}/promote"),
+                json!({ "environment": environment }),
+            )
+            .await?;
+        println!(
+            "deployment {} of release {release} to {environment} requested",
+            body["deployment_id"]
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// `approve`, `pause`, `resume` (with `full`) or `abort` a deployment.
+    pub async fn deployment_action(&self, id: i64, action: &str, full: bool) -> anyhow::Result<ExitCode> {
+        let body = if action == "resume" {
+            json!({ "full": full })
+        } else {
+            json!({})
+        };
+        self.post(&format!("/api/v1/deployments/{id}/{action}"), body)
+            .await?;
+        println!("deployment {id}: {action}{}", if full { " (full)" } else { "" });
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// The project to use: the given one, or the only one the server has.
+    async fn project_or_only(&self, project: Option<String>) -> anyhow::Result<String> {
+        if let Some(p) = project {
+            return Ok(p);
+        }
+        let body = self.get("/api/v1/projects").await?;
+        let names: Vec<&str> = body["projects"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        match names.as_slice() {
+            [only] => Ok(only.to_string()),
+            [] => bail!("the server has no project"),
+            _ => bail!(
+                "say which project with --project (the server has: {})",
+                names.join(", ")
+            ),
+        }
+    }
+
+    pub async fn rollback(
+        &self,
+        project: Option<String>,
+        environment: &str,
+        to: Option<i64>,
+    ) -> anyhow::Result<ExitCode> {
+        let project = self.project_or_only(project).await?;
+        let body = self
+            .post(
+                &format!("/api/v1/projects/{project}/environments/{environment}/rollback"),
+                json!({ "to": to }),
+            )
+            .await?;
+        println!(
+            "rollback of {project}/{environment}: deployment {}",
+            body["deployment_id"]
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn status(&self, project: Option<String>, environment: &str) -> anyhow::Result<ExitCode> {
+        let project = self.project_or_only(project).await?;
+        let s = self
+            .get(&format!("/api/v1/projects/{project}/environments/{environment}"))
+            .await?;
+        println!(
+            "{project}/{environment}  {}",
+            s["url"].as_str().unwrap_or("(no router yet)")
+        );
+        for v in s["versions"].as_array().into_iter().flatten() {
+            let instances = v["instances"].as_array().map_or(0, Vec::len);
+            let healthy = v["instances"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|i| i["healthy"] == true)
+                .count();
+            println!(
+                "  {:<8} {:<7} release {:<5} {:>3}% of traffic  {healthy}/{instances} instances healthy",
+                v["version"].as_str().unwrap_or(""),
+                v["role"].as_str().unwrap_or(""),
+                v["release_id"],
+                v["traffic"]
+            );
+        }
+        if let Some(d) = s.get("deployment").filter(|d| !d.is_null()) {
+            print_deployment(d);
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn history(&self, project: Option<String>, environment: &str) -> anyhow::Result<ExitCode> {
+        let project = self.project_or_only(project).await?;
+        let body = self
+            .get(&format!(
+                "/api/v1/projects/{project}/environments/{environment}/deployments"
+            ))
+            .await?;
+        for d in body["deployments"].as_array().into_iter().flatten() {
+            print_deployment(d);
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn create_token(&self, name: &str) -> anyhow::Result<ExitCode> {
+        let body = self.post("/api/v1/tokens", json!({ "name": name })).await?;
+        println!(
+            "token for {name} (shown once — store it now): {}",
+            body["token"].as_str().unwrap_or("")
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn print_deployment(d: &Value) {
+    let rollback = d["rollback_of"]
+        .as_i64()
+        .map(|r| format!(" (rollback of {r})"))
+        .unwrap_or_default();
+    println!(
+        "  deployment {:<4} release {:<4} {:<9} by {:<10} {}{}",
+        d["id"],
+        d["release_id"],
+        d["status"].as_str().unwrap_or(""),
+        d["requested_by"].as_str().unwrap_or(""),
+        d["phase"].as_str().or(d["reason"].as_str()).unwrap_or(""),
+        rollback
+    );
+    for gate in d["gates"].as_array().into_iter().flatten() {
+        println!("      {}", gate.as_str().unwrap_or(""));
+    }
 }
 
 fn print_line(line: &Value) {

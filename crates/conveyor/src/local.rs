@@ -164,14 +164,16 @@ pub async fn serve(config: &Config) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", config.addr))?;
     let addr = listener.local_addr()?;
+    let server_config = conveyor_server::ServerConfig {
+        poll_tick: config.poll_tick,
+    };
+    // Recovery comes before "listening": once a client can talk to us, environments are back.
+    let state = conveyor_server::start(engine, server_config).await;
     println!(
         "conveyor listening on http://{addr} (data: {})",
         config.data.display()
     );
-    let server_config = conveyor_server::ServerConfig {
-        poll_tick: config.poll_tick,
-    };
-    conveyor_server::serve(engine, server_config, listener, shutdown_signal()).await?;
+    conveyor_server::serve(state, listener, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -128,6 +128,52 @@ enum Command {
         #[arg(long, env = "CONVEYOR_DATA")]
         data: Option<PathBuf>,
     },
+    /// Deploy a release to an environment (`promote 3 --to staging`), or advance a paused
+    /// deployment (`promote --deployment 7`, `--full` to skip the remaining canary steps).
+    Promote {
+        /// The release to deploy.
+        release: Option<i64>,
+        /// The environment to deploy it to.
+        #[arg(long, requires = "release")]
+        to: Option<String>,
+        /// A deployment in progress to move on.
+        #[arg(long, conflicts_with = "release")]
+        deployment: Option<i64>,
+        /// With --deployment: go straight to 100%.
+        #[arg(long, requires = "deployment")]
+        full: bool,
+    },
+    /// Approve a deployment waiting for approval (not as its author: four-eyes).
+    Approve { deployment: i64 },
+    /// Pause a deployment between steps.
+    Pause { deployment: i64 },
+    /// Resume a paused deployment.
+    Resume { deployment: i64 },
+    /// Stop a deployment now: all traffic back to the stable version.
+    Abort { deployment: i64 },
+    /// Roll an environment back to the previous release (or --to RELEASE).
+    Rollback {
+        environment: String,
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long)]
+        to: Option<i64>,
+    },
+    /// What runs in an environment: versions, traffic split, instances, URL.
+    Status {
+        environment: String,
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// An environment's deployments, newest first.
+    History {
+        environment: String,
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Manage API tokens (their names are identities, e.g. for approvals).
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// The audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -151,6 +197,12 @@ enum ProjectCommand {
     },
     /// List projects.
     List,
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Create a token for NAME (admin only); prints it once.
+    Create { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -270,6 +322,33 @@ async fn dispatch(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<Exi
             data: Some(data),
         } => local::verify(&data, release).await,
         Command::Verify { release, data: None } => client()?.verify(release).await,
+        Command::Promote {
+            release: Some(release),
+            to: Some(to),
+            ..
+        } => client()?.promote(release, &to).await,
+        Command::Promote {
+            deployment: Some(id),
+            full,
+            ..
+        } => client()?.deployment_action(id, "resume", full).await,
+        Command::Promote { .. } => {
+            anyhow::bail!(
+                "say what to promote: `conveyor promote RELEASE --to ENV` or `conveyor promote --deployment ID`"
+            )
+        }
+        Command::Approve { deployment } => client()?.deployment_action(deployment, "approve", false).await,
+        Command::Pause { deployment } => client()?.deployment_action(deployment, "pause", false).await,
+        Command::Resume { deployment } => client()?.deployment_action(deployment, "resume", false).await,
+        Command::Abort { deployment } => client()?.deployment_action(deployment, "abort", false).await,
+        Command::Rollback {
+            environment,
+            project,
+            to,
+        } => client()?.rollback(project, &environment, to).await,
+        Command::Status { environment, project } => client()?.status(project, &environment).await,
+        Command::History { environment, project } => client()?.history(project, &environment).await,
+        Command::Token(TokenCommand::Create { name }) => client()?.create_token(&name).await,
         Command::Audit(AuditCommand::Verify { data: Some(data) }) => local::audit_verify(&data).await,
         Command::Audit(AuditCommand::Verify { data: None }) => client()?.audit_verify().await,
         Command::Secret(SecretCommand::Set { project, name, value }) => {

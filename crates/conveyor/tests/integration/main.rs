@@ -5,6 +5,7 @@ mod harness;
 
 mod audit;
 mod cli;
+mod delivery;
 mod pipelines;
 mod recovery;
 mod triggers;

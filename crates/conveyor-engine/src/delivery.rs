@@ -1,0 +1,420 @@
+//! Deliveries: a release going into an environment as a persisted state machine. A deployment
+//! waits on its gates (approvals, freeze windows), then walks the phases its strategy plans
+//! (`conveyor_deploy::plan`): start the new version on the target, check it, shift the router's
+//! traffic step by step, and make it the stable version — the previous one staying warm for an
+//! instant rollback. Every transition is an event. A failure or an abort sends all traffic back to
+//! the stable version before anything else. After a restart, `recover` serves each environment's
+//! last route config first, re-adopts the stable instances, and rolls back interrupted deployments.
+
+mod environment;
+mod runner;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use conveyor_deploy::{Target, plan};
+use conveyor_spec::{Environment, ReleaseSpec};
+use conveyor_store::{DeploymentStatus, DeploymentView, Event, IdKind, Release};
+use tokio::sync::mpsc;
+
+pub use environment::{EnvironmentStatus, VersionStatus};
+
+use crate::{Engine, EngineError};
+
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// How long the previous version stays running after a deployment, for instant rollbacks.
+    pub rollback_window: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            rollback_window: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A user's mistake or a refusal, apart from internal failures.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Internal(#[from] EngineError),
+}
+
+impl From<conveyor_store::StoreError> for DeliveryError {
+    fn from(e: conveyor_store::StoreError) -> Self {
+        DeliveryError::Internal(e.into())
+    }
+}
+
+/// What a person (or the system) asks of a running deployment.
+#[derive(Debug, Clone)]
+enum Control {
+    /// Look at the gates again (an approval arrived).
+    Wake,
+    Pause {
+        by: String,
+    },
+    Resume {
+        by: String,
+        full: bool,
+    },
+    Abort {
+        by: String,
+    },
+}
+
+pub struct Delivery {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) target: Arc<dyn Target>,
+    pub(crate) config: DeliveryConfig,
+    environments: Mutex<HashMap<(String, String), Arc<environment::Live>>>,
+    controls: Mutex<HashMap<i64, mpsc::UnboundedSender<Control>>>,
+}
+
+/// Everything a deployment needs to know about what it deploys and where.
+#[derive(Debug, Clone)]
+pub(crate) struct Context {
+    pub release: Release,
+    pub spec: ReleaseSpec,
+    pub environment: Environment,
+}
+
+impl Delivery {
+    pub fn new(engine: Arc<Engine>, target: Arc<dyn Target>, config: DeliveryConfig) -> Arc<Self> {
+        let delivery = Arc::new(Delivery {
+            engine: engine.clone(),
+            target,
+            config,
+            environments: Mutex::new(HashMap::new()),
+            controls: Mutex::new(HashMap::new()),
+        });
+        engine.observe(Arc::new(ContinuousDeployment(Arc::downgrade(&delivery))));
+        delivery
+    }
+
+    pub(crate) fn live(&self, project: &str, environment: &str) -> Arc<environment::Live> {
+        let mut all = self.environments.lock().unwrap_or_else(|p| p.into_inner());
+        all.entry((project.to_string(), environment.to_string()))
+            .or_insert_with(|| Arc::new(environment::Live::new(project, environment)))
+            .clone()
+    }
+
+    /// The release, its pipeline and the environment as that release's `conveyor.yml` defines it.
+    pub(crate) async fn context(&self, release_id: i64, environment: &str) -> Result<Context, DeliveryError> {
+        let store = self.engine.store();
+        let release = store
+            .release(release_id)
+            .await?
+            .ok_or_else(|| DeliveryError::NotFound(format!("release {release_id} does not exist")))?;
+        let run = store
+            .run(release.run_id)
+            .await?
+            .ok_or_else(|| DeliveryError::NotFound(format!("run {} does not exist", release.run_id)))?;
+        let pipeline = conveyor_spec::parse("conveyor.yml", &run.pipeline).map_err(EngineError::from)?;
+        let spec = pipeline.release.clone().ok_or_else(|| {
+            DeliveryError::Invalid(format!(
+                "release {release_id}'s conveyor.yml has no 'release:' section: it cannot be deployed"
+            ))
+        })?;
+        let env = pipeline.environment(environment).cloned().ok_or_else(|| {
+            let known: Vec<&str> = pipeline.environments.iter().map(|e| e.name.as_str()).collect();
+            DeliveryError::NotFound(format!(
+                "release {release_id}'s conveyor.yml has no environment '{environment}' (it has: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ))
+        })?;
+        Ok(Context {
+            release,
+            spec,
+            environment: env,
+        })
+    }
+
+    /// Asks for `release_id` to go into `environment`; returns the deployment id. It starts once
+    /// its gates open and the environment's previous deployment has ended.
+    pub async fn promote(
+        self: &Arc<Self>,
+        environment: &str,
+        release_id: i64,
+        by: &str,
+    ) -> Result<i64, DeliveryError> {
+        let cx = self.context(release_id, environment).await?;
+        let store = self.engine.store();
+        if let Some(after) = &cx.environment.after {
+            let passed = store
+                .deployments(Some(&cx.release.project), Some(after), 1000)
+                .await?
+                .iter()
+                .any(|d| d.release_id == release_id && d.status == DeploymentStatus::Succeeded.as_str());
+            if !passed {
+                return Err(DeliveryError::Refused(format!(
+                    "release {release_id} has not been deployed to {after} yet; {environment} comes after {after}"
+                )));
+            }
+        }
+        self.request(&cx, by, by, None).await
+    }
+
+    /// Rolls `environment` back to `to` (default: the release before the current one). Instant
+    /// when that version is still warm; otherwise a blue-green deployment of it. Rollbacks restore a
+    /// known-good version, so they skip approvals and freeze windows.
+    pub async fn rollback(
+        self: &Arc<Self>,
+        project: &str,
+        environment: &str,
+        to: Option<i64>,
+        by: &str,
+    ) -> Result<i64, DeliveryError> {
+        let store = self.engine.store();
+        let history = store.deployments(Some(project), Some(environment), 1000).await?;
+        let mut succeeded = history
+            .iter()
+            .filter(|d| d.status == DeploymentStatus::Succeeded.as_str());
+        let current = succeeded.next().ok_or_else(|| {
+            DeliveryError::Conflict(format!(
+                "{environment} has no successful deployment to roll back from"
+            ))
+        })?;
+        let target = match to {
+            Some(id) => id,
+            None => succeeded
+                .find(|d| d.release_id != current.release_id)
+                .map(|d| d.release_id)
+                .ok_or_else(|| {
+                    DeliveryError::Conflict(format!(
+                        "{environment} has run only release {}: there is nothing to roll back to",
+                        current.release_id
+                    ))
+                })?,
+        };
+        if target == current.release_id {
+            return Err(DeliveryError::Conflict(format!(
+                "{environment} already runs release {target}"
+            )));
+        }
+        let cx = self.context(target, environment).await?;
+        if cx.release.project != project {
+            return Err(DeliveryError::Invalid(format!(
+                "release {target} belongs to project {}",
+                cx.release.project
+            )));
+        }
+        self.request(&cx, by, by, Some(current.id)).await
+    }
+
+    async fn request(
+        self: &Arc<Self>,
+        cx: &Context,
+        by: &str,
+        author: &str,
+        rollback_of: Option<i64>,
+    ) -> Result<i64, DeliveryError> {
+        let store = self.engine.store();
+        let has_stable = store
+            .current_release(&cx.release.project, &cx.environment.name)
+            .await?
+            .is_some();
+        let phases = runner::plan_for(cx, has_stable, rollback_of.is_some());
+        let id = self
+            .engine
+            .record_new(IdKind::Deployment, |deployment_id| Event::DeploymentRequested {
+                deployment_id,
+                project: cx.release.project.clone(),
+                environment: cx.environment.name.clone(),
+                release_id: cx.release.id,
+                requested_by: by.to_string(),
+                author: author.to_string(),
+                rollback_of,
+                phases: phases.iter().map(runner::describe).collect(),
+            })
+            .await?;
+        self.spawn(id);
+        Ok(id)
+    }
+
+    fn spawn(self: &Arc<Self>, id: i64) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.controls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+        let delivery = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = runner::drive(&delivery, id, rx).await {
+                tracing::error!(deployment = id, %error, "deployment failed to run");
+            }
+            delivery
+                .controls
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+        });
+    }
+
+    fn send(&self, id: i64, control: Control) -> Result<(), DeliveryError> {
+        let controls = self.controls.lock().unwrap_or_else(|p| p.into_inner());
+        let sender = controls
+            .get(&id)
+            .ok_or_else(|| DeliveryError::Conflict(format!("deployment {id} is not in progress")))?;
+        sender
+            .send(control)
+            .map_err(|_| DeliveryError::Conflict(format!("deployment {id} has just ended")))
+    }
+
+    async fn unfinished(&self, id: i64) -> Result<DeploymentView, DeliveryError> {
+        let d = self
+            .engine
+            .store()
+            .deployment(id)
+            .await?
+            .ok_or_else(|| DeliveryError::NotFound(format!("deployment {id} does not exist")))?;
+        if d.finished_at.is_some() {
+            return Err(DeliveryError::Conflict(format!(
+                "deployment {id} already ended ({})",
+                d.status
+            )));
+        }
+        Ok(d)
+    }
+
+    /// Records `by`'s approval, if the environment's rules allow it.
+    pub async fn approve(&self, id: i64, by: &str) -> Result<(), DeliveryError> {
+        let d = self.unfinished(id).await?;
+        let cx = self.context(d.release_id, &d.environment).await?;
+        let Some(rules) = &cx.environment.approval else {
+            return Err(DeliveryError::Conflict(format!(
+                "{} needs no approval",
+                d.environment
+            )));
+        };
+        plan::may_approve(rules, by, &d.author, &d.approvals).map_err(DeliveryError::Refused)?;
+        self.engine
+            .record(Event::DeploymentApproved {
+                deployment_id: id,
+                by: by.to_string(),
+            })
+            .await?;
+        let _ = self.send(id, Control::Wake);
+        Ok(())
+    }
+
+    pub async fn pause(&self, id: i64, by: &str) -> Result<(), DeliveryError> {
+        self.unfinished(id).await?;
+        self.send(id, Control::Pause { by: by.to_string() })
+    }
+
+    /// Resumes a paused deployment, or goes past a manual pause (`promote`); `full` skips every
+    /// remaining step to 100%.
+    pub async fn resume(&self, id: i64, by: &str, full: bool) -> Result<(), DeliveryError> {
+        self.unfinished(id).await?;
+        self.send(
+            id,
+            Control::Resume {
+                by: by.to_string(),
+                full,
+            },
+        )
+    }
+
+    /// Stops a deployment now: all traffic back to the stable version, the new one stopped.
+    pub async fn abort(&self, id: i64, by: &str) -> Result<(), DeliveryError> {
+        self.unfinished(id).await?;
+        self.send(id, Control::Abort { by: by.to_string() })
+    }
+
+    /// What runs in an environment now: versions, traffic split, instances, router address.
+    pub fn status(&self, project: &str, environment: &str) -> EnvironmentStatus {
+        self.live(project, environment).status()
+    }
+
+    /// The environment's router metrics (per version: requests, 5xx, latency) in the Prometheus
+    /// text format; `None` before its first deployment.
+    pub fn metrics_text(&self, project: &str, environment: &str) -> Option<String> {
+        self.live(project, environment).router().map(|r| r.metrics_text())
+    }
+
+    /// Serves the last route config of every environment, re-adopts stable versions, and rolls
+    /// back deployments a crash interrupted. Call before accepting requests.
+    pub async fn recover(self: &Arc<Self>) -> Result<(), EngineError> {
+        runner::recover(self).await
+    }
+}
+
+/// Continuous deployment: environments with `auto: true` receive each release that is new (first
+/// environment) or that passed the environment before them.
+struct ContinuousDeployment(std::sync::Weak<Delivery>);
+
+impl crate::Observer for ContinuousDeployment {
+    fn event(&self, event: &Event) {
+        let Some(delivery) = self.0.upgrade() else { return };
+        let trigger = match event {
+            Event::ReleaseCreated { release_id, .. } => Some((*release_id, None)),
+            Event::DeploymentFinished {
+                deployment_id,
+                status: DeploymentStatus::Succeeded,
+                ..
+            } => Some((0, Some(*deployment_id))),
+            _ => None,
+        };
+        let Some((release_id, after_deployment)) = trigger else {
+            return;
+        };
+        tokio::spawn(async move {
+            if let Err(error) = auto_promote(&delivery, release_id, after_deployment).await {
+                tracing::warn!(%error, "continuous deployment did not start");
+            }
+        });
+    }
+
+    fn line(&self, _line: &conveyor_store::logs::LogLine) {}
+}
+
+async fn auto_promote(
+    delivery: &Arc<Delivery>,
+    release_id: i64,
+    after: Option<i64>,
+) -> Result<(), DeliveryError> {
+    let store = delivery.engine.store();
+    let (release_id, passed) = match after {
+        None => (release_id, None),
+        Some(deployment) => match store.deployment(deployment).await? {
+            // A rollback is not a release passing an environment.
+            Some(d) if d.rollback_of.is_none() => (d.release_id, Some(d.environment)),
+            _ => return Ok(()),
+        },
+    };
+    let Some(release) = store.release(release_id).await? else {
+        return Ok(());
+    };
+    let Some(run) = store.run(release.run_id).await? else {
+        return Ok(());
+    };
+    let Ok(pipeline) = conveyor_spec::parse("conveyor.yml", &run.pipeline) else {
+        return Ok(());
+    };
+    for env in pipeline
+        .environments
+        .iter()
+        .filter(|e| e.auto && e.after == passed)
+    {
+        let cx = delivery.context(release_id, &env.name).await?;
+        let id = delivery.request(&cx, "auto", "auto", None).await?;
+        tracing::info!(release = release_id, environment = %env.name, deployment = id, "continuous deployment");
+    }
+    Ok(())
+}

@@ -1,0 +1,289 @@
+//! One environment at runtime: its router, and the versions running there (stable, the one being
+//! deployed, the previous one kept warm).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use conveyor_deploy::{InstanceStatus, RunningVersion};
+use conveyor_router::{Backend, RouteConfig, Router, TOTAL_WEIGHT};
+use serde::{Deserialize, Serialize};
+
+/// A version running in the environment.
+pub(crate) struct Active {
+    pub release_id: i64,
+    pub version: String,
+    pub running: Box<dyn RunningVersion>,
+}
+
+impl Active {
+    fn upstreams(&self) -> Vec<SocketAddr> {
+        self.running.status().iter().map(|s| s.addr).collect()
+    }
+}
+
+struct RouterHandle {
+    router: Router,
+    addr: SocketAddr,
+}
+
+#[derive(Default)]
+struct State {
+    router: Option<RouterHandle>,
+    stable: Option<Active>,
+    canary: Option<Active>,
+    warm: Option<Active>,
+    /// The canary's share of traffic, in percent.
+    traffic: u32,
+}
+
+/// What `conveyor status` shows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EnvironmentStatus {
+    pub project: String,
+    pub environment: String,
+    /// Where the environment's router listens.
+    pub url: Option<String>,
+    pub versions: Vec<VersionStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VersionStatus {
+    pub version: String,
+    pub release_id: i64,
+    /// `stable`, `canary` (being deployed) or `warm` (previous, kept for rollbacks).
+    pub role: &'static str,
+    /// Share of the traffic, in percent.
+    pub traffic: u32,
+    pub instances: Vec<InstanceStatus>,
+}
+
+/// The persisted form of a router, so it can serve again before anything else after a restart.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct SavedRouter {
+    pub listen: SocketAddr,
+    pub config: RouteConfig,
+}
+
+pub(crate) struct Live {
+    pub project: String,
+    pub name: String,
+    /// Held by the deployment in progress: one at a time per environment.
+    pub turn: tokio::sync::Mutex<()>,
+    state: Mutex<State>,
+}
+
+impl Live {
+    pub fn new(project: &str, name: &str) -> Self {
+        Live {
+            project: project.to_string(),
+            name: name.to_string(),
+            turn: tokio::sync::Mutex::new(()),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn router_file(&self, data: &Path) -> PathBuf {
+        data.join("routers")
+            .join(&self.project)
+            .join(format!("{}.json", self.name))
+    }
+
+    pub fn status(&self) -> EnvironmentStatus {
+        let state = self.state();
+        let canary_traffic = match (&state.stable, &state.canary) {
+            (Some(_), Some(_)) => state.traffic.min(100),
+            (None, Some(_)) => 100,
+            _ => 0,
+        };
+        let mut versions = Vec::new();
+        for (active, role, traffic) in [
+            (&state.stable, "stable", 100 - canary_traffic),
+            (&state.canary, "canary", canary_traffic),
+            (&state.warm, "warm", 0),
+        ] {
+            if let Some(a) = active {
+                versions.push(VersionStatus {
+                    version: a.version.clone(),
+                    release_id: a.release_id,
+                    role,
+                    traffic,
+                    instances: a.running.status(),
+                });
+            }
+        }
+        EnvironmentStatus {
+            project: self.project.clone(),
+            environment: self.name.clone(),
+            url: state.router.as_ref().map(|r| format!("http://{}", r.addr)),
+            versions,
+        }
+    }
+
+    pub fn router_url(&self) -> Option<String> {
+        self.state().router.as_ref().map(|r| format!("http://{}", r.addr))
+    }
+
+    pub fn warm_release(&self) -> Option<i64> {
+        self.state().warm.as_ref().map(|a| a.release_id)
+    }
+
+    pub fn has_stable(&self) -> bool {
+        self.state().stable.is_some()
+    }
+
+    pub fn canary_healthy(&self) -> bool {
+        self.state()
+            .canary
+            .as_ref()
+            .is_some_and(|c| !c.running.healthy_addrs().is_empty())
+    }
+
+    pub fn canary_addr(&self) -> Option<SocketAddr> {
+        self.state()
+            .canary
+            .as_ref()
+            .and_then(|c| c.running.healthy_addrs().first().copied())
+    }
+
+    pub fn set_canary(&self, active: Active) {
+        self.state().canary = Some(active);
+    }
+
+    pub fn set_stable(&self, active: Active) {
+        self.state().stable = Some(active);
+    }
+
+    pub fn take_canary(&self) -> Option<Active> {
+        let mut state = self.state();
+        state.traffic = 0;
+        state.canary.take()
+    }
+
+    pub fn take_stable(&self) -> Option<Active> {
+        self.state().stable.take()
+    }
+
+    pub fn take_warm(&self) -> Option<Active> {
+        self.state().warm.take()
+    }
+
+    /// The canary becomes stable; the stable becomes warm. Returns the warm version it replaced.
+    pub fn promote_canary(&self) -> Option<Active> {
+        let mut state = self.state();
+        let replaced = state.warm.take();
+        state.warm = state.stable.take();
+        state.stable = state.canary.take();
+        state.traffic = 0;
+        replaced
+    }
+
+    /// The warm version becomes stable again (instant rollback); the stable one becomes warm.
+    pub fn swap_warm(&self) {
+        let mut state = self.state();
+        let warm = state.warm.take();
+        state.warm = state.stable.take();
+        state.stable = warm;
+        state.traffic = 0;
+    }
+
+    /// Sends `percent` of the traffic to the canary and the rest to the stable version (all of it
+    /// to whichever exists alone), creating the router on first use, and saves the config.
+    pub async fn route(&self, percent: u32, listen: Option<SocketAddr>, data: &Path) -> Result<(), String> {
+        let (config, needs_router) = {
+            let mut state = self.state();
+            state.traffic = percent.min(100);
+            let mut backends = Vec::new();
+            let canary_weight = match (&state.stable, &state.canary) {
+                (Some(_), Some(_)) => state.traffic * (TOTAL_WEIGHT / 100),
+                (None, Some(_)) => TOTAL_WEIGHT,
+                _ => 0,
+            };
+            if let Some(stable) = &state.stable {
+                backends.push(Backend {
+                    version: stable.version.clone(),
+                    weight: TOTAL_WEIGHT - canary_weight,
+                    upstreams: stable.upstreams(),
+                });
+            }
+            if let Some(canary) = &state.canary {
+                backends.push(Backend {
+                    version: canary.version.clone(),
+                    weight: canary_weight,
+                    upstreams: canary.upstreams(),
+                });
+            }
+            if backends.is_empty() {
+                return Ok(());
+            }
+            let mut config = RouteConfig::single("placeholder", vec![]);
+            config.backends = backends;
+            config.sticky = Some(conveyor_router::Sticky::Cookie {
+                name: conveyor_router::DEFAULT_COOKIE.into(),
+            });
+            (config, state.router.is_none())
+        };
+        if needs_router {
+            let saved_listen = std::fs::read(self.router_file(data))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<SavedRouter>(&b).ok())
+                .map(|s| s.listen);
+            let listen = listen
+                .or(saved_listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+            self.start_router(config.clone(), listen).await?;
+        } else if let Some(handle) = &self.state().router {
+            handle
+                .router
+                .update(config.clone())
+                .map_err(|e| format!("route config refused: {e}"))?;
+        }
+        self.save(&config, data)
+    }
+
+    /// Starts the environment's router on `listen` with `config`.
+    pub async fn start_router(&self, config: RouteConfig, listen: SocketAddr) -> Result<(), String> {
+        let router = Router::new(config).map_err(|e| format!("route config refused: {e}"))?;
+        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+            format!(
+                "router of {}/{} cannot listen on {listen}: {e}",
+                self.project, self.name
+            )
+        })?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let serving = router.clone();
+        // A router serves as long as the process lives: traffic never waits on the control plane.
+        tokio::spawn(async move { serving.serve(listener, std::future::pending::<()>()).await });
+        tracing::info!(project = %self.project, environment = %self.name, %addr, "router listening");
+        self.state().router = Some(RouterHandle { router, addr });
+        Ok(())
+    }
+
+    fn save(&self, config: &RouteConfig, data: &Path) -> Result<(), String> {
+        let Some(listen) = self.state().router.as_ref().map(|r| r.addr) else {
+            return Ok(());
+        };
+        let path = self.router_file(data);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        }
+        let text = serde_json::to_vec_pretty(&SavedRouter {
+            listen,
+            config: config.clone(),
+        })
+        .expect("route configs serialize");
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| e.to_string())
+    }
+
+    /// The router's metrics, for the analysis and `/metrics`.
+    pub fn router(&self) -> Option<Router> {
+        self.state().router.as_ref().map(|r| r.router.clone())
+    }
+}

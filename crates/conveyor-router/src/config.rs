@@ -1,0 +1,521 @@
+//! `RouteConfig`: which versions receive traffic, in what proportion, on which instances, and how a
+//! user is kept on one version. Validation and the atomic on-disk form live here; nothing here
+//! touches the network.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use http::HeaderName;
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// The weights of all backends add up to this: weights are basis points of the traffic.
+pub const TOTAL_WEIGHT: u32 = 10_000;
+/// The cookie `Sticky::Cookie` uses when the config names none.
+pub const DEFAULT_COOKIE: &str = "conveyor_version";
+/// The request header that pins a request to a version, unless the config names another.
+pub const DEFAULT_PIN_HEADER: &str = "x-conveyor-version";
+/// Longest accepted version name (it travels in a cookie and a response header).
+pub const MAX_VERSION_LEN: usize = 128;
+/// Most instances one version may list.
+pub const MAX_UPSTREAMS: usize = 1024;
+/// Most versions one config may list.
+pub const MAX_BACKENDS: usize = 64;
+
+/// How traffic is split between versions: the router's whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// The versions that may receive traffic; their weights add up to `TOTAL_WEIGHT`.
+    pub backends: Vec<Backend>,
+    /// How a user keeps seeing one version across requests; `None` chooses per request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<Sticky>,
+    /// A request carrying this header with a version's name goes to that version (for testers).
+    #[serde(default = "default_pin_header")]
+    pub pin_header: String,
+}
+
+/// One version and the instances that serve it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    /// The version's name, e.g. the release id `r12`: `[A-Za-z0-9._-]`, 1..=128 characters.
+    pub version: String,
+    /// Share of the traffic in basis points, `0..=10000`. A version with weight 0 is reached only by
+    /// the pin header.
+    pub weight: u32,
+    /// The instances of this version, used in turn (round robin).
+    pub upstreams: Vec<SocketAddr>,
+}
+
+/// How a user is kept on one version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Sticky {
+    /// The router assigns a version on the first request and remembers it in this cookie.
+    Cookie {
+        #[serde(default = "default_cookie")]
+        name: String,
+    },
+    /// A stable hash of this request header (e.g. `x-user-id`) chooses the version.
+    Header { name: String },
+}
+
+fn default_cookie() -> String {
+    DEFAULT_COOKIE.to_owned()
+}
+
+fn default_pin_header() -> String {
+    DEFAULT_PIN_HEADER.to_owned()
+}
+
+/// A config the router refuses, with the exact reason. These are the caller's mistakes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("the config lists no backend")]
+    NoBackends,
+    #[error("the config lists {count} backends; at most {MAX_BACKENDS} are allowed")]
+    TooManyBackends { count: usize },
+    #[error(
+        "backend {index}: version {version:?} is not a valid name \
+         (1..={MAX_VERSION_LEN} characters of A-Z a-z 0-9 . _ -)"
+    )]
+    InvalidVersion { index: usize, version: String },
+    #[error("version {version:?} is listed twice")]
+    DuplicateVersion { version: String },
+    #[error("version {version:?}: weight {weight} is above {TOTAL_WEIGHT} basis points")]
+    WeightTooLarge { version: String, weight: u32 },
+    #[error("the weights add up to {sum} basis points; they must add up to {TOTAL_WEIGHT}")]
+    WeightSum { sum: u64 },
+    #[error("version {version:?} lists no upstream instance")]
+    NoUpstreams { version: String },
+    #[error("version {version:?} lists {count} upstreams; at most {MAX_UPSTREAMS} are allowed")]
+    TooManyUpstreams { version: String, count: usize },
+    #[error("version {version:?} lists upstream {upstream} twice")]
+    DuplicateUpstream { version: String, upstream: SocketAddr },
+    #[error("sticky cookie name {name:?} is not a valid cookie name")]
+    InvalidCookieName { name: String },
+    #[error("{what} {name:?} is not a valid HTTP header name")]
+    InvalidHeaderName { what: &'static str, name: String },
+    #[error("{what} {name:?} is a hop-by-hop header, which a proxy does not forward")]
+    HopByHopHeader { what: &'static str, name: String },
+}
+
+// === impl RouteConfig ===
+
+impl RouteConfig {
+    /// A config sending all traffic to one version on the given instances.
+    pub fn single(version: impl Into<String>, upstreams: Vec<SocketAddr>) -> Self {
+        Self {
+            backends: vec![Backend {
+                version: version.into(),
+                weight: TOTAL_WEIGHT,
+                upstreams,
+            }],
+            sticky: None,
+            pin_header: default_pin_header(),
+        }
+    }
+
+    /// Checks every rule the router relies on; the first broken one is returned.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.backends.is_empty() {
+            return Err(ConfigError::NoBackends);
+        }
+        if self.backends.len() > MAX_BACKENDS {
+            return Err(ConfigError::TooManyBackends {
+                count: self.backends.len(),
+            });
+        }
+        let mut versions = HashSet::new();
+        let mut sum = 0u64;
+        for (index, backend) in self.backends.iter().enumerate() {
+            if !is_version_name(&backend.version) {
+                return Err(ConfigError::InvalidVersion {
+                    index,
+                    version: backend.version.clone(),
+                });
+            }
+            if !versions.insert(backend.version.as_str()) {
+                return Err(ConfigError::DuplicateVersion {
+                    version: backend.version.clone(),
+                });
+            }
+            if backend.weight > TOTAL_WEIGHT {
+                return Err(ConfigError::WeightTooLarge {
+                    version: backend.version.clone(),
+                    weight: backend.weight,
+                });
+            }
+            sum += u64::from(backend.weight);
+            if backend.upstreams.is_empty() {
+                return Err(ConfigError::NoUpstreams {
+                    version: backend.version.clone(),
+                });
+            }
+            if backend.upstreams.len() > MAX_UPSTREAMS {
+                return Err(ConfigError::TooManyUpstreams {
+                    version: backend.version.clone(),
+                    count: backend.upstreams.len(),
+                });
+            }
+            let mut seen = HashSet::new();
+            for upstream in &backend.upstreams {
+                if !seen.insert(upstream) {
+                    return Err(ConfigError::DuplicateUpstream {
+                        version: backend.version.clone(),
+                        upstream: *upstream,
+                    });
+                }
+            }
+        }
+        if sum != u64::from(TOTAL_WEIGHT) {
+            return Err(ConfigError::WeightSum { sum });
+        }
+        check_header_name("pin header", &self.pin_header)?;
+        match &self.sticky {
+            None => {}
+            Some(Sticky::Cookie { name }) if !is_cookie_name(name) => {
+                return Err(ConfigError::InvalidCookieName { name: name.clone() });
+            }
+            Some(Sticky::Cookie { .. }) => {}
+            Some(Sticky::Header { name }) => check_header_name("sticky header", name)?,
+        }
+        Ok(())
+    }
+
+    /// Reads a config written by `save` and validates it.
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: Self = serde_json::from_slice(&bytes).map_err(|source| Error::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Writes the config as JSON, atomically: a temporary file beside `path` is written, synced
+    /// and renamed over it, so a crash leaves either the old or the new config, never a mix.
+    pub fn save(&self, path: &Path) -> Result<(), Error> {
+        self.validate()?;
+        let io = |source| Error::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let mut json = serde_json::to_vec_pretty(self).expect("a RouteConfig always serializes");
+        json.push(b'\n');
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let file_name = path.file_name().ok_or_else(|| {
+            io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the path names no file",
+            ))
+        })?;
+        let mut tmp_name = file_name.to_owned();
+        tmp_name.push(format!(".tmp-{}-{}", std::process::id(), fastrand::u64(..)));
+        let tmp = dir.join(tmp_name);
+        let written = (|| {
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(&json)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, path)
+        })();
+        if let Err(error) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io(error));
+        }
+        // Make the rename itself durable; a directory that cannot be opened (some platforms) is
+        // not an error: the rename already happened.
+        if let Ok(dir) = std::fs::File::open(&dir) {
+            dir.sync_all().map_err(io)?;
+        }
+        Ok(())
+    }
+
+    /// The backend serving `version`, if the config lists it.
+    pub fn backend(&self, version: &str) -> Option<&Backend> {
+        self.backends.iter().find(|backend| backend.version == version)
+    }
+}
+
+/// Version names travel in cookies and header values: keep them to a safe token alphabet.
+pub(crate) fn is_version_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_VERSION_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// RFC 6265 cookie-name: an RFC 7230 token.
+fn is_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 256
+        && name.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.'
+                )
+                || matches!(b, b'^' | b'_' | b'`' | b'|' | b'~')
+        })
+}
+
+fn check_header_name(what: &'static str, name: &str) -> Result<(), ConfigError> {
+    // `HeaderName::from_bytes` lowercases; a config must already be lowercase so that what is
+    // saved is what is matched.
+    let parsed = HeaderName::from_bytes(name.as_bytes())
+        .ok()
+        .filter(|parsed| parsed.as_str() == name)
+        .ok_or_else(|| ConfigError::InvalidHeaderName {
+            what,
+            name: name.to_owned(),
+        })?;
+    if crate::proxy::is_hop_by_hop(&parsed) {
+        return Err(ConfigError::HopByHopHeader {
+            what,
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn backend(version: &str, weight: u32, ports: &[u16]) -> Backend {
+        Backend {
+            version: version.into(),
+            weight,
+            upstreams: ports.iter().map(|&p| addr(p)).collect(),
+        }
+    }
+
+    fn config(backends: Vec<Backend>) -> RouteConfig {
+        RouteConfig {
+            backends,
+            sticky: None,
+            pin_header: DEFAULT_PIN_HEADER.into(),
+        }
+    }
+
+    #[test]
+    fn validation_table() {
+        let ok = || config(vec![backend("r1", 9000, &[1]), backend("r2", 1000, &[2, 3])]);
+        let with = |f: &dyn Fn(&mut RouteConfig)| {
+            let mut c = ok();
+            f(&mut c);
+            c
+        };
+        let cases: Vec<(&str, RouteConfig, Result<(), ConfigError>)> = vec![
+            ("valid", ok(), Ok(())),
+            ("single", RouteConfig::single("r1", vec![addr(1)]), Ok(())),
+            (
+                "zero weight allowed",
+                config(vec![backend("a", 0, &[1]), backend("b", 10_000, &[2])]),
+                Ok(()),
+            ),
+            ("no backends", config(vec![]), Err(ConfigError::NoBackends)),
+            (
+                "too many backends",
+                config((0..65).map(|i| backend(&format!("v{i}"), 0, &[1])).collect()),
+                Err(ConfigError::TooManyBackends { count: 65 }),
+            ),
+            (
+                "empty version",
+                config(vec![backend("", 10_000, &[1])]),
+                Err(ConfigError::InvalidVersion {
+                    index: 0,
+                    version: String::new(),
+                }),
+            ),
+            (
+                "version with a semicolon",
+                with(&|c| c.backends[1].version = "r2;x=1".into()),
+                Err(ConfigError::InvalidVersion {
+                    index: 1,
+                    version: "r2;x=1".into(),
+                }),
+            ),
+            (
+                "version too long",
+                config(vec![backend(&"a".repeat(129), 10_000, &[1])]),
+                Err(ConfigError::InvalidVersion {
+                    index: 0,
+                    version: "a".repeat(129),
+                }),
+            ),
+            (
+                "duplicate version",
+                with(&|c| c.backends[1].version = "r1".into()),
+                Err(ConfigError::DuplicateVersion { version: "r1".into() }),
+            ),
+            (
+                "weight above total",
+                config(vec![backend("a", 10_001, &[1])]),
+                Err(ConfigError::WeightTooLarge {
+                    version: "a".into(),
+                    weight: 10_001,
+                }),
+            ),
+            (
+                "weights short of total",
+                with(&|c| c.backends[1].weight = 999),
+                Err(ConfigError::WeightSum { sum: 9_999 }),
+            ),
+            (
+                "weights over total",
+                config(vec![backend("a", 10_000, &[1]), backend("b", 10_000, &[1])]),
+                Err(ConfigError::WeightSum { sum: 20_000 }),
+            ),
+            (
+                "no upstreams",
+                with(&|c| c.backends[0].upstreams.clear()),
+                Err(ConfigError::NoUpstreams { version: "r1".into() }),
+            ),
+            (
+                "duplicate upstream",
+                with(&|c| c.backends[1].upstreams[1] = addr(2)),
+                Err(ConfigError::DuplicateUpstream {
+                    version: "r2".into(),
+                    upstream: addr(2),
+                }),
+            ),
+            (
+                "uppercase pin header",
+                with(&|c| c.pin_header = "X-Pin".into()),
+                Err(ConfigError::InvalidHeaderName {
+                    what: "pin header",
+                    name: "X-Pin".into(),
+                }),
+            ),
+            (
+                "pin header with a space",
+                with(&|c| c.pin_header = "x pin".into()),
+                Err(ConfigError::InvalidHeaderName {
+                    what: "pin header",
+                    name: "x pin".into(),
+                }),
+            ),
+            (
+                "hop-by-hop pin header",
+                with(&|c| c.pin_header = "connection".into()),
+                Err(ConfigError::HopByHopHeader {
+                    what: "pin header",
+                    name: "connection".into(),
+                }),
+            ),
+            (
+                "sticky cookie",
+                with(&|c| c.sticky = Some(Sticky::Cookie { name: "cv".into() })),
+                Ok(()),
+            ),
+            (
+                "bad cookie name",
+                with(&|c| c.sticky = Some(Sticky::Cookie { name: "a=b".into() })),
+                Err(ConfigError::InvalidCookieName { name: "a=b".into() }),
+            ),
+            (
+                "sticky header",
+                with(&|c| {
+                    c.sticky = Some(Sticky::Header {
+                        name: "x-user-id".into(),
+                    })
+                }),
+                Ok(()),
+            ),
+            (
+                "bad sticky header",
+                with(&|c| c.sticky = Some(Sticky::Header { name: String::new() })),
+                Err(ConfigError::InvalidHeaderName {
+                    what: "sticky header",
+                    name: String::new(),
+                }),
+            ),
+        ];
+        for (name, config, expected) in cases {
+            assert_eq!(config.validate(), expected, "case {name:?}");
+        }
+    }
+
+    #[test]
+    fn json_form_and_defaults() {
+        let json = r#"{"backends":[{"version":"r12","weight":10000,"upstreams":["127.0.0.1:8001"]}],
+                       "sticky":{"cookie":{}}}"#;
+        let config: RouteConfig = serde_json::from_str(json).expect("valid json");
+        assert_eq!(config.pin_header, DEFAULT_PIN_HEADER);
+        assert_eq!(
+            config.sticky,
+            Some(Sticky::Cookie {
+                name: DEFAULT_COOKIE.into()
+            })
+        );
+        config.validate().expect("valid config");
+        let header: RouteConfig = serde_json::from_str(
+            r#"{"backends":[],"sticky":{"header":{"name":"x-user-id"}},"pin_header":"x-pin"}"#,
+        )
+        .expect("valid json");
+        assert_eq!(
+            header.sticky,
+            Some(Sticky::Header {
+                name: "x-user-id".into()
+            })
+        );
+        assert!(serde_json::from_str::<RouteConfig>(r#"{"backends":[],"extra":1}"#).is_err());
+    }
+
+    #[test]
+    fn save_then_load_round_trips_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("routes.json");
+        let mut config = config(vec![backend("blue", 2500, &[1, 2]), backend("green", 7500, &[3])]);
+        config.sticky = Some(Sticky::Header {
+            name: "x-user-id".into(),
+        });
+        config.save(&path).expect("save");
+        assert_eq!(RouteConfig::load(&path).expect("load"), config);
+        config.backends[0].weight = 0;
+        config.backends[1].weight = 10_000;
+        config.save(&path).expect("save over");
+        assert_eq!(RouteConfig::load(&path).expect("load"), config);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("routes.json")]);
+    }
+
+    #[test]
+    fn load_reports_missing_garbled_and_invalid_files() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("routes.json");
+        assert!(matches!(RouteConfig::load(&path), Err(Error::Io { .. })));
+        std::fs::write(&path, "{").expect("write");
+        assert!(matches!(RouteConfig::load(&path), Err(Error::Parse { .. })));
+        std::fs::write(&path, r#"{"backends":[]}"#).expect("write");
+        assert!(matches!(
+            RouteConfig::load(&path),
+            Err(Error::Invalid(ConfigError::NoBackends))
+        ));
+        assert!(matches!(
+            config(vec![]).save(&path),
+            Err(Error::Invalid(ConfigError::NoBackends))
+        ));
+    }
+}

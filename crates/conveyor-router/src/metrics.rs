@@ -1,0 +1,253 @@
+//! Per-version counters and latency histograms. The request path only does relaxed atomic adds on
+//! a version's own `VersionStats`; the registry of versions is locked only when the config
+//! changes or when a snapshot / Prometheus text is taken.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::registry::Registry;
+
+/// Upper bounds of the latency buckets, in seconds (an implicit `+Inf` bucket follows).
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    f64::INFINITY,
+];
+
+const BUCKET_NANOS: [u64; 13] = [
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// One version's counters, shared by every config that lists the version.
+#[derive(Debug, Default)]
+pub(crate) struct VersionStats {
+    errors_5xx: AtomicU64,
+    sum_nanos: AtomicU64,
+    /// Non-cumulative counts per bucket; the last is `+Inf`. Their total is the request count.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+}
+
+impl VersionStats {
+    /// Records one finished request: its status and the time to the response head.
+    pub(crate) fn record(&self, status: u16, elapsed: Duration) {
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = BUCKET_NANOS
+            .iter()
+            .position(|&bound| nanos <= bound)
+            .unwrap_or(BUCKET_NANOS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        if status >= 500 {
+            self.errors_5xx.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn snapshot(&self, version: &str) -> VersionMetrics {
+        let mut cumulative = 0;
+        let buckets = LATENCY_BUCKETS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(&bound, count)| {
+                cumulative += count.load(Ordering::Relaxed);
+                (bound, cumulative)
+            })
+            .collect();
+        VersionMetrics {
+            version: version.to_owned(),
+            requests: cumulative,
+            errors_5xx: self.errors_5xx.load(Ordering::Relaxed),
+            latency: LatencyHistogram {
+                buckets,
+                sum_seconds: self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+                count: cumulative,
+            },
+        }
+    }
+}
+
+/// What the router has counted for one version since it started.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionMetrics {
+    pub version: String,
+    /// Requests answered (by the upstream or by the router on the version's behalf).
+    pub requests: u64,
+    /// Of those, answers with status 500..=599, including the router's own 502s.
+    pub errors_5xx: u64,
+    /// Time from receiving the request to sending the response head.
+    pub latency: LatencyHistogram,
+}
+
+/// A Prometheus-style histogram: cumulative counts per upper bound (seconds; the last is `+Inf`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyHistogram {
+    pub buckets: Vec<(f64, u64)>,
+    pub sum_seconds: f64,
+    pub count: u64,
+}
+
+/// Every version the router has served, in the order first seen. Versions stay after they leave
+/// the config so that counters never go backwards.
+#[derive(Debug, Default)]
+pub(crate) struct MetricsRegistry {
+    versions: Mutex<Vec<(String, Arc<VersionStats>)>>,
+}
+
+impl MetricsRegistry {
+    /// The stats of `version`, created on first use. Called when a config is installed.
+    pub(crate) fn stats(&self, version: &str) -> Arc<VersionStats> {
+        let mut versions = self
+            .versions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((_, stats)) = versions.iter().find(|(name, _)| name == version) {
+            return stats.clone();
+        }
+        let stats = Arc::new(VersionStats::default());
+        versions.push((version.to_owned(), stats.clone()));
+        stats
+    }
+
+    pub(crate) fn snapshot(&self) -> Vec<VersionMetrics> {
+        let versions = self
+            .versions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        versions
+            .iter()
+            .map(|(version, stats)| stats.snapshot(version))
+            .collect()
+    }
+}
+
+/// Adapts a snapshot to prometheus-client's `Collector`, so the exposition format is the crate's.
+#[derive(Debug)]
+struct SnapshotCollector(Vec<VersionMetrics>);
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        {
+            let mut family = encoder.encode_descriptor(
+                "conveyor_router_requests",
+                "Requests answered, per version.",
+                None,
+                MetricType::Counter,
+            )?;
+            for m in &self.0 {
+                let labels = [("version", m.version.as_str())];
+                ConstCounter::new(m.requests).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "conveyor_router_responses_5xx",
+                "Responses with a 5xx status (including the router's own 502s), per version.",
+                None,
+                MetricType::Counter,
+            )?;
+            for m in &self.0 {
+                let labels = [("version", m.version.as_str())];
+                ConstCounter::new(m.errors_5xx).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "conveyor_router_request_duration_seconds",
+            "Time from receiving a request to sending the response head, per version.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for m in &self.0 {
+            let labels = [("version", m.version.as_str())];
+            family
+                .encode_family(&labels)?
+                .encode_histogram::<[(&str, &str); 1]>(
+                    m.latency.sum_seconds,
+                    m.latency.count,
+                    &m.latency.buckets,
+                    None,
+                )?;
+        }
+        Ok(())
+    }
+}
+
+/// The Prometheus (OpenMetrics) text exposition of the given snapshot.
+pub(crate) fn encode_text(snapshot: Vec<VersionMetrics>) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(SnapshotCollector(snapshot)));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("writing to a String cannot fail");
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_buckets_sum_and_errors() {
+        let registry = MetricsRegistry::default();
+        let blue = registry.stats("blue");
+        blue.record(200, Duration::from_micros(500));
+        blue.record(200, Duration::from_millis(1));
+        blue.record(503, Duration::from_millis(30));
+        blue.record(502, Duration::from_secs(60));
+        assert!(Arc::ptr_eq(&blue, &registry.stats("blue")));
+        registry.stats("green");
+        let snapshot = registry.snapshot();
+        assert_eq!(snapshot.len(), 2);
+        let b = &snapshot[0];
+        assert_eq!((b.version.as_str(), b.requests, b.errors_5xx), ("blue", 4, 2));
+        assert_eq!(b.latency.count, 4);
+        assert!((b.latency.sum_seconds - 60.0315).abs() < 1e-9);
+        let cumulative: Vec<u64> = b.latency.buckets.iter().map(|&(_, c)| c).collect();
+        assert_eq!(cumulative, [2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3, 4]);
+        assert_eq!(snapshot[1].requests, 0);
+    }
+
+    #[test]
+    fn prometheus_text_names_and_labels() {
+        let registry = MetricsRegistry::default();
+        registry.stats("r12").record(200, Duration::from_millis(2));
+        registry.stats("r13").record(500, Duration::from_millis(2));
+        let text = encode_text(registry.snapshot());
+        for line in [
+            "# TYPE conveyor_router_requests counter",
+            "conveyor_router_requests_total{version=\"r12\"} 1",
+            "conveyor_router_responses_5xx_total{version=\"r12\"} 0",
+            "conveyor_router_responses_5xx_total{version=\"r13\"} 1",
+            "# TYPE conveyor_router_request_duration_seconds histogram",
+            "conveyor_router_request_duration_seconds_bucket{le=\"0.0025\",version=\"r12\"} 1",
+            "conveyor_router_request_duration_seconds_count{version=\"r13\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+    }
+}

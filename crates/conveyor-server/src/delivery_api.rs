@@ -1,0 +1,202 @@
+//! The delivery endpoints: promote, approve, pause, resume, abort, rollback, status, history,
+//! tokens. Identities come from the caller's token name.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::{ADMIN, Identity};
+use crate::{ApiError, AppState};
+
+type ApiResult<T> = Result<T, ApiError>;
+type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Promote {
+    environment: String,
+}
+
+pub async fn promote(
+    State(state): State<AppState>,
+    Extension(Identity(by)): Extension<Identity>,
+    Path(release): Path<i64>,
+    body: JsonBody<Promote>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let Json(body) = body?;
+    let id = state.delivery.promote(&body.environment, release, &by).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "deployment_id": id }))))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Rollback {
+    to: Option<i64>,
+}
+
+pub async fn rollback(
+    State(state): State<AppState>,
+    Extension(Identity(by)): Extension<Identity>,
+    Path((project, environment)): Path<(String, String)>,
+    body: Option<Json<Rollback>>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let to = body.and_then(|Json(b)| b.to);
+    let id = state.delivery.rollback(&project, &environment, to, &by).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "deployment_id": id }))))
+}
+
+pub async fn environment(
+    State(state): State<AppState>,
+    Path((project, environment)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let mut body = json!(state.delivery.status(&project, &environment));
+    let latest = state
+        .engine
+        .store()
+        .deployments(Some(&project), Some(&environment), 1)
+        .await?;
+    body["deployment"] = json!(latest.first());
+    Ok(Json(body))
+}
+
+#[derive(Deserialize)]
+pub struct Limit {
+    limit: Option<i64>,
+}
+
+pub async fn history(
+    State(state): State<AppState>,
+    Path((project, environment)): Path<(String, String)>,
+    Query(q): Query<Limit>,
+) -> ApiResult<Json<Value>> {
+    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    let deployments = state
+        .engine
+        .store()
+        .deployments(Some(&project), Some(&environment), limit)
+        .await?;
+    Ok(Json(json!({ "deployments": deployments })))
+}
+
+pub async fn metrics(
+    State(state): State<AppState>,
+    Path((project, environment)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let text = state
+        .delivery
+        .metrics_text(&project, &environment)
+        .ok_or_else(|| ApiError::NotFound(format!("{project}/{environment} has no router yet")))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+pub async fn deployment(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Value>> {
+    let d = state
+        .engine
+        .store()
+        .deployment(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("deployment {id} does not exist")))?;
+    Ok(Json(json!(d)))
+}
+
+pub async fn approve(
+    State(state): State<AppState>,
+    Extension(Identity(by)): Extension<Identity>,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Value>> {
+    state.delivery.approve(id, &by).await?;
+    Ok(Json(json!({ "deployment_id": id, "approved_by": by })))
+}
+
+pub async fn pause(
+    State(state): State<AppState>,
+    Extension(Identity(by)): Extension<Identity>,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Value>> {
+    state.delivery.pause(id, &by).await?;
+    Ok(Json(json!({ "deployment_id": id, "pausing": true })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Resume {
+    #[serde(default)]
+    full: bool,
+}
+
+pub async fn resume(
+    State(state): State<AppState>,
+    Extension(Identity(by)): Extension<Identity>,
+    Path(id): Path<i64>,
+    body: Option<Json<Resume>>,
+) -> ApiResult<Json<Value>> {
+    let full = body.is_some_and(|Json(b)| b.full);
+    state.delivery.resume(id, &by, full).await?;
+    Ok(Json(
+        json!({ "deployment_id": id, "resuming": true, "full": full }),
+    ))
+}
+
+pub async fn abort(
+    State(state): State<AppState>,
+    Extension(Identity(by)): Extension<Identity>,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Value>> {
+    state.delivery.abort(id, &by).await?;
+    Ok(Json(json!({ "deployment_id": id, "aborting": true })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    name: String,
+}
+
+/// A new named token (the name is the identity approvals and the audit trail show). Admin only.
+pub async fn create_token(
+    State(state): State<AppState>,
+    Extension(Identity(by)): Extension<Identity>,
+    body: JsonBody<NewToken>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let Json(body) = body?;
+    if by != ADMIN {
+        return Err(ApiError::Forbidden(
+            "only the admin token can create tokens".into(),
+        ));
+    }
+    let valid = !body.name.is_empty()
+        && body.name.len() <= 64
+        && body
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
+    if !valid || body.name == ADMIN || body.name == "auto" {
+        return Err(ApiError::InvalidRequest(format!(
+            "token name '{}' must be 1-64 letters, digits, '-', '_', '.', '@', and not 'admin' or 'auto'",
+            body.name
+        )));
+    }
+    let token = crate::auth::new_token().map_err(|e| ApiError::Internal(e.to_string()))?;
+    state
+        .engine
+        .store()
+        .append(conveyor_store::Event::TokenCreated {
+            name: body.name.clone(),
+            hash: crate::auth::token_hash(&token),
+        })
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "name": body.name, "token": token })),
+    ))
+}

@@ -1,0 +1,496 @@
+//! Delivery through real processes and real HTTP through the router: blue/green under load,
+//! canary weights, four-eyes approval, freeze windows, abort, rollback, failing health checks,
+//! and kill -9 of the server mid-rollout.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+/// A tiny service: answers `/` with its version (from the VERSION artifact), `/healthz` with 200
+/// unless BROKEN is in its VERSION.
+const APP: &str = r#"
+import http.server, os, pathlib
+VERSION = pathlib.Path("dist/VERSION").read_text().strip()
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        broken = "BROKEN" in VERSION
+        code = 500 if (broken and self.path == "/healthz") else 200
+        body = VERSION.encode()
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+/// A check: the service at `$URL` answers its health endpoint.
+const CHECK: &str = r#"
+import os, urllib.request
+body = urllib.request.urlopen(os.environ["URL"] + "/healthz").read().decode()
+print("checked", os.environ["URL"], body)
+"#;
+
+fn pipeline(environments: &str) -> String {
+    format!(
+        r#"name: shop
+jobs:
+  build:
+    steps:
+      - run: mkdir -p dist && cp app.py check.py VERSION dist/
+    artifacts: [dist/*]
+release:
+  run: exec python3 dist/app.py
+  health: {{ path: /healthz, interval: 100ms, start_timeout: 10s }}
+  instances: 2
+  stop_grace: 2s
+environments:
+{environments}"#
+    )
+}
+
+struct Shop {
+    server: Server,
+    repo: std::path::PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Shop {
+    async fn new(environments: &str) -> Shop {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = repo(
+            &tmp.path().join("repo"),
+            &[
+                ("conveyor.yml", &pipeline(environments)),
+                ("app.py", APP),
+                ("check.py", CHECK),
+                ("VERSION", "v1"),
+            ],
+        );
+        let server = Server::start(&tmp.path().join("data"));
+        server.add_project("shop", &repo).await;
+        Shop {
+            server,
+            repo,
+            _tmp: tmp,
+        }
+    }
+
+    /// Commits `version` and builds it into a release; returns the release id.
+    async fn release(&self, version: &str) -> i64 {
+        if std::fs::read_to_string(self.repo.join("VERSION")).unwrap() != version {
+            commit(&self.repo, &[("VERSION", version)], version);
+        }
+        let run = self.server.finished_run(self.server.trigger("shop").await).await;
+        assert_eq!(run["status"], "success", "{run:#}");
+        run["release_id"].as_i64().unwrap()
+    }
+
+    async fn promote(&self, release: i64, environment: &str) -> i64 {
+        let body = self
+            .server
+            .post(
+                &format!("/api/v1/releases/{release}/promote"),
+                json!({ "environment": environment }),
+            )
+            .await;
+        body["deployment_id"].as_i64().unwrap()
+    }
+
+    async fn deployment(&self, id: i64) -> Value {
+        self.server.get(&format!("/api/v1/deployments/{id}")).await
+    }
+
+    async fn until_deployment(&self, id: i64, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
+        let found = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                last = self.deployment(id).await;
+                if check(&last) {
+                    return last.clone();
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        found.unwrap_or_else(|_| panic!("deployment {id}: {what} did not happen: {last:#}"))
+    }
+
+    async fn finished(&self, id: i64) -> Value {
+        self.until_deployment(id, "end", |d| !d["finished_at"].is_null())
+            .await
+    }
+
+    async fn url(&self, environment: &str) -> String {
+        let status = self
+            .server
+            .get(&format!("/api/v1/projects/shop/environments/{environment}"))
+            .await;
+        status["url"]
+            .as_str()
+            .expect("the environment has a router")
+            .to_string()
+    }
+}
+
+/// GETs `/` through the router `n` times, each as a new user (no cookie); counts answers by body.
+async fn sample(url: &str, n: usize) -> BTreeMap<String, usize> {
+    let http = reqwest::Client::new();
+    let mut seen = BTreeMap::new();
+    for _ in 0..n {
+        let body = http.get(url).send().await.unwrap().text().await.unwrap();
+        *seen.entry(body).or_insert(0) += 1;
+    }
+    seen
+}
+
+/// Requests in a loop until stopped: how many were made, how many failed, and every body seen.
+struct Load {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<(usize, Vec<String>, Vec<String>)>,
+}
+
+impl Load {
+    fn start(url: String) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let (mut count, mut errors, mut bodies) = (0, Vec::new(), Vec::new());
+            while !flag.load(Ordering::Relaxed) {
+                count += 1;
+                match http.get(&url).send().await {
+                    Ok(r) if r.status().is_success() => bodies.push(r.text().await.unwrap_or_default()),
+                    Ok(r) => errors.push(format!("status {}", r.status())),
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+            (count, errors, bodies)
+        });
+        Load { stop, task }
+    }
+
+    async fn stop(self) -> (usize, Vec<String>, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn blue_green_flips_under_load_without_a_failed_request() {
+    let shop = Shop::new("  staging:\n    strategy: blue-green\n    checks: [python3 dist/check.py]\n").await;
+    let first = shop.release("v1").await;
+    let d1 = shop.finished(shop.promote(first, "staging").await).await;
+    assert_eq!(d1["status"], "succeeded", "{d1:#}");
+    let url = shop.url("staging").await;
+    assert_eq!(sample(&url, 5).await, BTreeMap::from([("v1".to_string(), 5)]));
+
+    let load = Load::start(url.clone());
+    let second = shop.release("v2").await;
+    let d2 = shop.finished(shop.promote(second, "staging").await).await;
+    assert_eq!(d2["status"], "succeeded", "{d2:#}");
+    // Keep the load on a little after the flip.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (count, errors, bodies) = load.stop().await;
+    assert!(
+        errors.is_empty(),
+        "{} of {count} requests failed: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
+    let first_v2 = bodies
+        .iter()
+        .position(|b| b == "v2")
+        .expect("v2 served after the flip");
+    assert!(
+        bodies[..first_v2].iter().all(|b| b == "v1") && bodies[first_v2..].iter().all(|b| b == "v2"),
+        "one flip"
+    );
+
+    let status = shop
+        .server
+        .get("/api/v1/projects/shop/environments/staging")
+        .await;
+    let roles: Vec<(String, String, u64)> = status["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_str().unwrap().into(),
+                v["role"].as_str().unwrap().into(),
+                v["traffic"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        roles,
+        vec![
+            ("r2".into(), "stable".into(), 100),
+            ("r1".into(), "warm".into(), 0)
+        ],
+        "the previous version stays warm"
+    );
+
+    // Rollback to the warm version is one route change.
+    let back = shop
+        .server
+        .post("/api/v1/projects/shop/environments/staging/rollback", json!({}))
+        .await["deployment_id"]
+        .as_i64()
+        .unwrap();
+    let rolled = shop.finished(back).await;
+    assert_eq!(
+        (rolled["status"].as_str(), rolled["rollback_of"].as_i64()),
+        (Some("succeeded"), d2["id"].as_i64())
+    );
+    assert_eq!(
+        rolled["phase"], "send all traffic to the warm version",
+        "{rolled:#}"
+    );
+    assert_eq!(sample(&url, 5).await, BTreeMap::from([("v1".to_string(), 5)]));
+}
+
+#[tokio::test]
+async fn canary_weights_hold_and_abort_returns_traffic_to_stable() {
+    let shop =
+        Shop::new("  prod:\n    strategy: { canary: { steps: [{ weight: 30, pause: manual }] } }\n").await;
+    let first = shop.release("v1").await;
+    assert_eq!(
+        shop.finished(shop.promote(first, "prod").await).await["status"],
+        "succeeded"
+    );
+    let second = shop.release("v2").await;
+    let id = shop.promote(second, "prod").await;
+    shop.until_deployment(id, "the 30% pause", |d| {
+        d["status"] == "paused" && d["traffic"] == 30
+    })
+    .await;
+    let url = shop.url("prod").await;
+
+    let n = 1000;
+    let seen = sample(&url, n).await;
+    let canary = *seen.get("v2").unwrap_or(&0) as f64;
+    // Binomial(1000, 0.3): 5 standard deviations is ±72 requests.
+    let (mean, sd) = (n as f64 * 0.3, (n as f64 * 0.3 * 0.7).sqrt());
+    assert!(
+        (canary - mean).abs() < 5.0 * sd,
+        "canary got {canary} of {n}: {seen:?}"
+    );
+    assert_eq!(seen.values().sum::<usize>(), n);
+
+    // A user keeps seeing one version (cookie stickiness).
+    let http = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let first_answer = http.get(&url).send().await.unwrap().text().await.unwrap();
+    for _ in 0..20 {
+        assert_eq!(
+            http.get(&url).send().await.unwrap().text().await.unwrap(),
+            first_answer
+        );
+    }
+
+    shop.server
+        .post(&format!("/api/v1/deployments/{id}/abort"), json!({}))
+        .await;
+    let aborted = shop.finished(id).await;
+    assert_eq!(
+        (aborted["status"].as_str(), aborted["reason"].as_str()),
+        (Some("aborted"), Some("aborted by admin"))
+    );
+    assert_eq!(sample(&url, 20).await, BTreeMap::from([("v1".to_string(), 20)]));
+}
+
+#[tokio::test]
+async fn production_needs_an_approval_from_someone_else_and_respects_freezes() {
+    let shop = Shop::new(
+        "  staging:\n  prod:\n    after: staging\n    production: true\n  frozen:\n    freeze: [{ start: '* * * * *', end: '59 23 31 12 *', reason: audit }]\n",
+    )
+    .await;
+    let release = shop.release("v1").await;
+    // Production comes after staging.
+    let (status, body) = shop
+        .server
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/v1/releases/{release}/promote"),
+            Some(json!({ "environment": "prod" })),
+            true,
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("has not been deployed to staging yet")
+    );
+    assert_eq!(
+        shop.finished(shop.promote(release, "staging").await).await["status"],
+        "succeeded"
+    );
+
+    let id = shop.promote(release, "prod").await;
+    let gated = shop
+        .until_deployment(id, "the approval gate", |d| {
+            d["gates"] == json!(["waiting for approval (0 of 1)"])
+        })
+        .await;
+    assert_eq!(gated["status"], "pending");
+    // The author (admin promoted it) cannot approve.
+    let (status, body) = shop
+        .server
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/v1/deployments/{id}/approve"),
+            None,
+            true,
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
+    assert!(body["message"].as_str().unwrap().contains("four-eyes"));
+    // Another identity can.
+    let bob = shop.server.post("/api/v1/tokens", json!({ "name": "bob" })).await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let approved = reqwest::Client::new()
+        .post(format!("{}/api/v1/deployments/{id}/approve", shop.server.base))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(approved.status(), 200);
+    let done = shop.finished(id).await;
+    assert_eq!(
+        (done["status"].as_str(), done["approvals"].clone()),
+        (Some("succeeded"), json!(["bob"]))
+    );
+
+    // A freeze window holds a deployment back until it closes (or it is aborted).
+    let frozen = shop.promote(release, "frozen").await;
+    let held = shop
+        .until_deployment(frozen, "the freeze gate", |d| {
+            !d["gates"].as_array().unwrap().is_empty()
+        })
+        .await;
+    let gate = held["gates"][0].as_str().unwrap();
+    assert!(
+        gate.starts_with("frozen until ") && gate.ends_with("-12-31T23:59:00Z (audit)"),
+        "{gate}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(shop.deployment(frozen).await["status"], "pending", "still held");
+    shop.server
+        .post(&format!("/api/v1/deployments/{frozen}/abort"), json!({}))
+        .await;
+    assert_eq!(shop.finished(frozen).await["status"], "aborted");
+}
+
+#[tokio::test]
+async fn a_failing_health_check_stops_the_rollout_before_it_takes_traffic() {
+    let shop = Shop::new("  prod:\n    strategy: blue-green\n").await;
+    let good = shop.release("v1").await;
+    assert_eq!(
+        shop.finished(shop.promote(good, "prod").await).await["status"],
+        "succeeded"
+    );
+    let url = shop.url("prod").await;
+    let broken = shop.release("v2-BROKEN").await;
+    let failed = shop.finished(shop.promote(broken, "prod").await).await;
+    assert_eq!(failed["status"], "failed");
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("did not become healthy") && reason.contains("answered 500"),
+        "{reason}"
+    );
+    assert_eq!(failed["traffic"], 0, "it never took traffic");
+    assert_eq!(sample(&url, 10).await, BTreeMap::from([("v1".to_string(), 10)]));
+}
+
+#[tokio::test]
+async fn a_server_killed_mid_rollout_comes_back_serving_the_stable_version() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = repo(
+        &tmp.path().join("repo"),
+        &[
+            (
+                "conveyor.yml",
+                &pipeline("  prod:\n    strategy: { canary: { steps: [{ weight: 50, pause: manual }] } }\n"),
+            ),
+            ("app.py", APP),
+            ("check.py", CHECK),
+            ("VERSION", "v1"),
+        ],
+    );
+    let data = tmp.path().join("data");
+    let server = Server::start(&data);
+    server.add_project("shop", &repo).await;
+    let shop = Shop {
+        server,
+        repo,
+        _tmp: tmp,
+    };
+    let first = shop.release("v1").await;
+    assert_eq!(
+        shop.finished(shop.promote(first, "prod").await).await["status"],
+        "succeeded"
+    );
+    let second = shop.release("v2").await;
+    let id = shop.promote(second, "prod").await;
+    shop.until_deployment(id, "the 50% pause", |d| d["status"] == "paused")
+        .await;
+    let url = shop.url("prod").await;
+    let canary_pids: Vec<u64> = shop.deployment(id).await["instances"]["r2"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["pid"].as_u64().unwrap())
+        .collect();
+
+    let Shop {
+        mut server,
+        repo,
+        _tmp,
+    } = shop;
+    server.kill9();
+    drop(server);
+    let server = Server::start(&data);
+    let shop = Shop { server, repo, _tmp };
+    // The router is back on its address, serving the stable version only.
+    assert_eq!(sample(&url, 20).await, BTreeMap::from([("v1".to_string(), 20)]));
+    let interrupted = shop.finished(id).await;
+    assert_eq!(interrupted["status"], "failed");
+    assert_eq!(
+        interrupted["reason"],
+        "interrupted by a restart of the server; traffic is on r1"
+    );
+    for pid in canary_pids {
+        wait_dead(pid as i32).await;
+    }
+    let status = shop.server.get("/api/v1/projects/shop/environments/prod").await;
+    assert_eq!(status["versions"][0]["version"], "r1");
+    assert_eq!(status["versions"][0]["role"], "stable");
+    // The stable instances were adopted, not restarted.
+    assert!(
+        status["versions"][0]["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["restarts"] == 0)
+    );
+}
