@@ -6,7 +6,7 @@
 #
 #   bash bench/router.sh                 # 3 interleaved rounds of 10 s per path (about 4 minutes)
 #   bash bench/router.sh --duration 2 --rounds 1    # a smoke test
-#   bash bench/router.sh --out bench/ROUTER_RESULTS.table.md
+#   bash bench/router.sh --out /tmp/router-table.md
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"

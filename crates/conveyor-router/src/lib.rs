@@ -115,7 +115,7 @@ impl Router {
     ///
     /// `serve` may run several times at once on clones of one router (they share config and
     /// metrics). The fastest shape measured is one current-thread runtime per core, each serving its
-    /// own `SO_REUSEPORT` listener (see `examples/router_bench.rs` and `bench/ROUTER_RESULTS.md`).
+    /// own `SO_REUSEPORT` listener (see `examples/router_bench.rs` and `docs/benchmarks.md`).
     pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder.http1().timer(TokioTimer::new());
