@@ -348,6 +348,62 @@ impl Delivery {
         self.live(project, environment).router().map(|r| r.metrics_text())
     }
 
+    /// DORA's four keys for deployments into `environment` (of `project`, or of every project)
+    /// that finished within `window` before now.
+    pub async fn dora(
+        &self,
+        project: Option<&str>,
+        environment: &str,
+        window: Duration,
+    ) -> Result<conveyor_analysis::dora::Report, DeliveryError> {
+        use conveyor_analysis::dora::{Deployment, Outcome};
+        let store = self.engine.store();
+        let parse = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .ok()
+                .map(|t| t.with_timezone(&chrono::Utc))
+        };
+        let mut records = Vec::new();
+        let mut commit_times: HashMap<i64, Option<chrono::DateTime<chrono::Utc>>> = HashMap::new();
+        for d in store.deployments(project, Some(environment), 100_000).await? {
+            let (Some(started), Some(finished)) =
+                (parse(&d.created_at), d.finished_at.as_deref().and_then(parse))
+            else {
+                continue;
+            };
+            let outcome = match (d.status.as_str(), d.phase_index) {
+                ("succeeded", _) => Outcome::Succeeded,
+                (_, Some(_)) => Outcome::Failed,
+                _ => Outcome::NotStarted,
+            };
+            let committed = match commit_times.get(&d.release_id) {
+                Some(known) => *known,
+                None => {
+                    let run = match store.release(d.release_id).await? {
+                        Some(release) => store.run(release.run_id).await?,
+                        None => None,
+                    };
+                    let time = run.and_then(|r| r.committed_at).as_deref().and_then(parse);
+                    commit_times.insert(d.release_id, time);
+                    time
+                }
+            };
+            records.push(Deployment {
+                id: d.id,
+                outcome,
+                started,
+                finished,
+                committed,
+                rollback_of: d.rollback_of,
+            });
+        }
+        Ok(conveyor_analysis::dora::report(
+            &records,
+            chrono::Utc::now(),
+            window,
+        ))
+    }
+
     /// Serves the last route config of every environment, re-adopts stable versions, and rolls
     /// back deployments a crash interrupted. Call before accepting requests.
     pub async fn recover(self: &Arc<Self>) -> Result<(), EngineError> {

@@ -24,6 +24,8 @@ pub struct NewRun {
     /// The `conveyor.yml` text.
     pub pipeline: String,
     pub source_digest: String,
+    /// When the commit was made (RFC 3339), if known.
+    pub committed_at: Option<String>,
 }
 
 /// How the scheduler sees a job.
@@ -48,6 +50,7 @@ impl Engine {
             event: new.event,
             pipeline: new.pipeline,
             source_digest: new.source_digest,
+            committed_at: new.committed_at,
             jobs,
         })
         .await

@@ -81,6 +81,14 @@ pub async fn resolve(repo: &Path, rev: &str) -> Result<String, EngineError> {
     )
 }
 
+/// When a commit was made (its committer date, RFC 3339).
+pub async fn commit_time(repo: &Path, commit: &str) -> Option<String> {
+    git(repo, &["show", "-s", "--format=%cI", commit])
+        .await
+        .ok()
+        .map(|t| t.trim().to_string())
+}
+
 /// A file's text at a commit.
 pub async fn file_at(repo: &Path, commit: &str, path: &str) -> Result<String, EngineError> {
     git(repo, &["show", &format!("{commit}:{path}")]).await
@@ -115,6 +123,7 @@ pub struct WorkingTree {
     pub commit: String,
     pub branch: String,
     pub source_digest: String,
+    pub committed_at: Option<String>,
 }
 
 /// Snapshots a working directory as it is on disk (uncommitted edits included, ignored files
@@ -177,9 +186,15 @@ pub async fn snapshot_working_tree(
     }
     let (source_digest, _) = cas.put_file(&tar_path).await?;
     std::fs::remove_file(&tar_path)?;
+    let committed_at = if in_git {
+        commit_time(dir, "HEAD").await
+    } else {
+        None
+    };
     Ok(WorkingTree {
         commit,
         branch,
         source_digest,
+        committed_at,
     })
 }

@@ -157,6 +157,33 @@ pub async fn abort(
 }
 
 #[derive(Deserialize)]
+pub struct DoraQuery {
+    project: Option<String>,
+    environment: Option<String>,
+    window_days: Option<u64>,
+}
+
+/// DORA's four keys for an environment (default `production`) over a window (default 90 days).
+pub async fn dora(State(state): State<AppState>, Query(q): Query<DoraQuery>) -> ApiResult<Json<Value>> {
+    let days = q.window_days.unwrap_or(90);
+    if !(1..=3650).contains(&days) {
+        return Err(ApiError::InvalidRequest(
+            "window_days must be between 1 and 3650".into(),
+        ));
+    }
+    let environment = q.environment.unwrap_or_else(|| "production".into());
+    let window = std::time::Duration::from_secs(days * 86_400);
+    let report = state
+        .delivery
+        .dora(q.project.as_deref(), &environment, window)
+        .await?;
+    let mut body = json!(report);
+    body["environment"] = json!(environment);
+    body["project"] = json!(q.project);
+    Ok(Json(body))
+}
+
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
     name: String,

@@ -68,6 +68,7 @@ async fn start_at(
         }
     }
     let source_digest = source::snapshot_commit(&mirror, commit, &engine.data().cas).await?;
+    let committed_at = source::commit_time(&mirror, commit).await;
     let run_id = engine
         .create_run(NewRun {
             project: project.name.clone(),
@@ -77,6 +78,7 @@ async fn start_at(
             event: event.to_string(),
             pipeline,
             source_digest,
+            committed_at,
         })
         .await?;
     engine.spawn_run(run_id);

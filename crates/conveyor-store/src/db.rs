@@ -14,6 +14,7 @@ use crate::projection;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_deployments.sql")),
+    (3, include_str!("../migrations/0003_commit_time.sql")),
 ];
 
 const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -386,6 +387,7 @@ mod tests {
                 event: "push".into(),
                 pipeline: "name: p".into(),
                 source_digest: "00".repeat(32),
+                committed_at: None,
                 jobs: vec!["build".into(), "deploy".into()],
             })
             .await
@@ -443,6 +445,7 @@ mod tests {
             event: "push".into(),
             pipeline: String::new(),
             source_digest: String::new(),
+            committed_at: None,
             jobs: vec![],
         };
         let batch = [

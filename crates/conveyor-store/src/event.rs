@@ -51,6 +51,9 @@ pub enum Event {
         pipeline: String,
         /// CAS digest of the source tree snapshot (a tar) every job starts from.
         source_digest: String,
+        /// When the commit was made (RFC 3339), for lead time; absent when unknown.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        committed_at: Option<String>,
         /// The pipeline's job ids, in file order.
         jobs: Vec<String>,
     },

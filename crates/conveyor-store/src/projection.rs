@@ -69,11 +69,13 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, event: &Event, at: &str) -> Result<()
             event,
             pipeline,
             source_digest,
+            committed_at,
             jobs,
         } => {
             sqlx::query(
-                "INSERT INTO runs (id, project, source_uri, commit_sha, branch, event, status, pipeline, source_digest, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                "INSERT INTO runs (id, project, source_uri, commit_sha, branch, event, status, pipeline, source_digest, created_at,
+                    committed_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             )
             .bind(run_id)
             .bind(project)
@@ -85,6 +87,7 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, event: &Event, at: &str) -> Result<()
             .bind(pipeline)
             .bind(source_digest)
             .bind(at)
+            .bind(committed_at)
             .execute(&mut **tx)
             .await?;
             for job in jobs {

@@ -28,6 +28,8 @@ pub struct RunView {
     pub status: String,
     pub created_at: String,
     pub finished_at: Option<String>,
+    /// When the commit was made, if known.
+    pub committed_at: Option<String>,
     #[serde(skip)]
     pub pipeline: String,
     #[serde(skip)]
@@ -141,7 +143,7 @@ fn deployment_from_row(row: &SqliteRow) -> Result<DeploymentView, StoreError> {
     })
 }
 
-const RUN_COLUMNS: &str = "id, project, source_uri, commit_sha, branch, event, status, created_at, finished_at, pipeline, source_digest";
+const RUN_COLUMNS: &str = "id, project, source_uri, commit_sha, branch, event, status, created_at, finished_at, pipeline, source_digest, committed_at";
 
 fn run_from_row(row: &SqliteRow) -> RunView {
     RunView {
@@ -156,6 +158,7 @@ fn run_from_row(row: &SqliteRow) -> RunView {
         finished_at: row.get(8),
         pipeline: row.get(9),
         source_digest: row.get(10),
+        committed_at: row.get(11),
         jobs: Vec::new(),
     }
 }

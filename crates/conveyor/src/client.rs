@@ -412,6 +412,49 @@ impl Client {
         Ok(ExitCode::SUCCESS)
     }
 
+    pub async fn dora(
+        &self,
+        project: Option<&str>,
+        environment: &str,
+        days: u64,
+    ) -> anyhow::Result<ExitCode> {
+        let mut path = format!("/api/v1/dora?environment={environment}&window_days={days}");
+        if let Some(p) = project {
+            path.push_str(&format!("&project={p}"));
+        }
+        let r = self.get(&path).await?;
+        println!(
+            "DORA — {environment}, last {days} days ({} deployments)",
+            r["deployments"]
+        );
+        let level = |v: &Value| v["level"].as_str().unwrap_or("-").to_string();
+        let f = &r["deployment_frequency"];
+        println!(
+            "  deployment frequency   {:.2}/day ({})  {}",
+            f["per_day"].as_f64().unwrap_or(0.0),
+            f["bucket"].as_str().unwrap_or(""),
+            level(f)
+        );
+        let measure = |v: &Value| match v["median_seconds"].as_u64() {
+            Some(s) => format!("median {} ({} samples)  {}", human(s), v["samples"], level(v)),
+            None => "no data".into(),
+        };
+        println!("  lead time for changes  {}", measure(&r["lead_time"]));
+        let c = &r["change_failure_rate"];
+        match c["ratio"].as_f64() {
+            Some(ratio) => println!(
+                "  change failure rate    {:.0}% ({} of {})  {}",
+                ratio * 100.0,
+                c["failed"],
+                c["total"],
+                level(c)
+            ),
+            None => println!("  change failure rate    no data"),
+        }
+        println!("  time to restore        {}", measure(&r["time_to_restore"]));
+        Ok(ExitCode::SUCCESS)
+    }
+
     pub async fn create_token(&self, name: &str) -> anyhow::Result<ExitCode> {
         let body = self.post("/api/v1/tokens", json!({ "name": name })).await?;
         println!(
@@ -419,6 +462,22 @@ impl Client {
             body["token"].as_str().unwrap_or("")
         );
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// `3d 4h`, `2h 5m`, `42s`.
+fn human(seconds: u64) -> String {
+    let (d, h, m, s) = (
+        seconds / 86_400,
+        seconds % 86_400 / 3600,
+        seconds % 3600 / 60,
+        seconds % 60,
+    );
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
     }
 }
 

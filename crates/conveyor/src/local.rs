@@ -117,6 +117,7 @@ pub async fn run(
             event: "local".into(),
             pipeline: text,
             source_digest: tree.source_digest,
+            committed_at: tree.committed_at,
         })
         .await?;
     let status = engine.execute_run(run_id).await?;

@@ -171,6 +171,18 @@ enum Command {
         #[arg(long)]
         project: Option<String>,
     },
+    /// DORA metrics of an environment: deployment frequency, lead time, change failure rate,
+    /// time to restore, each with its level.
+    Dora {
+        /// Environment measured.
+        #[arg(long = "env", default_value = "production")]
+        environment: String,
+        /// Window: days (`90d`), weeks (`12w`) or a number of days.
+        #[arg(long, default_value = "90d")]
+        window: String,
+        #[arg(long)]
+        project: Option<String>,
+    },
     /// Manage API tokens (their names are identities, e.g. for approvals).
     #[command(subcommand)]
     Token(TokenCommand),
@@ -266,6 +278,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// `90d`, `12w` or `30` (days) → days.
+fn parse_window(text: &str) -> anyhow::Result<u64> {
+    let (number, unit) = match text.trim().strip_suffix('w') {
+        Some(n) => (n, 7),
+        None => (text.trim().trim_end_matches('d'), 1),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .map(|n| n * unit)
+        .ok_or_else(|| anyhow::anyhow!("--window '{text}': use a number of days or weeks, e.g. 90d or 12w"))
+}
+
 fn overrides(data: &DataArgs) -> Overrides {
     Overrides {
         config: data.config.clone(),
@@ -349,6 +375,15 @@ async fn dispatch(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<Exi
         Command::Status { environment, project } => client()?.status(project, &environment).await,
         Command::History { environment, project } => client()?.history(project, &environment).await,
         Command::Token(TokenCommand::Create { name }) => client()?.create_token(&name).await,
+        Command::Dora {
+            environment,
+            window,
+            project,
+        } => {
+            client()?
+                .dora(project.as_deref(), &environment, parse_window(&window)?)
+                .await
+        }
         Command::Audit(AuditCommand::Verify { data: Some(data) }) => local::audit_verify(&data).await,
         Command::Audit(AuditCommand::Verify { data: None }) => client()?.audit_verify().await,
         Command::Secret(SecretCommand::Set { project, name, value }) => {

@@ -256,6 +256,23 @@ async fn blue_green_flips_under_load_without_a_failed_request() {
         "{rolled:#}"
     );
     assert_eq!(sample(&url, 5).await, BTreeMap::from([("v1".to_string(), 5)]));
+
+    // DORA from these events: two changes shipped, one of them rolled back.
+    let dora = shop
+        .server
+        .get("/api/v1/dora?environment=staging&window_days=1")
+        .await;
+    assert_eq!(dora["deployments"], 3);
+    assert_eq!(dora["deployment_frequency"]["per_day"], 2.0);
+    assert_eq!(dora["deployment_frequency"]["level"], "elite");
+    assert_eq!(
+        dora["lead_time"]["samples"], 2,
+        "commit times were recorded: {dora}"
+    );
+    assert_eq!(dora["change_failure_rate"]["failed"], 1);
+    assert_eq!(dora["change_failure_rate"]["total"], 2);
+    assert_eq!(dora["time_to_restore"]["samples"], 1);
+    assert_eq!(dora["time_to_restore"]["level"], "elite");
 }
 
 #[tokio::test]
