@@ -348,6 +348,26 @@ impl Delivery {
         self.live(project, environment).router().map(|r| r.metrics_text())
     }
 
+    /// Stops every version of every environment (their instances outlive a server otherwise, to
+    /// keep serving across restarts): for demos and tests that must leave nothing behind.
+    pub async fn stop_everything(&self) {
+        let all: Vec<Arc<environment::Live>> = self
+            .environments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for live in all {
+            for version in [live.take_canary(), live.take_stable(), live.take_warm()]
+                .into_iter()
+                .flatten()
+            {
+                version.running.stop().await;
+            }
+        }
+    }
+
     /// DORA's four keys for deployments into `environment` (of `project`, or of every project)
     /// that finished within `window` before now.
     pub async fn dora(

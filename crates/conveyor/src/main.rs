@@ -4,6 +4,7 @@
 
 mod client;
 mod config;
+mod demo;
 mod local;
 mod progress;
 
@@ -20,6 +21,7 @@ use crate::config::{Config, Overrides};
 /// event log.
 ///
 /// Start here:
+///   conveyor demo                        the whole path: build, release, staging, canary to production
 ///   conveyor run examples/hello          run a project's pipeline locally, print its release
 ///   conveyor validate conveyor.yml       check a pipeline file
 ///   conveyor serve                       start the server (API on 127.0.0.1:8080)
@@ -53,6 +55,16 @@ struct DataArgs {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The whole path in one command: a server, the example project, two changes built into
+    /// signed releases and delivered — blue-green to staging, approval and canary to production.
+    Demo {
+        /// The example project to use.
+        #[arg(default_value = "examples/hello")]
+        example: PathBuf,
+        /// Stop at the end instead of serving until Ctrl-C.
+        #[arg(long)]
+        exit: bool,
+    },
     /// Check a conveyor.yml; prints FILE:LINE:COL: message per problem, exit 1 when invalid.
     Validate {
         /// Pipeline file (default: ./conveyor.yml).
@@ -252,10 +264,18 @@ fn main() -> ExitCode {
     // The one place the process environment is read.
     #[allow(clippy::disallowed_methods)]
     let env: BTreeMap<String, String> = std::env::vars().collect();
+    // The demo tells its own story on stdout; the server's log only speaks up for problems.
+    let default_log = if matches!(cli.command, Command::Demo { .. }) {
+        "warn"
+    } else {
+        "info"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(env.get("CONVEYOR_LOG").map_or("info", String::as_str))
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_new(
+                env.get("CONVEYOR_LOG").map_or(default_log, String::as_str),
+            )
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -263,7 +283,7 @@ fn main() -> ExitCode {
     // `run` included, is one pipeline or one request: a single thread has fewer wake-ups between
     // threads, which is most of a step's overhead (docs/benchmarks.md).
     let runtime = match cli.command {
-        Command::Serve { .. } => tokio::runtime::Builder::new_multi_thread(),
+        Command::Serve { .. } | Command::Demo { .. } => tokio::runtime::Builder::new_multi_thread(),
         _ => tokio::runtime::Builder::new_current_thread(),
     }
     .enable_all()
@@ -303,6 +323,9 @@ fn overrides(data: &DataArgs) -> Overrides {
 async fn dispatch(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<ExitCode> {
     let client = || client::Client::new(&cli.server, cli.token.clone());
     match cli.command {
+        Command::Demo { example, exit } => {
+            demo::demo(&Config::resolve(&Overrides::default(), &env)?, &example, exit).await
+        }
         Command::Validate { file } => Ok(local::validate(&file.unwrap_or_else(|| "conveyor.yml".into()))),
         Command::Run {
             dir,

@@ -17,6 +17,10 @@ class RespondTest(unittest.TestCase):
         self.assertEqual(body["message"], "hello")
         self.assertIn("version", body)
 
+    def test_error_rate_fails_that_share_of_requests(self):
+        self.assertEqual(hello.respond("/", error_rate=0.5, roll=lambda: 0.4)[0], 500)
+        self.assertEqual(hello.respond("/", error_rate=0.5, roll=lambda: 0.6)[0], 200)
+
     def test_unknown_path(self):
         self.assertEqual(hello.respond("/nope")[0], 404)
 

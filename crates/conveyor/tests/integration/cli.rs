@@ -304,3 +304,41 @@ fn a_flooding_step_is_capped_with_a_visible_notice() {
         "timestamped"
     );
 }
+
+#[test]
+fn the_demo_delivers_the_example_to_production_through_a_canary() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello");
+    let out = command()
+        .arg("demo")
+        .arg(&example)
+        .arg("--exit")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "release 1: 4 artifacts, SLSA provenance signed",
+        "staging: deployment 1 of release 1 started by continuous deployment",
+        "admin tries to approve: refused",
+        "approved by reviewer",
+        "→ shift 10% of the traffic to the new version",
+        "→ shift 50% of the traffic to the new version",
+        "deployment 4 succeeded",
+        "✓ Delivered.",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    // The load generator saw both versions during the canary, and no error.
+    let seen = stdout
+        .lines()
+        .find(|l| l.contains("traffic seen by the load generator"))
+        .unwrap();
+    assert!(
+        seen.contains("r1 ") && seen.contains("r2 ") && !seen.contains("error"),
+        "{seen}"
+    );
+}
