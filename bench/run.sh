@@ -25,3 +25,6 @@ cp "$built" "$scratch/conveyor"
 
 echo "bench: measuring..." >&2
 PYTHONDONTWRITEBYTECODE=1 python3 "$root/bench/report.py" "$scratch/conveyor" "$@"
+
+echo "bench: delivery under load (blue/green flip, canary steps, rollback)..." >&2
+PYTHONDONTWRITEBYTECODE=1 python3 "$root/bench/delivery.py" "$scratch/conveyor"
