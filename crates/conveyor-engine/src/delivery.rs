@@ -348,6 +348,28 @@ impl Delivery {
         self.live(project, environment).router().map(|r| r.metrics_text())
     }
 
+    /// Every environment router's metrics in one Prometheus text, labelled by project and
+    /// environment: what `/metrics` serves.
+    pub fn all_metrics_text(&self) -> String {
+        let all: Vec<Arc<environment::Live>> = self
+            .environments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut snapshots = Vec::new();
+        for live in all {
+            let Some(router) = live.router() else { continue };
+            let labels = vec![
+                ("project".to_string(), live.project.clone()),
+                ("environment".to_string(), live.name.clone()),
+            ];
+            snapshots.extend(router.metrics().into_iter().map(|m| (labels.clone(), m)));
+        }
+        conveyor_router::encode_labeled(snapshots)
+    }
+
     /// Stops every version of every environment (their instances outlive a server otherwise, to
     /// keep serving across restarts): for demos and tests that must leave nothing behind.
     pub async fn stop_everything(&self) {

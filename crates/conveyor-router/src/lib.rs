@@ -29,7 +29,7 @@ pub use config::{
     Backend, ConfigError, DEFAULT_COOKIE, DEFAULT_PIN_HEADER, MAX_BACKENDS, MAX_UPSTREAMS, MAX_VERSION_LEN,
     RouteConfig, Sticky, TOTAL_WEIGHT,
 };
-pub use metrics::{LATENCY_BUCKETS, LatencyHistogram, VersionMetrics};
+pub use metrics::{ExtraLabels, LATENCY_BUCKETS, LatencyHistogram, VersionMetrics, encode_labeled};
 pub use proxy::VERSION_HEADER;
 
 use proxy::{Conn, Routes, Shared};

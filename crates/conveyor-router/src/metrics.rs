@@ -147,9 +147,18 @@ impl MetricsRegistry {
     }
 }
 
+/// Labels put before `version` on every series (e.g. the project and environment a router serves).
+pub type ExtraLabels = Vec<(String, String)>;
+
 /// Adapts a snapshot to prometheus-client's `Collector`, so the exposition format is the crate's.
 #[derive(Debug)]
-struct SnapshotCollector(Vec<VersionMetrics>);
+struct SnapshotCollector(Vec<(ExtraLabels, VersionMetrics)>);
+
+fn labels_of(extra: &ExtraLabels, m: &VersionMetrics) -> Vec<(String, String)> {
+    let mut labels = extra.clone();
+    labels.push(("version".to_owned(), m.version.clone()));
+    labels
+}
 
 impl Collector for SnapshotCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
@@ -160,8 +169,8 @@ impl Collector for SnapshotCollector {
                 None,
                 MetricType::Counter,
             )?;
-            for m in &self.0 {
-                let labels = [("version", m.version.as_str())];
+            for (extra, m) in &self.0 {
+                let labels = labels_of(extra, m);
                 ConstCounter::new(m.requests).encode(family.encode_family(&labels)?)?;
             }
         }
@@ -172,8 +181,8 @@ impl Collector for SnapshotCollector {
                 None,
                 MetricType::Counter,
             )?;
-            for m in &self.0 {
-                let labels = [("version", m.version.as_str())];
+            for (extra, m) in &self.0 {
+                let labels = labels_of(extra, m);
                 ConstCounter::new(m.errors_5xx).encode(family.encode_family(&labels)?)?;
             }
         }
@@ -183,8 +192,8 @@ impl Collector for SnapshotCollector {
             None,
             MetricType::Histogram,
         )?;
-        for m in &self.0 {
-            let labels = [("version", m.version.as_str())];
+        for (extra, m) in &self.0 {
+            let labels = labels_of(extra, m);
             family
                 .encode_family(&labels)?
                 .encode_histogram::<[(&str, &str); 1]>(
@@ -200,8 +209,14 @@ impl Collector for SnapshotCollector {
 
 /// The Prometheus (OpenMetrics) text exposition of the given snapshot.
 pub(crate) fn encode_text(snapshot: Vec<VersionMetrics>) -> String {
+    encode_labeled(snapshot.into_iter().map(|m| (Vec::new(), m)).collect())
+}
+
+/// The exposition of several routers' snapshots in one text, each series carrying its extra
+/// labels before `version` (one `/metrics` page for every environment).
+pub fn encode_labeled(snapshots: Vec<(ExtraLabels, VersionMetrics)>) -> String {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(SnapshotCollector(snapshot)));
+    registry.register_collector(Box::new(SnapshotCollector(snapshots)));
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).expect("writing to a String cannot fail");
     text

@@ -99,6 +99,19 @@ pub async fn metrics(
         .into_response())
 }
 
+/// Prometheus metrics of every environment's router (requests, 5xx, latency per version).
+pub async fn all_metrics(State(state): State<AppState>) -> Response {
+    let text = state.delivery.all_metrics_text();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
 pub async fn deployment(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Value>> {
     let d = state
         .engine

@@ -87,6 +87,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/deployments/{id}", get(delivery_api::deployment))
         .route("/api/v1/dora", get(delivery_api::dora))
+        .route("/metrics", get(delivery_api::all_metrics))
         .merge(mutating)
         .with_state(state)
 }

@@ -100,7 +100,19 @@ pub struct Environment {
     pub checks: Vec<Check>,
     /// Where the environment's router listens; `None`: chosen by the server.
     pub listen: Option<SocketAddr>,
+    /// How a user keeps seeing one version while two share the traffic.
+    pub sticky: Sticky,
     pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sticky {
+    /// The router remembers each user's version in a cookie (the default).
+    Cookie,
+    /// A hash of this request header (e.g. `x-user-id`) chooses the version.
+    Header(String),
+    /// Every request is weighed on its own.
+    None,
 }
 
 /// Where instances run. Only the local target exists so far; SSH, Docker and Kubernetes go here.

@@ -193,7 +193,13 @@ impl Live {
 
     /// Sends `percent` of the traffic to the canary and the rest to the stable version (all of it
     /// to whichever exists alone), creating the router on first use, and saves the config.
-    pub async fn route(&self, percent: u32, listen: Option<SocketAddr>, data: &Path) -> Result<(), String> {
+    pub async fn route(
+        &self,
+        percent: u32,
+        env: &conveyor_spec::Environment,
+        data: &Path,
+    ) -> Result<(), String> {
+        let listen = env.listen;
         let (config, needs_router) = {
             let mut state = self.state();
             state.traffic = percent.min(100);
@@ -222,9 +228,15 @@ impl Live {
             }
             let mut config = RouteConfig::single("placeholder", vec![]);
             config.backends = backends;
-            config.sticky = Some(conveyor_router::Sticky::Cookie {
-                name: conveyor_router::DEFAULT_COOKIE.into(),
-            });
+            config.sticky = match &env.sticky {
+                conveyor_spec::delivery::Sticky::Cookie => Some(conveyor_router::Sticky::Cookie {
+                    name: conveyor_router::DEFAULT_COOKIE.into(),
+                }),
+                conveyor_spec::delivery::Sticky::Header(name) => {
+                    Some(conveyor_router::Sticky::Header { name: name.clone() })
+                }
+                conveyor_spec::delivery::Sticky::None => None,
+            };
             (config, state.router.is_none())
         };
         if needs_router {

@@ -244,7 +244,7 @@ impl Rollout<'_> {
             Phase::ScaleStable { remaining: 0 } => {
                 if let Some(stable) = self.live.take_stable() {
                     self.live
-                        .route(100, env.listen, &self.data())
+                        .route(100, &env, &self.data())
                         .await
                         .map_err(Stop::Failed)?;
                     stable.running.stop().await;
@@ -358,7 +358,7 @@ impl Rollout<'_> {
             ));
         }
         self.live
-            .route(percent, self.cx.environment.listen, &self.data())
+            .route(percent, &self.cx.environment, &self.data())
             .await
             .map_err(Stop::Failed)
     }
@@ -403,7 +403,7 @@ impl Rollout<'_> {
             replaced.running.stop().await;
         }
         self.live
-            .route(0, self.cx.environment.listen, &self.data())
+            .route(0, &self.cx.environment, &self.data())
             .await
             .map_err(Stop::Failed)?;
         if let Some(warm) = self.live.warm_release() {
@@ -428,7 +428,7 @@ impl Rollout<'_> {
     /// Rollback to the version still warm: one route change.
     async fn instant_rollback(&mut self) -> Result<(), EngineError> {
         self.live.swap_warm();
-        let routed = self.live.route(0, self.cx.environment.listen, &self.data()).await;
+        let routed = self.live.route(0, &self.cx.environment, &self.data()).await;
         let outcome = match routed {
             Ok(()) => {
                 let phase = Event::DeploymentPhase {
@@ -457,7 +457,7 @@ impl Rollout<'_> {
             && let Some(canary) = self.live.take_canary()
         {
             if self.live.has_stable()
-                && let Err(error) = self.live.route(0, self.cx.environment.listen, &self.data()).await
+                && let Err(error) = self.live.route(0, &self.cx.environment, &self.data()).await
             {
                 tracing::error!(deployment = self.id, %error, "cannot send traffic back to the stable version");
             }
@@ -766,8 +766,7 @@ async fn readopt(
         version,
         running,
     });
-    live.route(0, cx.environment.listen, &delivery.engine.data().root)
-        .await
+    live.route(0, &cx.environment, &delivery.engine.data().root).await
 }
 
 /// The spec of instances already laid out by deployment `deployment` (nothing is rewritten).

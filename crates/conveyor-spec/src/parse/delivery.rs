@@ -36,6 +36,7 @@ const ENVIRONMENT_KEYS: &[&str] = &[
     "hooks",
     "checks",
     "listen",
+    "sticky",
     "env",
 ];
 const STRATEGIES: &[&str] = &["recreate", "rolling", "blue-green", "canary"];
@@ -236,6 +237,7 @@ impl Checker<'_> {
             post_deploy: Vec::new(),
             checks: Vec::new(),
             listen: None,
+            sticky: Sticky::Cookie,
             env: Default::default(),
         };
         // `staging:` with nothing under it: all defaults.
@@ -314,10 +316,44 @@ impl Checker<'_> {
                 ),
             }
         }
+        if let Some(sticky) = fields.get("sticky") {
+            env.sticky = self.sticky(sticky);
+        }
         if let Some(vars) = fields.get("env") {
             env.env = self.env("env", vars);
         }
         env
+    }
+
+    /// `cookie`, `none` or `{ header: NAME }`.
+    fn sticky(&mut self, node: &Node) -> Sticky {
+        if let Kind::Map(_) = node.kind {
+            let Some(fields) = self.fields(node, "sticky", &["header"]) else {
+                return Sticky::Cookie;
+            };
+            let Some(header) = fields
+                .get("header")
+                .and_then(|h| self.non_empty_string("sticky.header", h))
+            else {
+                self.error(node, "sticky needs 'header: NAME' (or use 'cookie' or 'none')");
+                return Sticky::Cookie;
+            };
+            let valid = header
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !valid {
+                self.error(
+                    node,
+                    format!("sticky header '{header}' is not a valid header name"),
+                );
+                return Sticky::Cookie;
+            }
+            return Sticky::Header(header.to_ascii_lowercase());
+        }
+        match self.one_of("sticky", node, &["cookie", "none"]) {
+            Some("none") => Sticky::None,
+            _ => Sticky::Cookie,
+        }
     }
 
     fn after(&mut self, name: &str, node: &Node, earlier: &[Environment]) -> Option<String> {
@@ -666,6 +702,7 @@ environments:
       - ./smoke.sh $URL
       - { name: acceptance, run: ./accept.sh $URL, when: after_traffic, timeout: 2m }
     listen: 127.0.0.1:8081
+    sticky: { header: X-User-Id }
   production:
     after: staging
     production: true
@@ -701,6 +738,8 @@ environments:
         assert_eq!(staging.checks[1].when, CheckWhen::AfterTraffic);
         assert_eq!(staging.checks[1].command.timeout, Some(Duration::from_secs(120)));
         assert_eq!(staging.listen, Some("127.0.0.1:8081".parse().unwrap()));
+        assert_eq!(staging.sticky, Sticky::Header("x-user-id".into()));
+        assert_eq!(production.sticky, Sticky::Cookie);
 
         assert_eq!(production.after.as_deref(), Some("staging"));
         assert_eq!(

@@ -302,6 +302,27 @@ async fn canary_weights_hold_and_abort_returns_traffic_to_stable() {
         "canary got {canary} of {n}: {seen:?}"
     );
     assert_eq!(seen.values().sum::<usize>(), n);
+    // /metrics counts them per version, labelled by project and environment.
+    let metrics = reqwest::get(format!("{}/metrics", shop.server.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counted = |version: &str| -> f64 {
+        let series = format!(
+            "conveyor_router_requests_total{{project=\"shop\",environment=\"prod\",version=\"{version}\"}} "
+        );
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1.0)
+    };
+    assert!(
+        counted("r2") >= canary && counted("r1") >= n as f64 - canary,
+        "{metrics}"
+    );
 
     // A user keeps seeing one version (cookie stickiness).
     let http = reqwest::Client::builder().cookie_store(true).build().unwrap();
