@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use conveyor_router::{RouteConfig, Router};
-use tokio::sync::watch;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -28,31 +27,9 @@ fn main() -> anyhow::Result<()> {
         .map(|u| u.parse::<SocketAddr>().with_context(|| format!("UPSTREAM {u}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let router = Router::new(RouteConfig::single("bench", upstreams))?;
-    let (stop, stopped) = watch::channel(false);
-
-    let mut workers = Vec::new();
-    for _ in 0..threads {
-        let (router, mut stopped) = (router.clone(), stopped.clone());
-        let socket = tokio::net::TcpSocket::new_v4()?;
-        socket.set_reuseaddr(true)?;
-        socket.set_reuseport(true)?;
-        socket.bind(listen)?;
-        workers.push(std::thread::spawn(move || -> anyhow::Result<()> {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async move {
-                let listener = socket.listen(4096)?;
-                router
-                    .serve(listener, async move {
-                        let _ = stopped.wait_for(|stop| *stop).await;
-                    })
-                    .await;
-                anyhow::Ok(())
-            })
-        }));
-    }
-    drop(stopped);
+    // The same serving model the `conveyor` binary uses for every environment.
+    let addr = router.serve_on_threads(listen, threads)?;
+    eprintln!("router_bench listening on {addr} with {threads} thread(s)");
 
     let signals = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -64,12 +41,5 @@ fn main() -> anyhow::Result<()> {
             _ = term.recv() => {}
         }
         anyhow::Ok(())
-    })?;
-    let _ = stop.send(true);
-    for worker in workers {
-        worker
-            .join()
-            .map_err(|_| anyhow::anyhow!("a worker thread panicked"))??;
-    }
-    Ok(())
+    })
 }

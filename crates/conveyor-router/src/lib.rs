@@ -147,6 +147,46 @@ impl Router {
         }
     }
 
+    /// Serves on `listen` from `threads` threads, each a current-thread runtime accepting on its
+    /// own `SO_REUSEPORT` socket (the kernel spreads connections, like nginx's workers): the
+    /// fastest shape measured (`docs/benchmarks.md`). The threads serve for the life of the
+    /// process — traffic never depends on whoever configured the router. Returns the bound
+    /// address (useful when `listen` has port 0).
+    pub fn serve_on_threads(&self, listen: SocketAddr, threads: usize) -> std::io::Result<SocketAddr> {
+        let mut addr = listen;
+        for index in 0..threads.max(1) {
+            let socket = if addr.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            socket.set_reuseaddr(true)?;
+            socket.set_reuseport(true)?;
+            socket.bind(addr)?;
+            // The first socket fixes the port the others share.
+            addr = socket.local_addr()?;
+            let router = self.clone();
+            std::thread::Builder::new()
+                .name(format!("router-{}-{index}", addr.port()))
+                .spawn(move || {
+                    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                        Ok(runtime) => runtime,
+                        Err(error) => {
+                            tracing::error!(%error, "router thread cannot start its runtime");
+                            return;
+                        }
+                    };
+                    runtime.block_on(async move {
+                        match socket.listen(4096) {
+                            Ok(listener) => router.serve(listener, std::future::pending::<()>()).await,
+                            Err(error) => tracing::error!(%addr, %error, "router cannot listen"),
+                        }
+                    });
+                })?;
+        }
+        Ok(addr)
+    }
+
     fn spawn_connection(
         &self,
         builder: &auto::Builder<TokioExecutor>,

@@ -257,20 +257,17 @@ impl Live {
         self.save(&config, data)
     }
 
-    /// Starts the environment's router on `listen` with `config`.
+    /// Starts the environment's router on `listen` with `config`, one serving thread per core.
     pub async fn start_router(&self, config: RouteConfig, listen: SocketAddr) -> Result<(), String> {
         let router = Router::new(config).map_err(|e| format!("route config refused: {e}"))?;
-        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let addr = router.serve_on_threads(listen, threads).map_err(|e| {
             format!(
                 "router of {}/{} cannot listen on {listen}: {e}",
                 self.project, self.name
             )
         })?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let serving = router.clone();
-        // A router serves as long as the process lives: traffic never waits on the control plane.
-        tokio::spawn(async move { serving.serve(listener, std::future::pending::<()>()).await });
-        tracing::info!(project = %self.project, environment = %self.name, %addr, "router listening");
+        tracing::info!(project = %self.project, environment = %self.name, %addr, threads, "router listening");
         self.state().router = Some(RouterHandle { router, addr });
         Ok(())
     }

@@ -134,6 +134,7 @@ jobs:
         ".source_uri" => "[path]",
         ".created_at" => "[time]",
         ".finished_at" => "[time]",
+        ".committed_at" => "[time]",
         ".jobs[].started_at" => "[time]",
         ".jobs[].finished_at" => "[time]",
         ".jobs[].steps[].started_at" => "[time]",
