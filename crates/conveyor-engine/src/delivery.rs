@@ -145,6 +145,15 @@ impl Delivery {
         })
     }
 
+    fn all_live(&self) -> Vec<Arc<environment::Live>> {
+        self.environments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
     /// Asks for `release_id` to go into `environment`; returns the deployment id. It starts once
     /// its gates open and the environment's previous deployment has ended.
     pub async fn promote(
@@ -351,15 +360,8 @@ impl Delivery {
     /// Every environment router's metrics in one Prometheus text, labelled by project and
     /// environment: what `/metrics` serves.
     pub fn all_metrics_text(&self) -> String {
-        let all: Vec<Arc<environment::Live>> = self
-            .environments
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
         let mut snapshots = Vec::new();
-        for live in all {
+        for live in self.all_live() {
             let Some(router) = live.router() else { continue };
             let labels = vec![
                 ("project".to_string(), live.project.clone()),
@@ -373,14 +375,7 @@ impl Delivery {
     /// Stops every version of every environment (their instances outlive a server otherwise, to
     /// keep serving across restarts): for demos and tests that must leave nothing behind.
     pub async fn stop_everything(&self) {
-        let all: Vec<Arc<environment::Live>> = self
-            .environments
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for live in all {
+        for live in self.all_live() {
             for version in [live.take_canary(), live.take_stable(), live.take_warm()]
                 .into_iter()
                 .flatten()

@@ -44,6 +44,23 @@ fn cli(args: &[&str], data: &Path) -> (bool, String, String) {
     )
 }
 
+/// What SQLite answers to `sql`: an error when a guard refuses it.
+async fn refusal(data: &Path, sql: &str) -> String {
+    let mut db = sqlite(data).await;
+    let answer = sqlx::query(sql).execute(&mut db).await;
+    db.close().await.unwrap();
+    answer.err().map(|e| e.to_string()).unwrap_or_default()
+}
+
+/// Runs `statements` on the database file directly, as someone with access to it could.
+async fn tamper(data: &Path, statements: &[&str]) {
+    let mut db = sqlite(data).await;
+    for sql in statements {
+        sqlx::query(sql).execute(&mut db).await.unwrap();
+    }
+    db.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn audit_verify_catches_an_edited_event() {
     let tmp = tempfile::tempdir().unwrap();
@@ -51,22 +68,20 @@ async fn audit_verify_catches_an_edited_event() {
     let (ok, out, _) = cli(&["audit", "verify"], &data);
     assert!(ok && out.contains("audit log intact"), "{out}");
 
-    let mut db = sqlite(&data).await;
     // The log refuses edits through SQL; an attacker with the file drops the guard first.
-    let refused = sqlx::query("UPDATE events SET data = '{}' WHERE seq = 3")
-        .execute(&mut db)
-        .await;
-    assert!(refused.unwrap_err().to_string().contains("append-only"));
-    sqlx::query("DROP TRIGGER events_no_update")
-        .execute(&mut db)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE events SET data = replace(data, 'build', 'bu1ld') WHERE seq = 3")
-        .execute(&mut db)
-        .await
-        .unwrap();
-    db.close().await.unwrap();
-
+    assert!(
+        refusal(&data, "UPDATE events SET data = '{}' WHERE seq = 3")
+            .await
+            .contains("append-only")
+    );
+    tamper(
+        &data,
+        &[
+            "DROP TRIGGER events_no_update",
+            "UPDATE events SET data = replace(data, 'build', 'bu1ld') WHERE seq = 3",
+        ],
+    )
+    .await;
     let (ok, _, err) = cli(&["audit", "verify"], &data);
     assert!(!ok);
     assert!(
@@ -79,31 +94,23 @@ async fn audit_verify_catches_an_edited_event() {
 async fn audit_verify_catches_deleted_events() {
     let tmp = tempfile::tempdir().unwrap();
     let data = local_release(tmp.path());
-    let mut db = sqlite(&data).await;
-    sqlx::query("DROP TRIGGER events_no_delete")
-        .execute(&mut db)
-        .await
-        .unwrap();
-    sqlx::query("DELETE FROM events WHERE seq IN (4, 5)")
-        .execute(&mut db)
-        .await
-        .unwrap();
-    db.close().await.unwrap();
+    tamper(
+        &data,
+        &[
+            "DROP TRIGGER events_no_delete",
+            "DELETE FROM events WHERE seq IN (4, 5)",
+        ],
+    )
+    .await;
     let (ok, _, err) = cli(&["audit", "verify"], &data);
     assert!(!ok);
     assert!(err.contains("events 4..=5 are missing"), "{err}");
 
-    let mut db = sqlite(&data).await;
-    let last: i64 = sqlx::query_scalar("SELECT MAX(seq) FROM events")
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
-    sqlx::query("DELETE FROM events WHERE seq = $1")
-        .bind(last)
-        .execute(&mut db)
-        .await
-        .unwrap();
-    db.close().await.unwrap();
+    tamper(
+        &data,
+        &["DELETE FROM events WHERE seq = (SELECT MAX(seq) FROM events)"],
+    )
+    .await;
     let (_, _, err) = cli(&["audit", "verify"], &data);
     assert!(err.contains("the newest events were deleted"), "{err}");
 }
@@ -146,25 +153,16 @@ async fn verify_catches_a_changed_artifact() {
 async fn verify_catches_edited_release_metadata() {
     let tmp = tempfile::tempdir().unwrap();
     let data = local_release(tmp.path());
-    let mut db = sqlite(&data).await;
-    let refused = sqlx::query("UPDATE releases SET commit_sha = 'x' WHERE id = 1")
-        .execute(&mut db)
-        .await;
-    assert!(
-        refused
-            .unwrap_err()
-            .to_string()
-            .contains("releases are immutable")
-    );
-    sqlx::query("DROP TRIGGER releases_no_update")
-        .execute(&mut db)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE releases SET commit_sha = 'feedface' WHERE id = 1")
-        .execute(&mut db)
-        .await
-        .unwrap();
-    db.close().await.unwrap();
+    let refused = refusal(&data, "UPDATE releases SET commit_sha = 'x' WHERE id = 1").await;
+    assert!(refused.contains("releases are immutable"), "{refused}");
+    tamper(
+        &data,
+        &[
+            "DROP TRIGGER releases_no_update",
+            "UPDATE releases SET commit_sha = 'feedface' WHERE id = 1",
+        ],
+    )
+    .await;
     let (ok, _, err) = cli(&["verify", "1"], &data);
     assert!(!ok);
     assert!(
