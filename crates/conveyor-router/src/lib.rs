@@ -11,6 +11,7 @@ pub mod choose;
 mod config;
 mod metrics;
 mod proxy;
+mod upstream;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -69,7 +70,6 @@ impl Router {
         let shared = Shared {
             routes: ArcSwap::from_pointee(routes),
             metrics,
-            client: proxy::client(),
             epoch: Instant::now(),
         };
         Ok(Self {

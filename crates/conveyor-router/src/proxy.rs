@@ -8,13 +8,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{Authority, PathAndQuery};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 
 use crate::body::ProxyBody;
 use crate::choose::{self, RequestKeys, StickyMode, Weighted};
@@ -23,8 +21,6 @@ use crate::metrics::{MetricsRegistry, VersionStats};
 
 /// How long an instance that refused a connection is skipped by the round robin.
 pub(crate) const EJECT_FOR: Duration = Duration::from_secs(1);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -193,25 +189,11 @@ impl Slot {
 
 // === Shared: what every connection of a router reads ===
 
-pub(crate) type UpstreamClient = Client<HttpConnector, ProxyBody>;
-
-pub(crate) fn client() -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    connector.set_keepalive(Some(Duration::from_secs(60)));
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .build(connector)
-}
-
 /// Router state shared by all connections; `routes` is the only thing that changes.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) routes: arc_swap::ArcSwap<Routes>,
     pub(crate) metrics: MetricsRegistry,
-    pub(crate) client: UpstreamClient,
     pub(crate) epoch: Instant,
 }
 
@@ -283,13 +265,19 @@ impl Conn {
         let mut attempts = 1;
         loop {
             let upstream = &slot.upstreams[index];
-            parts.uri = upstream_uri(&upstream.authority, path.clone());
+            // Origin form (`/path?query`), as an HTTP/1.1 request to a server carries it.
+            parts.uri = Uri::from(path.clone());
+            if !parts.headers.contains_key(header::HOST)
+                && let Ok(host) = HeaderValue::try_from(upstream.authority.as_str())
+            {
+                parts.headers.insert(header::HOST, host);
+            }
             parts.version = Version::HTTP_11;
             let request = Request::from_parts(parts, body);
-            let result = self.shared.client.request(request).await;
+            let result = crate::upstream::send(upstream.addr, request).await;
             match result {
                 Ok(response) => return finish(response, client_upgrade),
-                Err(error) if error.is_connect() => {
+                Err(error @ crate::upstream::SendError::Connect(_)) => {
                     let now_ms = ms_since(self.shared.epoch, Instant::now());
                     upstream
                         .down_until
@@ -297,7 +285,7 @@ impl Conn {
                     tracing::warn!(
                         version = %slot.version,
                         upstream = %upstream.addr,
-                        error = %error_chain(&error),
+                        %error,
                         "upstream connect failed; skipping this instance for a while"
                     );
                     let next = retry_copy
@@ -322,7 +310,7 @@ impl Conn {
                     tracing::warn!(
                         version = %slot.version,
                         upstream = %upstream.addr,
-                        error = %error_chain(&error),
+                        %error,
                         "upstream request failed"
                     );
                     return plain(StatusCode::BAD_GATEWAY, "bad gateway: the upstream failed\n");
@@ -450,14 +438,6 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-fn upstream_uri(authority: &Authority, path: PathAndQuery) -> Uri {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
-    parts.authority = Some(authority.clone());
-    parts.path_and_query = Some(path);
-    Uri::from_parts(parts).expect("scheme, authority and path make a valid URI")
-}
-
 fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody::text(text));
     *response.status_mut() = status;
@@ -473,7 +453,7 @@ fn ms_since(epoch: Instant, now: Instant) -> u64 {
 }
 
 /// The error and its causes on one line (hyper's top-level messages are terse).
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -1,0 +1,118 @@
+//! Upstream connections: HTTP/1.1 keep-alive connections to instances, pooled per thread. Each
+//! serving thread runs its own runtime (`Router::serve_on_threads`), so a thread-local pool needs
+//! no lock and no cross-thread hand-off on the request path — leaner than a shared client pool.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+
+use crate::body::ProxyBody;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Idle connections older than this are closed rather than reused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle connections kept per instance and thread.
+const MAX_IDLE: usize = 256;
+
+type Idle = HashMap<SocketAddr, Vec<(SendRequest<ProxyBody>, Instant)>>;
+
+thread_local! {
+    static IDLE: RefCell<Idle> = RefCell::new(HashMap::new());
+}
+
+/// Why a request got no response.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// No connection could be made: the instance is down (safe to try another).
+    Connect(std::io::Error),
+    /// The request went out and failed.
+    Request(hyper::Error),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Connect(e) => write!(f, "connect: {}", crate::proxy::error_chain(e)),
+            SendError::Request(e) => write!(f, "request: {}", crate::proxy::error_chain(e)),
+        }
+    }
+}
+
+/// Sends `request` to `addr` on an idle connection, or on a new one.
+pub(crate) async fn send(
+    addr: SocketAddr,
+    mut request: Request<ProxyBody>,
+) -> Result<Response<Incoming>, SendError> {
+    while let Some(mut sender) = checkout(addr) {
+        match sender.try_send_request(request).await {
+            Ok(response) => {
+                checkin(addr, sender);
+                return Ok(response);
+            }
+            Err(mut error) => match error.take_message() {
+                // The connection closed before the request went out (the upstream dropped an
+                // idle keep-alive connection): nothing was sent, try the next one.
+                Some(unsent) => request = unsent,
+                None => return Err(SendError::Request(error.into_error())),
+            },
+        }
+    }
+    let mut sender = connect(addr).await?;
+    match sender.try_send_request(request).await {
+        Ok(response) => {
+            checkin(addr, sender);
+            Ok(response)
+        }
+        Err(error) => Err(SendError::Request(error.into_error())),
+    }
+}
+
+/// An idle connection to `addr` that can take a request now.
+fn checkout(addr: SocketAddr) -> Option<SendRequest<ProxyBody>> {
+    IDLE.with_borrow_mut(|idle| {
+        let list = idle.get_mut(&addr)?;
+        let now = Instant::now();
+        // Closed or stale connections go; busy ones (a response body still streaming) stay.
+        list.retain(|(sender, since)| !sender.is_closed() && now.duration_since(*since) < IDLE_TIMEOUT);
+        let ready = list.iter().rposition(|(sender, _)| sender.is_ready())?;
+        Some(list.swap_remove(ready).0)
+    })
+}
+
+/// Returns a connection for reuse; it takes the next request once its response is done.
+fn checkin(addr: SocketAddr, sender: SendRequest<ProxyBody>) {
+    IDLE.with_borrow_mut(|idle| {
+        let list = idle.entry(addr).or_default();
+        if list.len() < MAX_IDLE {
+            list.push((sender, Instant::now()));
+        }
+    });
+}
+
+async fn connect(addr: SocketAddr) -> Result<SendRequest<ProxyBody>, SendError> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| {
+            SendError::Connect(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connect timed out",
+            ))
+        })?
+        .map_err(SendError::Connect)?;
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(SendError::Request)?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.with_upgrades().await {
+            tracing::debug!(%addr, %error, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
