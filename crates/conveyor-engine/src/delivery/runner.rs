@@ -792,3 +792,39 @@ fn has_marker(pid: u32, marker: &str) -> bool {
     std::fs::read(format!("/proc/{pid}/environ"))
         .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == marker.as_bytes()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gates_and_phases_read_as_sentences() {
+        let until = "2026-11-23T08:00:00Z".parse().unwrap();
+        let cases = [
+            (
+                Gate::AwaitingApproval { have: 1, need: 2 },
+                "waiting for approval (1 of 2)",
+            ),
+            (
+                Gate::Frozen { until, reason: None },
+                "frozen until 2026-11-23T08:00:00Z",
+            ),
+            (
+                Gate::Frozen {
+                    until,
+                    reason: Some("weekend".into()),
+                },
+                "frozen until 2026-11-23T08:00:00Z (weekend)",
+            ),
+        ];
+        for (gate, want) in cases {
+            assert_eq!(gate_text(&gate), want);
+        }
+        assert_eq!(
+            describe(&Phase::Shift { percent: 25 }),
+            "shift 25% of the traffic to the new version"
+        );
+        assert_eq!(describe(&Phase::Wait(Duration::from_secs(30))), "wait 30s");
+        assert_eq!(version_name(12), "r12");
+    }
+}
