@@ -41,6 +41,13 @@ pub trait RunningVersion: Send + Sync {
     fn healthy_addrs(&self) -> Vec<SocketAddr>;
     /// Stops every instance gracefully and waits for them.
     fn stop(self: Box<Self>) -> BoxFuture<'static, ()>;
+
+    /// Adds instances up to `to`, returning once they are healthy (rolling deployments).
+    fn grow<'a>(&'a mut self, to: u32) -> BoxFuture<'a, Result<(), DeployError>>;
+
+    /// Removes the instances beyond `to` from the version at once and returns what stops them:
+    /// the caller moves traffic off them in between.
+    fn shrink(&mut self, to: u32) -> BoxFuture<'static, ()>;
 }
 
 /// Lays `files` (relative path, source file) out under `dir`, the versioned directory a release

@@ -25,7 +25,15 @@ pub struct LocalTarget;
 /// A running version: its supervised instances.
 pub struct LocalVersion {
     pub version: String,
-    instances: Vec<(Arc<Mutex<InstanceStatus>>, JoinHandle<()>)>,
+    spec: Arc<VersionSpec>,
+    instances: Vec<Instance>,
+    stop: CancellationToken,
+}
+
+/// One supervised instance: its status, its supervisor, and what stops it alone.
+struct Instance {
+    status: Arc<Mutex<InstanceStatus>>,
+    task: JoinHandle<()>,
     stop: CancellationToken,
 }
 
@@ -65,17 +73,38 @@ async fn launch(
     std::fs::create_dir_all(&spec.log_dir)?;
     let spec = Arc::new(spec);
     let stop = CancellationToken::new();
+    let mut version = LocalVersion {
+        version: spec.version.clone(),
+        spec,
+        instances: Vec::new(),
+        stop,
+    };
+    if let Err(error) = version.add(slots).await {
+        version.stop().await;
+        return Err(error);
+    }
+    Ok(version)
+}
+
+/// Starts a supervisor per slot, numbered from `first`; returns them with their readiness.
+fn spawn_instances(
+    spec: &Arc<VersionSpec>,
+    version_stop: &CancellationToken,
+    first: usize,
+    slots: Vec<(SocketAddr, Option<u32>)>,
+) -> (Vec<Instance>, Vec<oneshot::Receiver<Result<(), StartFailure>>>) {
     let mut instances = Vec::new();
     let mut ready = Vec::new();
-    for (index, (addr, adopted)) in slots.into_iter().enumerate() {
+    for (offset, (addr, adopted)) in slots.into_iter().enumerate() {
         let status = Arc::new(Mutex::new(InstanceStatus {
-            index: index as u32,
+            index: (first + offset) as u32,
             addr,
             pid: adopted,
             healthy: false,
             restarts: 0,
         }));
         let (ready_tx, ready_rx) = oneshot::channel();
+        let stop = version_stop.child_token();
         let task = tokio::spawn(supervise(
             spec.clone(),
             status.clone(),
@@ -83,24 +112,10 @@ async fn launch(
             ready_tx,
             adopted,
         ));
-        instances.push((status, task));
+        instances.push(Instance { status, task, stop });
         ready.push(ready_rx);
     }
-    let version = LocalVersion {
-        version: spec.version.clone(),
-        instances,
-        stop,
-    };
-    for rx in ready {
-        let outcome = rx
-            .await
-            .unwrap_or_else(|_| Err("the instance's supervisor stopped".into()));
-        if let Err(error) = outcome {
-            version.stop().await;
-            return Err(error.into_deploy_error(&spec));
-        }
-    }
-    Ok(version)
+    (instances, ready)
 }
 
 impl crate::Target for LocalTarget {
@@ -142,11 +157,61 @@ impl crate::RunningVersion for LocalVersion {
     fn stop(self: Box<Self>) -> crate::BoxFuture<'static, ()> {
         Box::pin(LocalVersion::stop(*self))
     }
+
+    fn grow<'a>(&'a mut self, to: u32) -> crate::BoxFuture<'a, Result<(), DeployError>> {
+        Box::pin(LocalVersion::grow(self, to))
+    }
+
+    fn shrink(&mut self, to: u32) -> crate::BoxFuture<'static, ()> {
+        Box::pin(LocalVersion::shrink(self, to))
+    }
 }
 
 impl LocalVersion {
     pub fn status(&self) -> Vec<InstanceStatus> {
-        self.instances.iter().map(|(s, _)| lock(s).clone()).collect()
+        self.instances.iter().map(|i| lock(&i.status).clone()).collect()
+    }
+
+    /// Adds instances on `slots` and waits until they are healthy; on failure they are stopped
+    /// again and the version is as it was.
+    async fn add(&mut self, slots: Vec<(SocketAddr, Option<u32>)>) -> Result<(), DeployError> {
+        let (added, ready) = spawn_instances(&self.spec, &self.stop, self.instances.len(), slots);
+        let mut failure = None;
+        for rx in ready {
+            let outcome = rx
+                .await
+                .unwrap_or_else(|_| Err("the instance's supervisor stopped".into()));
+            if let Err(error) = outcome {
+                failure = Some(error);
+                break;
+            }
+        }
+        match failure {
+            None => {
+                self.instances.extend(added);
+                Ok(())
+            }
+            Some(error) => {
+                stop_all(added).await;
+                Err(error.into_deploy_error(&self.spec))
+            }
+        }
+    }
+
+    /// Grows to `to` instances (new ones on free ports), returning once they are healthy.
+    pub async fn grow(&mut self, to: u32) -> Result<(), DeployError> {
+        let missing = (to as usize).saturating_sub(self.instances.len());
+        let slots = (0..missing)
+            .map(|_| free_port().map(|addr| (addr, None)))
+            .collect::<Result<_, _>>()?;
+        self.add(slots).await
+    }
+
+    /// Takes the instances beyond `to` out of the version at once (its status and addresses no
+    /// longer list them) and returns what stops them, so traffic can be moved off them first.
+    pub fn shrink(&mut self, to: u32) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let retired = self.instances.split_off((to as usize).min(self.instances.len()));
+        stop_all(retired)
     }
 
     /// Addresses of the instances that are healthy now: what the router should send traffic to.
@@ -161,9 +226,17 @@ impl LocalVersion {
     /// Stops every instance gracefully (stop signal, grace period, SIGKILL) and waits for it.
     pub async fn stop(self) {
         self.stop.cancel();
-        for (_, task) in self.instances {
-            let _ = task.await;
-        }
+        stop_all(self.instances).await;
+    }
+}
+
+/// Stops instances gracefully, all at once, and waits for them.
+async fn stop_all(instances: Vec<Instance>) {
+    for instance in &instances {
+        instance.stop.cancel();
+    }
+    for instance in instances {
+        let _ = instance.task.await;
     }
 }
 

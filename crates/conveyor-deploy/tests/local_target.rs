@@ -248,3 +248,24 @@ async fn instances_left_by_a_previous_server_are_adopted_and_supervised() {
     version.stop().await;
     assert!(!alive(pid));
 }
+
+#[tokio::test]
+async fn a_version_grows_and_shrinks_one_instance_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(dir.path(), &[]);
+    s.instances = 1;
+    let mut version = LocalTarget.start(s).await.unwrap();
+    version.grow(3).await.unwrap();
+    let all = version.status();
+    assert_eq!(all.iter().map(|i| i.index).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert!(all.iter().all(|i| i.healthy));
+    let stopping = version.shrink(1);
+    // Out of the version at once, before they are stopped: traffic can move off them first.
+    assert_eq!(version.healthy_addrs(), vec![all[0].addr]);
+    stopping.await;
+    for gone in &all[1..] {
+        assert!(!alive(gone.pid.unwrap()));
+    }
+    assert!(alive(all[0].pid.unwrap()));
+    version.stop().await;
+}

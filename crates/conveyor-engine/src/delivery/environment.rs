@@ -150,6 +150,30 @@ impl Live {
             .and_then(|c| c.running.healthy_addrs().first().copied())
     }
 
+    /// The new version's share of traffic, in percent.
+    pub fn traffic(&self) -> u32 {
+        self.state().traffic
+    }
+
+    /// Grows the new version to `to` instances (rolling); returns its instances then.
+    pub async fn grow_canary(&self, to: u32) -> Result<Vec<InstanceStatus>, String> {
+        let taken = self.state().canary.take();
+        let Some(mut canary) = taken else {
+            return Err("no new version to grow".into());
+        };
+        let grown = canary.running.grow(to).await;
+        let instances = canary.running.status();
+        self.state().canary = Some(canary);
+        grown
+            .map(|()| instances)
+            .map_err(|e| format!("the new version did not grow: {e}"))
+    }
+
+    /// Takes the stable version's instances beyond `to` out of it; the future stops them.
+    pub fn shrink_stable(&self, to: u32) -> Option<conveyor_deploy::BoxFuture<'static, ()>> {
+        self.state().stable.as_mut().map(|a| a.running.shrink(to))
+    }
+
     pub fn set_canary(&self, active: Active) {
         self.state().canary = Some(active);
     }

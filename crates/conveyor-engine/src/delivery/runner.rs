@@ -240,7 +240,7 @@ impl Rollout<'_> {
                 }
                 Ok(())
             }
-            Phase::StartNew { .. } => self.start_new().await,
+            Phase::StartNew { instances } => self.start_new(*instances).await,
             Phase::ScaleStable { remaining: 0 } => {
                 if let Some(stable) = self.live.take_stable() {
                     self.live
@@ -251,9 +251,17 @@ impl Rollout<'_> {
                 }
                 Ok(())
             }
-            // A version's instances start and stop together on the local target: the old ones
-            // go at the last batch, traffic having moved batch by batch.
-            Phase::ScaleStable { .. } => Ok(()),
+            // Rolling: traffic first leaves the instances that go, then they stop.
+            Phase::ScaleStable { remaining } => {
+                if let Some(stopping) = self.live.shrink_stable(*remaining) {
+                    self.live
+                        .route(self.live.traffic(), &env, &self.data())
+                        .await
+                        .map_err(Stop::Failed)?;
+                    stopping.await;
+                }
+                Ok(())
+            }
             Phase::ChecksBeforeTraffic => {
                 let url = self.live.canary_addr().map(|a| format!("http://{a}"));
                 let checks = self.checks(CheckWhen::AfterTraffic);
@@ -363,13 +371,34 @@ impl Rollout<'_> {
             .map_err(Stop::Failed)
     }
 
-    async fn start_new(&mut self) -> Result<(), Stop> {
+    async fn start_new(&mut self, instances: u32) -> Result<(), Stop> {
         if self.live.status().versions.iter().any(|v| v.role == "canary") {
-            return Ok(());
+            // Rolling: the next batch joins the instances already started.
+            let grown = self.live.grow_canary(instances).await.map_err(Stop::Failed)?;
+            self.live
+                .route(self.live.traffic(), &self.cx.environment, &self.data())
+                .await
+                .map_err(Stop::Failed)?;
+            let version = version_name(self.cx.release.id);
+            let instances = grown
+                .iter()
+                .map(|s| InstanceRef {
+                    addr: s.addr,
+                    pid: s.pid,
+                })
+                .collect();
+            return self
+                .record(Event::DeploymentInstances {
+                    deployment_id: self.id,
+                    version,
+                    instances,
+                })
+                .await;
         }
-        let spec = version_spec(self.delivery, &self.cx, self.id)
+        let mut spec = version_spec(self.delivery, &self.cx, self.id)
             .await
             .map_err(Stop::Failed)?;
+        spec.instances = instances;
         let version = spec.version.clone();
         let running = self
             .delivery

@@ -532,3 +532,55 @@ async fn a_server_killed_mid_rollout_comes_back_serving_the_stable_version() {
             .all(|i| i["restarts"] == 0)
     );
 }
+
+#[tokio::test]
+async fn rolling_replaces_instances_batch_by_batch_under_load() {
+    let shop = Shop::new("  prod:\n    strategy: { rolling: { max_surge: 1 } }\n").await;
+    let first = shop.release("v1").await;
+    assert_eq!(
+        shop.finished(shop.promote(first, "prod").await).await["status"],
+        "succeeded"
+    );
+    let url = shop.url("prod").await;
+    let load = Load::start(url.clone());
+    let second = shop.release("v2").await;
+    let done = shop.finished(shop.promote(second, "prod").await).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (count, errors, bodies) = load.stop().await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert!(
+        errors.is_empty(),
+        "{} of {count} requests failed: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
+    assert!(bodies.contains(&"v2".to_string()));
+    assert_eq!(
+        done["phases"],
+        json!([
+            "start 1 instance(s) of the new version",
+            "shift 50% of the traffic to the new version",
+            "scale the stable version down to 1 instance(s)",
+            "start 2 instance(s) of the new version",
+            "shift 100% of the traffic to the new version",
+            "scale the stable version down to 0 instance(s)",
+            "make the new version stable",
+        ])
+    );
+    assert_eq!(
+        done["instances"]["r2"].as_array().unwrap().len(),
+        2,
+        "both batches recorded"
+    );
+    let status = shop.server.get("/api/v1/projects/shop/environments/prod").await;
+    let versions = status["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 1, "rolling keeps no warm version: {status:#}");
+    assert_eq!(
+        (
+            versions[0]["version"].as_str(),
+            versions[0]["instances"].as_array().unwrap().len()
+        ),
+        (Some("r2"), 2)
+    );
+    assert_eq!(sample(&url, 10).await, BTreeMap::from([("v2".to_string(), 10)]));
+}
