@@ -3,7 +3,7 @@
 //! no lock and no cross-thread hand-off on the request path — leaner than a shared client pool.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle connections kept per instance and thread.
 const MAX_IDLE: usize = 256;
 
-type Idle = HashMap<SocketAddr, Vec<(SendRequest<ProxyBody>, Instant)>>;
+type Idle = HashMap<SocketAddr, VecDeque<(SendRequest<ProxyBody>, Instant)>>;
 
 thread_local! {
     static IDLE: RefCell<Idle> = RefCell::new(HashMap::new());
@@ -73,24 +73,33 @@ pub(crate) async fn send(
     }
 }
 
-/// An idle connection to `addr` that can take a request now.
+/// An idle connection to `addr` that can take a request now. Oldest first: the connections
+/// checked in last are the likeliest to still be streaming their response.
 fn checkout(addr: SocketAddr) -> Option<SendRequest<ProxyBody>> {
     IDLE.with_borrow_mut(|idle| {
-        let list = idle.get_mut(&addr)?;
+        let queue = idle.get_mut(&addr)?;
         let now = Instant::now();
-        // Closed or stale connections go; busy ones (a response body still streaming) stay.
-        list.retain(|(sender, since)| !sender.is_closed() && now.duration_since(*since) < IDLE_TIMEOUT);
-        let ready = list.iter().rposition(|(sender, _)| sender.is_ready())?;
-        Some(list.swap_remove(ready).0)
+        for _ in 0..queue.len() {
+            let (sender, since) = queue.pop_front()?;
+            if sender.is_closed() || now.duration_since(since) >= IDLE_TIMEOUT {
+                continue;
+            }
+            if sender.is_ready() {
+                return Some(sender);
+            }
+            // Still busy with a response body: keep it for a later request.
+            queue.push_back((sender, since));
+        }
+        None
     })
 }
 
 /// Returns a connection for reuse; it takes the next request once its response is done.
 fn checkin(addr: SocketAddr, sender: SendRequest<ProxyBody>) {
     IDLE.with_borrow_mut(|idle| {
-        let list = idle.entry(addr).or_default();
-        if list.len() < MAX_IDLE {
-            list.push((sender, Instant::now()));
+        let queue = idle.entry(addr).or_default();
+        if queue.len() < MAX_IDLE {
+            queue.push_back((sender, Instant::now()));
         }
     });
 }
