@@ -584,3 +584,82 @@ async fn rolling_replaces_instances_batch_by_batch_under_load() {
     );
     assert_eq!(sample(&url, 10).await, BTreeMap::from([("v2".to_string(), 10)]));
 }
+
+#[tokio::test]
+async fn a_canary_waits_for_promotion_and_obeys_pause_and_resume() {
+    let shop = Shop::new(
+        "  prod:\n    strategy: { canary: { steps: [{ weight: 20, pause: manual }, { weight: 60, pause: 30s }] } }\n",
+    )
+    .await;
+    let first = shop.release("v1").await;
+    assert_eq!(
+        shop.finished(shop.promote(first, "prod").await).await["status"],
+        "succeeded"
+    );
+    let second = shop.release("v2").await;
+    let id = shop.promote(second, "prod").await;
+    shop.until_deployment(id, "the manual pause at 20%", |d| {
+        d["status"] == "paused" && d["traffic"] == 20
+    })
+    .await;
+
+    // `conveyor promote --deployment`: past the manual pause, on to the 30 s pause at 60%.
+    shop.server
+        .post(&format!("/api/v1/deployments/{id}/resume"), json!({}))
+        .await;
+    shop.until_deployment(id, "the 60% step", |d| {
+        d["status"] == "running" && d["traffic"] == 60
+    })
+    .await;
+    shop.server
+        .post(&format!("/api/v1/deployments/{id}/pause"), json!({}))
+        .await;
+    shop.until_deployment(id, "a pause by hand", |d| d["status"] == "paused")
+        .await;
+    let (status, body) = shop
+        .server
+        .request(
+            reqwest::Method::POST,
+            "/api/v1/deployments/999/resume",
+            Some(json!({})),
+            true,
+        )
+        .await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+
+    // `promote --full`: skip what is left of the 30 s pause and go to 100% now.
+    shop.server
+        .post(
+            &format!("/api/v1/deployments/{id}/resume"),
+            json!({ "full": true }),
+        )
+        .await;
+    let done = shop.finished(id).await;
+    assert_eq!(
+        (done["status"].as_str(), done["traffic"].as_u64()),
+        (Some("succeeded"), Some(100)),
+        "{done:#}"
+    );
+    let events = shop.server.get("/api/v1/events?limit=1000").await;
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"]["deployment_id"] == id)
+        .map(|e| e["event"]["type"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"deployment_paused") && kinds.contains(&"deployment_resumed"),
+        "{kinds:?}"
+    );
+    let (status, _) = shop
+        .server
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/v1/deployments/{id}/abort"),
+            None,
+            true,
+        )
+        .await;
+    assert_eq!(status, 409, "an ended deployment cannot be aborted");
+}
