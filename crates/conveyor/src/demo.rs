@@ -105,7 +105,9 @@ pub async fn demo(config: &Config, example: &Path, exit: bool) -> anyhow::Result
     if let Err(error) = &outcome {
         say(format!("✗ the demo stopped: {error:#}"));
     }
-    if !exit && outcome.is_ok() {
+    // Someone at a terminal gets the server to explore; a script gets its exit status.
+    let keep = !exit && std::io::IsTerminal::is_terminal(&std::io::stdin());
+    if keep && outcome.is_ok() {
         say("\nThe server keeps running; press Ctrl-C to stop it (and every instance).");
         say(format!(
             "  export CONVEYOR_SERVER={base} CONVEYOR_TOKEN={}",

@@ -61,7 +61,7 @@ enum Command {
         /// The example project to use.
         #[arg(default_value = "examples/hello")]
         example: PathBuf,
-        /// Stop at the end instead of serving until Ctrl-C.
+        /// Stop at the end instead of serving until Ctrl-C (the default when not run from a terminal).
         #[arg(long)]
         exit: bool,
     },
