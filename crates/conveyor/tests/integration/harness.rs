@@ -28,6 +28,8 @@ pub struct Server {
     pub base: String,
     pub data: PathBuf,
     http: reqwest::Client,
+    /// Killed like a crash: its instances must stay up for the next server to adopt.
+    crashed: bool,
 }
 
 impl Server {
@@ -62,12 +64,15 @@ impl Server {
             base,
             data: data.to_path_buf(),
             http: reqwest::Client::new(),
+            crashed: false,
         }
     }
 
+    /// SIGKILL, like a crash: the deployed instances keep running, as they would.
     pub fn kill9(&mut self) {
         self.child.kill().expect("SIGKILL the server");
         self.child.wait().expect("reap the server");
+        self.crashed = true;
     }
 
     pub async fn request(
@@ -151,6 +156,34 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if !self.crashed {
+            kill_instances(&self.data);
+        }
+    }
+}
+
+/// Deployed instances outlive their server by design; a test leaves none behind. They carry
+/// `CONVEYOR_INSTANCE_OF=<data dir>/…` in their environment.
+fn kill_instances(data: &Path) {
+    let marker = format!("CONVEYOR_INSTANCE_OF={}/", data.display());
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if environ
+            .split(|b| *b == 0)
+            .any(|var| var.starts_with(marker.as_bytes()))
+        {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+        }
     }
 }
 
