@@ -104,6 +104,14 @@ impl Shop {
         body["deployment_id"].as_i64().unwrap()
     }
 
+    /// Builds `version` into a release and deploys it into `environment` successfully.
+    async fn deployed(&self, version: &str, environment: &str) -> i64 {
+        let release = self.release(version).await;
+        let done = self.finished(self.promote(release, environment).await).await;
+        assert_eq!(done["status"], "succeeded", "{done:#}");
+        release
+    }
+
     async fn deployment(&self, id: i64) -> Value {
         self.server.get(&format!("/api/v1/deployments/{id}")).await
     }
@@ -279,11 +287,7 @@ async fn blue_green_flips_under_load_without_a_failed_request() {
 async fn canary_weights_hold_and_abort_returns_traffic_to_stable() {
     let shop =
         Shop::new("  prod:\n    strategy: { canary: { steps: [{ weight: 30, pause: manual }] } }\n").await;
-    let first = shop.release("v1").await;
-    assert_eq!(
-        shop.finished(shop.promote(first, "prod").await).await["status"],
-        "succeeded"
-    );
+    shop.deployed("v1", "prod").await;
     let second = shop.release("v2").await;
     let id = shop.promote(second, "prod").await;
     shop.until_deployment(id, "the 30% pause", |d| {
@@ -442,11 +446,7 @@ async fn production_needs_an_approval_from_someone_else_and_respects_freezes() {
 #[tokio::test]
 async fn a_failing_health_check_stops_the_rollout_before_it_takes_traffic() {
     let shop = Shop::new("  prod:\n    strategy: blue-green\n").await;
-    let good = shop.release("v1").await;
-    assert_eq!(
-        shop.finished(shop.promote(good, "prod").await).await["status"],
-        "succeeded"
-    );
+    shop.deployed("v1", "prod").await;
     let url = shop.url("prod").await;
     let broken = shop.release("v2-BROKEN").await;
     let failed = shop.finished(shop.promote(broken, "prod").await).await;
@@ -483,11 +483,7 @@ async fn a_server_killed_mid_rollout_comes_back_serving_the_stable_version() {
         repo,
         _tmp: tmp,
     };
-    let first = shop.release("v1").await;
-    assert_eq!(
-        shop.finished(shop.promote(first, "prod").await).await["status"],
-        "succeeded"
-    );
+    shop.deployed("v1", "prod").await;
     let second = shop.release("v2").await;
     let id = shop.promote(second, "prod").await;
     shop.until_deployment(id, "the 50% pause", |d| d["status"] == "paused")
@@ -536,11 +532,7 @@ async fn a_server_killed_mid_rollout_comes_back_serving_the_stable_version() {
 #[tokio::test]
 async fn rolling_replaces_instances_batch_by_batch_under_load() {
     let shop = Shop::new("  prod:\n    strategy: { rolling: { max_surge: 1 } }\n").await;
-    let first = shop.release("v1").await;
-    assert_eq!(
-        shop.finished(shop.promote(first, "prod").await).await["status"],
-        "succeeded"
-    );
+    shop.deployed("v1", "prod").await;
     let url = shop.url("prod").await;
     let load = Load::start(url.clone());
     let second = shop.release("v2").await;
@@ -591,11 +583,7 @@ async fn a_canary_waits_for_promotion_and_obeys_pause_and_resume() {
         "  prod:\n    strategy: { canary: { steps: [{ weight: 20, pause: manual }, { weight: 60, pause: 30s }] } }\n",
     )
     .await;
-    let first = shop.release("v1").await;
-    assert_eq!(
-        shop.finished(shop.promote(first, "prod").await).await["status"],
-        "succeeded"
-    );
+    shop.deployed("v1", "prod").await;
     let second = shop.release("v2").await;
     let id = shop.promote(second, "prod").await;
     shop.until_deployment(id, "the manual pause at 20%", |d| {
