@@ -5,3 +5,7 @@
 #![deny(rust_2018_idioms)]
 
 pub mod dora;
+pub mod judge;
+pub mod sequential;
+pub mod slo;
+pub mod special;

@@ -6,6 +6,7 @@
 //! the stable version before anything else. After a restart, `recover` serves each environment's
 //! last route config first, re-adopts the stable instances, and rolls back interrupted deployments.
 
+mod analysis;
 mod environment;
 mod runner;
 

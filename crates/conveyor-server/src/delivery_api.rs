@@ -122,6 +122,22 @@ pub async fn deployment(State(state): State<AppState>, Path(id): Path<i64>) -> A
     Ok(Json(json!(d)))
 }
 
+/// The judgements of a deployment's canary analysis, with their evidence.
+pub async fn analysis(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Value>> {
+    let store = state.engine.store();
+    let d = store
+        .deployment(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("deployment {id} does not exist")))?;
+    let judgements = store.judgements(id).await?;
+    Ok(Json(json!({
+        "deployment_id": id,
+        "status": d.status,
+        "reason": d.reason,
+        "judgements": judgements,
+    })))
+}
+
 pub async fn approve(
     State(state): State<AppState>,
     Extension(Identity(by)): Extension<Identity>,

@@ -86,6 +86,7 @@ pub fn router(state: AppState) -> Router {
             get(delivery_api::metrics),
         )
         .route("/api/v1/deployments/{id}", get(delivery_api::deployment))
+        .route("/api/v1/deployments/{id}/analysis", get(delivery_api::analysis))
         .route("/api/v1/dora", get(delivery_api::dora))
         .route("/metrics", get(delivery_api::all_metrics))
         .merge(mutating)

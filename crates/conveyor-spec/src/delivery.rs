@@ -137,6 +137,82 @@ pub enum Strategy {
 pub struct Canary {
     /// Ends with a step at 100%.
     pub steps: Vec<CanaryStep>,
+    /// Judges each step before the next; `None`: steps advance on time alone.
+    pub analysis: Option<Analysis>,
+}
+
+/// `canary.analysis:` — evidence each step needs before the next, checked throughout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Analysis {
+    /// Time between two looks at the metrics.
+    pub interval: Duration,
+    /// The false-alarm bound of the sequential tests.
+    pub alpha: f64,
+    /// How long a step may wait past its pause for enough data before the metric's `no_data`.
+    pub max_duration: Duration,
+    /// What an inconclusive judgement does.
+    pub inconclusive: Inconclusive,
+    pub metrics: Vec<Metric>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inconclusive {
+    /// Hold the rollout until someone promotes, resumes or aborts it.
+    Pause,
+    /// Send traffic back to the stable version and fail the deployment.
+    Rollback,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric {
+    pub name: String,
+    pub source: MetricSource,
+    /// A failing critical metric rolls back; a failing other one is recorded as a warning.
+    pub critical: bool,
+    /// Samples needed before a step may pass: canary requests for the router's metrics,
+    /// looks with a value for Prometheus, runs for webhooks and commands.
+    pub min_samples: u64,
+    pub no_data: NoData,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetricSource {
+    /// The router's 5xx share, canary vs stable, by the anytime-valid rate test.
+    ErrorRate { tolerance: f64 },
+    /// The router's latency at `quantile`, canary vs stable, by the anytime-valid latency test.
+    Latency { quantile: f64, tolerance: f64 },
+    /// A PromQL query for the canary, checked against a range at every look.
+    Prometheus(PrometheusQuery),
+    /// An HTTP GET at the end of each step: 2xx passes.
+    Webhook {
+        url: String,
+        timeout: Duration,
+        retries: u32,
+    },
+    /// A command at the end of each step (gets `$URL` of the new version): exit 0 passes.
+    Command {
+        run: String,
+        timeout: Duration,
+        retries: u32,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrometheusQuery {
+    /// Base URL of the Prometheus HTTP API, e.g. `http://127.0.0.1:9090`.
+    pub address: String,
+    /// PromQL with `{{version}}`, `{{baseline}}`, `{{project}}`, `{{environment}}` filled in.
+    pub query: String,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+}
+
+/// What a metric without enough samples at the end of a step counts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoData {
+    Pass,
+    Fail,
+    Inconclusive,
 }
 
 #[derive(Debug, Clone, PartialEq)]

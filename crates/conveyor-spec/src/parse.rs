@@ -861,6 +861,7 @@ fn default_step_name(run: &str) -> String {
     line.chars().take(MAX_STEP_NAME_CHARS).collect()
 }
 
+mod analysis;
 mod delivery;
 
 #[cfg(test)]

@@ -150,6 +150,19 @@ pub enum Event {
         status: DeploymentStatus,
         reason: Option<String>,
     },
+    /// Canary analysis judged one metric: at the end of a step, or as soon as it failed.
+    DeploymentJudged {
+        deployment_id: i64,
+        metric: String,
+        verdict: Verdict,
+        /// The new version's share of traffic when judged, in percent.
+        traffic: u32,
+        /// One line a person reads first.
+        summary: String,
+        /// What was measured: the filled-in query, the values per version, the statistic, the
+        /// threshold.
+        evidence: serde_json::Value,
+    },
     ReleaseCreated {
         release_id: i64,
         run_id: i64,
@@ -226,6 +239,17 @@ status_enum!(
     }
 );
 
+status_enum!(
+    /// What a canary analysis concluded about one metric. `Warning`: a non-critical metric
+    /// failed, the rollout goes on; `Inconclusive`: not enough evidence either way.
+    Verdict {
+        Pass => "pass",
+        Fail => "fail",
+        Warning => "warning",
+        Inconclusive => "inconclusive",
+    }
+);
+
 status_enum!(RunStatus {
     Running => "running",
     Success => "success",
@@ -257,6 +281,7 @@ impl Event {
             Event::DeploymentPaused { .. } => "deployment_paused",
             Event::DeploymentResumed { .. } => "deployment_resumed",
             Event::DeploymentFinished { .. } => "deployment_finished",
+            Event::DeploymentJudged { .. } => "deployment_judged",
         }
     }
 }

@@ -14,8 +14,10 @@ mod query;
 
 pub use cas::Cas;
 pub use db::{AuditProblem, IdKind, Store, StoreError};
-pub use event::{ArtifactRef, DeploymentStatus, Event, InstanceRef, JobStatus, RunStatus, StepStatus};
-pub use query::{DeploymentView, JobView, Project, Release, RunView, StepView, StoredEvent};
+pub use event::{
+    ArtifactRef, DeploymentStatus, Event, InstanceRef, JobStatus, RunStatus, StepStatus, Verdict,
+};
+pub use query::{DeploymentView, JobView, JudgementView, Project, Release, RunView, StepView, StoredEvent};
 
 /// Now, as the RFC 3339 text every timestamp in the store uses (UTC, milliseconds).
 pub fn now_rfc3339() -> String {

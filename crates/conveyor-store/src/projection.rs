@@ -16,6 +16,7 @@ const READ_MODELS: &[&str] = &[
     "releases",
     "tokens",
     "deployments",
+    "judgements",
 ];
 
 pub(crate) async fn clear(tx: &mut Tx<'_>) -> Result<(), sqlx::Error> {
@@ -333,6 +334,28 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, event: &Event, at: &str) -> Result<()
                 .bind(at)
                 .execute(&mut **tx)
                 .await?;
+        }
+        Event::DeploymentJudged {
+            deployment_id,
+            metric,
+            verdict,
+            traffic,
+            summary,
+            evidence,
+        } => {
+            sqlx::query(
+                "INSERT INTO judgements (deployment_id, metric, verdict, traffic, summary, evidence, at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(deployment_id)
+            .bind(metric)
+            .bind(verdict.as_str())
+            .bind(*traffic as i64)
+            .bind(summary)
+            .bind(evidence.to_string())
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
         }
     }
     Ok(())

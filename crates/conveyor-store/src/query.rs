@@ -105,6 +105,17 @@ pub struct DeploymentView {
     pub finished_at: Option<String>,
 }
 
+/// One judgement of a canary analysis.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JudgementView {
+    pub metric: String,
+    pub verdict: String,
+    pub traffic: u32,
+    pub summary: String,
+    pub evidence: serde_json::Value,
+    pub at: String,
+}
+
 const DEPLOYMENT_COLUMNS: &str = "id, project, environment, release_id, status, requested_by, author, rollback_of, \
     phases, phase_index, phase, traffic, gates, approvals, instances, reason, created_at, finished_at";
 
@@ -380,6 +391,29 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(deployment_from_row).transpose()
+    }
+
+    /// The judgements of a deployment's canary analysis, oldest first.
+    pub async fn judgements(&self, deployment: i64) -> Result<Vec<JudgementView>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT metric, verdict, traffic, summary, evidence, at FROM judgements
+             WHERE deployment_id = $1 ORDER BY seq",
+        )
+        .bind(deployment)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(JudgementView {
+                    metric: row.try_get("metric")?,
+                    verdict: row.try_get("verdict")?,
+                    traffic: u32::try_from(row.try_get::<i64, _>("traffic")?).unwrap_or(0),
+                    summary: row.try_get("summary")?,
+                    evidence: serde_json::from_str(row.try_get("evidence")?).unwrap_or_default(),
+                    at: row.try_get("at")?,
+                })
+            })
+            .collect()
     }
 
     /// Deployments not finished (pending, running or paused), oldest first.

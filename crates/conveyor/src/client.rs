@@ -412,6 +412,33 @@ impl Client {
         Ok(ExitCode::SUCCESS)
     }
 
+    pub async fn analysis(&self, deployment: i64, evidence: bool) -> anyhow::Result<ExitCode> {
+        let body = self
+            .get(&format!("/api/v1/deployments/{deployment}/analysis"))
+            .await?;
+        let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
+        println!("deployment {deployment}: {}", text(&body["status"]));
+        if let Some(reason) = body["reason"].as_str() {
+            println!("  {reason}");
+        }
+        let judgements = body["judgements"].as_array().cloned().unwrap_or_default();
+        if judgements.is_empty() {
+            println!("  no judgements (no canary analysis ran)");
+        }
+        for j in &judgements {
+            println!(
+                "  {:<12} {:>3}%  {}",
+                text(&j["verdict"]).to_uppercase(),
+                j["traffic"],
+                text(&j["summary"])
+            );
+            if evidence {
+                println!("{}", serde_json::to_string_pretty(&j["evidence"])?);
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
     pub async fn dora(
         &self,
         project: Option<&str>,

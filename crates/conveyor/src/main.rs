@@ -183,6 +183,13 @@ enum Command {
         #[arg(long)]
         project: Option<String>,
     },
+    /// A deployment's canary analysis: each judgement, its verdict and evidence.
+    Analysis {
+        deployment: i64,
+        /// Print the evidence as JSON too (queries, values per version, statistics).
+        #[arg(long)]
+        evidence: bool,
+    },
     /// DORA metrics of an environment: deployment frequency, lead time, change failure rate,
     /// time to restore, each with its level.
     Dora {
@@ -397,6 +404,7 @@ async fn dispatch(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<Exi
         } => client()?.rollback(project, &environment, to).await,
         Command::Status { environment, project } => client()?.status(project, &environment).await,
         Command::History { environment, project } => client()?.history(project, &environment).await,
+        Command::Analysis { deployment, evidence } => client()?.analysis(deployment, evidence).await,
         Command::Token(TokenCommand::Create { name }) => client()?.create_token(&name).await,
         Command::Dora {
             environment,

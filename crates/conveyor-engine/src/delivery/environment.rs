@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use conveyor_deploy::{InstanceStatus, RunningVersion};
-use conveyor_router::{Backend, RouteConfig, Router, TOTAL_WEIGHT};
+use conveyor_router::{Backend, RouteConfig, Router, TOTAL_WEIGHT, VersionMetrics};
 use serde::{Deserialize, Serialize};
 
 /// A version running in the environment.
@@ -122,6 +122,15 @@ impl Live {
             url: state.router.as_ref().map(|r| format!("http://{}", r.addr)),
             versions,
         }
+    }
+
+    /// What the router has counted for the stable and the new version, in that order.
+    pub fn version_metrics(&self) -> Option<(VersionMetrics, VersionMetrics)> {
+        let state = self.state();
+        let (stable, canary) = (state.stable.as_ref()?, state.canary.as_ref()?);
+        let all = state.router.as_ref()?.router.metrics();
+        let find = |version: &str| all.iter().find(|m| m.version == version).cloned();
+        Some((find(&stable.version)?, find(&canary.version)?))
     }
 
     pub fn router_url(&self) -> Option<String> {

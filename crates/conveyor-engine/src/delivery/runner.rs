@@ -7,12 +7,13 @@ use std::time::Duration;
 use conveyor_deploy::plan::{self, Gate, Phase};
 use conveyor_deploy::{RunningVersion, VersionSpec};
 use conveyor_exec::{CancellationToken, StepOutcome, StepSpec};
-use conveyor_spec::delivery::{CheckWhen, Command, Strategy};
+use conveyor_spec::delivery::{CheckWhen, Command, MetricSource, Strategy};
 use conveyor_spec::expr;
 use conveyor_store::logs::LogOf;
-use conveyor_store::{DeploymentStatus, DeploymentView, Event, InstanceRef};
+use conveyor_store::{DeploymentStatus, DeploymentView, Event, InstanceRef, Verdict};
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use super::analysis::{Analysis, Judgement, StepEnd, Subjects};
 use super::environment::{Active, Live};
 use super::{Context, Control, Delivery};
 use crate::EngineError;
@@ -91,6 +92,8 @@ struct Rollout<'a> {
     control: UnboundedReceiver<Control>,
     /// `promote --full`: go straight to 100%.
     full: bool,
+    /// The canary analysis, from the first partial traffic shift to the shift to 100%.
+    analysis: Option<Analysis>,
 }
 
 pub(crate) async fn drive(
@@ -114,6 +117,7 @@ pub(crate) async fn drive(
         id,
         control,
         full: false,
+        analysis: None,
     };
     if d.rollback_of.is_none()
         && let Err(stop) = rollout.gates().await
@@ -209,6 +213,7 @@ impl Rollout<'_> {
             }
             if let Phase::Shift { percent } = phase {
                 self.shift(*percent).await?;
+                self.follow_analysis(*percent);
             }
             let traffic = self
                 .live
@@ -273,7 +278,10 @@ impl Rollout<'_> {
                 self.commands("check", &checks, url).await
             }
             Phase::Shift { .. } => Ok(()),
-            Phase::Wait(d) => self.wait(Some(*d)).await,
+            Phase::Wait(d) => {
+                self.wait(Some(*d)).await?;
+                self.end_step().await
+            }
             Phase::AwaitPromotion => {
                 self.record(Event::DeploymentPaused {
                     deployment_id: self.id,
@@ -327,9 +335,14 @@ impl Rollout<'_> {
     /// Waits `d` (or, with `None`, until resumed), watching the new version's health and
     /// obeying controls. A resume ends the wait.
     async fn wait(&mut self, d: Option<Duration>) -> Result<(), Stop> {
-        let deadline = d.map(|d| tokio::time::Instant::now() + d);
+        let now = tokio::time::Instant::now();
+        let deadline = d.map(|d| now + d);
+        let mut next_look = self.analysis.as_ref().map(|a| now + a.interval());
         loop {
-            let tick = tokio::time::sleep(HEALTH_WATCH);
+            let mut tick = HEALTH_WATCH;
+            if let Some(look) = next_look {
+                tick = tick.min(look.saturating_duration_since(tokio::time::Instant::now()));
+            }
             tokio::select! {
                 control = self.control.recv() => match control {
                     Some(Control::Resume { by, full }) => {
@@ -347,16 +360,187 @@ impl Rollout<'_> {
                     Some(_) => {}
                     None => return Err(Stop::Failed("the server is stopping".into())),
                 },
-                () = tick => {
+                () = tokio::time::sleep(tick) => {
                     if !self.live.canary_healthy() && self.live.status().versions.iter().any(|v| v.role == "canary") {
                         return Err(Stop::Failed("the new version has no healthy instance left".into()));
                     }
-                    if deadline.is_some_and(|end| tokio::time::Instant::now() >= end) {
+                    let now = tokio::time::Instant::now();
+                    if let (Some(look), Some(analysis)) = (next_look, &self.analysis)
+                        && now >= look
+                    {
+                        next_look = Some(now + analysis.interval());
+                        self.look().await?;
+                    }
+                    if deadline.is_some_and(|end| now >= end) {
                         return Ok(());
                     }
                 }
             }
         }
+    }
+
+    /// Starts the canary analysis with the first partial shift; ends it when the new version
+    /// takes all the traffic (there is no baseline left to compare with).
+    fn follow_analysis(&mut self, percent: u32) {
+        if percent >= 100 {
+            self.analysis = None;
+            return;
+        }
+        let Strategy::Canary(canary) = &self.cx.environment.strategy else {
+            return;
+        };
+        let (Some(spec), None) = (&canary.analysis, &self.analysis) else {
+            return;
+        };
+        let status = self.live.status();
+        let version = |role: &str| {
+            status
+                .versions
+                .iter()
+                .find(|v| v.role == role)
+                .map(|v| v.version.clone())
+        };
+        let (Some(baseline), Some(canary)) = (version("stable"), version("canary")) else {
+            return;
+        };
+        let subjects = Subjects {
+            project: self.cx.release.project.clone(),
+            environment: self.cx.environment.name.clone(),
+            canary,
+            baseline,
+        };
+        self.analysis = Some(Analysis::new(spec.clone(), subjects));
+    }
+
+    /// One look at the metrics: a critical failure stops the rollout; others are warnings.
+    async fn look(&mut self) -> Result<(), Stop> {
+        let Some(analysis) = &mut self.analysis else {
+            return Ok(());
+        };
+        let failed = analysis.look(self.live.version_metrics()).await;
+        self.judged(failed).await
+    }
+
+    /// Records judgements; the first critical failure stops the rollout with its summary.
+    async fn judged(&self, judgements: Vec<Judgement>) -> Result<(), Stop> {
+        let mut stop = None;
+        for mut judgement in judgements {
+            if judgement.verdict == Verdict::Fail && !judgement.critical {
+                judgement.verdict = Verdict::Warning;
+            }
+            if judgement.verdict == Verdict::Fail && stop.is_none() {
+                stop = Some(format!("analysis failed: {}", judgement.summary));
+            }
+            self.record(Event::DeploymentJudged {
+                deployment_id: self.id,
+                metric: judgement.metric,
+                verdict: judgement.verdict,
+                traffic: self.live.traffic(),
+                summary: judgement.summary,
+                evidence: judgement.evidence,
+            })
+            .await?;
+        }
+        stop.map_or(Ok(()), |reason| Err(Stop::Failed(reason)))
+    }
+
+    /// At the end of a canary step: runs the step's checks, then waits (looking) until every
+    /// metric can be judged or `max_duration` is over, and acts on the verdict.
+    async fn end_step(&mut self) -> Result<(), Stop> {
+        let Some(analysis) = &self.analysis else {
+            return Ok(());
+        };
+        let url = self.live.canary_addr().map(|a| format!("http://{a}"));
+        let mut outcomes = Vec::new();
+        for (name, source) in analysis.checks() {
+            let outcome = match source {
+                MetricSource::Webhook {
+                    url,
+                    timeout,
+                    retries,
+                } => analysis.webhook(&url, timeout, retries).await,
+                MetricSource::Command {
+                    run,
+                    timeout,
+                    retries,
+                } => {
+                    self.analysis_command(&name, &run, timeout, retries, url.clone())
+                        .await
+                }
+                _ => continue,
+            };
+            outcomes.push((name, outcome));
+        }
+        let analysis = self.analysis.as_mut().expect("checked above");
+        let failed: Vec<Judgement> = outcomes
+            .into_iter()
+            .filter_map(|(name, outcome)| analysis.check_ran(&name, outcome))
+            .collect();
+        self.judged(failed).await?;
+        let started = tokio::time::Instant::now();
+        loop {
+            let Some(analysis) = &self.analysis else {
+                return Ok(());
+            };
+            let out_of_time = started.elapsed() >= analysis.max_duration();
+            match analysis.end_step(out_of_time) {
+                StepEnd::Pass(judgements) => return self.judged(judgements).await,
+                StepEnd::Fail(judgements) => {
+                    self.judged(judgements).await?;
+                    return Err(Stop::Failed("analysis failed".into()));
+                }
+                StepEnd::NeedMoreData => {
+                    let interval = analysis.interval();
+                    self.wait(Some(interval)).await?;
+                }
+                StepEnd::Inconclusive(judgements) => {
+                    let rollback = analysis.inconclusive_rolls_back();
+                    let reason: Vec<String> = judgements
+                        .iter()
+                        .filter(|j| j.verdict == Verdict::Inconclusive)
+                        .map(|j| j.summary.clone())
+                        .collect();
+                    let reason = format!("analysis inconclusive: {}", reason.join("; "));
+                    self.judged(judgements).await?;
+                    if rollback {
+                        return Err(Stop::Failed(reason));
+                    }
+                    self.record(Event::DeploymentPaused {
+                        deployment_id: self.id,
+                        by: reason,
+                    })
+                    .await?;
+                    return self.wait(None).await;
+                }
+            }
+        }
+    }
+
+    /// Runs an analysis command (exit 0 passes), `retries` more times after a failure.
+    async fn analysis_command(
+        &self,
+        name: &str,
+        run: &str,
+        timeout: Duration,
+        retries: u32,
+        url: Option<String>,
+    ) -> Result<(), String> {
+        let command = Command {
+            name: name.to_string(),
+            run: run.to_string(),
+            timeout: Some(timeout),
+        };
+        let mut last = String::new();
+        for _ in 0..=retries {
+            match self
+                .commands("analysis", std::slice::from_ref(&command), url.clone())
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(Stop::Failed(reason) | Stop::Aborted(reason)) => last = reason,
+            }
+        }
+        Err(last)
     }
 
     async fn shift(&self, percent: u32) -> Result<(), Stop> {

@@ -42,7 +42,7 @@ const ENVIRONMENT_KEYS: &[&str] = &[
 const STRATEGIES: &[&str] = &["recreate", "rolling", "blue-green", "canary"];
 const TARGETS: &[&str] = &["local"];
 const ROLLING_KEYS: &[&str] = &["max_surge"];
-const CANARY_KEYS: &[&str] = &["steps", "interval"];
+const CANARY_KEYS: &[&str] = &["steps", "interval", "analysis"];
 const CANARY_STEP_KEYS: &[&str] = &["weight", "pause"];
 const APPROVAL_KEYS: &[&str] = &["required", "reviewers", "not_author"];
 const FREEZE_KEYS: &[&str] = &["start", "end", "timezone", "reason"];
@@ -56,7 +56,7 @@ const DEFAULT_CANARY_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Checker<'_> {
     /// An integer in `min..=max`.
-    fn int_in(&mut self, what: &str, node: &Node, min: u32, max: u32) -> Option<u32> {
+    pub(super) fn int_in(&mut self, what: &str, node: &Node, min: u32, max: u32) -> Option<u32> {
         match &node.kind {
             Kind::Int(n, _) => match u32::try_from(*n) {
                 Ok(n) if (min..=max).contains(&n) => Some(n),
@@ -72,7 +72,7 @@ impl Checker<'_> {
         }
     }
 
-    fn one_of<'a>(&mut self, what: &str, node: &Node, allowed: &[&'a str]) -> Option<&'a str> {
+    pub(super) fn one_of<'a>(&mut self, what: &str, node: &Node, allowed: &[&'a str]) -> Option<&'a str> {
         let text = self.string(what, node)?;
         if let Some(found) = allowed.iter().find(|a| **a == text) {
             return Some(found);
@@ -444,6 +444,7 @@ impl Checker<'_> {
                             weight: 100,
                             pause: Pause::For(interval),
                         }],
+                        analysis: None,
                     };
                 };
                 if items.is_empty() {
@@ -476,7 +477,10 @@ impl Checker<'_> {
                 pause: Pause::For(Duration::ZERO),
             });
         }
-        Canary { steps }
+        let analysis = fields
+            .and_then(|f| f.get("analysis"))
+            .and_then(|a| self.analysis(a));
+        Canary { steps, analysis }
     }
 
     fn canary_step(&mut self, node: &Node, interval: Duration) -> Option<CanaryStep> {

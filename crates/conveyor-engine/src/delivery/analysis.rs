@@ -1,0 +1,576 @@
+//! Canary analysis at runtime: looks at each metric's source every `interval`, feeds the pure
+//! tests of `conveyor-analysis`, and turns their state into judgements with evidence.
+
+use std::time::Duration;
+
+use conveyor_analysis::sequential::{Counts, Decision, Histogram, LatencyTest, RateTest, TestConfig};
+use conveyor_router::VersionMetrics;
+use conveyor_spec::delivery::{Analysis as AnalysisSpec, Metric, MetricSource, NoData, PrometheusQuery};
+use conveyor_store::Verdict;
+use serde_json::{Value, json};
+
+/// A Prometheus answer larger than this is refused (a query should return one series).
+const MAX_PROMETHEUS_BODY: usize = 1 << 20;
+
+/// What a metric concluded, to be recorded as a `deployment_judged` event.
+#[derive(Debug, Clone)]
+pub(crate) struct Judgement {
+    pub metric: String,
+    pub verdict: Verdict,
+    pub critical: bool,
+    pub summary: String,
+    pub evidence: Value,
+}
+
+/// Which versions are compared, for the router's counters and the query placeholders.
+#[derive(Debug, Clone)]
+pub(crate) struct Subjects {
+    pub project: String,
+    pub environment: String,
+    pub canary: String,
+    pub baseline: String,
+}
+
+enum State {
+    Rate(RateTest),
+    Latency(LatencyTest),
+    Threshold {
+        query: String,
+        samples: u64,
+        last: Option<f64>,
+        /// The latest value out of range, if any: the metric failed then.
+        breach: Option<f64>,
+    },
+    /// Webhooks and commands run at the end of each step; the runner reports their outcome.
+    Check {
+        runs: u64,
+    },
+}
+
+struct Tracked {
+    spec: Metric,
+    state: State,
+    /// Judged `fail` already: it stays failed and is not judged again.
+    failed: bool,
+}
+
+pub(crate) struct Analysis {
+    spec: AnalysisSpec,
+    subjects: Subjects,
+    metrics: Vec<Tracked>,
+    /// The router's counters at the previous look, `(baseline, canary)`.
+    previous: Option<(VersionMetrics, VersionMetrics)>,
+    http: reqwest::Client,
+}
+
+/// How a step ends, once its pause is over.
+pub(crate) enum StepEnd {
+    /// Every metric has what it needs (judgements to record, possibly warnings).
+    Pass(Vec<Judgement>),
+    /// Some metric still lacks samples: look again before concluding.
+    NeedMoreData,
+    /// A critical metric failed (including `no_data: fail`).
+    Fail(Vec<Judgement>),
+    /// Some metric has no data and its policy says inconclusive.
+    Inconclusive(Vec<Judgement>),
+}
+
+impl Analysis {
+    pub(crate) fn new(spec: AnalysisSpec, subjects: Subjects) -> Self {
+        let config = |tolerance: f64, min_samples: u64| TestConfig {
+            alpha: spec.alpha,
+            tolerance,
+            min_samples,
+        };
+        let metrics = spec
+            .metrics
+            .iter()
+            .map(|m| {
+                let state = match &m.source {
+                    MetricSource::ErrorRate { tolerance } => {
+                        State::Rate(RateTest::new(config(*tolerance, m.min_samples)))
+                    }
+                    MetricSource::Latency { quantile, tolerance } => {
+                        State::Latency(LatencyTest::new(*quantile, config(*tolerance, m.min_samples)))
+                    }
+                    MetricSource::Prometheus(q) => State::Threshold {
+                        query: fill_placeholders(&q.query, &subjects),
+                        samples: 0,
+                        last: None,
+                        breach: None,
+                    },
+                    MetricSource::Webhook { .. } | MetricSource::Command { .. } => State::Check { runs: 0 },
+                };
+                Tracked {
+                    spec: m.clone(),
+                    state,
+                    failed: false,
+                }
+            })
+            .collect();
+        Self {
+            spec,
+            subjects,
+            metrics,
+            previous: None,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub(crate) fn interval(&self) -> Duration {
+        self.spec.interval
+    }
+
+    pub(crate) fn max_duration(&self) -> Duration {
+        self.spec.max_duration
+    }
+
+    pub(crate) fn inconclusive_rolls_back(&self) -> bool {
+        self.spec.inconclusive == conveyor_spec::delivery::Inconclusive::Rollback
+    }
+
+    /// One look at every continuous source. Returns the judgements of metrics that failed at
+    /// this look (each metric fails once).
+    pub(crate) async fn look(&mut self, router: Option<(VersionMetrics, VersionMetrics)>) -> Vec<Judgement> {
+        let increments = match (&self.previous, &router) {
+            (Some((base_then, canary_then)), Some((base_now, canary_now))) => {
+                Some((since(base_now, base_then), since(canary_now, canary_then)))
+            }
+            _ => None,
+        };
+        if router.is_some() {
+            self.previous = router;
+        }
+        let mut failed = Vec::new();
+        for index in 0..self.metrics.len() {
+            if self.metrics[index].failed {
+                continue;
+            }
+            if matches!(self.metrics[index].state, State::Threshold { .. }) {
+                self.query_prometheus(index).await;
+            } else if let Some((base, canary)) = &increments {
+                match &mut self.metrics[index].state {
+                    State::Rate(test) => test.observe(
+                        Counts::new(canary.requests, canary.errors_5xx),
+                        Counts::new(base.requests, base.errors_5xx),
+                    ),
+                    State::Latency(test) => test.observe(&histogram(canary), &histogram(base)),
+                    State::Threshold { .. } | State::Check { .. } => {}
+                }
+            }
+            let tracked = &mut self.metrics[index];
+            if continuous_verdict(tracked, false) == Some(Verdict::Fail) {
+                tracked.failed = true;
+                failed.push(judge(tracked, Verdict::Fail, &self.subjects));
+            }
+        }
+        failed
+    }
+
+    async fn query_prometheus(&mut self, index: usize) {
+        let MetricSource::Prometheus(spec) = self.metrics[index].spec.source.clone() else {
+            return;
+        };
+        let State::Threshold { query, .. } = &self.metrics[index].state else {
+            return;
+        };
+        let result = query_value(
+            &self.http,
+            &spec,
+            query,
+            self.spec.interval.max(Duration::from_secs(5)),
+        )
+        .await;
+        let State::Threshold {
+            samples,
+            last,
+            breach,
+            ..
+        } = &mut self.metrics[index].state
+        else {
+            return;
+        };
+        match result {
+            Ok(Some(value)) => {
+                *samples += 1;
+                *last = Some(value);
+                let below = spec.min.is_some_and(|min| value < min);
+                let above = spec.max.is_some_and(|max| value > max);
+                if below || above {
+                    *breach = Some(value);
+                }
+            }
+            // No value (empty result or NaN) counts toward nothing: `no_data` decides at the end.
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(metric = %self.metrics[index].spec.name, %error, "prometheus query failed");
+            }
+        }
+    }
+
+    /// The webhooks and commands to run at the end of this step, by metric name.
+    pub(crate) fn checks(&self) -> Vec<(String, MetricSource)> {
+        self.metrics
+            .iter()
+            .filter(|t| !t.failed && matches!(t.state, State::Check { .. }))
+            .map(|t| (t.spec.name.clone(), t.spec.source.clone()))
+            .collect()
+    }
+
+    /// Runs a webhook check: GET, 2xx passes, with retries. `Err` says why it failed.
+    pub(crate) async fn webhook(&self, url: &str, timeout: Duration, retries: u32) -> Result<(), String> {
+        let mut last = String::new();
+        for attempt in 0..=retries {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            match self.http.get(url).timeout(timeout).send().await {
+                Ok(response) if response.status().is_success() => return Ok(()),
+                Ok(response) => last = format!("answered {}", response.status()),
+                Err(e) if e.is_timeout() => last = format!("timed out after {}s", timeout.as_secs_f64()),
+                Err(e) => last = format!("unreachable: {e}"),
+            }
+        }
+        Err(last)
+    }
+
+    /// Records the outcome of a check run at the end of a step; a failure is judged at once.
+    pub(crate) fn check_ran(&mut self, name: &str, outcome: Result<(), String>) -> Option<Judgement> {
+        let tracked = self.metrics.iter_mut().find(|t| t.spec.name == name)?;
+        let State::Check { runs } = &mut tracked.state else {
+            return None;
+        };
+        *runs += 1;
+        let error = outcome.err()?;
+        tracked.failed = true;
+        let mut judgement = judge(tracked, Verdict::Fail, &self.subjects);
+        judgement.summary = format!("{}: {error}", tracked.spec.name);
+        judgement.evidence["error"] = json!(error);
+        Some(judgement)
+    }
+
+    /// Concludes a step whose pause is over; `out_of_time` once it has waited `max_duration`
+    /// for data, so missing data follows each metric's `no_data`.
+    pub(crate) fn end_step(&self, out_of_time: bool) -> StepEnd {
+        let mut judgements = Vec::new();
+        let (mut fail, mut inconclusive) = (false, false);
+        for tracked in &self.metrics {
+            if tracked.failed {
+                fail |= tracked.spec.critical;
+                continue;
+            }
+            let verdict = match continuous_verdict(tracked, true) {
+                Some(verdict) => verdict,
+                None if !out_of_time => return StepEnd::NeedMoreData,
+                None => match tracked.spec.no_data {
+                    NoData::Pass => Verdict::Pass,
+                    NoData::Fail => Verdict::Fail,
+                    NoData::Inconclusive => Verdict::Inconclusive,
+                },
+            };
+            let verdict = match verdict {
+                Verdict::Fail if !tracked.spec.critical => Verdict::Warning,
+                Verdict::Fail => {
+                    fail = true;
+                    Verdict::Fail
+                }
+                Verdict::Inconclusive => {
+                    inconclusive = true;
+                    Verdict::Inconclusive
+                }
+                other => other,
+            };
+            judgements.push(judge(tracked, verdict, &self.subjects));
+        }
+        if fail {
+            StepEnd::Fail(judgements)
+        } else if inconclusive {
+            StepEnd::Inconclusive(judgements)
+        } else {
+            StepEnd::Pass(judgements)
+        }
+    }
+}
+
+/// A metric's verdict from its data alone; `None` when it lacks samples at the horizon.
+fn continuous_verdict(tracked: &Tracked, horizon: bool) -> Option<Verdict> {
+    let decision = match &tracked.state {
+        State::Rate(test) => test.decision(horizon),
+        State::Latency(test) => test.decision(horizon),
+        State::Threshold { samples, breach, .. } => match (breach, horizon) {
+            (Some(_), _) => Decision::Fail,
+            (None, false) => Decision::Continue,
+            (None, true) if *samples >= tracked.spec.min_samples => Decision::Pass,
+            (None, true) => Decision::NoData,
+        },
+        State::Check { runs } => match horizon {
+            false => Decision::Continue,
+            true if *runs >= tracked.spec.min_samples => Decision::Pass,
+            true => Decision::NoData,
+        },
+    };
+    match decision {
+        Decision::Fail => Some(Verdict::Fail),
+        Decision::Pass => Some(Verdict::Pass),
+        Decision::Continue => Some(Verdict::Inconclusive).filter(|_| horizon),
+        Decision::NoData => None,
+    }
+}
+
+fn judge(tracked: &Tracked, verdict: Verdict, subjects: &Subjects) -> Judgement {
+    let name = &tracked.spec.name;
+    let versions = json!({ "canary": subjects.canary, "baseline": subjects.baseline });
+    let percent = |rate: Option<f64>| rate.map_or("-".to_string(), |r| format!("{:.2}%", r * 100.0));
+    let (summary, mut evidence) = match &tracked.state {
+        State::Rate(test) => {
+            let e = test.evidence();
+            (
+                format!(
+                    "{name}: canary {} of {} requests failed ({}) vs baseline {} ({}); e = {:.3} (fails at {}), p = {:.4}",
+                    e.canary.events,
+                    e.canary.requests,
+                    percent(e.canary_rate),
+                    e.baseline.events,
+                    percent(e.baseline_rate),
+                    e.e_value,
+                    e.threshold,
+                    e.p_value
+                ),
+                json!({ "test": "anytime-valid rate test (5xx / requests)", "statistic": e }),
+            )
+        }
+        State::Latency(test) => {
+            let e = test.evidence();
+            let ms = |s: Option<f64>| s.map_or("-".to_string(), |s| format!("{:.0} ms", s * 1000.0));
+            (
+                format!(
+                    "{name}: p{} — canary {} of {} requests slower than {} ({}) vs baseline {} slower than {} ({}); e = {:.3} (fails at {}), p = {:.4}",
+                    e.quantile * 100.0,
+                    e.rate.canary.events,
+                    e.rate.canary.requests,
+                    ms(e.canary_threshold),
+                    percent(e.rate.canary_rate),
+                    e.rate.baseline.events,
+                    ms(e.baseline_threshold),
+                    percent(e.rate.baseline_rate),
+                    e.rate.e_value,
+                    e.rate.threshold,
+                    e.rate.p_value
+                ),
+                json!({ "test": "anytime-valid latency test (share of slow requests)", "statistic": e }),
+            )
+        }
+        State::Threshold {
+            query,
+            samples,
+            last,
+            breach,
+        } => {
+            let MetricSource::Prometheus(spec) = &tracked.spec.source else {
+                unreachable!("a threshold state comes from a prometheus metric")
+            };
+            let shown = breach
+                .or(*last)
+                .map_or("no value".to_string(), |v| format!("{v}"));
+            (
+                format!(
+                    "{name}: canary value {shown} (range {}..{}, {samples} samples)",
+                    spec.min.map_or(String::new(), |v| v.to_string()),
+                    spec.max.map_or(String::new(), |v| v.to_string()),
+                ),
+                json!({
+                    "test": "prometheus threshold",
+                    "address": spec.address,
+                    "query": query,
+                    "value": breach.or(*last),
+                    "min": spec.min,
+                    "max": spec.max,
+                    "samples": samples,
+                }),
+            )
+        }
+        State::Check { runs } => (
+            format!("{name}: {runs} run(s) passed"),
+            json!({ "test": "check", "runs": runs }),
+        ),
+    };
+    let summary = match verdict {
+        Verdict::Inconclusive if !matches!(tracked.state, State::Check { .. }) => {
+            format!(
+                "{summary} — not enough data ({} samples needed)",
+                tracked.spec.min_samples
+            )
+        }
+        _ => summary,
+    };
+    evidence["versions"] = versions;
+    evidence["critical"] = json!(tracked.spec.critical);
+    evidence["min_samples"] = json!(tracked.spec.min_samples);
+    Judgement {
+        metric: name.clone(),
+        verdict,
+        critical: tracked.spec.critical,
+        summary,
+        evidence,
+    }
+}
+
+fn since(now: &VersionMetrics, then: &VersionMetrics) -> VersionMetrics {
+    VersionMetrics {
+        version: now.version.clone(),
+        requests: now.requests.saturating_sub(then.requests),
+        errors_5xx: now.errors_5xx.saturating_sub(then.errors_5xx),
+        latency: conveyor_router::LatencyHistogram {
+            buckets: now
+                .latency
+                .buckets
+                .iter()
+                .zip(&then.latency.buckets)
+                .map(|((bound, n), (_, t))| (*bound, n.saturating_sub(*t)))
+                .collect(),
+            sum_seconds: (now.latency.sum_seconds - then.latency.sum_seconds).max(0.0),
+            count: now.latency.count.saturating_sub(then.latency.count),
+        },
+    }
+}
+
+fn histogram(m: &VersionMetrics) -> Histogram {
+    Histogram {
+        bounds: m.latency.buckets.iter().map(|(b, _)| *b).collect(),
+        cumulative: m.latency.buckets.iter().map(|(_, c)| *c).collect(),
+        total: m.latency.count,
+    }
+}
+
+/// `{{version}}` and friends, spaces inside the braces allowed.
+pub(crate) fn fill_placeholders(query: &str, subjects: &Subjects) -> String {
+    let mut out = String::with_capacity(query.len());
+    let mut rest = query;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else { break };
+        out.push_str(&rest[..start]);
+        match after[..end].trim() {
+            "version" => out.push_str(&subjects.canary),
+            "baseline" => out.push_str(&subjects.baseline),
+            "project" => out.push_str(&subjects.project),
+            "environment" => out.push_str(&subjects.environment),
+            // Refused by `conveyor validate`; kept as written if it ever gets here.
+            _ => out.push_str(&rest[start..start + end + 4]),
+        }
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Runs an instant query; `Ok(None)` when it returns no series or NaN.
+async fn query_value(
+    http: &reqwest::Client,
+    spec: &PrometheusQuery,
+    query: &str,
+    timeout: Duration,
+) -> Result<Option<f64>, String> {
+    let url = format!("{}/api/v1/query", spec.address);
+    let response = http
+        .get(&url)
+        .query(&[("query", query)])
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    let status = response.status();
+    let body = response.bytes().await.map_err(|e| format!("{url}: {e}"))?;
+    if body.len() > MAX_PROMETHEUS_BODY {
+        return Err(format!("{url}: answer larger than {MAX_PROMETHEUS_BODY} bytes"));
+    }
+    parse_query_answer(status.as_u16(), &body)
+}
+
+/// The one value of a Prometheus instant-query answer (`vector` of one series, or `scalar`).
+pub(crate) fn parse_query_answer(status: u16, body: &[u8]) -> Result<Option<f64>, String> {
+    let answer: Value = serde_json::from_slice(body).map_err(|e| format!("not a Prometheus answer: {e}"))?;
+    if answer["status"] != "success" {
+        let error = answer["error"].as_str().unwrap_or("no error message");
+        return Err(format!("Prometheus answered {status}: {error}"));
+    }
+    let data = &answer["data"];
+    let sample = match data["resultType"].as_str() {
+        Some("scalar") => &data["result"],
+        Some("vector") => match data["result"].as_array().map(Vec::as_slice) {
+            Some([]) => return Ok(None),
+            Some([series]) => &series["value"],
+            Some(many) => {
+                return Err(format!(
+                    "the query returned {} series; aggregate it to one (e.g. sum(...))",
+                    many.len()
+                ));
+            }
+            None => return Err("vector result is not a list".into()),
+        },
+        other => {
+            return Err(format!(
+                "unsupported result type {other:?}; expected a vector or a scalar"
+            ));
+        }
+    };
+    let text = sample[1].as_str().ok_or("sample has no value")?;
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("sample value '{text}' is not a number"))?;
+    Ok(value.is_finite().then_some(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subjects() -> Subjects {
+        Subjects {
+            project: "shop".into(),
+            environment: "production".into(),
+            canary: "r7".into(),
+            baseline: "r6".into(),
+        }
+    }
+
+    #[test]
+    fn placeholders_are_filled_and_unknown_ones_kept() {
+        let query = r#"sum(rate(http_errors{version="{{ version }}",env="{{environment}}"}[1m])) / {{baseline}} {{nope}}"#;
+        assert_eq!(
+            fill_placeholders(query, &subjects()),
+            r#"sum(rate(http_errors{version="r7",env="production"}[1m])) / r6 {{nope}}"#
+        );
+    }
+
+    #[test]
+    fn prometheus_answers_table() {
+        let vector = |result: &str| {
+            format!(r#"{{"status":"success","data":{{"resultType":"vector","result":{result}}}}}"#)
+        };
+        let cases: Vec<(String, Result<Option<f64>, &str>)> = vec![
+            (
+                vector(r#"[{"metric":{},"value":[1700000000.1,"0.25"]}]"#),
+                Ok(Some(0.25)),
+            ),
+            (vector("[]"), Ok(None)),
+            (vector(r#"[{"metric":{},"value":[1,"NaN"]}]"#), Ok(None)),
+            (
+                vector(r#"[{"metric":{"a":"1"},"value":[1,"1"]},{"metric":{"a":"2"},"value":[1,"2"]}]"#),
+                Err("the query returned 2 series; aggregate it to one (e.g. sum(...))"),
+            ),
+            (
+                r#"{"status":"success","data":{"resultType":"scalar","result":[1,"3"]}}"#.into(),
+                Ok(Some(3.0)),
+            ),
+            (
+                r#"{"status":"error","errorType":"bad_data","error":"parse error at char 4"}"#.into(),
+                Err("Prometheus answered 400: parse error at char 4"),
+            ),
+        ];
+        for (body, want) in cases {
+            let got = parse_query_answer(400, body.as_bytes());
+            assert_eq!(got, want.map_err(String::from), "{body}");
+        }
+    }
+}
