@@ -102,6 +102,11 @@ impl Router {
         self.shared.metrics.snapshot()
     }
 
+    /// Requests sent to `version` that have no response head yet.
+    pub fn in_flight(&self, version: &str) -> u64 {
+        self.shared.metrics.in_flight(version)
+    }
+
     /// The same metrics in the Prometheus text exposition format (OpenMetrics flavour):
     /// `conveyor_router_requests_total{version}`, `conveyor_router_responses_5xx_total{version}`,
     /// `conveyor_router_request_duration_seconds{version}`.

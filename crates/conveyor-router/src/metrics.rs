@@ -49,13 +49,30 @@ const BUCKET_NANOS: [u64; 13] = [
 /// One version's counters, shared by every config that lists the version.
 #[derive(Debug, Default)]
 pub(crate) struct VersionStats {
+    /// Requests forwarded and not answered yet, so a version is stopped only once drained.
+    in_flight: AtomicU64,
     errors_5xx: AtomicU64,
     sum_nanos: AtomicU64,
     /// Non-cumulative counts per bucket; the last is `+Inf`. Their total is the request count.
     buckets: [AtomicU64; LATENCY_BUCKETS.len()],
 }
 
+/// One request on its way to a version: counted in flight until dropped (answered, failed or
+/// abandoned by the client).
+pub(crate) struct InFlight<'a>(&'a VersionStats);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl VersionStats {
+    pub(crate) fn begin(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self)
+    }
+
     /// Records one finished request: its status and the time to the response head.
     pub(crate) fn record(&self, status: u16, elapsed: Duration) {
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
@@ -133,6 +150,18 @@ impl MetricsRegistry {
         let stats = Arc::new(VersionStats::default());
         versions.push((version.to_owned(), stats.clone()));
         stats
+    }
+
+    /// Requests of `version` not answered yet.
+    pub(crate) fn in_flight(&self, version: &str) -> u64 {
+        let versions = self
+            .versions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        versions
+            .iter()
+            .find(|(name, _)| name == version)
+            .map_or(0, |(_, stats)| stats.in_flight.load(Ordering::Relaxed))
     }
 
     pub(crate) fn snapshot(&self) -> Vec<VersionMetrics> {

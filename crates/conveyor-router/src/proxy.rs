@@ -214,7 +214,9 @@ impl Conn {
     pub(crate) async fn handle(&self, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
         let start = Instant::now();
         let (slot, set_cookie) = self.shared.routes.load().choose(req.headers());
+        let in_flight = slot.stats.begin();
         let mut response = self.forward(&slot, req, start).await;
+        drop(in_flight);
         let headers = response.headers_mut();
         headers.insert(VERSION_HEADER.clone(), slot.version_value.clone());
         if set_cookie && let Some(cookie) = &slot.set_cookie {

@@ -15,6 +15,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_deployments.sql")),
     (3, include_str!("../migrations/0003_commit_time.sql")),
+    (4, include_str!("../migrations/0004_judgements.sql")),
 ];
 
 const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";

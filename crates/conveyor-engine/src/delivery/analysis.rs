@@ -259,13 +259,13 @@ impl Analysis {
                 fail |= tracked.spec.critical;
                 continue;
             }
-            let verdict = match continuous_verdict(tracked, true) {
-                Some(verdict) => verdict,
+            let (verdict, no_data) = match continuous_verdict(tracked, true) {
+                Some(verdict) => (verdict, false),
                 None if !out_of_time => return StepEnd::NeedMoreData,
                 None => match tracked.spec.no_data {
-                    NoData::Pass => Verdict::Pass,
-                    NoData::Fail => Verdict::Fail,
-                    NoData::Inconclusive => Verdict::Inconclusive,
+                    NoData::Pass => (Verdict::Pass, true),
+                    NoData::Fail => (Verdict::Fail, true),
+                    NoData::Inconclusive => (Verdict::Inconclusive, true),
                 },
             };
             let verdict = match verdict {
@@ -280,7 +280,18 @@ impl Analysis {
                 }
                 other => other,
             };
-            judgements.push(judge(tracked, verdict, &self.subjects));
+            let mut judgement = judge(tracked, verdict, &self.subjects);
+            if no_data {
+                judgement.summary = format!(
+                    "{} — no data: {} samples needed within {}s (no_data: {})",
+                    judgement.summary,
+                    tracked.spec.min_samples,
+                    self.spec.max_duration.as_secs(),
+                    verdict.as_str()
+                );
+                judgement.evidence["no_data"] = json!(true);
+            }
+            judgements.push(judgement);
         }
         if fail {
             StepEnd::Fail(judgements)
@@ -393,15 +404,6 @@ fn judge(tracked: &Tracked, verdict: Verdict, subjects: &Subjects) -> Judgement 
             format!("{name}: {runs} run(s) passed"),
             json!({ "test": "check", "runs": runs }),
         ),
-    };
-    let summary = match verdict {
-        Verdict::Inconclusive if !matches!(tracked.state, State::Check { .. }) => {
-            format!(
-                "{summary} — not enough data ({} samples needed)",
-                tracked.spec.min_samples
-            )
-        }
-        _ => summary,
     };
     evidence["versions"] = versions;
     evidence["critical"] = json!(tracked.spec.critical);

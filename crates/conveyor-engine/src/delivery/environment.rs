@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use conveyor_deploy::{InstanceStatus, RunningVersion};
 use conveyor_router::{Backend, RouteConfig, Router, TOTAL_WEIGHT, VersionMetrics};
@@ -121,6 +122,22 @@ impl Live {
             environment: self.name.clone(),
             url: state.router.as_ref().map(|r| format!("http://{}", r.addr)),
             versions,
+        }
+    }
+
+    /// Waits until the router has no request in flight to `version` (which traffic has left),
+    /// for at most `limit`, so stopping it cuts no request short.
+    pub async fn drain(&self, version: &str, limit: Duration) {
+        let end = tokio::time::Instant::now() + limit;
+        loop {
+            let in_flight = match &self.state().router {
+                Some(handle) => handle.router.in_flight(version),
+                None => 0,
+            };
+            if in_flight == 0 || tokio::time::Instant::now() >= end {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 

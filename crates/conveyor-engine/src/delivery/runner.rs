@@ -21,6 +21,9 @@ use crate::output::{Masker, StepLog};
 
 /// Hooks and checks without a timeout of their own get this one.
 const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long requests already sent to a version that traffic has left may take to finish before
+/// it is stopped.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// How often a rollout looks at the new version's health while it waits.
 const HEALTH_WATCH: Duration = Duration::from_millis(500);
 
@@ -252,6 +255,7 @@ impl Rollout<'_> {
                         .route(100, &env, &self.data())
                         .await
                         .map_err(Stop::Failed)?;
+                    self.live.drain(&stable.version, DRAIN_LIMIT).await;
                     stable.running.stop().await;
                 }
                 Ok(())
@@ -486,8 +490,13 @@ impl Rollout<'_> {
             match analysis.end_step(out_of_time) {
                 StepEnd::Pass(judgements) => return self.judged(judgements).await,
                 StepEnd::Fail(judgements) => {
+                    let failed: Vec<String> = judgements
+                        .iter()
+                        .filter(|j| j.verdict == Verdict::Fail)
+                        .map(|j| j.summary.clone())
+                        .collect();
                     self.judged(judgements).await?;
-                    return Err(Stop::Failed("analysis failed".into()));
+                    return Err(Stop::Failed(format!("analysis failed: {}", failed.join("; "))));
                 }
                 StepEnd::NeedMoreData => {
                     let interval = analysis.interval();
@@ -669,10 +678,13 @@ impl Rollout<'_> {
         if status != DeploymentStatus::Succeeded
             && let Some(canary) = self.live.take_canary()
         {
-            if self.live.has_stable()
-                && let Err(error) = self.live.route(0, &self.cx.environment, &self.data()).await
-            {
-                tracing::error!(deployment = self.id, %error, "cannot send traffic back to the stable version");
+            if self.live.has_stable() {
+                match self.live.route(0, &self.cx.environment, &self.data()).await {
+                    Ok(()) => self.live.drain(&canary.version, DRAIN_LIMIT).await,
+                    Err(error) => {
+                        tracing::error!(deployment = self.id, %error, "cannot send traffic back to the stable version");
+                    }
+                }
             }
             canary.running.stop().await;
         }

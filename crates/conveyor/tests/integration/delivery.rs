@@ -12,15 +12,21 @@ use serde_json::{Value, json};
 use crate::harness::*;
 
 /// A tiny service: answers `/` with its version (from the VERSION artifact), `/healthz` with 200
-/// unless BROKEN is in its VERSION.
+/// unless BROKEN is in its VERSION. ERRORS in its VERSION fails 30% of the other requests with a
+/// 500; SLOW adds 50 ms to each.
 const APP: &str = r#"
-import http.server, os, pathlib
+import http.server, os, pathlib, random, time
 VERSION = pathlib.Path("dist/VERSION").read_text().strip()
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
         broken = "BROKEN" in VERSION
         code = 500 if (broken and self.path == "/healthz") else 200
+        if self.path != "/healthz":
+            if "ERRORS" in VERSION and random.random() < 0.3:
+                code = 500
+            if "SLOW" in VERSION:
+                time.sleep(0.05)
         body = VERSION.encode()
         self.send_response(code)
         self.send_header("Content-Length", str(len(body)))
@@ -38,7 +44,7 @@ body = urllib.request.urlopen(os.environ["URL"] + "/healthz").read().decode()
 print("checked", os.environ["URL"], body)
 "#;
 
-fn pipeline(environments: &str) -> String {
+pub(crate) fn pipeline(environments: &str) -> String {
     format!(
         r#"name: shop
 jobs:
@@ -56,14 +62,14 @@ environments:
     )
 }
 
-struct Shop {
-    server: Server,
-    repo: std::path::PathBuf,
+pub(crate) struct Shop {
+    pub(crate) server: Server,
+    pub(crate) repo: std::path::PathBuf,
     _tmp: tempfile::TempDir,
 }
 
 impl Shop {
-    async fn new(environments: &str) -> Shop {
+    pub(crate) async fn new(environments: &str) -> Shop {
         let tmp = tempfile::tempdir().unwrap();
         let repo = repo(
             &tmp.path().join("repo"),
@@ -84,7 +90,7 @@ impl Shop {
     }
 
     /// Commits `version` and builds it into a release; returns the release id.
-    async fn release(&self, version: &str) -> i64 {
+    pub(crate) async fn release(&self, version: &str) -> i64 {
         if std::fs::read_to_string(self.repo.join("VERSION")).unwrap() != version {
             commit(&self.repo, &[("VERSION", version)], version);
         }
@@ -93,7 +99,7 @@ impl Shop {
         run["release_id"].as_i64().unwrap()
     }
 
-    async fn promote(&self, release: i64, environment: &str) -> i64 {
+    pub(crate) async fn promote(&self, release: i64, environment: &str) -> i64 {
         let body = self
             .server
             .post(
@@ -105,18 +111,23 @@ impl Shop {
     }
 
     /// Builds `version` into a release and deploys it into `environment` successfully.
-    async fn deployed(&self, version: &str, environment: &str) -> i64 {
+    pub(crate) async fn deployed(&self, version: &str, environment: &str) -> i64 {
         let release = self.release(version).await;
         let done = self.finished(self.promote(release, environment).await).await;
         assert_eq!(done["status"], "succeeded", "{done:#}");
         release
     }
 
-    async fn deployment(&self, id: i64) -> Value {
+    pub(crate) async fn deployment(&self, id: i64) -> Value {
         self.server.get(&format!("/api/v1/deployments/{id}")).await
     }
 
-    async fn until_deployment(&self, id: i64, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn until_deployment(
+        &self,
+        id: i64,
+        what: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
         let mut last = Value::Null;
         let found = tokio::time::timeout(Duration::from_secs(60), async {
             loop {
@@ -131,12 +142,12 @@ impl Shop {
         found.unwrap_or_else(|_| panic!("deployment {id}: {what} did not happen: {last:#}"))
     }
 
-    async fn finished(&self, id: i64) -> Value {
+    pub(crate) async fn finished(&self, id: i64) -> Value {
         self.until_deployment(id, "end", |d| !d["finished_at"].is_null())
             .await
     }
 
-    async fn url(&self, environment: &str) -> String {
+    pub(crate) async fn url(&self, environment: &str) -> String {
         let status = self
             .server
             .get(&format!("/api/v1/projects/shop/environments/{environment}"))
@@ -149,7 +160,7 @@ impl Shop {
 }
 
 /// GETs `/` through the router `n` times, each as a new user (no cookie); counts answers by body.
-async fn sample(url: &str, n: usize) -> BTreeMap<String, usize> {
+pub(crate) async fn sample(url: &str, n: usize) -> BTreeMap<String, usize> {
     let http = reqwest::Client::new();
     let mut seen = BTreeMap::new();
     for _ in 0..n {
@@ -160,13 +171,13 @@ async fn sample(url: &str, n: usize) -> BTreeMap<String, usize> {
 }
 
 /// Requests in a loop until stopped: how many were made, how many failed, and every body seen.
-struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<(usize, Vec<String>, Vec<String>)>,
 }
 
 impl Load {
-    fn start(url: String) -> Load {
+    pub(crate) fn start(url: String) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let task = tokio::spawn(async move {
@@ -185,7 +196,7 @@ impl Load {
         Load { stop, task }
     }
 
-    async fn stop(self) -> (usize, Vec<String>, Vec<String>) {
+    pub(crate) async fn stop(self) -> (usize, Vec<String>, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
         self.task.await.unwrap()
     }

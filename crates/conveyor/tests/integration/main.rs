@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod analysis;
 mod audit;
 mod cli;
 mod delivery;

@@ -1,0 +1,273 @@
+//! Canary analysis through real processes and the router: a release with a raised error rate and
+//! one with raised latency are rolled back by the analysis, a good one is promoted, a Prometheus
+//! query gates a rollout, missing data follows its policy, and an inconclusive analysis pauses.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::delivery::{Load, Shop, sample};
+use crate::harness::*;
+
+/// A canary at `weight`% for long enough that only the analysis can end it early.
+fn canary_with(analysis: &str) -> String {
+    format!(
+        "  prod:\n    strategy:\n      canary:\n        steps: [{{ weight: 30, pause: 10m }}]\n        analysis:\n{analysis}"
+    )
+}
+
+async fn judgements(shop: &Shop, deployment: i64) -> Vec<Value> {
+    let body = shop
+        .server
+        .get(&format!("/api/v1/deployments/{deployment}/analysis"))
+        .await;
+    body["judgements"].as_array().cloned().unwrap_or_default()
+}
+
+/// Deploys v1, then `bad` under load; returns the finished deployment and its judgements.
+async fn roll_out_under_load(shop: &Shop, version: &str) -> (Value, Vec<Value>) {
+    shop.deployed("v1", "prod").await;
+    let release = shop.release(version).await;
+    let load = Load::start(shop.url("prod").await);
+    let id = shop.promote(release, "prod").await;
+    let done = shop.finished(id).await;
+    let (count, errors, _) = load.stop().await;
+    assert!(count > 0);
+    // The bad version's 500s are the only failed requests: the router itself never failed one.
+    assert!(
+        errors.iter().all(|e| e == "status 500 Internal Server Error"),
+        "{errors:?}"
+    );
+    (done, judgements(shop, id).await)
+}
+
+#[tokio::test]
+async fn a_canary_with_a_raised_error_rate_is_rolled_back_by_the_analysis() {
+    let shop = Shop::new(&canary_with("          metrics: [{ error_rate: {} }]\n")).await;
+    let (done, judgements) = roll_out_under_load(&shop, "v2 ERRORS").await;
+    assert_eq!(done["status"], "failed", "{done:#}");
+    let reason = done["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("analysis failed: error_rate: canary "),
+        "{reason}"
+    );
+    assert_eq!(judgements.len(), 1, "{judgements:#?}");
+    let judged = &judgements[0];
+    assert_eq!(
+        (judged["metric"].as_str(), judged["verdict"].as_str()),
+        (Some("error_rate"), Some("fail"))
+    );
+    assert_eq!(judged["traffic"], 30);
+    let evidence = &judged["evidence"];
+    assert_eq!(evidence["versions"], json!({ "canary": "r2", "baseline": "r1" }));
+    let statistic = &evidence["statistic"];
+    assert!(statistic["e_value"].as_f64().unwrap() >= 100.0, "{statistic:#}");
+    assert!(statistic["p_value"].as_f64().unwrap() <= 0.01, "{statistic:#}");
+    assert!(
+        statistic["canary"]["events"].as_u64().unwrap() > 0,
+        "{statistic:#}"
+    );
+    assert_eq!(statistic["baseline"]["events"], 0, "{statistic:#}");
+    // Traffic is back on the stable version.
+    let url = shop.url("prod").await;
+    assert_eq!(sample(&url, 20).await, BTreeMap::from([("v1".to_string(), 20)]));
+
+    // The CLI shows the judgement.
+    let output = command()
+        .args([
+            "analysis",
+            &done["id"].to_string(),
+            "--server",
+            &shop.server.base,
+            "--token",
+            TOKEN,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(
+        text.contains("FAIL") && text.contains("error_rate: canary"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_canary_with_raised_latency_is_rolled_back_by_the_analysis() {
+    let shop = Shop::new(&canary_with(
+        "          metrics: [{ latency: { quantile: 0.99 } }]\n",
+    ))
+    .await;
+    let (done, judgements) = roll_out_under_load(&shop, "v2 SLOW").await;
+    assert_eq!(done["status"], "failed", "{done:#}");
+    let reason = done["reason"].as_str().unwrap();
+    assert!(reason.starts_with("analysis failed: latency: p99"), "{reason}");
+    let statistic = &judgements[0]["evidence"]["statistic"];
+    // Every canary request took over 50 ms: slower than the baseline's p99 bucket bound.
+    assert!(
+        statistic["canary_threshold"].as_f64().unwrap() < 0.05,
+        "{statistic:#}"
+    );
+}
+
+#[tokio::test]
+async fn a_good_canary_is_judged_at_each_step_and_promoted() {
+    let shop = Shop::new(
+        "  prod:\n    strategy:\n      canary:\n        steps: [{ weight: 50, pause: 2s }]\n        analysis:\n          metrics:\n            - error_rate: {}\n              min_samples: 20\n            - latency: { tolerance: 1.0 }\n              min_samples: 20\n            - command: python3 dist/check.py\n",
+    )
+    .await;
+    shop.deployed("v1", "prod").await;
+    let release = shop.release("v2").await;
+    let load = Load::start(shop.url("prod").await);
+    let id = shop.promote(release, "prod").await;
+    let done = shop.finished(id).await;
+    let (_, errors, bodies) = load.stop().await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(bodies.iter().any(|b| b == "v2"));
+    let verdicts: Vec<(String, String)> = judgements(&shop, id)
+        .await
+        .iter()
+        .map(|j| {
+            (
+                j["metric"].as_str().unwrap().into(),
+                j["verdict"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let pass = |m: &str| (m.to_string(), "pass".to_string());
+    assert_eq!(verdicts, [pass("error_rate"), pass("latency"), pass("command")]);
+}
+
+#[tokio::test]
+async fn missing_data_follows_its_policy_and_inconclusive_pauses_for_a_person() {
+    let shop = Shop::new(
+        "  strict:\n    strategy:\n      canary:\n        steps: [{ weight: 50, pause: 1s }]\n        analysis:\n          max_duration: 1s\n          metrics: [{ error_rate: {}, no_data: fail }]\n  lenient:\n    strategy:\n      canary:\n        steps: [{ weight: 50, pause: 1s }]\n        analysis:\n          max_duration: 1s\n          metrics: [{ error_rate: {}, no_data: pass }]\n  careful:\n    strategy:\n      canary:\n        steps: [{ weight: 50, pause: 1s }]\n        analysis:\n          max_duration: 1s\n          inconclusive: pause\n          metrics: [{ error_rate: {} }]\n",
+    )
+    .await;
+    for env in ["strict", "lenient", "careful"] {
+        shop.deployed("v1", env).await;
+    }
+    // No traffic at all: no metric ever has its 100 samples.
+    let release = shop.release("v2").await;
+
+    let strict = shop.finished(shop.promote(release, "strict").await).await;
+    assert_eq!(strict["status"], "failed", "{strict:#}");
+    let reason = strict["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("no data: 100 samples needed within 1s (no_data: fail)"),
+        "{reason}"
+    );
+
+    let lenient = shop.finished(shop.promote(release, "lenient").await).await;
+    assert_eq!(lenient["status"], "succeeded", "{lenient:#}");
+    let lenient_judged = judgements(&shop, lenient["id"].as_i64().unwrap()).await;
+    assert_eq!(lenient_judged[0]["verdict"], "pass");
+    assert_eq!(lenient_judged[0]["evidence"]["no_data"], true);
+
+    let careful = shop.promote(release, "careful").await;
+    let paused = shop
+        .until_deployment(careful, "an inconclusive pause", |d| d["status"] == "paused")
+        .await;
+    assert_eq!(paused["traffic"], 50);
+    assert_eq!(judgements(&shop, careful).await[0]["verdict"], "inconclusive");
+    // A person looks and promotes.
+    shop.server
+        .post(&format!("/api/v1/deployments/{careful}/resume"), json!({}))
+        .await;
+    assert_eq!(shop.finished(careful).await["status"], "succeeded");
+}
+
+/// A Prometheus server scraping Conveyor's `/metrics` every second.
+struct Prometheus {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(port: u16, conveyor: &str) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let target = conveyor.trim_start_matches("http://");
+        let config = format!(
+            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\nscrape_configs:\n  - job_name: conveyor\n    authorization: {{ credentials: {TOKEN} }}\n    static_configs: [{{ targets: ['{target}'] }}]\n"
+        );
+        std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+        let child = std::process::Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus is installed (.ci/run installs Debian's package)");
+        Prometheus { child, _dir: dir }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn until_scraped(prometheus: &str) {
+    let http = reqwest::Client::new();
+    eventually(Duration::from_secs(30), || async {
+        let body: Value = http
+            .get(format!("{prometheus}/api/v1/query"))
+            .query(&[("query", "up{job=\"conveyor\"}")])
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (body["data"]["result"][0]["value"][1] == "1").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_prometheus_query_gates_a_rollout() {
+    let port = free_port();
+    let query = r#"sum(conveyor_router_responses_5xx_total{version="{{version}}"}) / sum(conveyor_router_requests_total{version="{{version}}"})"#;
+    let shop = Shop::new(&canary_with(&format!(
+        "          metrics:\n            - name: canary-5xx-ratio\n              prometheus:\n                address: http://127.0.0.1:{port}\n                query: '{query}'\n                max: 0.1\n"
+    )))
+    .await;
+    let _prometheus = Prometheus::start(port, &shop.server.base);
+    until_scraped(&format!("http://127.0.0.1:{port}")).await;
+    let (done, judgements) = roll_out_under_load(&shop, "v2 ERRORS").await;
+    assert_eq!(done["status"], "failed", "{done:#}");
+    assert!(
+        done["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("analysis failed: canary-5xx-ratio: canary value 0."),
+        "{done:#}"
+    );
+    let evidence = &judgements[0]["evidence"];
+    assert_eq!(
+        evidence["query"],
+        r#"sum(conveyor_router_responses_5xx_total{version="r2"}) / sum(conveyor_router_requests_total{version="r2"})"#
+    );
+    assert!(evidence["value"].as_f64().unwrap() > 0.1, "{evidence:#}");
+    assert_eq!(evidence["address"], format!("http://127.0.0.1:{port}"));
+}
