@@ -12,39 +12,25 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::registry::Registry;
 
-/// Upper bounds of the latency buckets, in seconds (an implicit `+Inf` bucket follows).
-pub const LATENCY_BUCKETS: [f64; 14] = [
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    f64::INFINITY,
+/// Upper bounds of the latency buckets, in microseconds. Neighbours are at most ×2 apart (×1.5
+/// from 2 ms to 10 s), so a canary's latency test can set its threshold near the quantile it
+/// judges (the p99 of a 160 ms service falls between 150 and 200 ms, not 100 and 250 ms).
+const BUCKET_MICROS: [u64; 25] = [
+    250, 500, 1_000, 2_000, 3_000, 5_000, 7_500, 10_000, 15_000, 20_000, 30_000, 50_000, 75_000,
+    100_000, 150_000, 200_000, 300_000, 500_000, 750_000, 1_000_000, 1_500_000, 2_000_000,
+    3_000_000, 5_000_000, 10_000_000,
 ];
 
-const BUCKET_NANOS: [u64; 13] = [
-    1_000_000,
-    2_500_000,
-    5_000_000,
-    10_000_000,
-    25_000_000,
-    50_000_000,
-    100_000_000,
-    250_000_000,
-    500_000_000,
-    1_000_000_000,
-    2_500_000_000,
-    5_000_000_000,
-    10_000_000_000,
-];
+/// Upper bounds of the latency buckets, in seconds; the last is `+Inf`.
+pub const LATENCY_BUCKETS: [f64; BUCKET_MICROS.len() + 1] = {
+    let mut bounds = [f64::INFINITY; BUCKET_MICROS.len() + 1];
+    let mut i = 0;
+    while i < BUCKET_MICROS.len() {
+        bounds[i] = BUCKET_MICROS[i] as f64 / 1e6;
+        i += 1;
+    }
+    bounds
+};
 
 /// One version's counters, shared by every config that lists the version.
 #[derive(Debug, Default)]
@@ -76,10 +62,8 @@ impl VersionStats {
     /// Records one finished request: its status and the time to the response head.
     pub(crate) fn record(&self, status: u16, elapsed: Duration) {
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        let bucket = BUCKET_NANOS
-            .iter()
-            .position(|&bound| nanos <= bound)
-            .unwrap_or(BUCKET_NANOS.len());
+        let micros = nanos.div_ceil(1_000);
+        let bucket = BUCKET_MICROS.partition_point(|&bound| bound < micros);
         self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
         if status >= 500 {
@@ -272,7 +256,15 @@ mod tests {
         assert_eq!(b.latency.count, 4);
         assert!((b.latency.sum_seconds - 60.0315).abs() < 1e-9);
         let cumulative: Vec<u64> = b.latency.buckets.iter().map(|&(_, c)| c).collect();
-        assert_eq!(cumulative, [2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3, 4]);
+        // 0.5 ms and 1 ms are in their bounds' buckets; 30 ms is the 11th bound; 60 s is +Inf.
+        let mut expected = vec![0u64, 1];
+        expected.extend([2; 8]);
+        expected.extend([3; 15]);
+        expected.push(4);
+        assert_eq!(cumulative, expected);
+        assert_eq!(LATENCY_BUCKETS[10], 0.03);
+        assert_eq!(LATENCY_BUCKETS[..2], [0.00025, 0.0005]);
+        assert!(LATENCY_BUCKETS.windows(2).all(|w| w[0] < w[1] && w[1] <= w[0] * 2.0 || w[1].is_infinite()));
         assert_eq!(snapshot[1].requests, 0);
     }
 
@@ -288,7 +280,7 @@ mod tests {
             "conveyor_router_responses_5xx_total{version=\"r12\"} 0",
             "conveyor_router_responses_5xx_total{version=\"r13\"} 1",
             "# TYPE conveyor_router_request_duration_seconds histogram",
-            "conveyor_router_request_duration_seconds_bucket{le=\"0.0025\",version=\"r12\"} 1",
+            "conveyor_router_request_duration_seconds_bucket{le=\"0.002\",version=\"r12\"} 1",
             "conveyor_router_request_duration_seconds_count{version=\"r13\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
