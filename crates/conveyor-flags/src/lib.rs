@@ -1,0 +1,19 @@
+//! `conveyor-flags` owns feature flags: flagd's flag definition format, a JsonLogic targeting
+//! engine (with flagd's `fractional`, `sem_ver`, `starts_with`, `ends_with`) compiled at load,
+//! and the evaluator with flagd's reasons and error codes. Pure: no clock, disk or network —
+//! the definition, the context and `now` are passed in.
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+mod context;
+mod definition;
+mod evaluation;
+mod jsonlogic;
+mod murmur3;
+mod path;
+mod semver;
+
+pub use context::{ContextError, ContextLimits, EvaluationContext};
+pub use definition::{DefinitionError, FlagInfo, FlagSet, FlagState, Limits, Metadata, VariantType};
+pub use evaluation::{ErrorCode, Evaluation, EvaluationError, Reason, ValueType};
+pub use murmur3::murmur3_x86_32;
