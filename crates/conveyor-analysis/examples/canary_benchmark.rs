@@ -43,10 +43,16 @@ struct Second {
 
 #[derive(Clone, Copy)]
 enum Scenario {
-    Errors { canary: f64, baseline: f64 },
+    Errors {
+        canary: f64,
+        baseline: f64,
+    },
     /// The canary's latency is the baseline's times `canary_scale`, and above the baseline's
     /// p95 its excess over the p95 is stretched by `tail_stretch`.
-    Latency { canary_scale: f64, tail_stretch: f64 },
+    Latency {
+        canary_scale: f64,
+        tail_stretch: f64,
+    },
 }
 
 /// The baseline's p95: 50 ms × e^(0.5 × 1.645).
@@ -163,7 +169,13 @@ fn kayenta(run: &[Second], scenario: Scenario) -> Option<usize> {
             Scenario::Latency { .. } => {
                 let mut all: Vec<f64> = seconds
                     .iter()
-                    .flat_map(|s| if canary { &s.canary_latency } else { &s.baseline_latency })
+                    .flat_map(|s| {
+                        if canary {
+                            &s.canary_latency
+                        } else {
+                            &s.baseline_latency
+                        }
+                    })
                     .copied()
                     .collect();
                 quantile(&mut all, 0.99)
@@ -175,7 +187,7 @@ fn kayenta(run: &[Second], scenario: Scenario) -> Option<usize> {
         canary.push(point(window, true));
         baseline.push(point(window, false));
         let second = (index + 1) * KAYENTA_POINT_SECONDS;
-        if second % KAYENTA_JUDGE_EVERY == 0
+        if second.is_multiple_of(KAYENTA_JUDGE_EVERY)
             && classify(&config, &baseline, &canary).classification == Classification::High
         {
             return Some(second);
@@ -212,7 +224,10 @@ fn flagger(run: &[Second], scenario: Scenario) -> Option<usize> {
 fn histogram(latencies: &[f64]) -> Histogram {
     let mut cumulative = vec![0u64; ROUTER_BUCKETS.len()];
     for &l in latencies {
-        let bucket = ROUTER_BUCKETS.iter().position(|&b| l <= b).unwrap_or(ROUTER_BUCKETS.len() - 1);
+        let bucket = ROUTER_BUCKETS
+            .iter()
+            .position(|&b| l <= b)
+            .unwrap_or(ROUTER_BUCKETS.len() - 1);
         cumulative[bucket] += 1;
     }
     for i in 1..cumulative.len() {
@@ -288,7 +303,10 @@ fn run_scenario(name: &str, scenario: Scenario, runs: usize, seed: u64, methods:
 }
 
 fn main() {
-    let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1000);
+    let runs: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1000);
     let errors: &[(&str, Method)] = &[
         ("Conveyor (anytime-valid, every 1 s)", conveyor),
         ("Kayenta judge (every 60 s)", kayenta),
@@ -301,7 +319,9 @@ fn main() {
         ("Flagger (1m × 5)", flagger),
     ];
     println!("{runs} runs per scenario, 10 minutes each, 200 requests/s, 10% canary, α = {ALPHA}\n");
-    println!("| scenario | method | failed the canary | median s | p90 s | median canary requests | p90 canary requests |");
+    println!(
+        "| scenario | method | failed the canary | median s | p90 s | median canary requests | p90 canary requests |"
+    );
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     let aa = Scenario::Errors {
         canary: 0.01,
@@ -333,5 +353,11 @@ fn main() {
         canary_scale: 1.0,
         tail_stretch: 2.74,
     };
-    run_scenario("latency tail only (p99 +50%, median same)", tail, runs, 6, latency);
+    run_scenario(
+        "latency tail only (p99 +50%, median same)",
+        tail,
+        runs,
+        6,
+        latency,
+    );
 }

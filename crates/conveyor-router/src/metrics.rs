@@ -16,9 +16,9 @@ use prometheus_client::registry::Registry;
 /// from 2 ms to 10 s), so a canary's latency test can set its threshold near the quantile it
 /// judges (the p99 of a 160 ms service falls between 150 and 200 ms, not 100 and 250 ms).
 const BUCKET_MICROS: [u64; 25] = [
-    250, 500, 1_000, 2_000, 3_000, 5_000, 7_500, 10_000, 15_000, 20_000, 30_000, 50_000, 75_000,
-    100_000, 150_000, 200_000, 300_000, 500_000, 750_000, 1_000_000, 1_500_000, 2_000_000,
-    3_000_000, 5_000_000, 10_000_000,
+    250, 500, 1_000, 2_000, 3_000, 5_000, 7_500, 10_000, 15_000, 20_000, 30_000, 50_000, 75_000, 100_000,
+    150_000, 200_000, 300_000, 500_000, 750_000, 1_000_000, 1_500_000, 2_000_000, 3_000_000, 5_000_000,
+    10_000_000,
 ];
 
 /// Upper bounds of the latency buckets, in seconds; the last is `+Inf`.
@@ -264,7 +264,11 @@ mod tests {
         assert_eq!(cumulative, expected);
         assert_eq!(LATENCY_BUCKETS[10], 0.03);
         assert_eq!(LATENCY_BUCKETS[..2], [0.00025, 0.0005]);
-        assert!(LATENCY_BUCKETS.windows(2).all(|w| w[0] < w[1] && w[1] <= w[0] * 2.0 || w[1].is_infinite()));
+        assert!(
+            LATENCY_BUCKETS
+                .windows(2)
+                .all(|w| w[0] < w[1] && w[1] <= w[0] * 2.0 || w[1].is_infinite())
+        );
         assert_eq!(snapshot[1].requests, 0);
     }
 

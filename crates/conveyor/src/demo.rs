@@ -1,7 +1,8 @@
 //! `conveyor demo`: the whole path on the embedded default — a server, the example project as a
 //! git repository, two changes built into signed releases, each delivered blue-green to staging
 //! with a smoke check, then through an approval and canary steps to production while a small
-//! load generator shows the traffic moving. Everything goes through the real HTTP API.
+//! load generator shows the traffic moving; canary analysis promotes the good change and rolls a
+//! third, bad one back by itself. Everything goes through the real HTTP API.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -155,19 +156,33 @@ async fn walk(api: &Api, repo: &Path) -> anyhow::Result<()> {
 
     say("\n▶ Second change: a new commit goes the same way, then a canary in production");
     git(repo, &["commit", "-q", "--allow-empty", "-m", "second change"]).await?;
-    let second = build(api).await?;
-    follow(api, await_deployment(api, "staging", second).await?).await?;
-    let load = Load::start(production_url.clone());
-    let canary = promote(api, second, &reviewer).await?;
-    let done = follow(api, canary).await?;
-    let seen = load.stop().await;
-    say(format!(
-        "  traffic seen by the load generator during the canary: {}",
-        split(&seen)
-    ));
+    let (_, done) = canary_under_load(api, &reviewer, &production_url).await?;
     if done != "succeeded" {
         bail!("the production deployment ended {done}");
     }
+
+    say("\n▶ Third change: a bad one (10% of requests fail); the canary analysis catches it");
+    let config = repo.join("conveyor.yml");
+    let text = std::fs::read_to_string(&config)?;
+    std::fs::write(&config, text.replace("ERROR_RATE: \"0\"", "ERROR_RATE: \"0.1\""))?;
+    git(
+        repo,
+        &["commit", "-q", "-am", "raise the error rate (a bad change)"],
+    )
+    .await?;
+    let (_, done) = canary_under_load(api, &reviewer, &production_url).await?;
+    if done != "failed" {
+        bail!("the bad change was not caught: its production deployment ended {done}");
+    }
+    let status = api.get("/api/v1/projects/hello/environments/production").await?;
+    let serving: Vec<String> = status["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["traffic"].as_u64().unwrap_or(0) > 0)
+        .map(|v| format!("{} {}%", v["version"].as_str().unwrap_or("?"), v["traffic"]))
+        .collect();
+    say(format!("  production serves {} again", serving.join(", ")));
 
     let dora = api
         .get("/api/v1/dora?environment=production&window_days=1")
@@ -353,6 +368,38 @@ async fn promote(api: &Api, release: i64, reviewer: &str) -> anyhow::Result<i64>
     Ok(id)
 }
 
+/// Builds the head of main, lets continuous deployment take it through staging, then promotes it
+/// to production while the load generator runs; returns the production deployment and its end.
+async fn canary_under_load(api: &Api, reviewer: &str, production_url: &str) -> anyhow::Result<(i64, String)> {
+    let release = build(api).await?;
+    follow(api, await_deployment(api, "staging", release).await?).await?;
+    let load = Load::start(production_url.to_string());
+    let id = promote(api, release, reviewer).await?;
+    let done = follow(api, id).await?;
+    let seen = load.stop().await;
+    say(format!(
+        "  traffic seen by the load generator during the canary: {}",
+        split(&seen)
+    ));
+    show_analysis(api, id).await?;
+    Ok((id, done))
+}
+
+/// Prints a deployment's canary-analysis judgements.
+async fn show_analysis(api: &Api, id: i64) -> anyhow::Result<()> {
+    let analysis = api.get(&format!("/api/v1/deployments/{id}/analysis")).await?;
+    for j in analysis["judgements"].as_array().into_iter().flatten() {
+        say(format!(
+            "    analysis at {}%: {} {}",
+            j["traffic"],
+            j["verdict"].as_str().unwrap_or("?").to_uppercase(),
+            j["summary"].as_str().unwrap_or("")
+        ));
+    }
+    say(format!("    (evidence: conveyor analysis {id} --evidence)"));
+    Ok(())
+}
+
 /// Shows a deployment's phases as it enters them; returns how it ended.
 async fn follow(api: &Api, id: i64) -> anyhow::Result<String> {
     let mut shown = 0usize;
@@ -384,11 +431,20 @@ async fn env_url(api: &Api, environment: &str) -> anyhow::Result<String> {
         .context("the environment has a router")
 }
 
-fn split(seen: &BTreeMap<String, usize>) -> String {
-    let total: usize = seen.values().sum();
+/// Requests and 5xx answers per version.
+type Seen = BTreeMap<String, (usize, usize)>;
+
+fn split(seen: &Seen) -> String {
+    let total: usize = seen.values().map(|(n, _)| n).sum();
     let parts: Vec<String> = seen
         .iter()
-        .map(|(v, n)| format!("{v} {n} ({:.0}%)", *n as f64 * 100.0 / total.max(1) as f64))
+        .map(|(v, (n, errors))| {
+            let share = *n as f64 * 100.0 / total.max(1) as f64;
+            match errors {
+                0 => format!("{v} {n} ({share:.0}%)"),
+                e => format!("{v} {n} ({share:.0}%, {e} × 5xx)"),
+            }
+        })
         .collect();
     format!("{} requests: {}", total, parts.join(", "))
 }
@@ -397,7 +453,7 @@ fn split(seen: &BTreeMap<String, usize>) -> String {
 /// versions every second, until stopped.
 struct Load {
     stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<BTreeMap<String, usize>>,
+    task: tokio::task::JoinHandle<Seen>,
 }
 
 impl Load {
@@ -405,8 +461,8 @@ impl Load {
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             let http = reqwest::Client::new();
-            let mut total = BTreeMap::new();
-            let mut second = BTreeMap::new();
+            let mut total = Seen::new();
+            let mut second = Seen::new();
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.tick().await;
             loop {
@@ -419,13 +475,19 @@ impl Load {
                         second.clear();
                     }
                     answer = http.get(&url).send() => {
-                        let version = match answer {
-                            Ok(r) => r.headers().get("x-conveyor-version").and_then(|v| v.to_str().ok()).unwrap_or("?").to_string(),
-                            Err(_) => "error".into(),
+                        let (version, failed) = match answer {
+                            Ok(r) => (
+                                r.headers().get("x-conveyor-version").and_then(|v| v.to_str().ok()).unwrap_or("?").to_string(),
+                                r.status().is_server_error(),
+                            ),
+                            Err(_) => ("error".into(), true),
                         };
-                        *second.entry(version.clone()).or_insert(0) += 1;
-                        *total.entry(version).or_insert(0) += 1;
-                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        for seen in [&mut second, &mut total] {
+                            let (requests, errors) = seen.entry(version.clone()).or_insert((0, 0));
+                            *requests += 1;
+                            *errors += usize::from(failed);
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                 }
             }
@@ -433,7 +495,7 @@ impl Load {
         Load { stop, task }
     }
 
-    async fn stop(self) -> BTreeMap<String, usize> {
+    async fn stop(self) -> Seen {
         let _ = self.stop.send(true);
         self.task.await.unwrap_or_default()
     }

@@ -352,7 +352,8 @@ fn judge(tracked: &Tracked, verdict: Verdict, subjects: &Subjects) -> Judgement 
         }
         State::Latency(test) => {
             let e = test.evidence();
-            let ms = |s: Option<f64>| s.map_or("-".to_string(), |s| format!("{:.0} ms", s * 1000.0));
+            let ms =
+                |s: Option<f64>| s.map_or("-".to_string(), |s| format!("{} ms", (s * 1e6).round() / 1e3));
             (
                 format!(
                     "{name}: p{} — canary {} of {} requests slower than {} ({}) vs baseline {} slower than {} ({}); e = {:.3} (fails at {}), p = {:.4}",

@@ -115,7 +115,7 @@ async fn a_canary_with_raised_latency_is_rolled_back_by_the_analysis() {
 #[tokio::test]
 async fn a_good_canary_is_judged_at_each_step_and_promoted() {
     let shop = Shop::new(
-        "  prod:\n    strategy:\n      canary:\n        steps: [{ weight: 50, pause: 2s }]\n        analysis:\n          metrics:\n            - error_rate: {}\n              min_samples: 20\n            - latency: { tolerance: 1.0 }\n              min_samples: 20\n            - command: python3 dist/check.py\n",
+        "  prod:\n    strategy:\n      canary:\n        steps: [{ weight: 50, pause: 2s }]\n        analysis:\n          alpha: 0.001\n          metrics:\n            - error_rate: {}\n              min_samples: 20\n            - latency: { tolerance: 1.0 }\n              min_samples: 20\n            - command: python3 dist/check.py\n",
     )
     .await;
     shop.deployed("v1", "prod").await;

@@ -306,7 +306,7 @@ fn a_flooding_step_is_capped_with_a_visible_notice() {
 }
 
 #[test]
-fn the_demo_delivers_the_example_to_production_through_a_canary() {
+fn the_demo_delivers_through_a_canary_and_the_analysis_rolls_a_bad_change_back() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello");
     let out = command()
         .arg("demo")
@@ -328,17 +328,26 @@ fn the_demo_delivers_the_example_to_production_through_a_canary() {
         "→ shift 10% of the traffic to the new version",
         "→ shift 50% of the traffic to the new version",
         "deployment 4 succeeded",
+        "analysis at 50%: PASS error_rate: canary 0 of",
+        "▶ Third change: a bad one",
+        "deployment 6 failed: analysis failed: error_rate: canary ",
+        "analysis at 10%: FAIL error_rate",
+        "production serves r2 100% again",
+        "change failure rate 33%",
         "✓ Delivered.",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
-    // The load generator saw both versions during the canary, and no error.
-    let seen = stdout
+    // The load generator saw both versions during the good canary, and no error; the bad one's
+    // errors came from the bad version only.
+    let seen: Vec<&str> = stdout
         .lines()
-        .find(|l| l.contains("traffic seen by the load generator"))
-        .unwrap();
+        .filter(|l| l.contains("traffic seen by the load generator"))
+        .collect();
     assert!(
-        seen.contains("r1 ") && seen.contains("r2 ") && !seen.contains("error"),
-        "{seen}"
+        seen[0].contains("r1 ") && seen[0].contains("r2 ") && !seen[0].contains("5xx"),
+        "{seen:?}"
     );
+    assert!(seen[1].contains("r3 ") && !seen[1].contains("error"), "{seen:?}");
+    assert!(!seen[1].split("r3").next().unwrap().contains("5xx"), "{seen:?}");
 }
