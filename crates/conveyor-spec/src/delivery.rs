@@ -181,7 +181,8 @@ pub enum MetricSource {
     ErrorRate { tolerance: f64 },
     /// The router's latency at `quantile`, canary vs stable, by the anytime-valid latency test.
     Latency { quantile: f64, tolerance: f64 },
-    /// A PromQL query for the canary, checked against a range at every look.
+    /// A PromQL query, run at every look: the canary's value checked against a range, or the
+    /// canary's values compared with the baseline's (Kayenta's judge) at the end of each step.
     Prometheus(PrometheusQuery),
     /// An HTTP GET at the end of each step: 2xx passes.
     Webhook {
@@ -205,6 +206,17 @@ pub struct PrometheusQuery {
     pub query: String,
     pub min: Option<f64>,
     pub max: Option<f64>,
+    /// Compare with the baseline instead of a range: the same query with `{{version}}` set to
+    /// the baseline, judged by the NetflixACAJudge (Mann–Whitney at 98%).
+    pub compare: Option<Direction>,
+}
+
+/// Which change of a compared metric fails it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Increase,
+    Decrease,
+    Either,
 }
 
 /// What a metric without enough samples at the end of a step counts as.

@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+use conveyor_analysis::judge::{
+    Classification, Direction as JudgeDirection, MetricConfig, MetricResult, classify,
+};
 use conveyor_analysis::sequential::{Counts, Decision, Histogram, LatencyTest, RateTest, TestConfig};
 use conveyor_router::VersionMetrics;
 use conveyor_spec::delivery::{Analysis as AnalysisSpec, Metric, MetricSource, NoData, PrometheusQuery};
@@ -40,6 +43,14 @@ enum State {
         last: Option<f64>,
         /// The latest value out of range, if any: the metric failed then.
         breach: Option<f64>,
+    },
+    /// A query run for both versions at every look, judged by Kayenta's NetflixACAJudge at the
+    /// end of each step (NaN where a look had no value).
+    Compare {
+        canary_query: String,
+        baseline_query: String,
+        canary: Vec<f64>,
+        baseline: Vec<f64>,
     },
     /// Webhooks and commands run at the end of each step; the runner reports their outcome.
     Check {
@@ -93,6 +104,18 @@ impl Analysis {
                     MetricSource::Latency { quantile, tolerance } => {
                         State::Latency(LatencyTest::new(*quantile, config(*tolerance, m.min_samples)))
                     }
+                    MetricSource::Prometheus(q) if q.compare.is_some() => State::Compare {
+                        canary_query: fill_placeholders(&q.query, &subjects),
+                        baseline_query: fill_placeholders(
+                            &q.query,
+                            &Subjects {
+                                canary: subjects.baseline.clone(),
+                                ..subjects.clone()
+                            },
+                        ),
+                        canary: Vec::new(),
+                        baseline: Vec::new(),
+                    },
                     MetricSource::Prometheus(q) => State::Threshold {
                         query: fill_placeholders(&q.query, &subjects),
                         samples: 0,
@@ -146,7 +169,10 @@ impl Analysis {
             if self.metrics[index].failed {
                 continue;
             }
-            if matches!(self.metrics[index].state, State::Threshold { .. }) {
+            if matches!(
+                self.metrics[index].state,
+                State::Threshold { .. } | State::Compare { .. }
+            ) {
                 self.query_prometheus(index).await;
             } else if let Some((base, canary)) = &increments {
                 match &mut self.metrics[index].state {
@@ -155,7 +181,7 @@ impl Analysis {
                         Counts::new(base.requests, base.errors_5xx),
                     ),
                     State::Latency(test) => test.observe(&histogram(canary), &histogram(base)),
-                    State::Threshold { .. } | State::Check { .. } => {}
+                    State::Threshold { .. } | State::Compare { .. } | State::Check { .. } => {}
                 }
             }
             let tracked = &mut self.metrics[index];
@@ -171,27 +197,24 @@ impl Analysis {
         let MetricSource::Prometheus(spec) = self.metrics[index].spec.source.clone() else {
             return;
         };
-        let State::Threshold { query, .. } = &self.metrics[index].state else {
-            return;
+        let timeout = self.spec.interval.max(Duration::from_secs(5));
+        let name = self.metrics[index].spec.name.clone();
+        let logged = |result: Result<Option<f64>, String>| {
+            result
+                .map_err(|error| tracing::warn!(metric = %name, %error, "prometheus query failed"))
+                .ok()
         };
-        let result = query_value(
-            &self.http,
-            &spec,
-            query,
-            self.spec.interval.max(Duration::from_secs(5)),
-        )
-        .await;
-        let State::Threshold {
-            samples,
-            last,
-            breach,
-            ..
-        } = &mut self.metrics[index].state
-        else {
-            return;
-        };
-        match result {
-            Ok(Some(value)) => {
+        match &mut self.metrics[index].state {
+            State::Threshold {
+                query,
+                samples,
+                last,
+                breach,
+            } => {
+                // No value (empty result or NaN) counts toward nothing: `no_data` decides.
+                let Some(Some(value)) = logged(query_value(&self.http, &spec, query, timeout).await) else {
+                    return;
+                };
                 *samples += 1;
                 *last = Some(value);
                 let below = spec.min.is_some_and(|min| value < min);
@@ -200,11 +223,23 @@ impl Analysis {
                     *breach = Some(value);
                 }
             }
-            // No value (empty result or NaN) counts toward nothing: `no_data` decides at the end.
-            Ok(None) => {}
-            Err(error) => {
-                tracing::warn!(metric = %self.metrics[index].spec.name, %error, "prometheus query failed");
+            State::Compare {
+                canary_query,
+                baseline_query,
+                canary,
+                baseline,
+            } => {
+                let (c, b) = tokio::join!(
+                    query_value(&self.http, &spec, canary_query, timeout),
+                    query_value(&self.http, &spec, baseline_query, timeout)
+                );
+                // A failed query drops the look for both versions, so the samples stay paired.
+                if let (Some(c), Some(b)) = (logged(c), logged(b)) {
+                    canary.push(c.unwrap_or(f64::NAN));
+                    baseline.push(b.unwrap_or(f64::NAN));
+                }
             }
+            _ => {}
         }
     }
 
@@ -314,6 +349,22 @@ fn continuous_verdict(tracked: &Tracked, horizon: bool) -> Option<Verdict> {
             (None, true) if *samples >= tracked.spec.min_samples => Decision::Pass,
             (None, true) => Decision::NoData,
         },
+        State::Compare { .. } if !horizon => Decision::Continue,
+        State::Compare { canary, baseline, .. } => {
+            let paired = canary
+                .iter()
+                .zip(baseline)
+                .filter(|(c, b)| !c.is_nan() && !b.is_nan())
+                .count() as u64;
+            if paired < tracked.spec.min_samples {
+                Decision::NoData
+            } else {
+                match kayenta(tracked).map(|r| r.classification) {
+                    Some(Classification::High | Classification::Low) => Decision::Fail,
+                    _ => Decision::Pass,
+                }
+            }
+        }
         State::Check { runs } => match horizon {
             false => Decision::Continue,
             true if *runs >= tracked.spec.min_samples => Decision::Pass,
@@ -401,6 +452,40 @@ fn judge(tracked: &Tracked, verdict: Verdict, subjects: &Subjects) -> Judgement 
                 }),
             )
         }
+        State::Compare {
+            canary_query,
+            baseline_query,
+            canary,
+            baseline,
+        } => {
+            let result = kayenta(tracked);
+            let mean = |s: Option<f64>| s.map_or("-".to_string(), |m| format!("{m:.4}"));
+            let summary = match &result {
+                Some(r) => format!(
+                    "{name}: {:?} — canary mean {} vs baseline mean {} over {} looks{}",
+                    r.classification,
+                    mean(Some(r.experiment.mean)),
+                    mean(Some(r.control.mean)),
+                    canary.len(),
+                    r.reason
+                        .as_ref()
+                        .map(|why| format!(" ({why})"))
+                        .unwrap_or_default()
+                ),
+                None => format!("{name}: no comparison yet ({} looks)", canary.len()),
+            };
+            (
+                summary,
+                json!({
+                    "test": "Kayenta NetflixACAJudge (Mann–Whitney, 98% confidence)",
+                    "canary_query": canary_query,
+                    "baseline_query": baseline_query,
+                    "canary_values": canary,
+                    "baseline_values": baseline,
+                    "result": result,
+                }),
+            )
+        }
         State::Check { runs } => (
             format!("{name}: {runs} run(s) passed"),
             json!({ "test": "check", "runs": runs }),
@@ -416,6 +501,26 @@ fn judge(tracked: &Tracked, verdict: Verdict, subjects: &Subjects) -> Judgement 
         summary,
         evidence,
     }
+}
+
+/// The NetflixACAJudge's classification of a compared metric (baseline = control).
+fn kayenta(tracked: &Tracked) -> Option<MetricResult> {
+    let (State::Compare { canary, baseline, .. }, MetricSource::Prometheus(spec)) =
+        (&tracked.state, &tracked.spec.source)
+    else {
+        return None;
+    };
+    let direction = match spec.compare? {
+        conveyor_spec::delivery::Direction::Increase => JudgeDirection::Increase,
+        conveyor_spec::delivery::Direction::Decrease => JudgeDirection::Decrease,
+        conveyor_spec::delivery::Direction::Either => JudgeDirection::Either,
+    };
+    let config = MetricConfig {
+        direction,
+        critical: tracked.spec.critical,
+        ..MetricConfig::new(tracked.spec.name.clone(), &[])
+    };
+    Some(classify(&config, baseline, canary))
 }
 
 fn since(now: &VersionMetrics, then: &VersionMetrics) -> VersionMetrics {

@@ -12,7 +12,8 @@ const METRIC_KEYS: &[&str] = &["name", "critical", "min_samples", "no_data"];
 const SOURCES: &[&str] = &["error_rate", "latency", "prometheus", "webhook", "command"];
 const ERROR_RATE_KEYS: &[&str] = &["tolerance"];
 const LATENCY_KEYS: &[&str] = &["quantile", "tolerance"];
-const PROMETHEUS_KEYS: &[&str] = &["address", "query", "min", "max"];
+const PROMETHEUS_KEYS: &[&str] = &["address", "query", "min", "max", "compare"];
+const DIRECTIONS: &[&str] = &["increase", "decrease", "either"];
 const WEBHOOK_KEYS: &[&str] = &["url", "timeout", "retries"];
 const COMMAND_KEYS: &[&str] = &["run", "timeout", "retries"];
 const INCONCLUSIVE: &[&str] = &["pause", "rollback"];
@@ -209,6 +210,10 @@ impl Checker<'_> {
             .unwrap_or(true);
         let default_samples = match source {
             MetricSource::ErrorRate { .. } | MetricSource::Latency { .. } => 100,
+            // A rank test needs a few points per side.
+            MetricSource::Prometheus(PrometheusQuery {
+                compare: Some(_), ..
+            }) => 10,
             _ => 1,
         };
         let min_samples = fields
@@ -266,11 +271,23 @@ impl Checker<'_> {
         let max = f
             .get("max")
             .and_then(|n| self.number("max", n, f64::MIN, f64::MAX));
-        if min.is_none() && max.is_none() {
-            self.error(
+        let compare = f
+            .get("compare")
+            .and_then(|n| match self.one_of("compare", n, DIRECTIONS)? {
+                "increase" => Some(Direction::Increase),
+                "decrease" => Some(Direction::Decrease),
+                _ => Some(Direction::Either),
+            });
+        match (min.is_some() || max.is_some(), f.get("compare").is_some()) {
+            (false, false) => self.error(
                 node,
-                "prometheus needs 'min', 'max' or both: the range the canary's value must stay in",
-            );
+                "prometheus needs 'min' and/or 'max' (the range the canary's value must stay in), or 'compare' (increase, decrease or either: judged against the baseline)",
+            ),
+            (true, true) => self.error(
+                node,
+                "prometheus has both a range ('min'/'max') and 'compare'; choose one",
+            ),
+            _ => {}
         }
         if let (Some(lo), Some(hi)) = (min, max)
             && lo > hi
@@ -282,6 +299,7 @@ impl Checker<'_> {
             query,
             min,
             max,
+            compare,
         })
     }
 
@@ -401,6 +419,8 @@ mod tests {
                 max: 0.05
               min_samples: 3
               no_data: fail
+            - name: cpu
+              prometheus: { address: 'http://p:9090', query: 'cpu{v=\"{{version}}\"}', compare: increase }
             - webhook: { url: 'https://hooks.example/check', timeout: 3s, retries: 2 }
             - command: ./smoke.sh
 ",
@@ -411,7 +431,10 @@ mod tests {
         assert_eq!(analysis.max_duration, Duration::from_secs(300));
         assert_eq!(analysis.inconclusive, Inconclusive::Rollback);
         let names: Vec<&str> = analysis.metrics.iter().map(|m| m.name.as_str()).collect();
-        assert_eq!(names, ["error_rate", "p95", "checkout", "webhook", "command"]);
+        assert_eq!(
+            names,
+            ["error_rate", "p95", "checkout", "cpu", "webhook", "command"]
+        );
         assert_eq!(
             analysis.metrics[0].source,
             MetricSource::ErrorRate { tolerance: 0.1 }
@@ -429,18 +452,22 @@ mod tests {
             panic!("prometheus")
         };
         assert_eq!(query.address, "http://127.0.0.1:9090");
-        assert_eq!((query.min, query.max), (None, Some(0.05)));
+        assert_eq!((query.min, query.max, query.compare), (None, Some(0.05), None));
+        let MetricSource::Prometheus(cpu) = &analysis.metrics[3].source else {
+            panic!("prometheus")
+        };
+        assert_eq!(cpu.compare, Some(Direction::Increase));
         assert_eq!(analysis.metrics[2].min_samples, 3);
         assert_eq!(analysis.metrics[2].no_data, NoData::Fail);
         assert_eq!(
-            analysis.metrics[3].source,
+            analysis.metrics[4].source,
             MetricSource::Webhook {
                 url: "https://hooks.example/check".into(),
                 timeout: Duration::from_secs(3),
                 retries: 2
             }
         );
-        assert_eq!(analysis.metrics[4].no_data, NoData::Inconclusive);
+        assert_eq!(analysis.metrics[5].no_data, NoData::Inconclusive);
     }
 
     #[test]
@@ -482,7 +509,15 @@ mod tests {
             ),
             (
                 "          metrics: [{ prometheus: { address: 'http://p', query: 'up{v=\"{{ verison }}\"}' } }]\n",
-                "conveyor.yml:12:35: prometheus needs 'min', 'max' or both: the range the canary's value must stay in\nconveyor.yml:12:65: unknown placeholder '{{verison}}' in the query — did you mean 'version'?",
+                "conveyor.yml:12:35: prometheus needs 'min' and/or 'max' (the range the canary's value must stay in), or 'compare' (increase, decrease or either: judged against the baseline)\nconveyor.yml:12:65: unknown placeholder '{{verison}}' in the query — did you mean 'version'?",
+            ),
+            (
+                "          metrics: [{ prometheus: { address: 'http://p', query: up, max: 1, compare: increase } }]\n",
+                "conveyor.yml:12:35: prometheus has both a range ('min'/'max') and 'compare'; choose one",
+            ),
+            (
+                "          metrics: [{ prometheus: { address: 'http://p', query: up, compare: up } }]\n",
+                "conveyor.yml:12:78: unknown compare 'up'; expected one of: increase, decrease, either",
             ),
             (
                 "          metrics: [{ latency: { quantile: 99 } }]\n",

@@ -244,16 +244,25 @@ async fn until_scraped(prometheus: &str) {
     .await;
 }
 
+/// The canary's share of 5xx answers since the router started, as Prometheus scraped it.
+const RATIO_QUERY: &str = r#"sum(conveyor_router_responses_5xx_total{version="{{version}}"}) / sum(conveyor_router_requests_total{version="{{version}}"})"#;
+
+/// A shop whose production canary is judged by one Prometheus metric (`prometheus` holds its
+/// keys besides address and query), with a Prometheus scraping the server, scraped once.
+async fn shop_with_prometheus(pause: &str, prometheus: &str) -> (Shop, Prometheus, u16) {
+    let port = free_port();
+    let shop = Shop::new(&format!(
+        "  prod:\n    strategy:\n      canary:\n        steps: [{{ weight: 30, pause: {pause} }}]\n        analysis:\n          metrics:\n            - name: canary-5xx-ratio\n              prometheus:\n                address: http://127.0.0.1:{port}\n                query: '{RATIO_QUERY}'\n{prometheus}"
+    ))
+    .await;
+    let server = Prometheus::start(port, &shop.server.base);
+    until_scraped(&format!("http://127.0.0.1:{port}")).await;
+    (shop, server, port)
+}
+
 #[tokio::test]
 async fn a_prometheus_query_gates_a_rollout() {
-    let port = free_port();
-    let query = r#"sum(conveyor_router_responses_5xx_total{version="{{version}}"}) / sum(conveyor_router_requests_total{version="{{version}}"})"#;
-    let shop = Shop::new(&canary_with(&format!(
-        "          metrics:\n            - name: canary-5xx-ratio\n              prometheus:\n                address: http://127.0.0.1:{port}\n                query: '{query}'\n                max: 0.1\n"
-    )))
-    .await;
-    let _prometheus = Prometheus::start(port, &shop.server.base);
-    until_scraped(&format!("http://127.0.0.1:{port}")).await;
+    let (shop, _prometheus, port) = shop_with_prometheus("10m", "                max: 0.1\n").await;
     let (done, judgements) = roll_out_under_load(&shop, "v2 ERRORS").await;
     assert_eq!(done["status"], "failed", "{done:#}");
     assert!(
@@ -264,10 +273,24 @@ async fn a_prometheus_query_gates_a_rollout() {
         "{done:#}"
     );
     let evidence = &judgements[0]["evidence"];
-    assert_eq!(
-        evidence["query"],
-        r#"sum(conveyor_router_responses_5xx_total{version="r2"}) / sum(conveyor_router_requests_total{version="r2"})"#
-    );
+    assert_eq!(evidence["query"], RATIO_QUERY.replace("{{version}}", "r2"));
     assert!(evidence["value"].as_f64().unwrap() > 0.1, "{evidence:#}");
     assert_eq!(evidence["address"], format!("http://127.0.0.1:{port}"));
+}
+
+#[tokio::test]
+async fn a_prometheus_query_compared_with_the_baseline_by_kayentas_judge_fails_a_worse_canary() {
+    let (shop, _prometheus, _) = shop_with_prometheus(
+        "5s",
+        "                compare: increase\n              min_samples: 5\n",
+    )
+    .await;
+    let (done, judgements) = roll_out_under_load(&shop, "v2 ERRORS").await;
+    assert_eq!(done["status"], "failed", "{done:#}");
+    let reason = done["reason"].as_str().unwrap();
+    assert!(reason.starts_with("analysis failed: canary-5xx-ratio: High"), "{reason}");
+    let evidence = &judgements[0]["evidence"];
+    assert_eq!(evidence["baseline_query"], RATIO_QUERY.replace("{{version}}", "r1"));
+    assert_eq!(evidence["result"]["classification"], "High", "{evidence:#}");
+    assert!(evidence["canary_values"].as_array().unwrap().len() >= 5);
 }
