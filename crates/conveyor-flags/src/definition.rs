@@ -35,7 +35,7 @@ impl fmt::Display for DefinitionError {
 
 impl std::error::Error for DefinitionError {}
 
-fn error(path: &JsonPath, message: impl Into<String>) -> DefinitionError {
+pub(crate) fn error(path: &JsonPath, message: impl Into<String>) -> DefinitionError {
     DefinitionError {
         path: path.to_string(),
         message: message.into(),
@@ -69,7 +69,7 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum FlagState {
     Enabled,

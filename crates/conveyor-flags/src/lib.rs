@@ -5,15 +5,19 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+mod change;
 mod context;
 mod definition;
 mod evaluation;
 mod jsonlogic;
+mod lifecycle;
 mod murmur3;
 mod path;
 mod semver;
 
+pub use change::{Changes, FlagPatch, apply_patch, describe, remove_flag};
 pub use context::{ContextError, ContextLimits, EvaluationContext};
 pub use definition::{DefinitionError, FlagInfo, FlagSet, FlagState, Limits, Metadata, VariantType};
 pub use evaluation::{ErrorCode, Evaluation, EvaluationError, Reason, ValueType};
+pub use lifecycle::{FlagKind, Lifecycle, check_lifecycles};
 pub use murmur3::murmur3_x86_32;

@@ -22,7 +22,7 @@ type ApiResult<T> = Result<T, ApiError>;
 /// Bodies are capped well below anything a legitimate request needs.
 const MAX_NAME_LEN: usize = 64;
 
-fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_NAME_LEN
         && name

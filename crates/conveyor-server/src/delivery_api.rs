@@ -1,5 +1,5 @@
-//! The delivery endpoints: promote, approve, pause, resume, abort, rollback, status, history,
-//! tokens. Identities come from the caller's token name.
+//! The delivery endpoints: promote, approve, pause, resume, abort, rollback, status, history
+//! (deployments and flag changes), tokens. Identities come from the caller's token name.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
@@ -67,18 +67,41 @@ pub struct Limit {
     limit: Option<i64>,
 }
 
+impl Limit {
+    /// The `limit` asked for, 50 by default, within 1..=1000.
+    pub fn get(&self) -> i64 {
+        self.limit.unwrap_or(50).clamp(1, 1000)
+    }
+}
+
 pub async fn history(
     State(state): State<AppState>,
     Path((project, environment)): Path<(String, String)>,
     Query(q): Query<Limit>,
 ) -> ApiResult<Json<Value>> {
-    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    let limit = q.get();
     let deployments = state
         .engine
         .store()
         .deployments(Some(&project), Some(&environment), limit)
         .await?;
-    Ok(Json(json!({ "deployments": deployments })))
+    // The environment's timeline: flag changes beside the deployments.
+    let flag_changes: Vec<Value> = state
+        .engine
+        .store()
+        .flag_history(&project, &environment, limit)
+        .await?
+        .into_iter()
+        .filter_map(|e| match e.event {
+            conveyor_store::Event::FlagsChanged { by, changes, .. } => {
+                Some(json!({ "seq": e.seq, "at": e.at, "by": by, "changes": changes }))
+            }
+            _ => None,
+        })
+        .collect();
+    Ok(Json(
+        json!({ "deployments": deployments, "flag_changes": flag_changes }),
+    ))
 }
 
 pub async fn metrics(

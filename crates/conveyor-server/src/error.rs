@@ -17,6 +17,9 @@ pub enum ApiError {
     /// The pipeline file is invalid; each entry is one `file:line:col: message`.
     #[error("conveyor.yml is invalid")]
     PipelineInvalid(Vec<String>),
+    /// A flag definition was refused; `path` is the JSON path of the mistake.
+    #[error("the flag definition is invalid: {0}")]
+    FlagsInvalid(conveyor_flags::DefinitionError),
     #[error("{0}")]
     Conflict(String),
     /// Authenticated, but not allowed (e.g. four-eyes approval).
@@ -37,6 +40,7 @@ impl ApiError {
             ApiError::NotFound(_) => ("not_found", StatusCode::NOT_FOUND),
             ApiError::InvalidRequest(_) => ("invalid_request", StatusCode::BAD_REQUEST),
             ApiError::PipelineInvalid(_) => ("pipeline_invalid", StatusCode::UNPROCESSABLE_ENTITY),
+            ApiError::FlagsInvalid(_) => ("flags_invalid", StatusCode::UNPROCESSABLE_ENTITY),
             ApiError::Conflict(_) => ("conflict", StatusCode::CONFLICT),
             ApiError::Forbidden(_) => ("forbidden", StatusCode::FORBIDDEN),
             ApiError::Source(_) => ("source_unavailable", StatusCode::BAD_GATEWAY),
@@ -52,8 +56,12 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %detail, "internal error answering a request");
         }
         let mut body = json!({ "code": code, "message": self.to_string() });
-        if let ApiError::PipelineInvalid(errors) = &self {
-            body["details"] = json!({ "errors": errors });
+        match &self {
+            ApiError::PipelineInvalid(errors) => body["details"] = json!({ "errors": errors }),
+            ApiError::FlagsInvalid(error) => {
+                body["details"] = json!({ "path": error.path, "error": error.message })
+            }
+            _ => {}
         }
         (status, Json(body)).into_response()
     }
@@ -95,5 +103,17 @@ impl From<conveyor_engine::delivery::DeliveryError> for ApiError {
 impl From<axum::extract::rejection::JsonRejection> for ApiError {
     fn from(e: axum::extract::rejection::JsonRejection) -> Self {
         ApiError::InvalidRequest(e.body_text())
+    }
+}
+
+impl From<crate::flags::FlagsError> for ApiError {
+    fn from(e: crate::flags::FlagsError) -> Self {
+        use crate::flags::FlagsError as E;
+        match e {
+            E::Invalid(error) => ApiError::FlagsInvalid(error),
+            E::NotFound(m) => ApiError::NotFound(m),
+            E::Request(m) => ApiError::InvalidRequest(m),
+            E::Store(e) => e.into(),
+        }
     }
 }

@@ -9,14 +9,18 @@ mod api;
 pub mod auth;
 mod delivery_api;
 mod error;
+pub mod flags;
+mod flags_api;
+mod ofrep;
 pub mod triggers;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use conveyor_engine::Engine;
 use conveyor_engine::delivery::{Delivery, DeliveryConfig};
 use conveyor_store::Event;
@@ -36,6 +40,7 @@ pub struct ServerConfig {
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub delivery: Arc<Delivery>,
+    pub flags: Arc<flags::Flags>,
 }
 
 /// The whole HTTP surface.
@@ -55,7 +60,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/deployments/{id}/resume", post(delivery_api::resume))
         .route("/api/v1/deployments/{id}/abort", post(delivery_api::abort))
         .route("/api/v1/tokens", post(delivery_api::create_token))
+        .merge(flag_routes())
         .route_layer(from_fn_with_state(state.clone(), auth::require_token));
+    // OFREP: evaluation keys, not tokens; bodies are a context, capped before they are read.
+    let ofrep = Router::new()
+        .route("/ofrep/v1/evaluate/flags/{key}", post(ofrep::evaluate_flag))
+        .route("/ofrep/v1/evaluate/flags", post(ofrep::evaluate_flags))
+        .route("/ofrep/v1/configuration", get(ofrep::configuration))
+        .layer(DefaultBodyLimit::max(ofrep::MAX_BODY_BYTES + 1));
     Router::new()
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
@@ -90,7 +102,33 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/dora", get(delivery_api::dora))
         .route("/metrics", get(delivery_api::all_metrics))
         .merge(mutating)
+        .merge(ofrep)
         .with_state(state)
+}
+
+/// Flags as managed data (behind a token, reads included: rules name users).
+fn flag_routes() -> Router<AppState> {
+    const ENV: &str = "/api/v1/projects/{project}/environments/{environment}/flags";
+    Router::new()
+        .route(ENV, get(flags_api::list).put(flags_api::replace))
+        .route(&format!("{ENV}/export"), get(flags_api::export))
+        .route(&format!("{ENV}/history"), get(flags_api::history))
+        .route(&format!("{ENV}/stale"), get(flags_api::stale))
+        .route(&format!("{ENV}/stream"), get(flags_api::stream))
+        .route(
+            &format!("{ENV}/keys"),
+            get(flags_api::list_keys).post(flags_api::create_key),
+        )
+        .route(&format!("{ENV}/schedules"), get(flags_api::list_schedules))
+        .route(
+            &format!("{ENV}/{{key}}"),
+            get(flags_api::get_flag)
+                .patch(flags_api::patch_flag)
+                .delete(flags_api::remove_flag),
+        )
+        .route(&format!("{ENV}/{{key}}/schedule"), post(flags_api::schedule))
+        .route("/api/v1/flag-schedules/{id}", delete(flags_api::cancel_schedule))
+        .layer(DefaultBodyLimit::max(flags::MAX_DEFINITION_BYTES + 1))
 }
 
 /// What first start produced: the admin token to print once (None when it was given, or exists).
@@ -119,6 +157,15 @@ pub async fn ensure_admin_token(engine: &Engine, given: Option<&str>) -> Result<
 /// re-adopted, interrupted deployments rolled back), then unfinished runs; then starts the
 /// triggers. Returns the API's state, ready to serve.
 pub async fn start(engine: Arc<Engine>, config: ServerConfig) -> AppState {
+    start_with_flags(engine, config, flags::FlagsConfig::default()).await
+}
+
+/// [`start`] with flag settings (evaluation rate limit).
+pub async fn start_with_flags(
+    engine: Arc<Engine>,
+    config: ServerConfig,
+    flags: flags::FlagsConfig,
+) -> AppState {
     let delivery = Delivery::new(
         engine.clone(),
         Arc::new(conveyor_deploy::LocalTarget),
@@ -134,7 +181,17 @@ pub async fn start(engine: Arc<Engine>, config: ServerConfig) -> AppState {
     }
     tokio::spawn(triggers::poll_forever(engine.clone(), config.poll_tick));
     tokio::spawn(triggers::schedule_forever(engine.clone(), config.poll_tick));
-    AppState { engine, delivery }
+    // Flags are served from memory, rebuilt from the read models before the API answers.
+    let flags = match flags::Flags::load(engine.clone(), flags).await {
+        Ok(flags) => flags,
+        Err(error) => panic!("cannot load feature flags from the store: {error}"),
+    };
+    tokio::spawn(flags.clone().run_schedules());
+    AppState {
+        engine,
+        delivery,
+        flags,
+    }
 }
 
 /// Serves the API until `shutdown` resolves.

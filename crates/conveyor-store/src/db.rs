@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/0002_deployments.sql")),
     (3, include_str!("../migrations/0003_commit_time.sql")),
     (4, include_str!("../migrations/0004_judgements.sql")),
+    (5, include_str!("../migrations/0005_flags.sql")),
 ];
 
 const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -36,6 +37,7 @@ pub enum IdKind {
     Run,
     Release,
     Deployment,
+    FlagSchedule,
 }
 
 /// One way the log fails verification.
@@ -218,6 +220,7 @@ impl Store {
             IdKind::Run => "runs",
             IdKind::Release => "releases",
             IdKind::Deployment => "deployments",
+            IdKind::FlagSchedule => "flag_schedules",
         };
         let id = sqlx::query_scalar::<_, i64>(&format!("SELECT COALESCE(MAX(id), 0) + 1 FROM {table}"))
             .fetch_one(&mut *tx)

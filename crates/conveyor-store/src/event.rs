@@ -163,6 +163,48 @@ pub enum Event {
         /// threshold.
         evidence: serde_json::Value,
     },
+    /// A project environment's feature flags changed: the whole new definition (flagd JSON)
+    /// and, for people, what changed.
+    FlagsChanged {
+        project: String,
+        environment: String,
+        /// Token name, or `schedule <id>` for a scheduled change.
+        by: String,
+        definition: serde_json::Value,
+        /// One line per change, e.g. `flag 'x': state ENABLED → DISABLED`.
+        changes: Vec<String>,
+        /// Flags added or changed.
+        touched: Vec<String>,
+        removed: Vec<String>,
+    },
+    /// An evaluation API key for one project environment; only its SHA-256 is kept.
+    FlagKeyCreated {
+        project: String,
+        environment: String,
+        name: String,
+        hash: String,
+        by: String,
+    },
+    /// A change to one flag, to be applied at `due_at` (RFC 3339).
+    FlagChangeScheduled {
+        schedule_id: i64,
+        project: String,
+        environment: String,
+        flag: String,
+        due_at: String,
+        /// The change (`conveyor_flags::FlagPatch` as JSON).
+        patch: serde_json::Value,
+        by: String,
+    },
+    /// A scheduled change was applied, failed (e.g. the flag was deleted) or cancelled.
+    FlagScheduleFinished {
+        schedule_id: i64,
+        project: String,
+        environment: String,
+        /// `applied`, `failed` or `cancelled`.
+        status: String,
+        outcome: String,
+    },
     ReleaseCreated {
         release_id: i64,
         run_id: i64,
@@ -282,6 +324,10 @@ impl Event {
             Event::DeploymentResumed { .. } => "deployment_resumed",
             Event::DeploymentFinished { .. } => "deployment_finished",
             Event::DeploymentJudged { .. } => "deployment_judged",
+            Event::FlagsChanged { .. } => "flags_changed",
+            Event::FlagKeyCreated { .. } => "flag_key_created",
+            Event::FlagChangeScheduled { .. } => "flag_change_scheduled",
+            Event::FlagScheduleFinished { .. } => "flag_schedule_finished",
         }
     }
 }

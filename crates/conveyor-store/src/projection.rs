@@ -17,6 +17,10 @@ const READ_MODELS: &[&str] = &[
     "tokens",
     "deployments",
     "judgements",
+    "flag_sets",
+    "flag_ages",
+    "flag_keys",
+    "flag_schedules",
 ];
 
 pub(crate) async fn clear(tx: &mut Tx<'_>) -> Result<(), sqlx::Error> {
@@ -353,6 +357,109 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, event: &Event, at: &str) -> Result<()
             .bind(*traffic as i64)
             .bind(summary)
             .bind(evidence.to_string())
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Event::FlagsChanged {
+            project,
+            environment,
+            by,
+            definition,
+            touched,
+            removed,
+            ..
+        } => {
+            sqlx::query(
+                "INSERT INTO flag_sets (project, environment, definition, version, updated_at, updated_by)
+                 VALUES ($1, $2, $3, 1, $4, $5)
+                 ON CONFLICT (project, environment) DO UPDATE SET definition = excluded.definition,
+                    version = flag_sets.version + 1, updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+            )
+            .bind(project)
+            .bind(environment)
+            .bind(definition.to_string())
+            .bind(at)
+            .bind(by)
+            .execute(&mut **tx)
+            .await?;
+            for flag in touched {
+                sqlx::query(
+                    "INSERT INTO flag_ages (project, environment, flag, created_at, changed_at) VALUES ($1, $2, $3, $4, $4)
+                     ON CONFLICT (project, environment, flag) DO UPDATE SET changed_at = excluded.changed_at",
+                )
+                .bind(project)
+                .bind(environment)
+                .bind(flag)
+                .bind(at)
+                .execute(&mut **tx)
+                .await?;
+            }
+            for flag in removed {
+                sqlx::query("DELETE FROM flag_ages WHERE project = $1 AND environment = $2 AND flag = $3")
+                    .bind(project)
+                    .bind(environment)
+                    .bind(flag)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        Event::FlagKeyCreated {
+            project,
+            environment,
+            name,
+            hash,
+            by,
+        } => {
+            sqlx::query(
+                "INSERT INTO flag_keys (hash, name, project, environment, created_by, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(hash)
+            .bind(name)
+            .bind(project)
+            .bind(environment)
+            .bind(by)
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Event::FlagChangeScheduled {
+            schedule_id,
+            project,
+            environment,
+            flag,
+            due_at,
+            patch,
+            by,
+        } => {
+            sqlx::query(
+                "INSERT INTO flag_schedules (id, project, environment, flag, due_at, patch, created_by, created_at, status)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending')",
+            )
+            .bind(schedule_id)
+            .bind(project)
+            .bind(environment)
+            .bind(flag)
+            .bind(due_at)
+            .bind(patch.to_string())
+            .bind(by)
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Event::FlagScheduleFinished {
+            schedule_id,
+            status,
+            outcome,
+            ..
+        } => {
+            sqlx::query(
+                "UPDATE flag_schedules SET status = $2, outcome = $3, finished_at = $4 WHERE id = $1",
+            )
+            .bind(schedule_id)
+            .bind(status)
+            .bind(outcome)
             .bind(at)
             .execute(&mut **tx)
             .await?;

@@ -460,19 +460,20 @@ impl Store {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                let seq: i64 = r.get(0);
-                let event = serde_json::from_str(r.get::<&str, _>(2)).map_err(|e| StoreError::Decode {
-                    seq,
-                    error: e.to_string(),
-                })?;
-                Ok(StoredEvent {
-                    seq,
-                    at: r.get(1),
-                    event,
-                })
-            })
-            .collect()
+        rows.iter().map(stored_event).collect()
     }
+}
+
+/// A `seq, at, data` row of `events`, decoded.
+pub(crate) fn stored_event(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
+    let seq: i64 = row.get(0);
+    let event = serde_json::from_str(row.get::<&str, _>(2)).map_err(|e| StoreError::Decode {
+        seq,
+        error: e.to_string(),
+    })?;
+    Ok(StoredEvent {
+        seq,
+        at: row.get(1),
+        event,
+    })
 }

@@ -49,6 +49,9 @@ impl Client {
         let message = body["message"].as_str().unwrap_or("no message");
         let code = body["code"].as_str().unwrap_or("error");
         let mut text = format!("{code} ({status}): {message}");
+        if let Some(path) = body["details"]["path"].as_str().filter(|p| !p.is_empty()) {
+            text.push_str(&format!("\n  at {path}"));
+        }
         if let Some(errors) = body["details"]["errors"].as_array() {
             for e in errors {
                 text.push_str(&format!("\n  {}", e.as_str().unwrap_or_default()));
@@ -70,6 +73,14 @@ impl Client {
             .await?
             .json()
             .await?)
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Ok(self.send(request).await?.json().await?)
     }
 
     pub async fn add_project(&self, name: &str, source: &str, poll: Option<u64>) -> anyhow::Result<ExitCode> {
@@ -406,8 +417,31 @@ impl Client {
                 "/api/v1/projects/{project}/environments/{environment}/deployments"
             ))
             .await?;
-        for d in body["deployments"].as_array().into_iter().flatten() {
-            print_deployment(d);
+        // Deployments and flag changes, newest first (RFC 3339 UTC sorts as text).
+        let deployments = body["deployments"].as_array().into_iter().flatten();
+        let flag_changes = body["flag_changes"].as_array().into_iter().flatten();
+        let mut timeline: Vec<(&str, &Value)> = deployments
+            .map(|d| (d["created_at"].as_str().unwrap_or(""), d))
+            .chain(flag_changes.map(|f| (f["at"].as_str().unwrap_or(""), f)))
+            .collect();
+        timeline.sort_by(|a, b| b.0.cmp(a.0));
+        for (at, entry) in timeline {
+            match entry.get("changes") {
+                Some(changes) => {
+                    let changes: Vec<&str> = changes
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect();
+                    println!(
+                        "  flags      {at} by {}: {}",
+                        entry["by"].as_str().unwrap_or(""),
+                        changes.join("; ")
+                    );
+                }
+                None => print_deployment(entry),
+            }
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -534,4 +568,313 @@ fn print_line(line: &Value) {
         line["job"].as_str().unwrap_or(""),
         line["line"].as_str().unwrap_or("")
     );
+}
+
+// === flags ===
+
+/// A change to one flag, as the API takes it (`conveyor_flags::FlagPatch` in JSON).
+pub struct FlagChange(pub Value);
+
+/// `on=25,off=75` → `[["on", 25], ["off", 75]]`.
+pub fn parse_rollout(text: &str) -> anyhow::Result<Vec<(String, u32)>> {
+    text.split(',')
+        .map(|part| {
+            let (variant, weight) = part.split_once('=').ok_or_else(|| {
+                anyhow::anyhow!("--rollout '{part}': use VARIANT=WEIGHT, e.g. on=25,off=75")
+            })?;
+            let weight = weight
+                .trim()
+                .parse::<u32>()
+                .map_err(|_| anyhow::anyhow!("--rollout '{part}': the weight must be a whole number"))?;
+            Ok((variant.trim().to_string(), weight))
+        })
+        .collect()
+}
+
+fn flag_line(f: &Value) -> String {
+    let variants: Vec<&str> = f["variants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let kind = f["metadata"]["type"]
+        .as_str()
+        .map(|t| format!("  [{t}]"))
+        .unwrap_or_default();
+    format!(
+        "{:<28} {:<9} default {:<10} {:<8} {}{kind}",
+        f["key"].as_str().unwrap_or(""),
+        f["state"].as_str().unwrap_or(""),
+        f["defaultVariant"].as_str().unwrap_or("(code)"),
+        f["type"].as_str().unwrap_or(""),
+        variants.join(" | "),
+    )
+}
+
+impl Client {
+    async fn flags_path(
+        &self,
+        project: Option<String>,
+        environment: &str,
+    ) -> anyhow::Result<(String, String)> {
+        let project = self.project_or_only(project).await?;
+        let path = format!("/api/v1/projects/{project}/environments/{environment}/flags");
+        Ok((project, path))
+    }
+
+    pub async fn flags_list(&self, project: Option<String>, environment: &str) -> anyhow::Result<ExitCode> {
+        let (project, path) = self.flags_path(project, environment).await?;
+        let body = self.get(&path).await?;
+        let flags = body["flags"].as_array().cloned().unwrap_or_default();
+        println!(
+            "{project}/{environment}: {} flag(s), version {}",
+            flags.len(),
+            body["version"]
+        );
+        for f in &flags {
+            println!("  {}", flag_line(f));
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn flags_get(
+        &self,
+        project: Option<String>,
+        environment: &str,
+        key: &str,
+    ) -> anyhow::Result<ExitCode> {
+        let (_, path) = self.flags_path(project, environment).await?;
+        let f = self.get(&format!("{path}/{key}")).await?;
+        println!("{}", flag_line(&f));
+        if let Some(l) = f.get("lifecycle").filter(|l| !l.is_null()) {
+            let lifetime = l["expected_lifetime_days"]
+                .as_u64()
+                .map_or("permanent".to_string(), |d| format!("expected to live {d} days"));
+            println!(
+                "  lifecycle: {}, {lifetime}",
+                l["kind"].as_str().unwrap_or("untyped")
+            );
+        }
+        println!("{}", serde_json::to_string_pretty(&f["definition"])?);
+        Ok(ExitCode::SUCCESS)
+    }
+
+    fn print_changed(&self, what: &str, body: &Value) {
+        let changes = body["changes"].as_array().cloned().unwrap_or_default();
+        if changes.is_empty() {
+            println!("{what}: nothing changed (version {})", body["version"]);
+            return;
+        }
+        println!("{what}: version {}", body["version"]);
+        for c in changes {
+            println!("  {}", c.as_str().unwrap_or(""));
+        }
+    }
+
+    pub async fn flags_change(
+        &self,
+        project: Option<String>,
+        environment: &str,
+        key: &str,
+        change: FlagChange,
+        at: Option<String>,
+    ) -> anyhow::Result<ExitCode> {
+        let (project, path) = self.flags_path(project, environment).await?;
+        match at {
+            Some(at) => {
+                let body = self
+                    .post(
+                        &format!("{path}/{key}/schedule"),
+                        json!({ "at": at, "change": change.0 }),
+                    )
+                    .await?;
+                println!(
+                    "scheduled change {} to flag '{key}' of {project}/{environment} at {}",
+                    body["schedule_id"],
+                    body["at"].as_str().unwrap_or("")
+                );
+            }
+            None => {
+                let body = self
+                    .call(reqwest::Method::PATCH, &format!("{path}/{key}"), Some(change.0))
+                    .await?;
+                self.print_changed(&format!("{project}/{environment}"), &body);
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn flags_remove(
+        &self,
+        project: Option<String>,
+        environment: &str,
+        key: &str,
+    ) -> anyhow::Result<ExitCode> {
+        let (project, path) = self.flags_path(project, environment).await?;
+        let body = self
+            .call(reqwest::Method::DELETE, &format!("{path}/{key}"), None)
+            .await?;
+        self.print_changed(&format!("{project}/{environment}"), &body);
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn flags_import(
+        &self,
+        project: Option<String>,
+        environment: &str,
+        text: String,
+    ) -> anyhow::Result<ExitCode> {
+        let (project, path) = self.flags_path(project, environment).await?;
+        let request = self
+            .http
+            .put(self.url(&path))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(text);
+        let body: Value = self.send(request).await?.json().await?;
+        self.print_changed(&format!("{project}/{environment}"), &body);
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn flags_export(&self, project: Option<String>, environment: &str) -> anyhow::Result<ExitCode> {
+        let (_, path) = self.flags_path(project, environment).await?;
+        let text = self
+            .send(self.http.get(self.url(&format!("{path}/export"))))
+            .await?
+            .text()
+            .await?;
+        println!("{text}");
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn flags_history(
+        &self,
+        project: Option<String>,
+        environment: &str,
+        limit: u32,
+    ) -> anyhow::Result<ExitCode> {
+        let (_, path) = self.flags_path(project, environment).await?;
+        let body = self.get(&format!("{path}/history?limit={limit}")).await?;
+        for e in body["history"].as_array().into_iter().flatten() {
+            let at = e["at"].as_str().unwrap_or("");
+            match e["type"].as_str().unwrap_or("") {
+                "flags_changed" => {
+                    println!("{at}  {} changed flags:", e["by"].as_str().unwrap_or(""));
+                    for c in e["changes"].as_array().into_iter().flatten() {
+                        println!("    {}", c.as_str().unwrap_or(""));
+                    }
+                }
+                "flag_key_created" => println!(
+                    "{at}  {} created evaluation key '{}'",
+                    e["by"].as_str().unwrap_or(""),
+                    e["name"].as_str().unwrap_or("")
+                ),
+                "flag_change_scheduled" => println!(
+                    "{at}  {} scheduled change {} to '{}' for {}: {}",
+                    e["by"].as_str().unwrap_or(""),
+                    e["schedule_id"],
+                    e["flag"].as_str().unwrap_or(""),
+                    e["due_at"].as_str().unwrap_or(""),
+                    e["patch"]
+                ),
+                _ => println!(
+                    "{at}  scheduled change {} {}: {}",
+                    e["schedule_id"],
+                    e["status"].as_str().unwrap_or(""),
+                    e["outcome"].as_str().unwrap_or("")
+                ),
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn flags_stale(
+        &self,
+        project: Option<String>,
+        environment: &str,
+        idle_days: u32,
+    ) -> anyhow::Result<ExitCode> {
+        let (project, path) = self.flags_path(project, environment).await?;
+        let body = self.get(&format!("{path}/stale?idle_days={idle_days}")).await?;
+        let stale = body["stale"].as_array().cloned().unwrap_or_default();
+        if stale.is_empty() {
+            println!("{project}/{environment}: no stale flags");
+        }
+        for f in &stale {
+            println!(
+                "{:<28} {:<9} {}",
+                f["key"].as_str().unwrap_or(""),
+                f["state"].as_str().unwrap_or(""),
+                f["reason"].as_str().unwrap_or("")
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn flags_schedules(
+        &self,
+        project: Option<String>,
+        environment: &str,
+    ) -> anyhow::Result<ExitCode> {
+        let (_, path) = self.flags_path(project, environment).await?;
+        let body = self.get(&format!("{path}/schedules")).await?;
+        for s in body["schedules"].as_array().into_iter().flatten() {
+            println!(
+                "{:>4}  {:<20} {:<24} {:<9} {} {}",
+                s["id"],
+                s["due_at"].as_str().unwrap_or(""),
+                s["flag"].as_str().unwrap_or(""),
+                s["status"].as_str().unwrap_or(""),
+                s["patch"],
+                s["outcome"].as_str().unwrap_or("")
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn flags_cancel(&self, schedule: i64) -> anyhow::Result<ExitCode> {
+        self.call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/flag-schedules/{schedule}"),
+            None,
+        )
+        .await?;
+        println!("scheduled change {schedule} cancelled");
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn flags_key_create(
+        &self,
+        project: Option<String>,
+        environment: &str,
+        name: &str,
+    ) -> anyhow::Result<ExitCode> {
+        let (project, path) = self.flags_path(project, environment).await?;
+        let body = self
+            .post(&format!("{path}/keys"), json!({ "name": name }))
+            .await?;
+        println!(
+            "evaluation key '{name}' for {project}/{environment} (shown once — store it now):\n{}",
+            body["key"].as_str().unwrap_or("")
+        );
+        println!(
+            "OpenFeature: OFREPProvider {{ baseUrl: '{}', headers: [['Authorization', 'Bearer <key>']] }}",
+            self.base
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn flags_keys(&self, project: Option<String>, environment: &str) -> anyhow::Result<ExitCode> {
+        let (_, path) = self.flags_path(project, environment).await?;
+        let body = self.get(&format!("{path}/keys")).await?;
+        for k in body["keys"].as_array().into_iter().flatten() {
+            println!(
+                "{:<24} created by {} at {}",
+                k["name"].as_str().unwrap_or(""),
+                k["created_by"].as_str().unwrap_or(""),
+                k["created_at"].as_str().unwrap_or("")
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    }
 }

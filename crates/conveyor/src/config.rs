@@ -18,6 +18,8 @@ pub struct FileConfig {
     pub poll_tick_seconds: Option<u64>,
     pub jobs: Option<usize>,
     pub step_log_limit_bytes: Option<u64>,
+    /// Flag evaluations per second per evaluation key (0: unlimited).
+    pub flag_rate_limit: Option<u32>,
 }
 
 /// Overrides from the environment and the command line (clap merges those two).
@@ -28,6 +30,7 @@ pub struct Overrides {
     pub addr: Option<SocketAddr>,
     pub poll_tick_seconds: Option<u64>,
     pub jobs: Option<usize>,
+    pub flag_rate_limit: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -37,6 +40,7 @@ pub struct Config {
     pub poll_tick: Duration,
     pub jobs: Option<usize>,
     pub step_log_limit: u64,
+    pub flags: conveyor_server::flags::FlagsConfig,
     /// `CONVEYOR_ADMIN_TOKEN`, used only on first start.
     pub admin_token: Option<String>,
     /// What steps inherit from Conveyor's own environment.
@@ -76,6 +80,12 @@ impl Config {
             step_log_limit: file
                 .step_log_limit_bytes
                 .unwrap_or(conveyor_engine::DEFAULT_STEP_LOG_LIMIT),
+            flags: conveyor_server::flags::FlagsConfig {
+                rate_per_second: overrides
+                    .flag_rate_limit
+                    .or(file.flag_rate_limit)
+                    .unwrap_or(conveyor_server::flags::FlagsConfig::default().rate_per_second),
+            },
             admin_token: env.get("CONVEYOR_ADMIN_TOKEN").filter(|t| !t.is_empty()).cloned(),
             base_env: INHERITED
                 .iter()
@@ -140,6 +150,9 @@ mod tests {
         let c = Config::resolve(&o, &env(&[])).unwrap();
         assert_eq!(c.data, PathBuf::from("/from/flag"));
         assert_eq!(c.jobs, Some(1));
+        assert_eq!(c.flags.rate_per_second, 1_000);
+        o.flag_rate_limit = Some(0);
+        assert_eq!(Config::resolve(&o, &env(&[])).unwrap().flags.rate_per_second, 0);
     }
 
     #[test]

@@ -169,7 +169,7 @@ pub async fn serve(config: &Config) -> anyhow::Result<ExitCode> {
         poll_tick: config.poll_tick,
     };
     // Recovery comes before "listening": once a client can talk to us, environments are back.
-    let state = conveyor_server::start(engine, server_config).await;
+    let state = conveyor_server::start_with_flags(engine, server_config, config.flags).await;
     println!(
         "conveyor listening on http://{addr} (data: {})",
         config.data.display()

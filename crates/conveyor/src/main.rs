@@ -99,6 +99,9 @@ enum Command {
         /// Jobs run at once (default: number of cores).
         #[arg(long)]
         jobs: Option<usize>,
+        /// Flag evaluations per second allowed per evaluation key (default 1000; 0: unlimited).
+        #[arg(long)]
+        flag_rate_limit: Option<u32>,
     },
     /// Manage projects on the server.
     #[command(subcommand)]
@@ -211,9 +214,147 @@ enum Command {
     /// Manage secrets (write-only).
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// Feature flags of an environment (flagd format), served to OpenFeature SDKs over OFREP.
+    ///
+    /// Each environment has one flagd definition; every change is an audited event and reaches
+    /// evaluations within 100 ms. See docs/flags.md.
+    ///
+    /// Start here:
+    ///   conveyor flags import flags.json --env staging     load a flagd definition (all or nothing)
+    ///   conveyor flags key create web --env staging         an evaluation key for an OpenFeature SDK
+    ///   conveyor flags list --env staging                   what is defined, on or off
+    ///   conveyor flags disable new-checkout --env staging   the kill switch
+    ///   conveyor flags set new-checkout --env staging --rollout on=10,off=90
+    ///   conveyor flags enable new-checkout --env staging --at 2030-01-31T09:00:00Z
+    #[command(subcommand, verbatim_doc_comment)]
+    Flags(FlagsCommand),
     /// Maintenance on a local data directory.
     #[command(subcommand)]
     Admin(AdminCommand),
+}
+
+/// Which project environment's flags (`--env` is required; `--project` may be left out when
+/// the server has one project).
+#[derive(Args, Debug, Clone)]
+struct FlagScope {
+    /// The environment whose flags these are, e.g. production.
+    #[arg(long = "env")]
+    environment: String,
+    /// The project (default: the server's only project).
+    #[arg(long)]
+    project: Option<String>,
+}
+
+/// `conveyor flags …`.
+#[derive(Subcommand, Debug)]
+enum FlagsCommand {
+    /// List the flags: state, default variant, variants, type.
+    List {
+        #[command(flatten)]
+        scope: FlagScope,
+    },
+    /// Show one flag with its definition.
+    Get {
+        /// The flag's key.
+        key: String,
+        #[command(flatten)]
+        scope: FlagScope,
+    },
+    /// Change one flag: its default variant, a percentage rollout, or its whole definition
+    /// (a new flag is added). With --at, schedule the change instead.
+    Set {
+        /// The flag's key.
+        key: String,
+        #[command(flatten)]
+        scope: FlagScope,
+        /// Serve this variant by default.
+        #[arg(long)]
+        variant: Option<String>,
+        /// Percentage rollout by targeting key, e.g. on=25,off=75 (flagd's fractional).
+        #[arg(long, value_name = "VARIANT=WEIGHT,...")]
+        rollout: Option<String>,
+        /// The whole flag as flagd JSON (a file, or - for stdin).
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["variant", "rollout"])]
+        definition: Option<PathBuf>,
+        /// Apply at this time (RFC 3339, e.g. 2030-01-31T09:00:00Z) instead of now.
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Turn a flag on (now, or --at a time).
+    Enable {
+        key: String,
+        #[command(flatten)]
+        scope: FlagScope,
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Turn a flag off: SDKs get their code default (now, or --at a time).
+    Disable {
+        key: String,
+        #[command(flatten)]
+        scope: FlagScope,
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Remove a flag.
+    Remove {
+        key: String,
+        #[command(flatten)]
+        scope: FlagScope,
+    },
+    /// Replace the environment's definition with a flagd JSON file (- for stdin); refused whole,
+    /// with the JSON path of the mistake, if anything in it is wrong.
+    Import {
+        file: PathBuf,
+        #[command(flatten)]
+        scope: FlagScope,
+    },
+    /// Print the definition as flagd JSON (flagd can load it as is).
+    Export {
+        #[command(flatten)]
+        scope: FlagScope,
+    },
+    /// Who changed what, when (newest first).
+    History {
+        #[command(flatten)]
+        scope: FlagScope,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Flags past their expected lifetime (metadata `type`: release 40 days, experiment 40,
+    /// operational 7; kill-switch and permission are permanent; or `expectedLifetimeDays`), or
+    /// unchanged for longer than --idle-days.
+    Stale {
+        #[command(flatten)]
+        scope: FlagScope,
+        #[arg(long, default_value_t = 30)]
+        idle_days: u32,
+    },
+    /// Scheduled changes of the environment.
+    Schedules {
+        #[command(flatten)]
+        scope: FlagScope,
+    },
+    /// Cancel a scheduled change.
+    Cancel { schedule: i64 },
+    /// Evaluation keys (what OpenFeature SDKs authenticate with).
+    #[command(subcommand)]
+    Key(FlagKeyCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum FlagKeyCommand {
+    /// Create an evaluation key for an environment (admin only); prints it once.
+    Create {
+        name: String,
+        #[command(flatten)]
+        scope: FlagScope,
+    },
+    /// List an environment's evaluation keys (names only).
+    List {
+        #[command(flatten)]
+        scope: FlagScope,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -352,8 +493,10 @@ async fn dispatch(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<Exi
             data,
             poll_tick,
             jobs,
+            flag_rate_limit,
         } => {
             let mut o = overrides(&data);
+            o.flag_rate_limit = flag_rate_limit;
             o.addr = addr;
             o.poll_tick_seconds = poll_tick;
             o.jobs = jobs;
@@ -428,8 +571,97 @@ async fn dispatch(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<Exi
             };
             client()?.set_secret(&project, &name, &value).await
         }
+        Command::Flags(command) => flags(client()?, command).await,
         Command::Admin(AdminCommand::Rebuild { data }) => {
             local::rebuild(&Config::resolve(&overrides(&data), &env)?).await
         }
     }
+}
+
+/// A file's text, or stdin's for `-`.
+fn read_input(path: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut text)?;
+        return Ok(text);
+    }
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+async fn flags(client: client::Client, command: FlagsCommand) -> anyhow::Result<ExitCode> {
+    use client::FlagChange;
+    use serde_json::json;
+    let state = |key: String, scope: FlagScope, at: Option<String>, state: &str| {
+        (key, scope, at, FlagChange(json!({ "state": state })))
+    };
+    let (key, scope, at, change) = match command {
+        FlagsCommand::List { scope } => return client.flags_list(scope.project, &scope.environment).await,
+        FlagsCommand::Get { key, scope } => {
+            return client.flags_get(scope.project, &scope.environment, &key).await;
+        }
+        FlagsCommand::Remove { key, scope } => {
+            return client.flags_remove(scope.project, &scope.environment, &key).await;
+        }
+        FlagsCommand::Import { file, scope } => {
+            let text = read_input(&file)?;
+            return client.flags_import(scope.project, &scope.environment, text).await;
+        }
+        FlagsCommand::Export { scope } => {
+            return client.flags_export(scope.project, &scope.environment).await;
+        }
+        FlagsCommand::History { scope, limit } => {
+            return client
+                .flags_history(scope.project, &scope.environment, limit)
+                .await;
+        }
+        FlagsCommand::Stale { scope, idle_days } => {
+            return client
+                .flags_stale(scope.project, &scope.environment, idle_days)
+                .await;
+        }
+        FlagsCommand::Schedules { scope } => {
+            return client.flags_schedules(scope.project, &scope.environment).await;
+        }
+        FlagsCommand::Cancel { schedule } => return client.flags_cancel(schedule).await,
+        FlagsCommand::Key(FlagKeyCommand::Create { name, scope }) => {
+            return client
+                .flags_key_create(scope.project, &scope.environment, &name)
+                .await;
+        }
+        FlagsCommand::Key(FlagKeyCommand::List { scope }) => {
+            return client.flags_keys(scope.project, &scope.environment).await;
+        }
+        FlagsCommand::Enable { key, scope, at } => state(key, scope, at, "ENABLED"),
+        FlagsCommand::Disable { key, scope, at } => state(key, scope, at, "DISABLED"),
+        FlagsCommand::Set {
+            key,
+            scope,
+            variant,
+            rollout,
+            definition,
+            at,
+        } => {
+            let mut change = serde_json::Map::new();
+            if let Some(variant) = variant {
+                change.insert("defaultVariant".into(), json!(variant));
+            }
+            if let Some(rollout) = rollout {
+                change.insert("fractional".into(), json!(client::parse_rollout(&rollout)?));
+            }
+            if let Some(file) = definition {
+                let text = read_input(&file)?;
+                let value: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("{} is not valid JSON: {e}", file.display()))?;
+                change.insert("definition".into(), value);
+            }
+            if change.is_empty() {
+                anyhow::bail!("say what to set: --variant, --rollout or --definition");
+            }
+            (key, scope, at, FlagChange(serde_json::Value::Object(change)))
+        }
+    };
+    client
+        .flags_change(scope.project, &scope.environment, &key, change, at)
+        .await
 }

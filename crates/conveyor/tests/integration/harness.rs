@@ -34,9 +34,15 @@ pub struct Server {
 
 impl Server {
     pub fn start(data: &Path) -> Server {
+        Server::start_with(data, &[])
+    }
+
+    /// [`Server::start`] with more `serve` arguments.
+    pub fn start_with(data: &Path, args: &[&str]) -> Server {
         let mut child = command()
             .args(["serve", "--addr", "127.0.0.1:0", "--poll-tick", "1", "--data"])
             .arg(data)
+            .args(args)
             .env("CONVEYOR_ADMIN_TOKEN", TOKEN)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
