@@ -141,6 +141,13 @@ impl Live {
         }
     }
 
+    /// What the router has counted for `version`.
+    pub fn metrics_of(&self, version: &str) -> Option<VersionMetrics> {
+        let state = self.state();
+        let all = state.router.as_ref()?.router.metrics();
+        all.into_iter().find(|m| m.version == version)
+    }
+
     /// What the router has counted for the stable and the new version, in that order.
     pub fn version_metrics(&self) -> Option<(VersionMetrics, VersionMetrics)> {
         let state = self.state();

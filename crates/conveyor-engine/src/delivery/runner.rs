@@ -15,6 +15,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::analysis::{Analysis, Judgement, StepEnd, Subjects};
 use super::environment::{Active, Live};
+use super::verify;
 use super::{Context, Control, Delivery};
 use crate::EngineError;
 use crate::output::{Masker, StepLog};
@@ -53,6 +54,7 @@ pub(crate) fn describe(phase: &Phase) -> String {
         Phase::Wait(d) => format!("wait {}s", d.as_secs()),
         Phase::AwaitPromotion => "wait for promotion".into(),
         Phase::ChecksAfterTraffic => "check the new version through the router".into(),
+        Phase::Verify(d) => format!("verify the new version for {}s", d.as_secs()),
         Phase::PostDeployHooks => "run the post_deploy hooks".into(),
         Phase::Complete => "make the new version stable".into(),
     }
@@ -281,6 +283,7 @@ impl Rollout<'_> {
                 let checks = self.checks(CheckWhen::BeforeTraffic);
                 self.commands("check", &checks, url).await
             }
+            Phase::Verify(d) => self.verify(*d).await,
             Phase::Shift { .. } => Ok(()),
             Phase::Wait(d) => {
                 self.wait(Some(*d)).await?;
@@ -523,6 +526,67 @@ impl Rollout<'_> {
                 }
             }
         }
+    }
+
+    /// The post-promotion gate: watches the new version, with all the traffic, for `duration`
+    /// (the burn rate every second), then evaluates the SLO against earlier releases' results.
+    async fn verify(&mut self, duration: Duration) -> Result<(), Stop> {
+        let Some(spec) = self.cx.environment.verify.clone() else {
+            return Ok(());
+        };
+        let status = self.live.status();
+        let Some(version) = status
+            .versions
+            .iter()
+            .find(|v| v.role == "canary")
+            .map(|v| v.version.clone())
+        else {
+            return Ok(());
+        };
+        let Some(start) = self.live.metrics_of(&version) else {
+            return Ok(());
+        };
+        let mut watch = verify::Watch::new(start);
+        let began = tokio::time::Instant::now();
+        while began.elapsed() < duration {
+            let left = duration.saturating_sub(began.elapsed());
+            self.wait(Some(left.min(Duration::from_secs(1)))).await?;
+            if let Some(now) = self.live.metrics_of(&version) {
+                watch.record(began.elapsed(), now);
+            }
+            if let Some(budget) = &spec.error_budget
+                && let Some(burning) = watch.burning(budget)
+            {
+                return self.judged(vec![burning.into()]).await;
+            }
+        }
+        let mut outcomes = Vec::new();
+        if let Some(budget) = &spec.error_budget {
+            outcomes.push(verify::Outcome {
+                metric: "error_budget",
+                verdict: Verdict::Pass,
+                summary: format!(
+                    "error_budget: never burning faster than {}× (SLO {}) over {}s",
+                    budget.max_burn_rate,
+                    budget.target,
+                    duration.as_secs()
+                ),
+                evidence: serde_json::json!({ "test": "multi-window burn rate", "target": budget.target, "max_burn_rate": budget.max_burn_rate }),
+            });
+        }
+        if let Some(slo) = &spec.slo {
+            let earlier = self
+                .delivery
+                .engine
+                .store()
+                .environment_judgements(&self.cx.release.project, &self.cx.environment.name, "slo", 100)
+                .await
+                .map_err(|e| Stop::Failed(format!("cannot read earlier SLO results: {e}")))?;
+            let evidence: Vec<serde_json::Value> = earlier.into_iter().map(|j| j.evidence).collect();
+            let previous = verify::previous_results(&evidence);
+            outcomes.push(verify::evaluate(slo, &watch.slis(duration), &previous));
+        }
+        self.judged(outcomes.into_iter().map(Into::into).collect()).await
     }
 
     /// Runs an analysis command (exit 0 passes), `retries` more times after a failure.

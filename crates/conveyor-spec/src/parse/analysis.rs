@@ -211,9 +211,7 @@ impl Checker<'_> {
         let default_samples = match source {
             MetricSource::ErrorRate { .. } | MetricSource::Latency { .. } => 100,
             // A rank test needs a few points per side.
-            MetricSource::Prometheus(PrometheusQuery {
-                compare: Some(_), ..
-            }) => 10,
+            MetricSource::Prometheus(PrometheusQuery { compare: Some(_), .. }) => 10,
             _ => 1,
         };
         let min_samples = fields
@@ -329,7 +327,7 @@ impl Checker<'_> {
     }
 
     /// A number in `min..=max`.
-    fn number(&mut self, what: &str, node: &Node, min: f64, max: f64) -> Option<f64> {
+    pub(super) fn number(&mut self, what: &str, node: &Node, min: f64, max: f64) -> Option<f64> {
         let value = match &node.kind {
             Kind::Int(n, _) => Some(*n as f64),
             Kind::Float(text) => text.parse::<f64>().ok(),

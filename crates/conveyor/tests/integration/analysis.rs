@@ -288,9 +288,74 @@ async fn a_prometheus_query_compared_with_the_baseline_by_kayentas_judge_fails_a
     let (done, judgements) = roll_out_under_load(&shop, "v2 ERRORS").await;
     assert_eq!(done["status"], "failed", "{done:#}");
     let reason = done["reason"].as_str().unwrap();
-    assert!(reason.starts_with("analysis failed: canary-5xx-ratio: High"), "{reason}");
+    assert!(
+        reason.starts_with("analysis failed: canary-5xx-ratio: High"),
+        "{reason}"
+    );
     let evidence = &judgements[0]["evidence"];
-    assert_eq!(evidence["baseline_query"], RATIO_QUERY.replace("{{version}}", "r1"));
+    assert_eq!(
+        evidence["baseline_query"],
+        RATIO_QUERY.replace("{{version}}", "r1")
+    );
     assert_eq!(evidence["result"]["classification"], "High", "{evidence:#}");
     assert!(evidence["canary_values"].as_array().unwrap().len() >= 5);
+}
+
+#[tokio::test]
+async fn a_blue_green_release_burning_its_error_budget_is_rolled_back_by_verify() {
+    let shop = Shop::new(
+        "  prod:\n    strategy: blue-green\n    verify: { duration: 1m, error_budget: { target: 0.99, max_burn_rate: 10 } }\n",
+    )
+    .await;
+    let (done, judgements) = roll_out_under_load(&shop, "v2 ERRORS").await;
+    assert_eq!(done["status"], "failed", "{done:#}");
+    let reason = done["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("analysis failed: error_budget: burning "),
+        "{reason}"
+    );
+    assert_eq!(judgements[0]["traffic"], 100);
+    let report = &judgements[0]["evidence"]["report"];
+    assert_eq!(report["firing"], true, "{report:#}");
+    assert!(
+        report["alerts"][0]["long"]["burn_rate"].as_f64().unwrap() > 10.0,
+        "{report:#}"
+    );
+    let url = shop.url("prod").await;
+    assert_eq!(sample(&url, 20).await, BTreeMap::from([("v1".to_string(), 20)]));
+}
+
+#[tokio::test]
+async fn verify_holds_a_release_to_slos_relative_to_the_previous_releases() {
+    let shop = Shop::new(
+        "  prod:\n    strategy: blue-green\n    verify:\n      duration: 3s\n      slo:\n        objectives:\n          - { sli: error_rate, key_sli: true, pass: ['<=0.01'] }\n          - { sli: latency_p99, pass: ['<=+100%'] }\n        total_score: { pass: '90%' }\n",
+    )
+    .await;
+    shop.deployed("v1", "prod").await;
+    // v2 passes: nothing earlier to compare its latency with yet.
+    let release = shop.release("v2").await;
+    let load = Load::start(shop.url("prod").await);
+    let second = shop.finished(shop.promote(release, "prod").await).await;
+    load.stop().await;
+    assert_eq!(second["status"], "succeeded", "{second:#}");
+    let judged = judgements(&shop, second["id"].as_i64().unwrap()).await;
+    assert_eq!(judged[0]["metric"], "slo");
+    assert_eq!(judged[0]["verdict"], "pass", "{judged:#?}");
+    assert!(judged[0]["evidence"]["values"]["latency_p99"].as_f64().is_some());
+
+    // v3 answers 50 ms slower: its p99 more than doubles v2's, so the SLO fails and v2 is back.
+    let release = shop.release("v3 SLOW").await;
+    let load = Load::start(shop.url("prod").await);
+    let id = shop.promote(release, "prod").await;
+    let done = shop.finished(id).await;
+    load.stop().await;
+    assert_eq!(done["status"], "failed", "{done:#}");
+    let reason = done["reason"].as_str().unwrap();
+    assert!(
+        reason
+            .starts_with("analysis failed: slo: score 50% (pass at 90%; compared with 1 earlier result(s))"),
+        "{reason}"
+    );
+    let url = shop.url("prod").await;
+    assert_eq!(sample(&url, 20).await, BTreeMap::from([("v2".to_string(), 20)]));
 }
