@@ -186,7 +186,18 @@ pub struct Analysis {
     pub max_duration: Duration,
     /// What an inconclusive judgement does.
     pub inconclusive: Inconclusive,
+    /// What the canary is compared with.
+    pub baseline: Baseline,
     pub metrics: Vec<Metric>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Baseline {
+    /// The stable version, with the rest of the traffic.
+    Stable,
+    /// A fresh copy of the stable version, started with the canary and given the same share of
+    /// traffic, so warm against cold instances (and unequal load) do not bias the comparison.
+    Fresh,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

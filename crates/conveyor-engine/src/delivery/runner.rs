@@ -7,7 +7,7 @@ use std::time::Duration;
 use conveyor_deploy::plan::{self, Gate, Phase};
 use conveyor_deploy::{RunningVersion, VersionSpec};
 use conveyor_exec::{CancellationToken, StepOutcome, StepSpec};
-use conveyor_spec::delivery::{CheckWhen, Command, MetricSource, Strategy};
+use conveyor_spec::delivery::{Baseline, CheckWhen, Command, MetricSource, Strategy};
 use conveyor_spec::expr;
 use conveyor_store::logs::LogOf;
 use conveyor_store::{DeploymentStatus, DeploymentView, Event, InstanceRef, Verdict};
@@ -217,8 +217,12 @@ impl Rollout<'_> {
                 continue;
             }
             if let Phase::Shift { percent } = phase {
+                self.start_fresh_baseline(*percent).await?;
                 self.shift(*percent).await?;
                 self.follow_analysis(*percent);
+                if *percent >= 100 {
+                    self.retire_baseline().await;
+                }
             }
             let traffic = self
                 .live
@@ -407,7 +411,8 @@ impl Rollout<'_> {
                 .find(|v| v.role == role)
                 .map(|v| v.version.clone())
         };
-        let (Some(baseline), Some(canary)) = (version("stable"), version("canary")) else {
+        let baseline = version("baseline").or_else(|| version("stable"));
+        let (Some(baseline), Some(canary)) = (baseline, version("canary")) else {
             return;
         };
         let subjects = Subjects {
@@ -416,7 +421,58 @@ impl Rollout<'_> {
             canary,
             baseline,
         };
-        self.analysis = Some(Analysis::new(spec.clone(), subjects));
+        self.analysis = Some(Analysis::new(spec.clone(), subjects, self.live.version_metrics()));
+    }
+
+    /// With `baseline: fresh`, before the first partial shift: starts a copy of the stable
+    /// version (as many instances as the canary) for the analysis to compare with.
+    async fn start_fresh_baseline(&mut self, percent: u32) -> Result<(), Stop> {
+        let Strategy::Canary(canary) = &self.cx.environment.strategy else {
+            return Ok(());
+        };
+        let fresh = canary
+            .analysis
+            .as_ref()
+            .is_some_and(|a| a.baseline == Baseline::Fresh);
+        let status = self.live.status();
+        let has = |role: &str| status.versions.iter().find(|v| v.role == role);
+        let Some(stable) = has("stable") else {
+            return Ok(());
+        };
+        if !fresh || percent >= 100 || self.analysis.is_some() || has("baseline").is_some() {
+            return Ok(());
+        }
+        let stable_release = stable.release_id;
+        let stable_cx = self
+            .delivery
+            .context(stable_release, &self.cx.environment.name)
+            .await
+            .map_err(|e| Stop::Failed(format!("cannot start a fresh baseline: {e}")))?;
+        let version = format!("{}-baseline", version_name(stable_release));
+        let mut spec = version_spec(self.delivery, &stable_cx, self.id, &version)
+            .await
+            .map_err(Stop::Failed)?;
+        spec.instances = self.cx.spec.instances;
+        self.start_version(spec, stable_release, "the fresh baseline", Live::set_baseline)
+            .await
+    }
+
+    /// Takes the fresh baseline out of the router, drains and stops it.
+    async fn retire_baseline(&self) {
+        let Some(baseline) = self.live.take_baseline() else {
+            return;
+        };
+        match self
+            .live
+            .route(self.live.traffic(), &self.cx.environment, &self.data())
+            .await
+        {
+            Ok(()) => self.live.drain(&baseline.version, DRAIN_LIMIT).await,
+            Err(error) => {
+                tracing::error!(deployment = self.id, %error, "cannot take the fresh baseline out of the router")
+            }
+        }
+        baseline.running.stop().await;
     }
 
     /// One look at the metrics: a critical failure stops the rollout; others are warnings.
@@ -652,17 +708,35 @@ impl Rollout<'_> {
                 })
                 .await;
         }
-        let mut spec = version_spec(self.delivery, &self.cx, self.id)
-            .await
-            .map_err(Stop::Failed)?;
+        let mut spec = version_spec(
+            self.delivery,
+            &self.cx,
+            self.id,
+            &version_name(self.cx.release.id),
+        )
+        .await
+        .map_err(Stop::Failed)?;
         spec.instances = instances;
+        self.start_version(spec, self.cx.release.id, "the new version", Live::set_canary)
+            .await
+    }
+
+    /// Starts a version on the target, gives it its place in the environment, and records where
+    /// its instances run (so a restarted server finds them).
+    async fn start_version(
+        &self,
+        spec: VersionSpec,
+        release_id: i64,
+        what: &str,
+        place: fn(&Live, Active),
+    ) -> Result<(), Stop> {
         let version = spec.version.clone();
         let running = self
             .delivery
             .target
             .start(spec)
             .await
-            .map_err(|e| Stop::Failed(format!("the new version did not start: {e}")))?;
+            .map_err(|e| Stop::Failed(format!("{what} did not start: {e}")))?;
         let instances = running
             .status()
             .iter()
@@ -671,11 +745,14 @@ impl Rollout<'_> {
                 pid: s.pid,
             })
             .collect();
-        self.live.set_canary(Active {
-            release_id: self.cx.release.id,
-            version: version.clone(),
-            running,
-        });
+        place(
+            &self.live,
+            Active {
+                release_id,
+                version: version.clone(),
+                running,
+            },
+        );
         self.record(Event::DeploymentInstances {
             deployment_id: self.id,
             version,
@@ -739,6 +816,7 @@ impl Rollout<'_> {
             Err(Stop::Failed(reason)) => (DeploymentStatus::Failed, Some(reason)),
             Err(Stop::Aborted(by)) => (DeploymentStatus::Aborted, Some(format!("aborted by {by}"))),
         };
+        self.retire_baseline().await;
         if status != DeploymentStatus::Succeeded
             && let Some(canary) = self.live.take_canary()
         {
@@ -768,7 +846,7 @@ impl Rollout<'_> {
                 .open(LogOf::Deployment(self.id))
                 .map_err(|e| Stop::Failed(e.to_string()))?,
         );
-        let (env, secrets) = environment_of(self.delivery, &self.cx)
+        let (env, secrets) = environment_of(self.delivery, &self.cx, &version_name(self.cx.release.id))
             .await
             .map_err(Stop::Failed)?;
         let dir = release_dir(self.delivery, &self.cx, self.id);
@@ -838,6 +916,7 @@ fn release_dir(delivery: &Delivery, cx: &Context, deployment: i64) -> std::path:
 async fn environment_of(
     delivery: &Delivery,
     cx: &Context,
+    version: &str,
 ) -> Result<(Vec<(String, String)>, Vec<String>), String> {
     let store = delivery.engine.store();
     let secrets: BTreeMap<String, String> = store
@@ -846,7 +925,6 @@ async fn environment_of(
         .map_err(|e| e.to_string())?
         .into_iter()
         .collect();
-    let version = version_name(cx.release.id);
     let lookup = |reference: &str| -> Option<String> {
         if let Some(name) = reference.strip_prefix("secrets.") {
             return secrets.get(name).cloned();
@@ -866,7 +944,7 @@ async fn environment_of(
         ("CONVEYOR_PROJECT", cx.release.project.clone()),
         ("CONVEYOR_ENVIRONMENT", cx.environment.name.clone()),
         ("CONVEYOR_RELEASE", cx.release.id.to_string()),
-        ("CONVEYOR_VERSION", version.clone()),
+        ("CONVEYOR_VERSION", version.to_string()),
         ("CONVEYOR_COMMIT_SHA", cx.release.commit.clone()),
     ] {
         env.insert(k.to_string(), v);
@@ -875,14 +953,21 @@ async fn environment_of(
         let value = expr::interpolate(v, lookup).map_err(|e| format!("{k}: {e}"))?;
         env.insert(k.clone(), value);
     }
-    let marker = instance_marker(delivery, &cx.release.project, &cx.environment.name, &version);
+    let marker = instance_marker(delivery, &cx.release.project, &cx.environment.name, version);
     let (name, value) = marker.split_once('=').expect("markers are NAME=VALUE");
     env.insert(name.to_string(), value.to_string());
     Ok((env.into_iter().collect(), secrets.into_values().collect()))
 }
 
 /// Lays the release's files out in a fresh directory and describes its instances.
-async fn version_spec(delivery: &Delivery, cx: &Context, deployment: i64) -> Result<VersionSpec, String> {
+/// `version` is how the router and the instance markers name it: `r<release>`, or
+/// `r<release>-baseline` for a fresh baseline.
+async fn version_spec(
+    delivery: &Delivery,
+    cx: &Context,
+    deployment: i64,
+    version: &str,
+) -> Result<VersionSpec, String> {
     let store = delivery.engine.store();
     let artifacts = if cx.spec.from.is_empty() {
         cx.release.artifacts.clone()
@@ -923,9 +1008,9 @@ async fn version_spec(delivery: &Delivery, cx: &Context, deployment: i64) -> Res
         _ => None,
     })
     .map_err(|e| format!("release.run: {e}"))?;
-    let (env, _) = environment_of(delivery, cx).await?;
+    let (env, _) = environment_of(delivery, cx, version).await?;
     Ok(VersionSpec {
-        version: version_name(cx.release.id),
+        version: version.to_string(),
         log_dir: dir.join(".conveyor-logs"),
         dir,
         command,
@@ -1045,7 +1130,7 @@ async fn readopt(
             .map_err(|e| e.to_string())?
     } else {
         delivery.engine.executor.kill_leftovers(&marker);
-        let spec = version_spec(delivery, &cx, started.id).await?;
+        let spec = version_spec(delivery, &cx, started.id, &version_name(release_id)).await?;
         delivery.target.start(spec).await.map_err(|e| e.to_string())?
     };
     let adopted = running.status().iter().filter(|s| s.restarts == 0).count();
@@ -1061,7 +1146,7 @@ async fn readopt(
 /// The spec of instances already laid out by deployment `deployment` (nothing is rewritten).
 async fn adopted_spec(delivery: &Delivery, cx: &Context, deployment: i64) -> Result<VersionSpec, String> {
     let dir = release_dir(delivery, cx, deployment);
-    let (env, _) = environment_of(delivery, cx).await?;
+    let (env, _) = environment_of(delivery, cx, &version_name(cx.release.id)).await?;
     Ok(VersionSpec {
         version: version_name(cx.release.id),
         log_dir: dir.join(".conveyor-logs"),

@@ -281,8 +281,8 @@ async fn a_prometheus_query_gates_a_rollout() {
 #[tokio::test]
 async fn a_prometheus_query_compared_with_the_baseline_by_kayentas_judge_fails_a_worse_canary() {
     let (shop, _prometheus, _) = shop_with_prometheus(
-        "5s",
-        "                compare: increase\n              min_samples: 5\n",
+        "10s",
+        "                compare: increase\n              min_samples: 10\n",
     )
     .await;
     let (done, judgements) = roll_out_under_load(&shop, "v2 ERRORS").await;
@@ -298,7 +298,7 @@ async fn a_prometheus_query_compared_with_the_baseline_by_kayentas_judge_fails_a
         RATIO_QUERY.replace("{{version}}", "r1")
     );
     assert_eq!(evidence["result"]["classification"], "High", "{evidence:#}");
-    assert!(evidence["canary_values"].as_array().unwrap().len() >= 5);
+    assert!(evidence["canary_values"].as_array().unwrap().len() >= 10);
 }
 
 #[tokio::test]
@@ -358,4 +358,84 @@ async fn verify_holds_a_release_to_slos_relative_to_the_previous_releases() {
     );
     let url = shop.url("prod").await;
     assert_eq!(sample(&url, 20).await, BTreeMap::from([("v2".to_string(), 20)]));
+}
+
+#[tokio::test]
+async fn a_fresh_baseline_gets_the_canarys_share_and_stops_with_the_canary() {
+    let shop = Shop::new(
+        "  prod:\n    strategy:\n      canary:\n        steps: [{ weight: 20, pause: manual }, { weight: 40, pause: 1s }]\n        analysis:\n          baseline: fresh\n          metrics: [{ error_rate: {}, min_samples: 10 }]\n",
+    )
+    .await;
+    shop.deployed("v1", "prod").await;
+    let release = shop.release("v2").await;
+    let id = shop.promote(release, "prod").await;
+    shop.until_deployment(id, "the 20% pause", |d| {
+        d["status"] == "paused" && d["traffic"] == 20
+    })
+    .await;
+    let status = shop.server.get("/api/v1/projects/shop/environments/prod").await;
+    let split: BTreeMap<String, (String, u64)> = status["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            let role = v["role"].as_str().unwrap().to_string();
+            (
+                role,
+                (
+                    v["version"].as_str().unwrap().to_string(),
+                    v["traffic"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(split["stable"], ("r1".to_string(), 60), "{status:#}");
+    assert_eq!(split["canary"], ("r2".to_string(), 20), "{status:#}");
+    assert_eq!(split["baseline"], ("r1-baseline".to_string(), 20), "{status:#}");
+
+    // Each request says which version answered it: the fresh baseline takes about 20%.
+    let url = shop.url("prod").await;
+    let http = reqwest::Client::new();
+    let mut answered: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..500 {
+        let response = http.get(&url).send().await.unwrap();
+        let version = response.headers()["x-conveyor-version"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        *answered.entry(version).or_insert(0) += 1;
+    }
+    // Binomial(500, 0.2): 5 standard deviations is ±45.
+    let baseline = answered.get("r1-baseline").copied().unwrap_or(0) as f64;
+    assert!((baseline - 100.0).abs() < 45.0, "{answered:?}");
+
+    let pids: Vec<i32> = shop.deployment(id).await["instances"]["r1-baseline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["pid"].as_i64().unwrap() as i32)
+        .collect();
+    assert_eq!(pids.len(), 2);
+    shop.server
+        .post(&format!("/api/v1/deployments/{id}/resume"), json!({}))
+        .await;
+    assert_eq!(shop.finished(id).await["status"], "succeeded");
+    for pid in pids {
+        wait_dead(pid).await;
+    }
+    let status = shop.server.get("/api/v1/projects/shop/environments/prod").await;
+    let roles: Vec<&str> = status["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["stable", "warm"], "{status:#}");
+    // The 40% step's judgement compared the canary with the fresh baseline.
+    let judged = judgements(&shop, id).await;
+    assert!(!judged.is_empty(), "{:#}", shop.deployment(id).await);
+    assert_eq!(
+        judged[0]["evidence"]["versions"]["baseline"], "r1-baseline",
+        "{judged:#?}"
+    );
 }
