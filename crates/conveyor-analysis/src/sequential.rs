@@ -229,6 +229,30 @@ impl Histogram {
         }
     }
 
+    /// The `q`-quantile estimated as Prometheus's `histogram_quantile` does: linear within the
+    /// bucket that holds it (from 0 for the first), the highest finite bound when it falls in
+    /// `+Inf`. `None` without requests.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.total == 0 {
+            return None;
+        }
+        let rank = q.clamp(0.0, 1.0) * self.total as f64;
+        let bucket = self.cumulative.iter().position(|&c| c as f64 >= rank)?;
+        let upper = self.bounds[bucket];
+        if upper.is_infinite() {
+            return self.bounds.iter().rev().find(|b| b.is_finite()).copied();
+        }
+        let (lower, below) = match bucket {
+            0 => (0.0, 0),
+            i => (self.bounds[i - 1], self.cumulative[i - 1]),
+        };
+        let inside = (self.cumulative[bucket] - below) as f64;
+        if inside == 0.0 {
+            return Some(upper);
+        }
+        Some(lower + (upper - lower) * (rank - below as f64) / inside)
+    }
+
     /// The index of the largest finite bound with at least `1 − quantile` of the requests slower
     /// than it: so the baseline's slow share is at least the quantile's tail.
     fn threshold_bucket(&self, quantile: f64) -> Option<usize> {
@@ -518,6 +542,13 @@ mod tests {
             bounds: BOUNDS.to_vec(),
         };
         assert_eq!(empty.threshold_bucket(0.99), None);
+        assert_eq!(empty.quantile(0.5), None);
+        // Prometheus's histogram_quantile over the same buckets.
+        let close = |a: Option<f64>, b: f64| a.is_some_and(|a| (a - b).abs() < 1e-12);
+        assert!(close(h.quantile(0.5), 0.02), "{:?}", h.quantile(0.5)); // rank 500: top of (0.01, 0.02]
+        assert!(close(h.quantile(0.7), 0.035), "{:?}", h.quantile(0.7)); // rank 700: half-way in (0.02, 0.05]
+        assert!(close(h.quantile(0.005), 0.005), "{:?}", h.quantile(0.005)); // rank 5: half of (0, 0.01]
+        assert!(close(h.quantile(0.999), 0.44), "{:?}", h.quantile(0.999)); // rank 999: 4 of 5 into (0.2, 0.5]
         assert_eq!(h.since(&h).total, 0);
     }
 

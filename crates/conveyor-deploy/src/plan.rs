@@ -27,6 +27,8 @@ pub enum Phase {
     AwaitPromotion,
     /// Run checks through the router, once the new version has all the traffic.
     ChecksAfterTraffic,
+    /// Hold the new version, with all the traffic, to the environment's `verify` gate.
+    Verify(Duration),
     /// Run the environment's `post_deploy` hooks.
     PostDeployHooks,
     /// The new version is stable; the old one stays warm for a rollback window, then stops.
@@ -105,6 +107,14 @@ pub fn phases(env: &Environment, instances: u32, has_stable: bool) -> Vec<Phase>
     }
     if after {
         out.push(Phase::ChecksAfterTraffic);
+    }
+    // Only while the previous version still runs can a failed verify give it the traffic back.
+    let keeps_previous = matches!(env.strategy, Strategy::BlueGreen | Strategy::Canary(_));
+    if let Some(verify) = &env.verify
+        && keeps_previous
+        && !first_deploy
+    {
+        out.push(Phase::Verify(verify.duration));
     }
     if !env.post_deploy.is_empty() {
         out.push(Phase::PostDeployHooks);
@@ -241,7 +251,20 @@ mod tests {
                 ],
             ),
             (
-                "    strategy: canary\n",
+                "    strategy: blue-green\n    checks: [./smoke.sh]\n    verify: { duration: 2m, error_budget: { target: 0.99 } }\n",
+                2,
+                true,
+                vec![
+                    StartNew { instances: 2 },
+                    ChecksBeforeTraffic,
+                    Shift { percent: 100 },
+                    ChecksAfterTraffic,
+                    Verify(s(120)),
+                    Complete,
+                ],
+            ),
+            (
+                "    strategy: canary\n    verify: { error_budget: { target: 0.99 } }\n",
                 1,
                 false,
                 vec![StartNew { instances: 1 }, Shift { percent: 100 }, Complete],

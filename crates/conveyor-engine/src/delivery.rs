@@ -9,6 +9,7 @@
 mod analysis;
 mod environment;
 mod runner;
+mod verify;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -103,6 +103,40 @@ pub struct Environment {
     /// How a user keeps seeing one version while two share the traffic.
     pub sticky: Sticky,
     pub env: BTreeMap<String, String>,
+    /// The post-promotion gate: held once the new version has all the traffic, before it
+    /// becomes stable.
+    pub verify: Option<Verify>,
+}
+
+/// The SLIs the router measures for a version over the `verify` window: 5xx share, requests per
+/// second, and latency quantiles in seconds.
+pub const ROUTER_SLIS: &[&str] = &[
+    "error_rate",
+    "requests_per_second",
+    "latency_p50",
+    "latency_p90",
+    "latency_p95",
+    "latency_p99",
+];
+
+/// `verify:` — what the new version is held to once it has all the traffic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verify {
+    /// How long the new version is watched before it becomes stable.
+    pub duration: Duration,
+    /// Keptn-style objectives over the router's SLIs, evaluated at the end of `duration`.
+    pub slo: Option<conveyor_analysis::slo::SloSpec>,
+    /// A burn-rate gate, checked throughout.
+    pub error_budget: Option<ErrorBudget>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ErrorBudget {
+    /// The SLO: the share of requests that must succeed, e.g. 0.999.
+    pub target: f64,
+    /// The verify fails once both the whole window and its last twelfth burn the error budget
+    /// faster than this (14.4 = the SRE workbook's paging threshold).
+    pub max_burn_rate: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,7 +186,18 @@ pub struct Analysis {
     pub max_duration: Duration,
     /// What an inconclusive judgement does.
     pub inconclusive: Inconclusive,
+    /// What the canary is compared with.
+    pub baseline: Baseline,
     pub metrics: Vec<Metric>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Baseline {
+    /// The stable version, with the rest of the traffic.
+    Stable,
+    /// A fresh copy of the stable version, started with the canary and given the same share of
+    /// traffic, so warm against cold instances (and unequal load) do not bias the comparison.
+    Fresh,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -863,6 +863,7 @@ fn default_step_name(run: &str) -> String {
 
 mod analysis;
 mod delivery;
+mod verify;
 
 #[cfg(test)]
 mod tests;

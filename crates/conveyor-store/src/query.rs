@@ -116,6 +116,17 @@ pub struct JudgementView {
     pub at: String,
 }
 
+fn judgement_from_row(row: &SqliteRow) -> Result<JudgementView, StoreError> {
+    Ok(JudgementView {
+        metric: row.try_get("metric")?,
+        verdict: row.try_get("verdict")?,
+        traffic: u32::try_from(row.try_get::<i64, _>("traffic")?).unwrap_or(0),
+        summary: row.try_get("summary")?,
+        evidence: serde_json::from_str(row.try_get("evidence")?).unwrap_or_default(),
+        at: row.try_get("at")?,
+    })
+}
+
 const DEPLOYMENT_COLUMNS: &str = "id, project, environment, release_id, status, requested_by, author, rollback_of, \
     phases, phase_index, phase, traffic, gates, approvals, instances, reason, created_at, finished_at";
 
@@ -402,18 +413,31 @@ impl Store {
         .bind(deployment)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(JudgementView {
-                    metric: row.try_get("metric")?,
-                    verdict: row.try_get("verdict")?,
-                    traffic: u32::try_from(row.try_get::<i64, _>("traffic")?).unwrap_or(0),
-                    summary: row.try_get("summary")?,
-                    evidence: serde_json::from_str(row.try_get("evidence")?).unwrap_or_default(),
-                    at: row.try_get("at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(judgement_from_row).collect()
+    }
+
+    /// The newest `limit` judgements of `metric` in an environment, newest first (earlier
+    /// releases' results, for SLO criteria relative to them).
+    pub async fn environment_judgements(
+        &self,
+        project: &str,
+        environment: &str,
+        metric: &str,
+        limit: u32,
+    ) -> Result<Vec<JudgementView>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT j.metric, j.verdict, j.traffic, j.summary, j.evidence, j.at FROM judgements j
+             JOIN deployments d ON d.id = j.deployment_id
+             WHERE d.project = $1 AND d.environment = $2 AND j.metric = $3
+             ORDER BY j.seq DESC LIMIT $4",
+        )
+        .bind(project)
+        .bind(environment)
+        .bind(metric)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(judgement_from_row).collect()
     }
 
     /// Deployments not finished (pending, running or paused), oldest first.

@@ -87,7 +87,12 @@ pub(crate) enum StepEnd {
 }
 
 impl Analysis {
-    pub(crate) fn new(spec: AnalysisSpec, subjects: Subjects) -> Self {
+    /// `start`: the router's counters of `(baseline, canary)` now, which every look counts from.
+    pub(crate) fn new(
+        spec: AnalysisSpec,
+        subjects: Subjects,
+        start: Option<(VersionMetrics, VersionMetrics)>,
+    ) -> Self {
         let config = |tolerance: f64, min_samples: u64| TestConfig {
             alpha: spec.alpha,
             tolerance,
@@ -135,7 +140,7 @@ impl Analysis {
             spec,
             subjects,
             metrics,
-            previous: None,
+            previous: start,
             http: reqwest::Client::new(),
         }
     }

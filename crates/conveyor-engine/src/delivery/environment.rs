@@ -33,6 +33,8 @@ struct State {
     router: Option<RouterHandle>,
     stable: Option<Active>,
     canary: Option<Active>,
+    /// A fresh copy of the stable version for the canary analysis, with the canary's share.
+    baseline: Option<Active>,
     warm: Option<Active>,
     /// The canary's share of traffic, in percent.
     traffic: u32,
@@ -102,9 +104,14 @@ impl Live {
             _ => 0,
         };
         let mut versions = Vec::new();
+        let baseline_traffic = match &state.baseline {
+            Some(_) => canary_traffic.min(100 - canary_traffic),
+            None => 0,
+        };
         for (active, role, traffic) in [
-            (&state.stable, "stable", 100 - canary_traffic),
+            (&state.stable, "stable", 100 - canary_traffic - baseline_traffic),
             (&state.canary, "canary", canary_traffic),
+            (&state.baseline, "baseline", baseline_traffic),
             (&state.warm, "warm", 0),
         ] {
             if let Some(a) = active {
@@ -141,10 +148,19 @@ impl Live {
         }
     }
 
-    /// What the router has counted for the stable and the new version, in that order.
+    /// What the router has counted for `version`.
+    pub fn metrics_of(&self, version: &str) -> Option<VersionMetrics> {
+        let state = self.state();
+        let all = state.router.as_ref()?.router.metrics();
+        all.into_iter().find(|m| m.version == version)
+    }
+
+    /// What the router has counted for the baseline (the fresh one, else the stable version)
+    /// and the new version, in that order.
     pub fn version_metrics(&self) -> Option<(VersionMetrics, VersionMetrics)> {
         let state = self.state();
-        let (stable, canary) = (state.stable.as_ref()?, state.canary.as_ref()?);
+        let stable = state.baseline.as_ref().or(state.stable.as_ref())?;
+        let canary = state.canary.as_ref()?;
         let all = state.router.as_ref()?.router.metrics();
         let find = |version: &str| all.iter().find(|m| m.version == version).cloned();
         Some((find(&stable.version)?, find(&canary.version)?))
@@ -204,6 +220,14 @@ impl Live {
         self.state().canary = Some(active);
     }
 
+    pub fn set_baseline(&self, active: Active) {
+        self.state().baseline = Some(active);
+    }
+
+    pub fn take_baseline(&self) -> Option<Active> {
+        self.state().baseline.take()
+    }
+
     pub fn set_stable(&self, active: Active) {
         self.state().stable = Some(active);
     }
@@ -259,11 +283,23 @@ impl Live {
                 (None, Some(_)) => TOTAL_WEIGHT,
                 _ => 0,
             };
+            // A fresh baseline gets the canary's share, out of the stable version's.
+            let baseline_weight = match (&state.stable, &state.baseline) {
+                (Some(_), Some(_)) => canary_weight.min(TOTAL_WEIGHT - canary_weight),
+                _ => 0,
+            };
             if let Some(stable) = &state.stable {
                 backends.push(Backend {
                     version: stable.version.clone(),
-                    weight: TOTAL_WEIGHT - canary_weight,
+                    weight: TOTAL_WEIGHT - canary_weight - baseline_weight,
                     upstreams: stable.upstreams(),
+                });
+            }
+            if let Some(baseline) = state.baseline.as_ref().filter(|_| baseline_weight > 0) {
+                backends.push(Backend {
+                    version: baseline.version.clone(),
+                    weight: baseline_weight,
+                    upstreams: baseline.upstreams(),
                 });
             }
             if let Some(canary) = &state.canary {

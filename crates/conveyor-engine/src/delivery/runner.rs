@@ -7,7 +7,7 @@ use std::time::Duration;
 use conveyor_deploy::plan::{self, Gate, Phase};
 use conveyor_deploy::{RunningVersion, VersionSpec};
 use conveyor_exec::{CancellationToken, StepOutcome, StepSpec};
-use conveyor_spec::delivery::{CheckWhen, Command, MetricSource, Strategy};
+use conveyor_spec::delivery::{Baseline, CheckWhen, Command, MetricSource, Strategy};
 use conveyor_spec::expr;
 use conveyor_store::logs::LogOf;
 use conveyor_store::{DeploymentStatus, DeploymentView, Event, InstanceRef, Verdict};
@@ -15,6 +15,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::analysis::{Analysis, Judgement, StepEnd, Subjects};
 use super::environment::{Active, Live};
+use super::verify;
 use super::{Context, Control, Delivery};
 use crate::EngineError;
 use crate::output::{Masker, StepLog};
@@ -53,6 +54,7 @@ pub(crate) fn describe(phase: &Phase) -> String {
         Phase::Wait(d) => format!("wait {}s", d.as_secs()),
         Phase::AwaitPromotion => "wait for promotion".into(),
         Phase::ChecksAfterTraffic => "check the new version through the router".into(),
+        Phase::Verify(d) => format!("verify the new version for {}s", d.as_secs()),
         Phase::PostDeployHooks => "run the post_deploy hooks".into(),
         Phase::Complete => "make the new version stable".into(),
     }
@@ -215,8 +217,12 @@ impl Rollout<'_> {
                 continue;
             }
             if let Phase::Shift { percent } = phase {
+                self.start_fresh_baseline(*percent).await?;
                 self.shift(*percent).await?;
                 self.follow_analysis(*percent);
+                if *percent >= 100 {
+                    self.retire_baseline().await;
+                }
             }
             let traffic = self
                 .live
@@ -281,6 +287,7 @@ impl Rollout<'_> {
                 let checks = self.checks(CheckWhen::BeforeTraffic);
                 self.commands("check", &checks, url).await
             }
+            Phase::Verify(d) => self.verify(*d).await,
             Phase::Shift { .. } => Ok(()),
             Phase::Wait(d) => {
                 self.wait(Some(*d)).await?;
@@ -404,7 +411,8 @@ impl Rollout<'_> {
                 .find(|v| v.role == role)
                 .map(|v| v.version.clone())
         };
-        let (Some(baseline), Some(canary)) = (version("stable"), version("canary")) else {
+        let baseline = version("baseline").or_else(|| version("stable"));
+        let (Some(baseline), Some(canary)) = (baseline, version("canary")) else {
             return;
         };
         let subjects = Subjects {
@@ -413,7 +421,58 @@ impl Rollout<'_> {
             canary,
             baseline,
         };
-        self.analysis = Some(Analysis::new(spec.clone(), subjects));
+        self.analysis = Some(Analysis::new(spec.clone(), subjects, self.live.version_metrics()));
+    }
+
+    /// With `baseline: fresh`, before the first partial shift: starts a copy of the stable
+    /// version (as many instances as the canary) for the analysis to compare with.
+    async fn start_fresh_baseline(&mut self, percent: u32) -> Result<(), Stop> {
+        let Strategy::Canary(canary) = &self.cx.environment.strategy else {
+            return Ok(());
+        };
+        let fresh = canary
+            .analysis
+            .as_ref()
+            .is_some_and(|a| a.baseline == Baseline::Fresh);
+        let status = self.live.status();
+        let has = |role: &str| status.versions.iter().find(|v| v.role == role);
+        let Some(stable) = has("stable") else {
+            return Ok(());
+        };
+        if !fresh || percent >= 100 || self.analysis.is_some() || has("baseline").is_some() {
+            return Ok(());
+        }
+        let stable_release = stable.release_id;
+        let stable_cx = self
+            .delivery
+            .context(stable_release, &self.cx.environment.name)
+            .await
+            .map_err(|e| Stop::Failed(format!("cannot start a fresh baseline: {e}")))?;
+        let version = format!("{}-baseline", version_name(stable_release));
+        let mut spec = version_spec(self.delivery, &stable_cx, self.id, &version)
+            .await
+            .map_err(Stop::Failed)?;
+        spec.instances = self.cx.spec.instances;
+        self.start_version(spec, stable_release, "the fresh baseline", Live::set_baseline)
+            .await
+    }
+
+    /// Takes the fresh baseline out of the router, drains and stops it.
+    async fn retire_baseline(&self) {
+        let Some(baseline) = self.live.take_baseline() else {
+            return;
+        };
+        match self
+            .live
+            .route(self.live.traffic(), &self.cx.environment, &self.data())
+            .await
+        {
+            Ok(()) => self.live.drain(&baseline.version, DRAIN_LIMIT).await,
+            Err(error) => {
+                tracing::error!(deployment = self.id, %error, "cannot take the fresh baseline out of the router")
+            }
+        }
+        baseline.running.stop().await;
     }
 
     /// One look at the metrics: a critical failure stops the rollout; others are warnings.
@@ -525,6 +584,67 @@ impl Rollout<'_> {
         }
     }
 
+    /// The post-promotion gate: watches the new version, with all the traffic, for `duration`
+    /// (the burn rate every second), then evaluates the SLO against earlier releases' results.
+    async fn verify(&mut self, duration: Duration) -> Result<(), Stop> {
+        let Some(spec) = self.cx.environment.verify.clone() else {
+            return Ok(());
+        };
+        let status = self.live.status();
+        let Some(version) = status
+            .versions
+            .iter()
+            .find(|v| v.role == "canary")
+            .map(|v| v.version.clone())
+        else {
+            return Ok(());
+        };
+        let Some(start) = self.live.metrics_of(&version) else {
+            return Ok(());
+        };
+        let mut watch = verify::Watch::new(start);
+        let began = tokio::time::Instant::now();
+        while began.elapsed() < duration {
+            let left = duration.saturating_sub(began.elapsed());
+            self.wait(Some(left.min(Duration::from_secs(1)))).await?;
+            if let Some(now) = self.live.metrics_of(&version) {
+                watch.record(began.elapsed(), now);
+            }
+            if let Some(budget) = &spec.error_budget
+                && let Some(burning) = watch.burning(budget)
+            {
+                return self.judged(vec![burning.into()]).await;
+            }
+        }
+        let mut outcomes = Vec::new();
+        if let Some(budget) = &spec.error_budget {
+            outcomes.push(verify::Outcome {
+                metric: "error_budget",
+                verdict: Verdict::Pass,
+                summary: format!(
+                    "error_budget: never burning faster than {}× (SLO {}) over {}s",
+                    budget.max_burn_rate,
+                    budget.target,
+                    duration.as_secs()
+                ),
+                evidence: serde_json::json!({ "test": "multi-window burn rate", "target": budget.target, "max_burn_rate": budget.max_burn_rate }),
+            });
+        }
+        if let Some(slo) = &spec.slo {
+            let earlier = self
+                .delivery
+                .engine
+                .store()
+                .environment_judgements(&self.cx.release.project, &self.cx.environment.name, "slo", 100)
+                .await
+                .map_err(|e| Stop::Failed(format!("cannot read earlier SLO results: {e}")))?;
+            let evidence: Vec<serde_json::Value> = earlier.into_iter().map(|j| j.evidence).collect();
+            let previous = verify::previous_results(&evidence);
+            outcomes.push(verify::evaluate(slo, &watch.slis(duration), &previous));
+        }
+        self.judged(outcomes.into_iter().map(Into::into).collect()).await
+    }
+
     /// Runs an analysis command (exit 0 passes), `retries` more times after a failure.
     async fn analysis_command(
         &self,
@@ -588,17 +708,35 @@ impl Rollout<'_> {
                 })
                 .await;
         }
-        let mut spec = version_spec(self.delivery, &self.cx, self.id)
-            .await
-            .map_err(Stop::Failed)?;
+        let mut spec = version_spec(
+            self.delivery,
+            &self.cx,
+            self.id,
+            &version_name(self.cx.release.id),
+        )
+        .await
+        .map_err(Stop::Failed)?;
         spec.instances = instances;
+        self.start_version(spec, self.cx.release.id, "the new version", Live::set_canary)
+            .await
+    }
+
+    /// Starts a version on the target, gives it its place in the environment, and records where
+    /// its instances run (so a restarted server finds them).
+    async fn start_version(
+        &self,
+        spec: VersionSpec,
+        release_id: i64,
+        what: &str,
+        place: fn(&Live, Active),
+    ) -> Result<(), Stop> {
         let version = spec.version.clone();
         let running = self
             .delivery
             .target
             .start(spec)
             .await
-            .map_err(|e| Stop::Failed(format!("the new version did not start: {e}")))?;
+            .map_err(|e| Stop::Failed(format!("{what} did not start: {e}")))?;
         let instances = running
             .status()
             .iter()
@@ -607,11 +745,14 @@ impl Rollout<'_> {
                 pid: s.pid,
             })
             .collect();
-        self.live.set_canary(Active {
-            release_id: self.cx.release.id,
-            version: version.clone(),
-            running,
-        });
+        place(
+            &self.live,
+            Active {
+                release_id,
+                version: version.clone(),
+                running,
+            },
+        );
         self.record(Event::DeploymentInstances {
             deployment_id: self.id,
             version,
@@ -675,6 +816,7 @@ impl Rollout<'_> {
             Err(Stop::Failed(reason)) => (DeploymentStatus::Failed, Some(reason)),
             Err(Stop::Aborted(by)) => (DeploymentStatus::Aborted, Some(format!("aborted by {by}"))),
         };
+        self.retire_baseline().await;
         if status != DeploymentStatus::Succeeded
             && let Some(canary) = self.live.take_canary()
         {
@@ -704,7 +846,7 @@ impl Rollout<'_> {
                 .open(LogOf::Deployment(self.id))
                 .map_err(|e| Stop::Failed(e.to_string()))?,
         );
-        let (env, secrets) = environment_of(self.delivery, &self.cx)
+        let (env, secrets) = environment_of(self.delivery, &self.cx, &version_name(self.cx.release.id))
             .await
             .map_err(Stop::Failed)?;
         let dir = release_dir(self.delivery, &self.cx, self.id);
@@ -774,6 +916,7 @@ fn release_dir(delivery: &Delivery, cx: &Context, deployment: i64) -> std::path:
 async fn environment_of(
     delivery: &Delivery,
     cx: &Context,
+    version: &str,
 ) -> Result<(Vec<(String, String)>, Vec<String>), String> {
     let store = delivery.engine.store();
     let secrets: BTreeMap<String, String> = store
@@ -782,7 +925,6 @@ async fn environment_of(
         .map_err(|e| e.to_string())?
         .into_iter()
         .collect();
-    let version = version_name(cx.release.id);
     let lookup = |reference: &str| -> Option<String> {
         if let Some(name) = reference.strip_prefix("secrets.") {
             return secrets.get(name).cloned();
@@ -802,7 +944,7 @@ async fn environment_of(
         ("CONVEYOR_PROJECT", cx.release.project.clone()),
         ("CONVEYOR_ENVIRONMENT", cx.environment.name.clone()),
         ("CONVEYOR_RELEASE", cx.release.id.to_string()),
-        ("CONVEYOR_VERSION", version.clone()),
+        ("CONVEYOR_VERSION", version.to_string()),
         ("CONVEYOR_COMMIT_SHA", cx.release.commit.clone()),
     ] {
         env.insert(k.to_string(), v);
@@ -811,14 +953,21 @@ async fn environment_of(
         let value = expr::interpolate(v, lookup).map_err(|e| format!("{k}: {e}"))?;
         env.insert(k.clone(), value);
     }
-    let marker = instance_marker(delivery, &cx.release.project, &cx.environment.name, &version);
+    let marker = instance_marker(delivery, &cx.release.project, &cx.environment.name, version);
     let (name, value) = marker.split_once('=').expect("markers are NAME=VALUE");
     env.insert(name.to_string(), value.to_string());
     Ok((env.into_iter().collect(), secrets.into_values().collect()))
 }
 
 /// Lays the release's files out in a fresh directory and describes its instances.
-async fn version_spec(delivery: &Delivery, cx: &Context, deployment: i64) -> Result<VersionSpec, String> {
+/// `version` is how the router and the instance markers name it: `r<release>`, or
+/// `r<release>-baseline` for a fresh baseline.
+async fn version_spec(
+    delivery: &Delivery,
+    cx: &Context,
+    deployment: i64,
+    version: &str,
+) -> Result<VersionSpec, String> {
     let store = delivery.engine.store();
     let artifacts = if cx.spec.from.is_empty() {
         cx.release.artifacts.clone()
@@ -859,9 +1008,9 @@ async fn version_spec(delivery: &Delivery, cx: &Context, deployment: i64) -> Res
         _ => None,
     })
     .map_err(|e| format!("release.run: {e}"))?;
-    let (env, _) = environment_of(delivery, cx).await?;
+    let (env, _) = environment_of(delivery, cx, version).await?;
     Ok(VersionSpec {
-        version: version_name(cx.release.id),
+        version: version.to_string(),
         log_dir: dir.join(".conveyor-logs"),
         dir,
         command,
@@ -981,7 +1130,7 @@ async fn readopt(
             .map_err(|e| e.to_string())?
     } else {
         delivery.engine.executor.kill_leftovers(&marker);
-        let spec = version_spec(delivery, &cx, started.id).await?;
+        let spec = version_spec(delivery, &cx, started.id, &version_name(release_id)).await?;
         delivery.target.start(spec).await.map_err(|e| e.to_string())?
     };
     let adopted = running.status().iter().filter(|s| s.restarts == 0).count();
@@ -997,7 +1146,7 @@ async fn readopt(
 /// The spec of instances already laid out by deployment `deployment` (nothing is rewritten).
 async fn adopted_spec(delivery: &Delivery, cx: &Context, deployment: i64) -> Result<VersionSpec, String> {
     let dir = release_dir(delivery, cx, deployment);
-    let (env, _) = environment_of(delivery, cx).await?;
+    let (env, _) = environment_of(delivery, cx, &version_name(cx.release.id)).await?;
     Ok(VersionSpec {
         version: version_name(cx.release.id),
         log_dir: dir.join(".conveyor-logs"),

@@ -6,7 +6,14 @@ use super::{Checker, suggest};
 use crate::delivery::*;
 use crate::yaml::{Kind, Node};
 
-const ANALYSIS_KEYS: &[&str] = &["interval", "alpha", "max_duration", "inconclusive", "metrics"];
+const ANALYSIS_KEYS: &[&str] = &[
+    "interval",
+    "alpha",
+    "max_duration",
+    "inconclusive",
+    "baseline",
+    "metrics",
+];
 /// Keys every metric may have, besides its one source key.
 const METRIC_KEYS: &[&str] = &["name", "critical", "min_samples", "no_data"];
 const SOURCES: &[&str] = &["error_rate", "latency", "prometheus", "webhook", "command"];
@@ -42,6 +49,7 @@ impl Checker<'_> {
             alpha: 0.01,
             max_duration: DEFAULT_MAX_DURATION,
             inconclusive: Inconclusive::Pause,
+            baseline: Baseline::Stable,
             metrics: Vec::new(),
         };
         if let Some(d) = get("interval").and_then(|n| self.duration("analysis.interval", n)) {
@@ -57,6 +65,12 @@ impl Checker<'_> {
             analysis.inconclusive = match self.one_of("inconclusive", n, INCONCLUSIVE) {
                 Some("rollback") => Inconclusive::Rollback,
                 _ => Inconclusive::Pause,
+            };
+        }
+        if let Some(n) = get("baseline") {
+            analysis.baseline = match self.one_of("baseline", n, &["stable", "fresh"]) {
+                Some("fresh") => Baseline::Fresh,
+                _ => Baseline::Stable,
             };
         }
         match get("metrics") {
@@ -211,9 +225,7 @@ impl Checker<'_> {
         let default_samples = match source {
             MetricSource::ErrorRate { .. } | MetricSource::Latency { .. } => 100,
             // A rank test needs a few points per side.
-            MetricSource::Prometheus(PrometheusQuery {
-                compare: Some(_), ..
-            }) => 10,
+            MetricSource::Prometheus(PrometheusQuery { compare: Some(_), .. }) => 10,
             _ => 1,
         };
         let min_samples = fields
@@ -329,7 +341,7 @@ impl Checker<'_> {
     }
 
     /// A number in `min..=max`.
-    fn number(&mut self, what: &str, node: &Node, min: f64, max: f64) -> Option<f64> {
+    pub(super) fn number(&mut self, what: &str, node: &Node, min: f64, max: f64) -> Option<f64> {
         let value = match &node.kind {
             Kind::Int(n, _) => Some(*n as f64),
             Kind::Float(text) => text.parse::<f64>().ok(),
@@ -407,6 +419,7 @@ mod tests {
           alpha: 0.05
           max_duration: 5m
           inconclusive: rollback
+          baseline: fresh
           metrics:
             - error_rate: { tolerance: 0.1 }
             - name: p95
@@ -430,6 +443,7 @@ mod tests {
         assert_eq!(analysis.alpha, 0.05);
         assert_eq!(analysis.max_duration, Duration::from_secs(300));
         assert_eq!(analysis.inconclusive, Inconclusive::Rollback);
+        assert_eq!(analysis.baseline, Baseline::Fresh);
         let names: Vec<&str> = analysis.metrics.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(
             names,

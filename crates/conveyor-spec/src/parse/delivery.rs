@@ -38,6 +38,7 @@ const ENVIRONMENT_KEYS: &[&str] = &[
     "listen",
     "sticky",
     "env",
+    "verify",
 ];
 const STRATEGIES: &[&str] = &["recreate", "rolling", "blue-green", "canary"];
 const TARGETS: &[&str] = &["local"];
@@ -239,6 +240,7 @@ impl Checker<'_> {
             listen: None,
             sticky: Sticky::Cookie,
             env: Default::default(),
+            verify: None,
         };
         // `staging:` with nothing under it: all defaults.
         if node.kind == Kind::Null {
@@ -318,6 +320,15 @@ impl Checker<'_> {
         }
         if let Some(sticky) = fields.get("sticky") {
             env.sticky = self.sticky(sticky);
+        }
+        if let Some(verify) = fields.get("verify") {
+            env.verify = self.verify(verify);
+            if matches!(env.strategy, Strategy::Recreate | Strategy::Rolling { .. }) {
+                self.error(
+                    verify,
+                    "verify needs a strategy that keeps the previous version running to take the traffic back: blue-green or canary",
+                );
+            }
         }
         if let Some(vars) = fields.get("env") {
             env.env = self.env("env", vars);

@@ -281,16 +281,161 @@ async fn a_prometheus_query_gates_a_rollout() {
 #[tokio::test]
 async fn a_prometheus_query_compared_with_the_baseline_by_kayentas_judge_fails_a_worse_canary() {
     let (shop, _prometheus, _) = shop_with_prometheus(
-        "5s",
-        "                compare: increase\n              min_samples: 5\n",
+        "10s",
+        "                compare: increase\n              min_samples: 10\n",
     )
     .await;
     let (done, judgements) = roll_out_under_load(&shop, "v2 ERRORS").await;
     assert_eq!(done["status"], "failed", "{done:#}");
     let reason = done["reason"].as_str().unwrap();
-    assert!(reason.starts_with("analysis failed: canary-5xx-ratio: High"), "{reason}");
+    assert!(
+        reason.starts_with("analysis failed: canary-5xx-ratio: High"),
+        "{reason}"
+    );
     let evidence = &judgements[0]["evidence"];
-    assert_eq!(evidence["baseline_query"], RATIO_QUERY.replace("{{version}}", "r1"));
+    assert_eq!(
+        evidence["baseline_query"],
+        RATIO_QUERY.replace("{{version}}", "r1")
+    );
     assert_eq!(evidence["result"]["classification"], "High", "{evidence:#}");
-    assert!(evidence["canary_values"].as_array().unwrap().len() >= 5);
+    assert!(evidence["canary_values"].as_array().unwrap().len() >= 10);
+}
+
+#[tokio::test]
+async fn a_blue_green_release_burning_its_error_budget_is_rolled_back_by_verify() {
+    let shop = Shop::new(
+        "  prod:\n    strategy: blue-green\n    verify: { duration: 1m, error_budget: { target: 0.99, max_burn_rate: 10 } }\n",
+    )
+    .await;
+    let (done, judgements) = roll_out_under_load(&shop, "v2 ERRORS").await;
+    assert_eq!(done["status"], "failed", "{done:#}");
+    let reason = done["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("analysis failed: error_budget: burning "),
+        "{reason}"
+    );
+    assert_eq!(judgements[0]["traffic"], 100);
+    let report = &judgements[0]["evidence"]["report"];
+    assert_eq!(report["firing"], true, "{report:#}");
+    assert!(
+        report["alerts"][0]["long"]["burn_rate"].as_f64().unwrap() > 10.0,
+        "{report:#}"
+    );
+    let url = shop.url("prod").await;
+    assert_eq!(sample(&url, 20).await, BTreeMap::from([("v1".to_string(), 20)]));
+}
+
+#[tokio::test]
+async fn verify_holds_a_release_to_slos_relative_to_the_previous_releases() {
+    let shop = Shop::new(
+        "  prod:\n    strategy: blue-green\n    verify:\n      duration: 3s\n      slo:\n        objectives:\n          - { sli: error_rate, key_sli: true, pass: ['<=0.01'] }\n          - { sli: latency_p99, pass: ['<=+100%'] }\n        total_score: { pass: '90%' }\n",
+    )
+    .await;
+    shop.deployed("v1", "prod").await;
+    // v2 passes: nothing earlier to compare its latency with yet.
+    let release = shop.release("v2").await;
+    let load = Load::start(shop.url("prod").await);
+    let second = shop.finished(shop.promote(release, "prod").await).await;
+    load.stop().await;
+    assert_eq!(second["status"], "succeeded", "{second:#}");
+    let judged = judgements(&shop, second["id"].as_i64().unwrap()).await;
+    assert_eq!(judged[0]["metric"], "slo");
+    assert_eq!(judged[0]["verdict"], "pass", "{judged:#?}");
+    assert!(judged[0]["evidence"]["values"]["latency_p99"].as_f64().is_some());
+
+    // v3 answers 50 ms slower: its p99 more than doubles v2's, so the SLO fails and v2 is back.
+    let release = shop.release("v3 SLOW").await;
+    let load = Load::start(shop.url("prod").await);
+    let id = shop.promote(release, "prod").await;
+    let done = shop.finished(id).await;
+    load.stop().await;
+    assert_eq!(done["status"], "failed", "{done:#}");
+    let reason = done["reason"].as_str().unwrap();
+    assert!(
+        reason
+            .starts_with("analysis failed: slo: score 50% (pass at 90%; compared with 1 earlier result(s))"),
+        "{reason}"
+    );
+    let url = shop.url("prod").await;
+    assert_eq!(sample(&url, 20).await, BTreeMap::from([("v2".to_string(), 20)]));
+}
+
+#[tokio::test]
+async fn a_fresh_baseline_gets_the_canarys_share_and_stops_with_the_canary() {
+    let shop = Shop::new(
+        "  prod:\n    strategy:\n      canary:\n        steps: [{ weight: 20, pause: manual }, { weight: 40, pause: 1s }]\n        analysis:\n          baseline: fresh\n          metrics: [{ error_rate: {}, min_samples: 10 }]\n",
+    )
+    .await;
+    shop.deployed("v1", "prod").await;
+    let release = shop.release("v2").await;
+    let id = shop.promote(release, "prod").await;
+    shop.until_deployment(id, "the 20% pause", |d| {
+        d["status"] == "paused" && d["traffic"] == 20
+    })
+    .await;
+    let status = shop.server.get("/api/v1/projects/shop/environments/prod").await;
+    let split: BTreeMap<String, (String, u64)> = status["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            let role = v["role"].as_str().unwrap().to_string();
+            (
+                role,
+                (
+                    v["version"].as_str().unwrap().to_string(),
+                    v["traffic"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(split["stable"], ("r1".to_string(), 60), "{status:#}");
+    assert_eq!(split["canary"], ("r2".to_string(), 20), "{status:#}");
+    assert_eq!(split["baseline"], ("r1-baseline".to_string(), 20), "{status:#}");
+
+    // Each request says which version answered it: the fresh baseline takes about 20%.
+    let url = shop.url("prod").await;
+    let http = reqwest::Client::new();
+    let mut answered: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..500 {
+        let response = http.get(&url).send().await.unwrap();
+        let version = response.headers()["x-conveyor-version"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        *answered.entry(version).or_insert(0) += 1;
+    }
+    // Binomial(500, 0.2): 5 standard deviations is ±45.
+    let baseline = answered.get("r1-baseline").copied().unwrap_or(0) as f64;
+    assert!((baseline - 100.0).abs() < 45.0, "{answered:?}");
+
+    let pids: Vec<i32> = shop.deployment(id).await["instances"]["r1-baseline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["pid"].as_i64().unwrap() as i32)
+        .collect();
+    assert_eq!(pids.len(), 2);
+    shop.server
+        .post(&format!("/api/v1/deployments/{id}/resume"), json!({}))
+        .await;
+    assert_eq!(shop.finished(id).await["status"], "succeeded");
+    for pid in pids {
+        wait_dead(pid).await;
+    }
+    let status = shop.server.get("/api/v1/projects/shop/environments/prod").await;
+    let roles: Vec<&str> = status["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["stable", "warm"], "{status:#}");
+    // The 40% step's judgement compared the canary with the fresh baseline.
+    let judged = judgements(&shop, id).await;
+    assert!(!judged.is_empty(), "{:#}", shop.deployment(id).await);
+    assert_eq!(
+        judged[0]["evidence"]["versions"]["baseline"], "r1-baseline",
+        "{judged:#?}"
+    );
 }
