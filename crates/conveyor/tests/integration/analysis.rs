@@ -439,3 +439,48 @@ async fn a_fresh_baseline_gets_the_canarys_share_and_stops_with_the_canary() {
         "{judged:#?}"
     );
 }
+
+#[tokio::test]
+async fn webhooks_pass_on_2xx_and_a_failing_one_rolls_back_after_its_retries() {
+    let shop = Shop::new(&canary_with("          metrics: [{ error_rate: {} }]\n")).await;
+    shop.deployed("v1", "prod").await;
+    // The webhooks need the server's address, known only now: a new commit sets them.
+    let healthz = format!("{}/healthz", shop.server.base);
+    let pipeline = crate::delivery::pipeline(&format!(
+        "  prod:\n    strategy:\n      canary:\n        steps: [{{ weight: 30, pause: 1s }}, {{ weight: 60, pause: 1s }}]\n        analysis:\n          metrics:\n            - name: healthy\n              webhook: {{ url: '{healthz}' }}\n            - name: probe\n              webhook: {{ url: 'http://127.0.0.1:1/probe', timeout: 1s, retries: 2 }}\n              critical: false\n"
+    ));
+    commit(&shop.repo, &[("conveyor.yml", &pipeline)], "webhooks");
+    let release = shop.release("v2").await;
+    let done = shop.finished(shop.promote(release, "prod").await).await;
+    // The failing probe is not critical: recorded as a warning, the rollout goes on.
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    let verdicts: Vec<(String, String)> = judgements(&shop, done["id"].as_i64().unwrap())
+        .await
+        .iter()
+        .map(|j| {
+            (
+                j["metric"].as_str().unwrap().into(),
+                j["verdict"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let v = |m: &str, verdict: &str| (m.to_string(), verdict.to_string());
+    assert_eq!(
+        verdicts,
+        [v("probe", "warning"), v("healthy", "pass"), v("healthy", "pass")],
+        "the probe is judged once, when it fails; the healthy one at each step"
+    );
+
+    // The same probe, critical: the rollout stops at the first step's end.
+    let pipeline = pipeline.replace("              critical: false\n", "");
+    commit(&shop.repo, &[("conveyor.yml", &pipeline)], "critical probe");
+    let release = shop.release("v3").await;
+    let done = shop.finished(shop.promote(release, "prod").await).await;
+    assert_eq!(done["status"], "failed", "{done:#}");
+    let reason = done["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("analysis failed: probe: unreachable: "),
+        "{reason}"
+    );
+    assert_eq!(done["traffic"], 30, "{done:#}");
+}
