@@ -3,10 +3,11 @@
 //! - **Deployment frequency**: successful deployments (rollbacks excluded) per day over the window.
 //! - **Lead time for changes**: median of (deployment succeeded − commit time) over them.
 //! - **Change failure rate**: deployments that failed or were aborted after starting, or that
-//!   succeeded and were later rolled back, over all deployments that started.
+//!   succeeded and were later rolled back or fixed forward (a later deployment marked as fixing
+//!   it), over all deployments that started.
 //! - **Time to restore**: median time from a failure to service restored — for a deployment
 //!   that failed or was aborted, its start to its end (traffic went back to the stable version);
-//!   for one rolled back, its success to the rollback's success.
+//!   for one rolled back or fixed forward, its success to the rollback's or the fix's success.
 //!
 //! Levels follow the DORA report's thresholds (elite, high, medium, low).
 
@@ -35,6 +36,8 @@ pub struct Deployment {
     pub committed: Option<DateTime<Utc>>,
     /// Set when this deployment rolled back deployment `rollback_of`.
     pub rollback_of: Option<i64>,
+    /// Set when a later deployment, `fixed_by`, was marked as fixing this one forward.
+    pub fixed_by: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -88,9 +91,11 @@ pub fn report(all: &[Deployment], now: DateTime<Utc>, window: Duration) -> Repor
         .iter()
         .filter(|d| d.finished > since && d.finished <= now)
         .collect();
-    let rolled_back = |d: &Deployment| {
-        all.iter()
-            .find(|r| r.rollback_of == Some(d.id) && r.outcome == Outcome::Succeeded)
+    // What restored service after `d`: a successful rollback of it, or its successful fix forward.
+    let restored_by = |d: &Deployment| {
+        all.iter().find(|r| {
+            r.outcome == Outcome::Succeeded && (r.rollback_of == Some(d.id) || d.fixed_by == Some(r.id))
+        })
     };
 
     let shipped: Vec<&&Deployment> = recent
@@ -121,7 +126,7 @@ pub fn report(all: &[Deployment], now: DateTime<Utc>, window: Duration) -> Repor
         .collect();
     let failed = started
         .iter()
-        .filter(|d| d.outcome == Outcome::Failed || rolled_back(d).is_some())
+        .filter(|d| d.outcome == Outcome::Failed || restored_by(d).is_some())
         .count();
     let change_failure_rate = (!started.is_empty()).then(|| {
         let ratio = failed as f64 / started.len() as f64;
@@ -135,7 +140,7 @@ pub fn report(all: &[Deployment], now: DateTime<Utc>, window: Duration) -> Repor
 
     let restores: Vec<u64> = started
         .iter()
-        .filter_map(|d| match (d.outcome, rolled_back(d)) {
+        .filter_map(|d| match (d.outcome, restored_by(d)) {
             (Outcome::Failed, _) => Some((d.finished - d.started).num_seconds().max(0) as u64),
             (_, Some(rollback)) => Some((rollback.finished - d.finished).num_seconds().max(0) as u64),
             _ => None,
@@ -232,7 +237,46 @@ mod tests {
             finished: t(finished),
             committed: committed.map(t),
             rollback_of: None,
+            fixed_by: None,
         }
+    }
+
+    #[test]
+    fn a_deployment_fixed_forward_is_a_change_failure_restored_by_the_fix() {
+        let now = t("2026-11-25T00:00:00Z");
+        let mut all = vec![
+            dep(
+                1,
+                Outcome::Succeeded,
+                "2026-11-24T08:00:00Z",
+                "2026-11-24T08:05:00Z",
+                None,
+            ),
+            // The fix shipped 2 hours after the broken change went out.
+            dep(
+                2,
+                Outcome::Succeeded,
+                "2026-11-24T10:00:00Z",
+                "2026-11-24T10:05:00Z",
+                None,
+            ),
+            // A canary that failed on its own.
+            dep(
+                3,
+                Outcome::Failed,
+                "2026-11-24T09:00:00Z",
+                "2026-11-24T09:01:00Z",
+                None,
+            ),
+        ];
+        all[0].fixed_by = Some(2);
+        let r = report(&all, now, Duration::from_secs(7 * DAY));
+        let cfr = r.change_failure_rate.unwrap();
+        // 1 (fixed forward) and 3 (failed) of 3.
+        assert_eq!((cfr.failed, cfr.total), (2, 3));
+        let ttr = r.time_to_restore.unwrap();
+        // 2 h (fix forward) and 1 min (failed canary): median of two.
+        assert_eq!((ttr.samples, ttr.median_seconds), (2, (2 * 3600 + 60) / 2));
     }
 
     #[test]

@@ -163,9 +163,23 @@ impl Delivery {
         environment: &str,
         release_id: i64,
         by: &str,
+        fixes: Option<i64>,
     ) -> Result<i64, DeliveryError> {
         let cx = self.context(release_id, environment).await?;
         let store = self.engine.store();
+        if let Some(broken) = fixes {
+            let fixable = store.deployment(broken).await?.is_some_and(|d| {
+                d.project == cx.release.project
+                    && d.environment == cx.environment.name
+                    && d.status == DeploymentStatus::Succeeded.as_str()
+                    && d.release_id != release_id
+            });
+            if !fixable {
+                return Err(DeliveryError::Refused(format!(
+                    "deployment {broken} is not a successful deployment of another release to {environment}: only a change that went out can be fixed forward"
+                )));
+            }
+        }
         if let Some(after) = &cx.environment.after {
             let passed = store
                 .deployments(Some(&cx.release.project), Some(after), 1000)
@@ -178,7 +192,17 @@ impl Delivery {
                 )));
             }
         }
-        self.request(&cx, by, by, None).await
+        let id = self.request(&cx, by, by, None).await?;
+        if let Some(broken) = fixes {
+            self.engine
+                .record(Event::DeploymentFixedForward {
+                    deployment_id: broken,
+                    fixed_by: id,
+                    by: by.to_string(),
+                })
+                .await?;
+        }
+        Ok(id)
     }
 
     /// Rolls `environment` back to `to` (default: the release before the current one). Instant
@@ -434,6 +458,7 @@ impl Delivery {
                 finished,
                 committed,
                 rollback_of: d.rollback_of,
+                fixed_by: d.fixed_by,
             });
         }
         Ok(conveyor_analysis::dora::report(

@@ -18,6 +18,9 @@ type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
 #[serde(deny_unknown_fields)]
 pub struct Promote {
     environment: String,
+    /// A deployment of this environment that this one fixes forward (DORA: a change failure).
+    #[serde(default)]
+    fixes: Option<i64>,
 }
 
 pub async fn promote(
@@ -27,7 +30,10 @@ pub async fn promote(
     body: JsonBody<Promote>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let Json(body) = body?;
-    let id = state.delivery.promote(&body.environment, release, &by).await?;
+    let id = state
+        .delivery
+        .promote(&body.environment, release, &by, body.fixes)
+        .await?;
     Ok((StatusCode::CREATED, Json(json!({ "deployment_id": id }))))
 }
 

@@ -17,6 +17,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/0003_commit_time.sql")),
     (4, include_str!("../migrations/0004_judgements.sql")),
     (5, include_str!("../migrations/0005_flags.sql")),
+    (6, include_str!("../migrations/0006_fix_forward.sql")),
 ];
 
 const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";

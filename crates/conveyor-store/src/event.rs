@@ -150,6 +150,13 @@ pub enum Event {
         status: DeploymentStatus,
         reason: Option<String>,
     },
+    /// Deployment `deployment_id` caused a failure that deployment `fixed_by` repairs (a fix
+    /// forward): DORA counts it as a change failure.
+    DeploymentFixedForward {
+        deployment_id: i64,
+        fixed_by: i64,
+        by: String,
+    },
     /// Canary analysis judged one metric: at the end of a step, or as soon as it failed.
     DeploymentJudged {
         deployment_id: i64,
@@ -324,6 +331,7 @@ impl Event {
             Event::DeploymentResumed { .. } => "deployment_resumed",
             Event::DeploymentFinished { .. } => "deployment_finished",
             Event::DeploymentJudged { .. } => "deployment_judged",
+            Event::DeploymentFixedForward { .. } => "deployment_fixed_forward",
             Event::FlagsChanged { .. } => "flags_changed",
             Event::FlagKeyCreated { .. } => "flag_key_created",
             Event::FlagChangeScheduled { .. } => "flag_change_scheduled",

@@ -339,6 +339,17 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, event: &Event, at: &str) -> Result<()
                 .execute(&mut **tx)
                 .await?;
         }
+        Event::DeploymentFixedForward {
+            deployment_id,
+            fixed_by,
+            ..
+        } => {
+            sqlx::query("UPDATE deployments SET fixed_by = $2 WHERE id = $1")
+                .bind(deployment_id)
+                .bind(fixed_by)
+                .execute(&mut **tx)
+                .await?;
+        }
         Event::DeploymentJudged {
             deployment_id,
             metric,

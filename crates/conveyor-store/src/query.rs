@@ -91,6 +91,8 @@ pub struct DeploymentView {
     pub requested_by: String,
     pub author: String,
     pub rollback_of: Option<i64>,
+    /// The deployment that fixed this one forward (DORA: a change failure).
+    pub fixed_by: Option<i64>,
     pub phases: Vec<String>,
     pub phase_index: Option<u32>,
     pub phase: Option<String>,
@@ -128,7 +130,7 @@ fn judgement_from_row(row: &SqliteRow) -> Result<JudgementView, StoreError> {
 }
 
 const DEPLOYMENT_COLUMNS: &str = "id, project, environment, release_id, status, requested_by, author, rollback_of, \
-    phases, phase_index, phase, traffic, gates, approvals, instances, reason, created_at, finished_at";
+    phases, phase_index, phase, traffic, gates, approvals, instances, reason, created_at, finished_at, fixed_by";
 
 /// A JSON column whose shape the projection controls; an unexpected shape reads as empty.
 fn decode<T: serde::de::DeserializeOwned + Default>(value: serde_json::Value) -> T {
@@ -162,6 +164,7 @@ fn deployment_from_row(row: &SqliteRow) -> Result<DeploymentView, StoreError> {
         reason: row.get(15),
         created_at: row.get(16),
         finished_at: row.get(17),
+        fixed_by: row.get(18),
     })
 }
 

@@ -310,11 +310,16 @@ impl Client {
         println!("secret {name} set for {project}");
         Ok(ExitCode::SUCCESS)
     }
-    pub async fn promote(&self, release: i64, environment: &str) -> anyhow::Result<ExitCode> {
+    pub async fn promote(
+        &self,
+        release: i64,
+        environment: &str,
+        fixes: Option<i64>,
+    ) -> anyhow::Result<ExitCode> {
         let body = self
             .post(
                 &format!("/api/v1/releases/{release}/promote"),
-                json!({ "environment": environment }),
+                json!({ "environment": environment, "fixes": fixes }),
             )
             .await?;
         println!(

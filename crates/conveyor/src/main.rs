@@ -157,6 +157,10 @@ enum Command {
         /// With --deployment: go straight to 100%.
         #[arg(long, requires = "deployment")]
         full: bool,
+        /// This release fixes forward the change shipped by deployment N of the same environment:
+        /// DORA counts N as a change failure, restored when this deployment succeeds.
+        #[arg(long, value_name = "N", requires = "release")]
+        fixes: Option<i64>,
     },
     /// Approve a deployment waiting for approval (not as its author: four-eyes).
     Approve { deployment: i64 },
@@ -524,8 +528,9 @@ async fn dispatch(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<Exi
         Command::Promote {
             release: Some(release),
             to: Some(to),
+            fixes,
             ..
-        } => client()?.promote(release, &to).await,
+        } => client()?.promote(release, &to, fixes).await,
         Command::Promote {
             deployment: Some(id),
             full,

@@ -662,3 +662,65 @@ async fn a_canary_waits_for_promotion_and_obeys_pause_and_resume() {
         .await;
     assert_eq!(status, 409, "an ended deployment cannot be aborted");
 }
+
+#[tokio::test]
+async fn a_fix_forward_marks_the_broken_deployment_as_a_change_failure() {
+    let shop = Shop::new("  prod:\n    strategy: blue-green\n").await;
+    shop.deployed("v1", "prod").await;
+    let broken_release = shop.deployed("v2", "prod").await;
+    let broken = shop
+        .server
+        .get("/api/v1/projects/shop/environments/prod/deployments")
+        .await["deployments"][0]["id"]
+        .as_i64()
+        .unwrap();
+    let fix = shop.release("v3").await;
+
+    // Only a successful deployment of another release to this environment can be fixed forward.
+    let (status, body) = shop
+        .server
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/v1/releases/{fix}/promote"),
+            Some(json!({ "environment": "prod", "fixes": broken + 100 })),
+            true,
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
+    let (status, _) = shop
+        .server
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/v1/releases/{broken_release}/promote"),
+            Some(json!({ "environment": "prod", "fixes": broken })),
+            true,
+        )
+        .await;
+    assert_eq!(status, 403, "a release cannot fix itself");
+
+    let body = shop
+        .server
+        .post(
+            &format!("/api/v1/releases/{fix}/promote"),
+            json!({ "environment": "prod", "fixes": broken }),
+        )
+        .await;
+    let fixing = body["deployment_id"].as_i64().unwrap();
+    assert_eq!(shop.finished(fixing).await["status"], "succeeded");
+    assert_eq!(shop.deployment(broken).await["fixed_by"], fixing);
+    let dora = shop
+        .server
+        .get("/api/v1/dora?environment=prod&window_days=1")
+        .await;
+    let cfr = &dora["change_failure_rate"];
+    assert_eq!(
+        (cfr["failed"].as_u64(), cfr["total"].as_u64()),
+        (Some(1), Some(3)),
+        "{dora:#}"
+    );
+    assert_eq!(dora["time_to_restore"]["samples"], 1, "{dora:#}");
+}
