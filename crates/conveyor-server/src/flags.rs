@@ -5,6 +5,7 @@
 //! change is first a `flags_changed` event; on start everything is rebuilt from the read models.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -52,22 +53,65 @@ pub struct Live {
     pub version: i64,
     /// SHA-256 of the version and definition: the flag-configuration half of every ETag.
     pub digest: [u8; 32],
+    /// Each flag's latest evaluation (unix seconds; 0: none since the server started), in the
+    /// set's key order — the order `evaluate_all` answers in, so bulk marks need no lookup.
+    evaluated: Vec<AtomicI64>,
+    position: HashMap<String, usize>,
 }
 
 impl Live {
-    fn new(set: FlagSet, version: i64) -> Live {
+    /// `previous`: the definition this one replaces, whose evaluation times carry over.
+    fn new(set: FlagSet, version: i64, previous: Option<&Live>) -> Live {
         let mut h = Sha256::new();
         h.update(version.to_be_bytes());
         h.update(set.to_json().to_string().as_bytes());
+        let position: HashMap<String, usize> = set
+            .flags()
+            .enumerate()
+            .map(|(i, flag)| (flag.key.to_string(), i))
+            .collect();
+        let evaluated = set
+            .flags()
+            .map(|flag| AtomicI64::new(previous.and_then(|p| p.last_evaluated(flag.key)).unwrap_or(0)))
+            .collect();
         Live {
             set,
             version,
             digest: h.finalize().into(),
+            evaluated,
+            position,
         }
+    }
+
+    /// Notes that `key` was evaluated at `now`. Written at most once a second per flag, so
+    /// concurrent evaluations mostly only read the shared counter.
+    pub fn mark_evaluated(&self, key: &str, now: i64) {
+        if let Some(&i) = self.position.get(key) {
+            mark(&self.evaluated[i], now);
+        }
+    }
+
+    /// Notes a bulk evaluation (every flag) at `now`.
+    pub fn mark_all_evaluated(&self, now: i64) {
+        for at in &self.evaluated {
+            mark(at, now);
+        }
+    }
+
+    /// When `key` was last evaluated since the server started.
+    pub fn last_evaluated(&self, key: &str) -> Option<i64> {
+        let at = self.evaluated[*self.position.get(key)?].load(Ordering::Relaxed);
+        (at > 0).then_some(at)
     }
 
     pub fn etag_hex(&self) -> String {
         hex::encode(&self.digest[..16])
+    }
+}
+
+fn mark(at: &AtomicI64, now: i64) {
+    if at.load(Ordering::Relaxed) < now {
+        at.store(now, Ordering::Relaxed);
     }
 }
 
@@ -165,6 +209,8 @@ pub struct Flags {
     /// Changes are read-modify-write of a whole definition: one at a time.
     write: tokio::sync::Mutex<()>,
     schedules_changed: Notify,
+    /// Since when evaluations are counted (they are kept in memory only).
+    pub started: chrono::DateTime<chrono::Utc>,
 }
 
 fn limits() -> Limits {
@@ -191,12 +237,13 @@ impl Flags {
             keys: RwLock::default(),
             write: tokio::sync::Mutex::new(()),
             schedules_changed: Notify::new(),
+            started: chrono::Utc::now(),
         });
         let store = flags.engine.store();
         for row in store.flag_sets().await? {
             let env = flags.environment(&row.project, &row.environment);
             match compile(row.definition) {
-                Ok(set) => env.live.store(Some(Arc::new(Live::new(set, row.version)))),
+                Ok(set) => env.live.store(Some(Arc::new(Live::new(set, row.version, None)))),
                 Err(error) => tracing::error!(
                     project = %row.project, environment = %row.environment, %error,
                     "stored flag definition no longer loads; its flags are not served"
@@ -372,7 +419,8 @@ impl Flags {
         }];
         events.extend(also);
         self.engine.store().append_all(&events).await?;
-        let live = Arc::new(Live::new(set, version + 1));
+        let previous = env.live();
+        let live = Arc::new(Live::new(set, version + 1, previous.as_deref()));
         let notice = Notice {
             kind: "refetchEvaluation",
             version: live.version,
@@ -537,6 +585,45 @@ pub fn no_flags(project: &str, environment: &str) -> FlagsError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn evaluations_are_noted_per_flag_and_carry_over_a_change() {
+        let definition = |flags: &[&str]| {
+            let flags: serde_json::Map<String, Value> = flags
+                .iter()
+                .map(|k| {
+                    let flag = serde_json::json!({ "state": "ENABLED", "variants": { "on": true }, "defaultVariant": "on" });
+                    (k.to_string(), flag)
+                })
+                .collect();
+            compile(serde_json::json!({ "flags": flags })).unwrap()
+        };
+        let first = Live::new(definition(&["a", "b"]), 1, None);
+        assert_eq!(first.last_evaluated("a"), None);
+        first.mark_evaluated("a", 100);
+        first.mark_evaluated("a", 90); // an older clock reading never moves it back
+        first.mark_evaluated("missing", 100);
+        assert_eq!(
+            (first.last_evaluated("a"), first.last_evaluated("b")),
+            (Some(100), None)
+        );
+        first.mark_all_evaluated(120);
+        assert_eq!(
+            (first.last_evaluated("a"), first.last_evaluated("b")),
+            (Some(120), Some(120))
+        );
+        // A new definition keeps the times of the flags it still has.
+        first.mark_evaluated("a", 130);
+        let second = Live::new(definition(&["a", "c"]), 2, Some(&first));
+        assert_eq!(
+            (
+                second.last_evaluated("a"),
+                second.last_evaluated("c"),
+                second.last_evaluated("b")
+            ),
+            (Some(130), None, None)
+        );
+    }
 
     #[test]
     fn the_bucket_refills_at_its_rate() {

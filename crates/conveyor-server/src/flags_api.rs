@@ -208,8 +208,9 @@ fn days_since(at: &str, now: chrono::DateTime<chrono::Utc>) -> u32 {
         .unwrap_or(0)
 }
 
-/// Flags past their expected lifetime (by `type` / `expectedLifetimeDays`), or unchanged for
-/// longer than `idle_days`.
+/// Flags past their expected lifetime (by `type` / `expectedLifetimeDays`), unchanged for longer
+/// than `idle_days`, or not evaluated for longer than `idle_days` (evaluations are counted since
+/// the server started: code that no longer asks for a flag leaves it dead).
 pub async fn stale(
     State(state): State<AppState>,
     Path((project, environment)): Path<(String, String)>,
@@ -228,15 +229,30 @@ pub async fn stale(
             continue;
         };
         let (age_days, idle_days) = (days_since(&age.created_at, now), days_since(&age.changed_at, now));
-        if let Some(reason) = lifecycle.stale(age_days, idle_days, idle_limit) {
+        let last_evaluated = live
+            .last_evaluated(&age.flag)
+            .and_then(|at| chrono::DateTime::from_timestamp(at, 0));
+        let unevaluated_days = (now - last_evaluated.unwrap_or(state.flags.started))
+            .num_days()
+            .max(0) as u32;
+        let reasons: Vec<String> = lifecycle
+            .stale(age_days, idle_days, idle_limit)
+            .into_iter()
+            .chain((unevaluated_days > idle_limit).then(|| match last_evaluated {
+                Some(_) => format!("not evaluated for {unevaluated_days} days"),
+                None => format!("not evaluated since the server started {unevaluated_days} days ago"),
+            }))
+            .collect();
+        if !reasons.is_empty() {
             report.push(json!({
                 "key": age.flag,
                 "type": lifecycle.kind,
                 "expected_lifetime_days": lifecycle.expected_lifetime_days,
                 "age_days": age_days,
                 "idle_days": idle_days,
+                "last_evaluated": last_evaluated.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
                 "state": flag.state,
-                "reason": reason,
+                "reason": reasons.join("; "),
             }));
         }
     }

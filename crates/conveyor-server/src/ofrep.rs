@@ -192,7 +192,11 @@ pub async fn evaluate_flag(
             };
             return json(StatusCode::BAD_REQUEST, &failure);
         }
-        (Ok(context), Some(live)) => live.set.evaluate(&flag, &context, now_unix()),
+        (Ok(context), Some(live)) => {
+            let now = now_unix();
+            live.mark_evaluated(&flag, now);
+            live.set.evaluate(&flag, &context, now)
+        }
         (Ok(_), None) => {
             let details = format!("flag '{flag}' does not exist");
             let failure = Item::Failure {
@@ -251,9 +255,13 @@ pub async fn evaluate_flags(
         response.headers_mut().insert(header::ETAG, etag);
         return response;
     }
+    let now = now_unix();
     let evaluations = live
         .as_ref()
-        .map(|l| l.set.evaluate_all(&context, now_unix()))
+        .map(|l| {
+            l.mark_all_evaluated(now);
+            l.set.evaluate_all(&context, now)
+        })
         .unwrap_or_default();
     let mut response = json(
         StatusCode::OK,
