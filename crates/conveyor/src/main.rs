@@ -192,6 +192,7 @@ enum Command {
     },
     /// A deployment's canary analysis: each judgement, its verdict and evidence.
     Analysis {
+        /// The deployment's id (`conveyor history ENV` lists them).
         deployment: i64,
         /// Print the evidence as JSON too (queries, values per version, statistics).
         #[arg(long)]
