@@ -256,6 +256,25 @@ pub struct PrometheusQuery {
     pub compare: Option<Direction>,
 }
 
+/// Replaces each `{{ name }}` in a query (spaces inside the braces allowed) by `value(name)`;
+/// one without a value is kept as written. Also how the names are listed, for validation.
+pub fn fill_placeholders(query: &str, mut value: impl FnMut(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(query.len());
+    let mut rest = query;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else { break };
+        out.push_str(&rest[..start]);
+        match value(after[..end].trim()) {
+            Some(filled) => out.push_str(&filled),
+            None => out.push_str(&rest[start..start + end + 4]),
+        }
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Which change of a compared metric fails it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {

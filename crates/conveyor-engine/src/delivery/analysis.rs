@@ -20,7 +20,6 @@ const MAX_PROMETHEUS_BODY: usize = 1 << 20;
 pub(crate) struct Judgement {
     pub metric: String,
     pub verdict: Verdict,
-    pub critical: bool,
     pub summary: String,
     pub evidence: Value,
 }
@@ -308,19 +307,9 @@ impl Analysis {
                     NoData::Inconclusive => (Verdict::Inconclusive, true),
                 },
             };
-            let verdict = match verdict {
-                Verdict::Fail if !tracked.spec.critical => Verdict::Warning,
-                Verdict::Fail => {
-                    fail = true;
-                    Verdict::Fail
-                }
-                Verdict::Inconclusive => {
-                    inconclusive = true;
-                    Verdict::Inconclusive
-                }
-                other => other,
-            };
             let mut judgement = judge(tracked, verdict, &self.subjects);
+            fail |= judgement.verdict == Verdict::Fail;
+            inconclusive |= judgement.verdict == Verdict::Inconclusive;
             if no_data {
                 judgement.summary = format!(
                     "{} — no data: {} samples needed within {}s (no_data: {})",
@@ -501,8 +490,11 @@ fn judge(tracked: &Tracked, verdict: Verdict, subjects: &Subjects) -> Judgement 
     evidence["min_samples"] = json!(tracked.spec.min_samples);
     Judgement {
         metric: name.clone(),
-        verdict,
-        critical: tracked.spec.critical,
+        // A non-critical metric that fails is a warning: recorded, the rollout goes on.
+        verdict: match verdict {
+            Verdict::Fail if !tracked.spec.critical => Verdict::Warning,
+            other => other,
+        },
         summary,
         evidence,
     }
@@ -528,7 +520,8 @@ fn kayenta(tracked: &Tracked) -> Option<MetricResult> {
     Some(classify(&config, baseline, canary))
 }
 
-fn since(now: &VersionMetrics, then: &VersionMetrics) -> VersionMetrics {
+/// The counters added between `then` and `now` (saturating: a counter never goes backwards).
+pub(crate) fn since(now: &VersionMetrics, then: &VersionMetrics) -> VersionMetrics {
     VersionMetrics {
         version: now.version.clone(),
         requests: now.requests.saturating_sub(then.requests),
@@ -547,7 +540,7 @@ fn since(now: &VersionMetrics, then: &VersionMetrics) -> VersionMetrics {
     }
 }
 
-fn histogram(m: &VersionMetrics) -> Histogram {
+pub(crate) fn histogram(m: &VersionMetrics) -> Histogram {
     Histogram {
         bounds: m.latency.buckets.iter().map(|(b, _)| *b).collect(),
         cumulative: m.latency.buckets.iter().map(|(_, c)| *c).collect(),
@@ -555,26 +548,17 @@ fn histogram(m: &VersionMetrics) -> Histogram {
     }
 }
 
-/// `{{version}}` and friends, spaces inside the braces allowed.
+/// `{{version}}` and friends; an unknown name (refused by `conveyor validate`) stays as written.
 pub(crate) fn fill_placeholders(query: &str, subjects: &Subjects) -> String {
-    let mut out = String::with_capacity(query.len());
-    let mut rest = query;
-    while let Some(start) = rest.find("{{") {
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else { break };
-        out.push_str(&rest[..start]);
-        match after[..end].trim() {
-            "version" => out.push_str(&subjects.canary),
-            "baseline" => out.push_str(&subjects.baseline),
-            "project" => out.push_str(&subjects.project),
-            "environment" => out.push_str(&subjects.environment),
-            // Refused by `conveyor validate`; kept as written if it ever gets here.
-            _ => out.push_str(&rest[start..start + end + 4]),
-        }
-        rest = &after[end + 2..];
-    }
-    out.push_str(rest);
-    out
+    conveyor_spec::delivery::fill_placeholders(query, |name| {
+        Some(match name {
+            "version" => subjects.canary.clone(),
+            "baseline" => subjects.baseline.clone(),
+            "project" => subjects.project.clone(),
+            "environment" => subjects.environment.clone(),
+            _ => return None,
+        })
+    })
 }
 
 /// Runs an instant query; `Ok(None)` when it returns no series or NaN.

@@ -475,7 +475,7 @@ impl Rollout<'_> {
         baseline.running.stop().await;
     }
 
-    /// One look at the metrics: a critical failure stops the rollout; others are warnings.
+    /// One look at the metrics: a failure stops the rollout (a non-critical metric's is a warning).
     async fn look(&mut self) -> Result<(), Stop> {
         let Some(analysis) = &mut self.analysis else {
             return Ok(());
@@ -484,13 +484,10 @@ impl Rollout<'_> {
         self.judged(failed).await
     }
 
-    /// Records judgements; the first critical failure stops the rollout with its summary.
+    /// Records judgements; the first failure stops the rollout with its summary.
     async fn judged(&self, judgements: Vec<Judgement>) -> Result<(), Stop> {
         let mut stop = None;
-        for mut judgement in judgements {
-            if judgement.verdict == Verdict::Fail && !judgement.critical {
-                judgement.verdict = Verdict::Warning;
-            }
+        for judgement in judgements {
             if judgement.verdict == Verdict::Fail && stop.is_none() {
                 stop = Some(format!("analysis failed: {}", judgement.summary));
             }

@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use conveyor_analysis::sequential::Histogram;
 use conveyor_analysis::slo::{
     self, AlertState, BurnRateAlert, PreviousEvaluation, Severity, SloEvaluation, SloSpec, WindowCounts,
 };
@@ -13,6 +12,8 @@ use conveyor_router::VersionMetrics;
 use conveyor_spec::delivery::ErrorBudget;
 use conveyor_store::Verdict;
 use serde_json::{Value, json};
+
+use super::analysis::{histogram, since};
 
 /// A burn rate needs some traffic to mean anything: one error in three requests is not a fire.
 const MIN_REQUESTS_LONG_WINDOW: u64 = 50;
@@ -35,7 +36,6 @@ impl From<Outcome> for super::analysis::Judgement {
         Self {
             metric: outcome.metric.to_string(),
             verdict: outcome.verdict,
-            critical: true,
             summary: outcome.summary,
             evidence: outcome.evidence,
         }
@@ -116,19 +116,9 @@ impl Watch {
         let Some((_, now)) = self.snapshots.back() else {
             return BTreeMap::new();
         };
-        let requests = now.requests.saturating_sub(self.started.requests);
-        let errors = now.errors_5xx.saturating_sub(self.started.errors_5xx);
-        let histogram = Histogram {
-            bounds: now.latency.buckets.iter().map(|(b, _)| *b).collect(),
-            cumulative: now
-                .latency
-                .buckets
-                .iter()
-                .zip(&self.started.latency.buckets)
-                .map(|((_, n), (_, t))| n.saturating_sub(*t))
-                .collect(),
-            total: now.latency.count.saturating_sub(self.started.latency.count),
-        };
+        let watched_counts = since(now, &self.started);
+        let (requests, errors) = (watched_counts.requests, watched_counts.errors_5xx);
+        let histogram = histogram(&watched_counts);
         let mut slis = BTreeMap::new();
         // No request: no error rate and no latency (the objectives using them fail, as missing).
         if requests > 0 {

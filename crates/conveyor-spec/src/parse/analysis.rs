@@ -264,6 +264,7 @@ impl Checker<'_> {
         };
         let query = self.non_empty_string("prometheus.query", query_node)?;
         for placeholder in placeholders(&query) {
+            let placeholder = placeholder.as_str();
             if !QUERY_PLACEHOLDERS.contains(&placeholder) {
                 let message = match suggest(placeholder, QUERY_PLACEHOLDERS.iter().copied()) {
                     Some(s) => format!(
@@ -362,16 +363,13 @@ impl Checker<'_> {
 }
 
 /// The words between `{{` and `}}` in a query, trimmed.
-pub(crate) fn placeholders(query: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut rest = query;
-    while let Some(start) = rest.find("{{") {
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else { break };
-        out.push(after[..end].trim());
-        rest = &after[end + 2..];
-    }
-    out
+fn placeholders(query: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    fill_placeholders(query, |name| {
+        names.push(name.to_string());
+        None
+    });
+    names
 }
 
 fn default_metrics() -> Vec<Metric> {
