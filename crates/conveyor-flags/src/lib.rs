@@ -2,8 +2,6 @@
 //! engine (with flagd's `fractional`, `sem_ver`, `starts_with`, `ends_with`) compiled at load,
 //! and the evaluator with flagd's reasons and error codes. Pure: no clock, disk or network —
 //! the definition, the context and `now` are passed in.
-#![forbid(unsafe_code)]
-#![deny(rust_2018_idioms)]
 
 mod change;
 mod context;

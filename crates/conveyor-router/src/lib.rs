@@ -3,8 +3,6 @@
 //! header hash), honours a tester's pin header, and counts requests, 5xx and latency per version.
 //! It must never block on the control plane: a config is swapped in whole (`Router::update`) and
 //! the last one keeps serving; it never reads the environment and writes only its own config file.
-#![forbid(unsafe_code)]
-#![deny(rust_2018_idioms)]
 
 mod body;
 pub mod choose;
