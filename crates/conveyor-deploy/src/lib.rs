@@ -16,19 +16,35 @@ pub use local::{LocalTarget, LocalVersion};
 
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
-/// Where versions run. `LocalTarget` is the embedded default.
+/// Where versions run. `LocalTarget` is the embedded default. Instances outlive the server
+/// process (so traffic survives its restart); a target tags each with its version's
+/// `VersionSpec::identity` and alone knows how to find, check and reap them afterwards.
 pub trait Target: Send + Sync {
     /// Starts every instance of a version and returns once all are healthy (or fails, leaving
     /// nothing running).
     fn start<'a>(&'a self, spec: VersionSpec) -> BoxFuture<'a, Result<Box<dyn RunningVersion>, DeployError>>;
 
-    /// Takes over the instances (address, pid) a previous server process left running, replacing
-    /// any that died; returns once all are healthy.
-    fn adopt<'a>(
+    /// Brings back a version that a previous server process started, from the instances it
+    /// recorded: taken over as they are when every one is still alive and carries
+    /// `spec.identity` (crashed ones are then restarted in place), otherwise whatever is left of
+    /// them is stopped and the version starts afresh. `spec.dir` already holds the release's
+    /// files. Returns once all instances are healthy.
+    fn recover<'a>(
         &'a self,
         spec: VersionSpec,
-        instances: Vec<(SocketAddr, u32)>,
+        recorded: Vec<RecordedInstance>,
     ) -> BoxFuture<'a, Result<Box<dyn RunningVersion>, DeployError>>;
+
+    /// Stops every instance tagged `identity` that a previous server process left running;
+    /// returns how many it stopped.
+    fn reap(&self, identity: &str) -> usize;
+}
+
+/// An instance as a deployment recorded it: where it listened, and the process it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordedInstance {
+    pub addr: SocketAddr,
+    pub pid: Option<u32>,
 }
 
 /// A version's instances, running on a target.
@@ -76,6 +92,9 @@ pub fn lay_out(dir: &std::path::Path, files: &[(String, PathBuf)]) -> Result<(),
 pub struct VersionSpec {
     /// What identifies the version (the release id, e.g. `r12`).
     pub version: String,
+    /// Tells this version's instances apart from every other process, across restarts of the
+    /// server and among several servers on one machine (e.g. `<data dir>/shop/prod/r12`).
+    pub identity: String,
     /// The directory holding the release's files; instances start there.
     pub dir: PathBuf,
     /// `release.run`; it gets `$PORT`.

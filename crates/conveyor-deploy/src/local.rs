@@ -5,6 +5,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use conveyor_exec::process;
 use conveyor_spec::delivery::StopSignal;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -46,23 +47,43 @@ impl LocalTarget {
         launch(spec, slots).await
     }
 
-    /// Takes over instances a previous server process started (they outlive it in their own
-    /// process groups): each is supervised again from its pid, and restarted on its port if it has
-    /// died. Returns once all are healthy, like `start`.
-    pub async fn adopt(
+    /// `Target::recover`: instances a previous server process started outlive it in their own
+    /// process groups. When every recorded one still runs with this version's marker in its
+    /// environment (not some process that reused the pid), each is supervised again from its pid
+    /// and restarted on its port if it dies; otherwise the leftovers are killed and the version
+    /// starts afresh. Returns once all are healthy, like `start`.
+    pub async fn recover(
         &self,
         spec: VersionSpec,
-        instances: Vec<(SocketAddr, u32)>,
+        recorded: Vec<crate::RecordedInstance>,
     ) -> Result<LocalVersion, DeployError> {
-        launch(
-            spec,
-            instances
-                .into_iter()
-                .map(|(addr, pid)| (addr, Some(pid)))
-                .collect(),
-        )
-        .await
+        let marker = marker(&spec.identity);
+        let ours: Vec<(SocketAddr, Option<u32>)> = recorded
+            .iter()
+            .filter_map(|i| {
+                i.pid
+                    .filter(|pid| process::carries(*pid, &marker))
+                    .map(|pid| (i.addr, Some(pid)))
+            })
+            .collect();
+        if !recorded.is_empty() && ours.len() == recorded.len() {
+            return launch(spec, ours).await;
+        }
+        self.reap(&spec.identity);
+        self.start(spec).await
     }
+
+    /// `Target::reap`: kills the processes carrying the marker of `identity`.
+    pub fn reap(&self, identity: &str) -> usize {
+        process::kill_marked(&marker(identity))
+    }
+}
+
+/// The variable in an instance's environment that names its version's identity.
+const MARKER: &str = "CONVEYOR_INSTANCE_OF";
+
+fn marker(identity: &str) -> String {
+    format!("{MARKER}={identity}")
 }
 
 /// Supervises one instance per slot (its address, and the pid of a process to adopt).
@@ -129,15 +150,19 @@ impl crate::Target for LocalTarget {
         })
     }
 
-    fn adopt<'a>(
+    fn recover<'a>(
         &'a self,
         spec: VersionSpec,
-        instances: Vec<(SocketAddr, u32)>,
+        recorded: Vec<crate::RecordedInstance>,
     ) -> crate::BoxFuture<'a, Result<Box<dyn crate::RunningVersion>, DeployError>> {
         Box::pin(async move {
-            let version = LocalTarget::adopt(self, spec, instances).await?;
+            let version = LocalTarget::recover(self, spec, recorded).await?;
             Ok(Box::new(version) as Box<dyn crate::RunningVersion>)
         })
+    }
+
+    fn reap(&self, identity: &str) -> usize {
+        LocalTarget::reap(self, identity)
     }
 }
 
@@ -473,6 +498,7 @@ fn spawn(
         .arg(&spec.command)
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .env(MARKER, &spec.identity)
         .env("PORT", addr.port().to_string())
         .current_dir(&spec.dir)
         .stdin(Stdio::null())

@@ -35,6 +35,19 @@ pub enum Phase {
     Complete,
 }
 
+/// The plan of a deployment. A rollback is always blue-green without hooks: it restores a
+/// known-good version as fast as safely possible.
+pub fn plan(env: &Environment, instances: u32, has_stable: bool, rollback: bool) -> Vec<Phase> {
+    if rollback {
+        let mut env = env.clone();
+        env.strategy = Strategy::BlueGreen;
+        env.pre_deploy.clear();
+        env.post_deploy.clear();
+        return phases(&env, instances, has_stable);
+    }
+    phases(env, instances, has_stable)
+}
+
 /// The phases of deploying a new version with `instances` instances into `env`; `has_stable`
 /// says whether a version is already running there.
 pub fn phases(env: &Environment, instances: u32, has_stable: bool) -> Vec<Phase> {
@@ -123,6 +136,28 @@ pub fn phases(env: &Environment, instances: u32, has_stable: bool) -> Vec<Phase>
     out
 }
 
+/// How a phase reads in the deployment's history.
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Phase::PreDeployHooks => f.write_str("run the pre_deploy hooks"),
+            Phase::StopStable => f.write_str("stop the stable version"),
+            Phase::StartNew { instances } => write!(f, "start {instances} instance(s) of the new version"),
+            Phase::ScaleStable { remaining } => {
+                write!(f, "scale the stable version down to {remaining} instance(s)")
+            }
+            Phase::ChecksBeforeTraffic => f.write_str("check the new version before it gets traffic"),
+            Phase::Shift { percent } => write!(f, "shift {percent}% of the traffic to the new version"),
+            Phase::Wait(d) => write!(f, "wait {}s", d.as_secs()),
+            Phase::AwaitPromotion => f.write_str("wait for promotion"),
+            Phase::ChecksAfterTraffic => f.write_str("check the new version through the router"),
+            Phase::Verify(d) => write!(f, "verify the new version for {}s", d.as_secs()),
+            Phase::PostDeployHooks => f.write_str("run the post_deploy hooks"),
+            Phase::Complete => f.write_str("make the new version stable"),
+        }
+    }
+}
+
 /// Why a deployment may not start yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Gate {
@@ -135,21 +170,56 @@ pub enum Gate {
     AwaitingApproval { have: u32, need: u32 },
 }
 
+/// How a gate reads in the deployment's history.
+impl std::fmt::Display for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Gate::AwaitingApproval { have, need } => write!(f, "waiting for approval ({have} of {need})"),
+            Gate::Frozen { until, reason } => {
+                write!(
+                    f,
+                    "frozen until {}",
+                    until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                )?;
+                match reason {
+                    Some(reason) => write!(f, " ({reason})"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// Why someone may not approve a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApprovalRefused {
+    #[error("{who} is the author of this change and cannot approve its deployment (four-eyes rule)")]
+    Author { who: String },
+    #[error("{who} is not one of the reviewers: {}", reviewers.join(", "))]
+    NotAReviewer { who: String, reviewers: Vec<String> },
+    #[error("{who} has already approved this deployment")]
+    AlreadyApproved { who: String },
+}
+
 /// Whether someone may approve a deployment, and if not why.
-pub fn may_approve(approval: &Approval, who: &str, author: &str, already: &[String]) -> Result<(), String> {
+pub fn may_approve(
+    approval: &Approval,
+    who: &str,
+    author: &str,
+    already: &[String],
+) -> Result<(), ApprovalRefused> {
+    let who = who.to_string();
     if approval.not_author && who == author {
-        return Err(format!(
-            "{who} is the author of this change and cannot approve its deployment (four-eyes rule)"
-        ));
+        return Err(ApprovalRefused::Author { who });
     }
-    if !approval.reviewers.is_empty() && !approval.reviewers.iter().any(|r| r == who) {
-        return Err(format!(
-            "{who} is not one of the reviewers: {}",
-            approval.reviewers.join(", ")
-        ));
+    if !approval.reviewers.is_empty() && !approval.reviewers.contains(&who) {
+        return Err(ApprovalRefused::NotAReviewer {
+            who,
+            reviewers: approval.reviewers.clone(),
+        });
     }
-    if already.iter().any(|a| a == who) {
-        return Err(format!("{who} has already approved this deployment"));
+    if already.contains(&who) {
+        return Err(ApprovalRefused::AlreadyApproved { who });
     }
     Ok(())
 }
@@ -276,6 +346,46 @@ mod tests {
     }
 
     #[test]
+    fn gates_and_phases_read_as_sentences() {
+        let until = "2026-11-23T08:00:00Z".parse().unwrap();
+        let cases = [
+            (
+                Gate::AwaitingApproval { have: 1, need: 2 },
+                "waiting for approval (1 of 2)",
+            ),
+            (
+                Gate::Frozen { until, reason: None },
+                "frozen until 2026-11-23T08:00:00Z",
+            ),
+            (
+                Gate::Frozen {
+                    until,
+                    reason: Some("weekend".into()),
+                },
+                "frozen until 2026-11-23T08:00:00Z (weekend)",
+            ),
+        ];
+        for (gate, want) in cases {
+            assert_eq!(gate.to_string(), want);
+        }
+        assert_eq!(
+            Phase::Shift { percent: 25 }.to_string(),
+            "shift 25% of the traffic to the new version"
+        );
+        assert_eq!(Phase::Wait(Duration::from_secs(30)).to_string(), "wait 30s");
+    }
+
+    #[test]
+    fn a_rollback_is_blue_green_without_hooks() {
+        let canary = env(
+            "    strategy: { canary: { steps: [50] } }\n    hooks: { pre_deploy: [./warm.sh], post_deploy: [./tell.sh] }\n",
+        );
+        let blue_green = plan(&env("    strategy: blue-green\n"), 2, true, false);
+        assert_eq!(plan(&canary, 2, true, true), blue_green);
+        assert_ne!(plan(&canary, 2, true, false), blue_green);
+    }
+
+    #[test]
     fn approval_rules() {
         let approval = Approval {
             required: 2,
@@ -286,11 +396,13 @@ mod tests {
         assert!(
             may_approve(&approval, "alice", "alice", &[])
                 .unwrap_err()
+                .to_string()
                 .contains("four-eyes")
         );
         assert!(
             may_approve(&approval, "bob", "alice", &["bob".into()])
                 .unwrap_err()
+                .to_string()
                 .contains("already")
         );
         let listed = Approval {
@@ -301,6 +413,7 @@ mod tests {
         assert!(
             may_approve(&listed, "bob", "alice", &[])
                 .unwrap_err()
+                .to_string()
                 .contains("not one of the reviewers: carol")
         );
         assert!(

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use conveyor_deploy::{DeployError, LocalTarget, VersionSpec};
+use conveyor_deploy::{DeployError, LocalTarget, RecordedInstance, VersionSpec};
 use conveyor_spec::delivery::{Health, StopSignal};
 
 const APP: &str = r#"
@@ -40,6 +40,7 @@ fn spec(dir: &Path, extra_env: &[(&str, &str)]) -> VersionSpec {
     env.extend(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     VersionSpec {
         version: "r1".into(),
+        identity: format!("{}/r1", dir.display()),
         dir: dir.to_path_buf(),
         command: "exec python3 app.py".into(),
         env,
@@ -200,31 +201,67 @@ async fn through_the_target_trait_with_a_laid_out_release() {
     running.stop().await;
 }
 
-#[tokio::test]
-async fn instances_left_by_a_previous_server_are_adopted_and_supervised() {
+/// What a killed server leaves behind: an instance in its own process group, on a port of its
+/// own, carrying `marker` (`NAME=VALUE`) in its environment when given.
+fn leftover(dir: &Path, marker: Option<&str>) -> (std::net::SocketAddr, u32) {
     use std::os::unix::process::CommandExt as _;
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = spec(dir.path(), &[]);
-    s.instances = 1;
-    // What a killed server leaves behind: an instance in its own process group.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let mut leftover = std::process::Command::new("python3")
-        .arg(dir.path().join("app.py"))
-        .current_dir(dir.path())
+    let mut command = std::process::Command::new("python3");
+    command
+        .arg(dir.join("app.py"))
+        .current_dir(dir)
         .env("PORT", port.to_string())
         .env("VERSION", "r1")
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let leftover_pid = leftover.id();
+        .process_group(0);
+    if let Some((name, value)) = marker.and_then(|m| m.split_once('=')) {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let pid = child.id();
     // The test process is its parent; reap it when it dies, as init would have.
-    std::thread::spawn(move || leftover.wait());
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let version = LocalTarget.adopt(s, vec![(addr, leftover_pid)]).await.unwrap();
+    std::thread::spawn(move || child.wait());
+    (format!("127.0.0.1:{port}").parse().unwrap(), pid)
+}
+
+#[tokio::test]
+async fn a_process_that_is_not_ours_is_never_adopted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(dir.path(), &[]);
+    s.instances = 1;
+    // A process on the recorded pid without the version's marker: it reused the pid.
+    let (addr, stranger) = leftover(dir.path(), None);
+    let recorded = vec![RecordedInstance {
+        addr,
+        pid: Some(stranger),
+    }];
+    let version = LocalTarget.recover(s, recorded).await.unwrap();
+    let started = version.status()[0].pid.unwrap();
+    assert_ne!(started, stranger, "started afresh");
+    assert!(alive(stranger), "a process that is not ours is left alone");
+    version.stop().await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(stranger as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn instances_left_by_a_previous_server_are_adopted_and_supervised() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(dir.path(), &[]);
+    s.instances = 1;
+    let (addr, leftover_pid) = leftover(dir.path(), Some(&format!("CONVEYOR_INSTANCE_OF={}", s.identity)));
+    let port = addr.port();
+    let recorded = vec![RecordedInstance {
+        addr,
+        pid: Some(leftover_pid),
+    }];
+    let version = LocalTarget.recover(s, recorded).await.unwrap();
     assert_eq!(version.healthy_addrs(), vec![addr]);
     assert_eq!(
         version.status()[0].pid,

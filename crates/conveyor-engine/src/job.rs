@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use conveyor_exec::{CancellationToken, StepOutcome, StepSpec};
-use conveyor_spec::{Job, Pipeline, expr};
+use conveyor_spec::expr::Vocabulary;
+use conveyor_spec::{Job, Pipeline};
 use conveyor_store::logs::RunLog;
 use conveyor_store::{ArtifactRef, Event, JobStatus, RunView, StepStatus};
 
 use crate::output::{Masker, StepLog};
-use crate::{Engine, workspace};
+use crate::{Engine, command, workspace};
 
 pub(crate) struct JobTask {
     pub engine: Arc<Engine>,
@@ -124,48 +125,34 @@ impl JobTask {
             .into_iter()
             .collect();
         let masker = Arc::new(Masker::new(secrets.values().map(String::as_str)));
-        let lookup = |reference: &str| -> Option<String> {
-            if let Some(name) = reference.strip_prefix("secrets.") {
-                return secrets.get(name).cloned();
-            }
-            match reference {
-                "branch" => Some(self.run.branch.clone()),
-                "sha" => Some(self.run.commit.clone()),
-                "event" => Some(self.run.event.clone()),
-                "run_id" => Some(self.run.id.to_string()),
-                "project" => Some(self.run.project.clone()),
-                "job" => Some(job.id.clone()),
-                _ => None,
-            }
+        let vocabulary = Vocabulary {
+            project: &self.run.project,
+            branch: &self.run.branch,
+            sha: &self.run.commit,
+            run_id: self.run.id,
+            event: &self.run.event,
+            job: &job.id,
+            secrets: &secrets,
         };
-        let interpolate = |text: &str| {
-            expr::interpolate(text, lookup).map_err(|e| match e.0.strip_prefix("secrets.") {
-                Some(name) => format!(
-                    "secret '{name}' is not set for project '{}' (set it with `conveyor secret set`)",
-                    self.run.project
-                ),
-                None => e.to_string(),
-            })
-        };
-
-        let mut env: BTreeMap<String, String> = engine.config.base_env.iter().cloned().collect();
-        for (k, v) in [
-            ("CI", "true".to_string()),
-            ("CONVEYOR", "true".to_string()),
-            ("CONVEYOR_RUN_ID", self.run.id.to_string()),
-            ("CONVEYOR_PROJECT", self.run.project.clone()),
-            ("CONVEYOR_COMMIT_SHA", self.run.commit.clone()),
-            ("CONVEYOR_BRANCH", self.run.branch.clone()),
-            ("CONVEYOR_EVENT", self.run.event.clone()),
-            ("CONVEYOR_JOB", job.id.clone()),
-            ("CONVEYOR_ATTEMPT", attempt.to_string()),
-            ("CONVEYOR_WORKSPACE", dir.display().to_string()),
-        ] {
-            env.insert(k.to_string(), v);
-        }
-        for (k, v) in self.pipeline.env.iter().chain(&job.env) {
-            env.insert(k.clone(), interpolate(v)?);
-        }
+        let interpolate = |text: &str| command::fill(&vocabulary, text).map_err(|e| e.to_string());
+        let env = command::environment(
+            engine.base_env(),
+            [
+                ("CI", "true".to_string()),
+                ("CONVEYOR", "true".to_string()),
+                ("CONVEYOR_RUN_ID", self.run.id.to_string()),
+                ("CONVEYOR_PROJECT", self.run.project.clone()),
+                ("CONVEYOR_COMMIT_SHA", self.run.commit.clone()),
+                ("CONVEYOR_BRANCH", self.run.branch.clone()),
+                ("CONVEYOR_EVENT", self.run.event.clone()),
+                ("CONVEYOR_JOB", job.id.clone()),
+                ("CONVEYOR_ATTEMPT", attempt.to_string()),
+                ("CONVEYOR_WORKSPACE", dir.display().to_string()),
+            ],
+            [&self.pipeline.env, &job.env],
+            &vocabulary,
+        )
+        .map_err(|e| e.to_string())?;
 
         // Resolve every step first: a missing secret fails the job before anything runs.
         let mut prepared = Vec::with_capacity(job.steps.len());
@@ -187,16 +174,16 @@ impl JobTask {
                 (a, b) => a.or(b),
             };
             let job_timed_out_first = remaining.is_some_and(|r| step.timeout.is_none_or(|s| r < s));
-            let step_log = || StepLog {
-                log: self.log.clone(),
-                masker: masker.clone(),
-                observers: engine.observers(),
-                job: job.id.clone(),
-                attempt,
-                step: index,
-                limit: engine.config.step_log_limit,
-                written: 0,
-                truncated: false,
+            let step_log = || {
+                StepLog::new(
+                    self.log.clone(),
+                    masker.clone(),
+                    engine.observers(),
+                    job.id.clone(),
+                    attempt,
+                    index,
+                    engine.config.step_log_limit,
+                )
             };
             let spec = StepSpec {
                 script,
@@ -227,10 +214,7 @@ impl JobTask {
                 StepOutcome::Failed { exit_code } => (
                     StepStatus::Failed,
                     exit_code,
-                    Some(match exit_code {
-                        Some(code) => format!("step '{}' failed with exit code {code}", step.name),
-                        None => format!("step '{}' was killed by a signal", step.name),
-                    }),
+                    outcome.failure(&format!("step '{}'", step.name)),
                 ),
                 StepOutcome::TimedOut => (
                     StepStatus::TimedOut,

@@ -5,8 +5,8 @@
 //! succeed becomes a signed release. After a crash, `recover` resumes every unfinished run from
 //! the log.
 
+pub mod command;
 mod data_dir;
-pub mod delivery;
 mod job;
 mod output;
 mod release;
@@ -128,7 +128,7 @@ impl Engine {
     }
 
     /// Appends an event to the log and shows it to observers.
-    pub(crate) async fn record(&self, event: Event) -> Result<i64, EngineError> {
+    pub async fn record(&self, event: Event) -> Result<i64, EngineError> {
         let seq = self.data.store.append(event.clone()).await?;
         self.notify(&event);
         Ok(seq)
@@ -145,7 +145,7 @@ impl Engine {
 
     /// Appends the event `build` makes from a freshly allocated id, shows it to observers and
     /// returns the id.
-    pub(crate) async fn record_new(
+    pub async fn record_new(
         &self,
         kind: conveyor_store::IdKind,
         build: impl FnOnce(i64) -> Event,

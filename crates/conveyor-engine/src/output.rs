@@ -47,18 +47,41 @@ impl Masker {
 
 /// Where one step's lines go.
 pub struct StepLog {
-    pub log: Arc<RunLog>,
-    pub masker: Arc<Masker>,
-    pub observers: Vec<Arc<dyn Observer>>,
-    pub job: String,
-    pub attempt: u32,
-    pub step: u32,
-    pub limit: u64,
-    pub written: u64,
-    pub truncated: bool,
+    log: Arc<RunLog>,
+    masker: Arc<Masker>,
+    observers: Vec<Arc<dyn Observer>>,
+    job: String,
+    attempt: u32,
+    step: u32,
+    limit: u64,
+    written: u64,
+    truncated: bool,
 }
 
 impl StepLog {
+    /// The lines of step `step` of `job`'s `attempt`, at most `limit` bytes of them.
+    pub fn new(
+        log: Arc<RunLog>,
+        masker: Arc<Masker>,
+        observers: Vec<Arc<dyn Observer>>,
+        job: String,
+        attempt: u32,
+        step: u32,
+        limit: u64,
+    ) -> Self {
+        StepLog {
+            log,
+            masker,
+            observers,
+            job,
+            attempt,
+            step,
+            limit,
+            written: 0,
+            truncated: false,
+        }
+    }
+
     pub fn line(&mut self, stream: &str, text: &str) {
         if self.truncated {
             return;

@@ -5,6 +5,7 @@
 
 mod lines;
 mod local;
+pub mod process;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -49,6 +50,21 @@ pub enum StepOutcome {
     },
     TimedOut,
     Cancelled,
+}
+
+impl StepOutcome {
+    /// What went wrong, as a sentence about `what` (e.g. `step 'build'`); `None` on success.
+    pub fn failure(self, what: &str) -> Option<String> {
+        match self {
+            StepOutcome::Succeeded => None,
+            StepOutcome::Failed {
+                exit_code: Some(code),
+            } => Some(format!("{what} failed with exit code {code}")),
+            StepOutcome::Failed { exit_code: None } => Some(format!("{what} was killed by a signal")),
+            StepOutcome::TimedOut => Some(format!("{what} timed out")),
+            StepOutcome::Cancelled => Some(format!("{what} was cancelled")),
+        }
+    }
 }
 
 /// Receives each output line as it is produced (without its trailing newline).

@@ -31,24 +31,7 @@ impl Executor for LocalExecutor {
     }
 
     fn kill_leftovers(&self, marker: &str) -> usize {
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return 0;
-        };
-        let mut killed = 0;
-        for entry in entries.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-                continue;
-            };
-            let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
-                continue;
-            };
-            if environ.split(|b| *b == 0).any(|var| var == marker.as_bytes())
-                && nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok()
-            {
-                killed += 1;
-            }
-        }
-        killed
+        crate::process::kill_marked(marker)
     }
 }
 

@@ -87,9 +87,9 @@ impl From<conveyor_engine::EngineError> for ApiError {
     }
 }
 
-impl From<conveyor_engine::delivery::DeliveryError> for ApiError {
-    fn from(e: conveyor_engine::delivery::DeliveryError) -> Self {
-        use conveyor_engine::delivery::DeliveryError as E;
+impl From<conveyor_delivery::DeliveryError> for ApiError {
+    fn from(e: conveyor_delivery::DeliveryError) -> Self {
+        use conveyor_delivery::DeliveryError as E;
         match e {
             E::NotFound(m) => ApiError::NotFound(m),
             E::Invalid(m) => ApiError::InvalidRequest(m),

@@ -19,8 +19,8 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{delete, get, post, put};
+use conveyor_delivery::{Delivery, DeliveryConfig};
 use conveyor_engine::Engine;
-use conveyor_engine::delivery::{Delivery, DeliveryConfig};
 use conveyor_store::Event;
 
 pub use error::ApiError;

@@ -479,6 +479,47 @@ pub fn interpolate(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Resul
 #[error("unknown reference '{0}'")]
 pub struct UnknownRef(pub String);
 
+/// What `${{ }}` references resolve to: the facts of a run (or of the release being deployed)
+/// and the project's secrets. The one vocabulary of steps, instances, hooks and `release.run`.
+#[derive(Debug, Clone, Copy)]
+pub struct Vocabulary<'a> {
+    pub project: &'a str,
+    pub branch: &'a str,
+    pub sha: &'a str,
+    pub run_id: i64,
+    /// What started the run (`push`, `manual`, `schedule`), or `deploy` for a deployment.
+    pub event: &'a str,
+    /// The job's id; empty outside a job.
+    pub job: &'a str,
+    /// `${{ secrets.NAME }}`; empty where secrets must not appear (a command line).
+    pub secrets: &'a std::collections::BTreeMap<String, String>,
+}
+
+impl Vocabulary<'_> {
+    /// The references besides `secrets.NAME`.
+    pub const NAMES: &'static [&'static str] = &["branch", "sha", "event", "run_id", "project", "job"];
+
+    pub fn lookup(&self, reference: &str) -> Option<String> {
+        if let Some(name) = reference.strip_prefix("secrets.") {
+            return self.secrets.get(name).cloned();
+        }
+        Some(match reference {
+            "branch" => self.branch.to_string(),
+            "sha" => self.sha.to_string(),
+            "event" => self.event.to_string(),
+            "run_id" => self.run_id.to_string(),
+            "project" => self.project.to_string(),
+            "job" => self.job.to_string(),
+            _ => return None,
+        })
+    }
+
+    /// `text` with every `${{ }}` filled in.
+    pub fn interpolate(&self, text: &str) -> Result<String, UnknownRef> {
+        interpolate(text, |reference| self.lookup(reference))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -491,6 +532,31 @@ mod tests {
             ancestor_failed: false,
             cancelled: false,
         }
+    }
+
+    #[test]
+    fn the_vocabulary_fills_every_name_and_only_known_secrets() {
+        let secrets = std::collections::BTreeMap::from([("TOKEN".to_string(), "s3cret".to_string())]);
+        let vocabulary = Vocabulary {
+            project: "shop",
+            branch: "main",
+            sha: "abc",
+            run_id: 7,
+            event: "deploy",
+            job: "",
+            secrets: &secrets,
+        };
+        let filled = vocabulary.interpolate("${{ project }}@${{ branch }}:${{ sha }}/${{ run_id }}/${{ event }}/${{ job }}/${{ secrets.TOKEN }}");
+        assert_eq!(filled.unwrap(), "shop@main:abc/7/deploy//s3cret");
+        assert_eq!(
+            vocabulary.interpolate("${{ secrets.OTHER }}"),
+            Err(UnknownRef("secrets.OTHER".into()))
+        );
+        assert!(
+            Vocabulary::NAMES
+                .iter()
+                .all(|name| vocabulary.lookup(name).is_some())
+        );
     }
 
     #[test]

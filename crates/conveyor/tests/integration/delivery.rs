@@ -471,16 +471,32 @@ async fn a_failing_health_check_stops_the_rollout_before_it_takes_traffic() {
     assert_eq!(sample(&url, 10).await, BTreeMap::from([("v1".to_string(), 10)]));
 }
 
+/// The pids of `version`'s instances in an environment's status.
+fn instance_pids(status: &Value, version: &str) -> Vec<u64> {
+    status["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["version"] == version)
+        .flat_map(|v| v["instances"].as_array().unwrap())
+        .map(|i| i["pid"].as_u64().expect("a running instance has a pid"))
+        .collect()
+}
+
 #[tokio::test]
 async fn a_server_killed_mid_rollout_comes_back_serving_the_stable_version() {
     let tmp = tempfile::tempdir().unwrap();
+    // `release.run` uses a template: instances restarted after the server's restart must get it
+    // filled in like the first ones did.
+    let pipeline =
+        pipeline("  prod:\n    strategy: { canary: { steps: [{ weight: 50, pause: manual }] } }\n").replace(
+            "run: exec python3 dist/app.py",
+            "run: exec python3 dist/app.py --project ${{ project }}",
+        );
     let repo = repo(
         &tmp.path().join("repo"),
         &[
-            (
-                "conveyor.yml",
-                &pipeline("  prod:\n    strategy: { canary: { steps: [{ weight: 50, pause: manual }] } }\n"),
-            ),
+            ("conveyor.yml", &pipeline),
             ("app.py", APP),
             ("check.py", CHECK),
             ("VERSION", "v1"),
@@ -500,6 +516,11 @@ async fn a_server_killed_mid_rollout_comes_back_serving_the_stable_version() {
     shop.until_deployment(id, "the 50% pause", |d| d["status"] == "paused")
         .await;
     let url = shop.url("prod").await;
+    let stable_pids = instance_pids(
+        &shop.server.get("/api/v1/projects/shop/environments/prod").await,
+        "r1",
+    );
+    assert_eq!(stable_pids.len(), 2);
     let canary_pids: Vec<u64> = shop.deployment(id).await["instances"]["r2"]
         .as_array()
         .unwrap()
@@ -530,14 +551,19 @@ async fn a_server_killed_mid_rollout_comes_back_serving_the_stable_version() {
     let status = shop.server.get("/api/v1/projects/shop/environments/prod").await;
     assert_eq!(status["versions"][0]["version"], "r1");
     assert_eq!(status["versions"][0]["role"], "stable");
-    // The stable instances were adopted, not restarted.
-    assert!(
-        status["versions"][0]["instances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|i| i["restarts"] == 0)
-    );
+    // The stable instances were adopted, not restarted: the very same processes serve.
+    assert_eq!(instance_pids(&status, "r1"), stable_pids);
+
+    // An adopted instance that crashes is restarted with the command the release defines.
+    kill9_pid(stable_pids[0] as i32);
+    let restarted = eventually(Duration::from_secs(30), || async {
+        let status = shop.server.get("/api/v1/projects/shop/environments/prod").await;
+        let instance = status["versions"][0]["instances"][0].clone();
+        (instance["restarts"].as_u64() >= Some(1) && instance["healthy"] == true).then_some(instance)
+    })
+    .await;
+    assert_ne!(restarted["pid"].as_u64(), Some(stable_pids[0]));
+    assert_eq!(sample(&url, 20).await, BTreeMap::from([("v1".to_string(), 20)]));
 }
 
 #[tokio::test]

@@ -267,6 +267,15 @@ pub fn is_dead(pid: i32) -> bool {
     }
 }
 
+/// SIGKILL to one process, like a crash.
+pub fn kill9_pid(pid: i32) {
+    let killed = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success(), "kill -KILL {pid}");
+}
+
 pub async fn wait_dead(pid: i32) {
     eventually(Duration::from_secs(10), || async { is_dead(pid).then_some(()) }).await
 }

@@ -1,4 +1,4 @@
-//! Deliveries: a release going into an environment as a persisted state machine. A deployment
+//! `conveyor-delivery` delivers releases into environments: a deployment is a persisted state machine. A deployment
 //! waits on its gates (approvals, freeze windows), then walks the phases its strategy plans
 //! (`conveyor_deploy::plan`): start the new version on the target, check it, shift the router's
 //! traffic step by step, and make it the stable version — the previous one staying warm for an
@@ -8,7 +8,9 @@
 
 mod analysis;
 mod environment;
-mod runner;
+mod instances;
+mod recover;
+mod rollout;
 mod verify;
 
 use std::collections::HashMap;
@@ -20,9 +22,10 @@ use conveyor_spec::{Environment, ReleaseSpec};
 use conveyor_store::{DeploymentStatus, DeploymentView, Event, IdKind, Release};
 use tokio::sync::mpsc;
 
-pub use environment::{EnvironmentStatus, VersionStatus};
+pub use environment::{EnvironmentStatus, Role, VersionStatus};
 
-use crate::{Engine, EngineError};
+use conveyor_engine::{Engine, EngineError};
+use tracing::Instrument as _;
 
 #[derive(Debug, Clone)]
 pub struct DeliveryConfig {
@@ -80,6 +83,8 @@ pub struct Delivery {
     pub(crate) engine: Arc<Engine>,
     pub(crate) target: Arc<dyn Target>,
     pub(crate) config: DeliveryConfig,
+    /// The server's data directory: release layouts, saved router configs, instance identities.
+    pub(crate) root: std::path::PathBuf,
     environments: Mutex<HashMap<(String, String), Arc<environment::Live>>>,
     controls: Mutex<HashMap<i64, mpsc::UnboundedSender<Control>>>,
 }
@@ -95,6 +100,7 @@ pub(crate) struct Context {
 impl Delivery {
     pub fn new(engine: Arc<Engine>, target: Arc<dyn Target>, config: DeliveryConfig) -> Arc<Self> {
         let delivery = Arc::new(Delivery {
+            root: engine.data().root.clone(),
             engine: engine.clone(),
             target,
             config,
@@ -108,7 +114,14 @@ impl Delivery {
     pub(crate) fn live(&self, project: &str, environment: &str) -> Arc<environment::Live> {
         let mut all = self.environments.lock().unwrap_or_else(|p| p.into_inner());
         all.entry((project.to_string(), environment.to_string()))
-            .or_insert_with(|| Arc::new(environment::Live::new(project, environment)))
+            .or_insert_with(|| {
+                let router_file = self
+                    .root
+                    .join("routers")
+                    .join(project)
+                    .join(format!("{environment}.json"));
+                Arc::new(environment::Live::new(project, environment, router_file))
+            })
             .clone()
     }
 
@@ -264,7 +277,12 @@ impl Delivery {
             .current_release(&cx.release.project, &cx.environment.name)
             .await?
             .is_some();
-        let phases = runner::plan_for(cx, has_stable, rollback_of.is_some());
+        let phases = plan::plan(
+            &cx.environment,
+            cx.spec.instances,
+            has_stable,
+            rollback_of.is_some(),
+        );
         let id = self
             .engine
             .record_new(IdKind::Deployment, |deployment_id| Event::DeploymentRequested {
@@ -275,7 +293,7 @@ impl Delivery {
                 requested_by: by.to_string(),
                 author: author.to_string(),
                 rollback_of,
-                phases: phases.iter().map(runner::describe).collect(),
+                phases: phases.iter().map(ToString::to_string).collect(),
             })
             .await?;
         self.spawn(id);
@@ -289,16 +307,20 @@ impl Delivery {
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, tx);
         let delivery = self.clone();
-        tokio::spawn(async move {
-            if let Err(error) = runner::drive(&delivery, id, rx).await {
-                tracing::error!(deployment = id, %error, "deployment failed to run");
+        let span = tracing::info_span!("deployment", id);
+        tokio::spawn(
+            async move {
+                if let Err(error) = rollout::drive(&delivery, id, rx).await {
+                    tracing::error!(%error, "deployment failed to run");
+                }
+                delivery
+                    .controls
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
             }
-            delivery
-                .controls
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
-        });
+            .instrument(span),
+        );
     }
 
     fn send(&self, id: i64, control: Control) -> Result<(), DeliveryError> {
@@ -337,7 +359,8 @@ impl Delivery {
                 d.environment
             )));
         };
-        plan::may_approve(rules, by, &d.author, &d.approvals).map_err(DeliveryError::Refused)?;
+        plan::may_approve(rules, by, &d.author, &d.approvals)
+            .map_err(|e| DeliveryError::Refused(e.to_string()))?;
         self.engine
             .record(Event::DeploymentApproved {
                 deployment_id: id,
@@ -471,7 +494,7 @@ impl Delivery {
     /// Serves the last route config of every environment, re-adopts stable versions, and rolls
     /// back deployments a crash interrupted. Call before accepting requests.
     pub async fn recover(self: &Arc<Self>) -> Result<(), EngineError> {
-        runner::recover(self).await
+        recover::recover(self).await
     }
 }
 
@@ -479,7 +502,7 @@ impl Delivery {
 /// environment) or that passed the environment before them.
 struct ContinuousDeployment(std::sync::Weak<Delivery>);
 
-impl crate::Observer for ContinuousDeployment {
+impl conveyor_engine::Observer for ContinuousDeployment {
     fn event(&self, event: &Event) {
         let Some(delivery) = self.0.upgrade() else { return };
         let trigger = match event {

@@ -2,13 +2,33 @@
 //! deployed, the previous one kept warm).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use conveyor_deploy::{InstanceStatus, RunningVersion};
-use conveyor_router::{Backend, RouteConfig, Router, TOTAL_WEIGHT, VersionMetrics};
+use conveyor_deploy::{DeployError, InstanceStatus, RunningVersion};
+use conveyor_router::{Backend, ConfigError, RouteConfig, Router, TOTAL_WEIGHT, VersionMetrics};
 use serde::{Deserialize, Serialize};
+
+/// Why the environment could not do what a rollout asked of it.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum EnvironmentError {
+    #[error("no new version to grow")]
+    NothingToGrow,
+    #[error("the new version did not grow: {0}")]
+    Grow(DeployError),
+    #[error("route config refused: {0}")]
+    Refused(#[from] ConfigError),
+    #[error("router of {project}/{environment} cannot listen on {listen}: {error}")]
+    Listen {
+        project: String,
+        environment: String,
+        listen: SocketAddr,
+        error: std::io::Error,
+    },
+    #[error("cannot save the route config: {0}")]
+    Save(std::io::Error),
+}
 
 /// A version running in the environment.
 pub(crate) struct Active {
@@ -50,12 +70,25 @@ pub struct EnvironmentStatus {
     pub versions: Vec<VersionStatus>,
 }
 
+/// A version's place in an environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Serving (most of) the traffic.
+    Stable,
+    /// Being deployed.
+    Canary,
+    /// A fresh copy of the stable version that the canary analysis compares with.
+    Baseline,
+    /// The previous version, kept running for an instant rollback.
+    Warm,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VersionStatus {
     pub version: String,
     pub release_id: i64,
-    /// `stable`, `canary` (being deployed) or `warm` (previous, kept for rollbacks).
-    pub role: &'static str,
+    pub role: Role,
     /// Share of the traffic, in percent.
     pub traffic: u32,
     pub instances: Vec<InstanceStatus>,
@@ -71,16 +104,19 @@ pub(crate) struct SavedRouter {
 pub(crate) struct Live {
     pub project: String,
     pub name: String,
+    /// Where the router's config is saved, to serve again first after a restart.
+    pub router_file: PathBuf,
     /// Held by the deployment in progress: one at a time per environment.
     pub turn: tokio::sync::Mutex<()>,
     state: Mutex<State>,
 }
 
 impl Live {
-    pub fn new(project: &str, name: &str) -> Self {
+    pub fn new(project: &str, name: &str, router_file: PathBuf) -> Self {
         Live {
             project: project.to_string(),
             name: name.to_string(),
+            router_file,
             turn: tokio::sync::Mutex::new(()),
             state: Mutex::new(State::default()),
         }
@@ -88,12 +124,6 @@ impl Live {
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn router_file(&self, data: &Path) -> PathBuf {
-        data.join("routers")
-            .join(&self.project)
-            .join(format!("{}.json", self.name))
     }
 
     pub fn status(&self) -> EnvironmentStatus {
@@ -109,10 +139,14 @@ impl Live {
             None => 0,
         };
         for (active, role, traffic) in [
-            (&state.stable, "stable", 100 - canary_traffic - baseline_traffic),
-            (&state.canary, "canary", canary_traffic),
-            (&state.baseline, "baseline", baseline_traffic),
-            (&state.warm, "warm", 0),
+            (
+                &state.stable,
+                Role::Stable,
+                100 - canary_traffic - baseline_traffic,
+            ),
+            (&state.canary, Role::Canary, canary_traffic),
+            (&state.baseline, Role::Baseline, baseline_traffic),
+            (&state.warm, Role::Warm, 0),
         ] {
             if let Some(a) = active {
                 versions.push(VersionStatus {
@@ -166,6 +200,11 @@ impl Live {
         Some((find(&stable.version)?, find(&canary.version)?))
     }
 
+    /// The version with `role`, if one runs.
+    pub fn with_role(&self, role: Role) -> Option<VersionStatus> {
+        self.status().versions.into_iter().find(|v| v.role == role)
+    }
+
     pub fn router_url(&self) -> Option<String> {
         self.state().router.as_ref().map(|r| format!("http://{}", r.addr))
     }
@@ -198,17 +237,15 @@ impl Live {
     }
 
     /// Grows the new version to `to` instances (rolling); returns its instances then.
-    pub async fn grow_canary(&self, to: u32) -> Result<Vec<InstanceStatus>, String> {
+    pub async fn grow_canary(&self, to: u32) -> Result<Vec<InstanceStatus>, EnvironmentError> {
         let taken = self.state().canary.take();
         let Some(mut canary) = taken else {
-            return Err("no new version to grow".into());
+            return Err(EnvironmentError::NothingToGrow);
         };
         let grown = canary.running.grow(to).await;
         let instances = canary.running.status();
         self.state().canary = Some(canary);
-        grown
-            .map(|()| instances)
-            .map_err(|e| format!("the new version did not grow: {e}"))
+        grown.map(|()| instances).map_err(EnvironmentError::Grow)
     }
 
     /// Takes the stable version's instances beyond `to` out of it; the future stops them.
@@ -271,8 +308,7 @@ impl Live {
         &self,
         percent: u32,
         env: &conveyor_spec::Environment,
-        data: &Path,
-    ) -> Result<(), String> {
+    ) -> Result<(), EnvironmentError> {
         let listen = env.listen;
         let (config, needs_router) = {
             let mut state = self.state();
@@ -326,7 +362,7 @@ impl Live {
             (config, state.router.is_none())
         };
         if needs_router {
-            let saved_listen = std::fs::read(self.router_file(data))
+            let saved_listen = std::fs::read(&self.router_file)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<SavedRouter>(&b).ok())
                 .map(|s| s.listen);
@@ -335,36 +371,39 @@ impl Live {
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
             self.start_router(config.clone(), listen).await?;
         } else if let Some(handle) = &self.state().router {
-            handle
-                .router
-                .update(config.clone())
-                .map_err(|e| format!("route config refused: {e}"))?;
+            handle.router.update(config.clone())?;
         }
-        self.save(&config, data)
+        self.save(&config)
     }
 
     /// Starts the environment's router on `listen` with `config`, one serving thread per core.
-    pub async fn start_router(&self, config: RouteConfig, listen: SocketAddr) -> Result<(), String> {
-        let router = Router::new(config).map_err(|e| format!("route config refused: {e}"))?;
+    pub async fn start_router(
+        &self,
+        config: RouteConfig,
+        listen: SocketAddr,
+    ) -> Result<(), EnvironmentError> {
+        let router = Router::new(config)?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let addr = router.serve_on_threads(listen, threads).map_err(|e| {
-            format!(
-                "router of {}/{} cannot listen on {listen}: {e}",
-                self.project, self.name
-            )
-        })?;
+        let addr = router
+            .serve_on_threads(listen, threads)
+            .map_err(|error| EnvironmentError::Listen {
+                project: self.project.clone(),
+                environment: self.name.clone(),
+                listen,
+                error,
+            })?;
         tracing::info!(project = %self.project, environment = %self.name, %addr, threads, "router listening");
         self.state().router = Some(RouterHandle { router, addr });
         Ok(())
     }
 
-    fn save(&self, config: &RouteConfig, data: &Path) -> Result<(), String> {
+    fn save(&self, config: &RouteConfig) -> Result<(), EnvironmentError> {
         let Some(listen) = self.state().router.as_ref().map(|r| r.addr) else {
             return Ok(());
         };
-        let path = self.router_file(data);
+        let path = &self.router_file;
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+            std::fs::create_dir_all(dir).map_err(EnvironmentError::Save)?;
         }
         let text = serde_json::to_vec_pretty(&SavedRouter {
             listen,
@@ -373,8 +412,8 @@ impl Live {
         .expect("route configs serialize");
         let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|e| e.to_string())
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(EnvironmentError::Save)
     }
 
     /// The router's metrics, for the analysis and `/metrics`.
