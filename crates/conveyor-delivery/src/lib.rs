@@ -107,7 +107,10 @@ impl Delivery {
             environments: Mutex::new(HashMap::new()),
             controls: Mutex::new(HashMap::new()),
         });
-        engine.observe(Arc::new(ContinuousDeployment(Arc::downgrade(&delivery))));
+        tokio::spawn(continuous_deployment(
+            engine.events().subscribe(),
+            Arc::downgrade(&delivery),
+        ));
         delivery
     }
 
@@ -208,7 +211,8 @@ impl Delivery {
         let id = self.request(&cx, by, by, None).await?;
         if let Some(broken) = fixes {
             self.engine
-                .record(Event::DeploymentFixedForward {
+                .events()
+                .append(Event::DeploymentFixedForward {
                     deployment_id: broken,
                     fixed_by: id,
                     by: by.to_string(),
@@ -285,7 +289,8 @@ impl Delivery {
         );
         let id = self
             .engine
-            .record_new(IdKind::Deployment, |deployment_id| Event::DeploymentRequested {
+            .events()
+            .append_new(IdKind::Deployment, |deployment_id| Event::DeploymentRequested {
                 deployment_id,
                 project: cx.release.project.clone(),
                 environment: cx.environment.name.clone(),
@@ -362,7 +367,8 @@ impl Delivery {
         plan::may_approve(rules, by, &d.author, &d.approvals)
             .map_err(|e| DeliveryError::Refused(e.to_string()))?;
         self.engine
-            .record(Event::DeploymentApproved {
+            .events()
+            .append(Event::DeploymentApproved {
                 deployment_id: id,
                 by: by.to_string(),
             })
@@ -499,13 +505,24 @@ impl Delivery {
 }
 
 /// Continuous deployment: environments with `auto: true` receive each release that is new (first
-/// environment) or that passed the environment before them.
-struct ContinuousDeployment(std::sync::Weak<Delivery>);
-
-impl conveyor_engine::Observer for ContinuousDeployment {
-    fn event(&self, event: &Event) {
-        let Some(delivery) = self.0.upgrade() else { return };
-        let trigger = match event {
+/// environment) or that passed the environment before them. Runs as long as the delivery does.
+async fn continuous_deployment(
+    mut events: conveyor_store::Subscription,
+    delivery: std::sync::Weak<Delivery>,
+) {
+    loop {
+        let stored = match events.next().await {
+            Ok(stored) => stored,
+            Err(error) => {
+                tracing::error!(%error, "continuous deployment cannot read the event log; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let Some(delivery) = delivery.upgrade() else {
+            return;
+        };
+        let trigger = match &stored.event {
             Event::ReleaseCreated { release_id, .. } => Some((*release_id, None)),
             Event::DeploymentFinished {
                 deployment_id,
@@ -515,7 +532,7 @@ impl conveyor_engine::Observer for ContinuousDeployment {
             _ => None,
         };
         let Some((release_id, after_deployment)) = trigger else {
-            return;
+            continue;
         };
         tokio::spawn(async move {
             if let Err(error) = auto_promote(&delivery, release_id, after_deployment).await {
@@ -523,8 +540,6 @@ impl conveyor_engine::Observer for ContinuousDeployment {
             }
         });
     }
-
-    fn line(&self, _line: &conveyor_store::logs::LogLine) {}
 }
 
 async fn auto_promote(

@@ -102,7 +102,8 @@ pub(crate) async fn finish(
 ) -> Result<(), EngineError> {
     delivery
         .engine
-        .record(Event::DeploymentFinished {
+        .events()
+        .append(Event::DeploymentFinished {
             deployment_id: id,
             status,
             reason,
@@ -115,7 +116,8 @@ impl Rollout<'_> {
     async fn record(&self, event: Event) -> Result<(), Stop> {
         self.delivery
             .engine
-            .record(event)
+            .events()
+            .append(event)
             .await
             .map(|_| ())
             .map_err(|e| Stop::Failed(format!("cannot record the deployment: {e}")))
@@ -445,7 +447,7 @@ impl Rollout<'_> {
                     phase: "send all traffic to the warm version".into(),
                     traffic: 100,
                 };
-                self.delivery.engine.record(phase).await?;
+                self.delivery.engine.events().append(phase).await?;
                 Ok(())
             }
             Err(e) => Err(Stop::failed(e)),

@@ -65,7 +65,8 @@ impl JobTask {
             } else {
                 match self
                     .engine
-                    .record(Event::JobStarted {
+                    .events()
+                    .append(Event::JobStarted {
                         run_id: self.run.id,
                         job: job.id.clone(),
                         attempt,
@@ -84,7 +85,7 @@ impl JobTask {
                 reason: outcome.reason.clone(),
                 artifacts: outcome.artifacts.clone(),
             };
-            if let Err(error) = self.engine.record(finished).await {
+            if let Err(error) = self.engine.events().append(finished).await {
                 tracing::error!(run = self.run.id, job = %job.id, %error, "cannot record the job's end");
             }
             if outcome.status != JobStatus::Failed || attempt >= last {
@@ -307,7 +308,8 @@ impl StepEvents {
                     }
                 }
                 engine
-                    .record_all(batch)
+                    .events()
+                    .append_all(batch)
                     .await
                     .map_err(|e| format!("cannot record event: {e}"))?;
             }

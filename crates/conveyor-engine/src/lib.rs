@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use conveyor_exec::{CancellationToken, Executor};
 use conveyor_store::logs::LogLine;
-use conveyor_store::{Event, Store};
+use conveyor_store::{Event, EventLog, Store};
 
 pub use data_dir::DataDir;
 pub use release::verify_release;
@@ -51,9 +51,9 @@ impl EngineConfig {
     }
 }
 
-/// Watches a run as it happens (the CLI prints progress from it).
+/// Watches the output of steps as it is written (the CLI prints it). Events are not lines:
+/// they come from `EventLog::subscribe`.
 pub trait Observer: Send + Sync {
-    fn event(&self, event: &Event);
     fn line(&self, line: &LogLine);
 }
 
@@ -106,6 +106,11 @@ impl Engine {
         &self.data.store
     }
 
+    /// The one way to write: every transition of a run, release or deployment is appended here.
+    pub fn events(&self) -> &EventLog {
+        self.data.store.log()
+    }
+
     pub fn data(&self) -> &DataDir {
         &self.data
     }
@@ -121,40 +126,6 @@ impl Engine {
         self.observers.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn notify(&self, event: &Event) {
-        for o in self.observers() {
-            o.event(event);
-        }
-    }
-
-    /// Appends an event to the log and shows it to observers.
-    pub async fn record(&self, event: Event) -> Result<i64, EngineError> {
-        let seq = self.data.store.append(event.clone()).await?;
-        self.notify(&event);
-        Ok(seq)
-    }
-
-    /// Appends events in one transaction, then shows them to observers.
-    pub(crate) async fn record_all(&self, events: Vec<Event>) -> Result<(), EngineError> {
-        self.data.store.append_all(&events).await?;
-        for event in &events {
-            self.notify(event);
-        }
-        Ok(())
-    }
-
-    /// Appends the event `build` makes from a freshly allocated id, shows it to observers and
-    /// returns the id.
-    pub async fn record_new(
-        &self,
-        kind: conveyor_store::IdKind,
-        build: impl FnOnce(i64) -> Event,
-    ) -> Result<i64, EngineError> {
-        let (id, event) = self.data.store.append_new(kind, build).await?;
-        self.notify(&event);
-        Ok(id)
-    }
-
     /// Asks a running run to stop: its steps are killed and its remaining jobs cancelled.
     pub async fn cancel(&self, run_id: i64, reason: &str) -> Result<bool, EngineError> {
         let token = self
@@ -165,11 +136,12 @@ impl Engine {
             .map(|active| active.0.clone());
         match token {
             Some(token) => {
-                self.record(Event::RunCancelRequested {
-                    run_id,
-                    reason: reason.to_string(),
-                })
-                .await?;
+                self.events()
+                    .append(Event::RunCancelRequested {
+                        run_id,
+                        reason: reason.to_string(),
+                    })
+                    .await?;
                 token.cancel();
                 Ok(true)
             }

@@ -37,16 +37,18 @@ impl Engine {
         let payload = serde_json::to_vec(&provenance.statement()).expect("statements serialize");
         let envelope = self.data.signer.sign(IN_TOTO_PAYLOAD_TYPE, &payload);
         let envelope = serde_json::to_value(envelope).expect("envelopes serialize");
-        self.record_new(IdKind::Release, |release_id| Event::ReleaseCreated {
-            release_id,
-            run_id: run.id,
-            project: run.project.clone(),
-            commit: run.commit.clone(),
-            branch: run.branch.clone(),
-            artifacts,
-            envelope,
-        })
-        .await
+        Ok(self
+            .events()
+            .append_new(IdKind::Release, |release_id| Event::ReleaseCreated {
+                release_id,
+                run_id: run.id,
+                project: run.project.clone(),
+                commit: run.commit.clone(),
+                branch: run.branch.clone(),
+                artifacts,
+                envelope,
+            })
+            .await?)
     }
 }
 

@@ -41,19 +41,21 @@ impl Engine {
     pub async fn create_run(&self, new: NewRun) -> Result<i64, EngineError> {
         let pipeline = conveyor_spec::parse("conveyor.yml", &new.pipeline)?;
         let jobs: Vec<String> = pipeline.jobs.iter().map(|j| j.id.clone()).collect();
-        self.record_new(IdKind::Run, |run_id| Event::RunCreated {
-            run_id,
-            project: new.project,
-            source_uri: new.source_uri,
-            commit: new.commit,
-            branch: new.branch,
-            event: new.event,
-            pipeline: new.pipeline,
-            source_digest: new.source_digest,
-            committed_at: new.committed_at,
-            jobs,
-        })
-        .await
+        Ok(self
+            .events()
+            .append_new(IdKind::Run, |run_id| Event::RunCreated {
+                run_id,
+                project: new.project,
+                source_uri: new.source_uri,
+                commit: new.commit,
+                branch: new.branch,
+                event: new.event,
+                pipeline: new.pipeline,
+                source_digest: new.source_digest,
+                committed_at: new.committed_at,
+                jobs,
+            })
+            .await?)
     }
 
     /// Drives a run to its end and returns how it ended.
@@ -180,15 +182,16 @@ impl Engine {
                     _ => None,
                 };
                 if cancel.is_cancelled() {
-                    self.record(Event::JobFinished {
-                        run_id: run.id,
-                        job: job.id.clone(),
-                        attempt: first_attempt - 1,
-                        status: JobStatus::Cancelled,
-                        reason: Some("the run was cancelled".into()),
-                        artifacts: vec![],
-                    })
-                    .await?;
+                    self.events()
+                        .append(Event::JobFinished {
+                            run_id: run.id,
+                            job: job.id.clone(),
+                            attempt: first_attempt - 1,
+                            status: JobStatus::Cancelled,
+                            reason: Some("the run was cancelled".into()),
+                            artifacts: vec![],
+                        })
+                        .await?;
                     states.insert(job.id.clone(), JobState::Done(JobStatus::Cancelled));
                     continue;
                 }
@@ -225,12 +228,13 @@ impl Engine {
                         }
                         _ => format!("needed job(s) did not succeed: {}", not_succeeded.join(", ")),
                     };
-                    self.record(Event::JobSkipped {
-                        run_id: run.id,
-                        job: job.id.clone(),
-                        reason,
-                    })
-                    .await?;
+                    self.events()
+                        .append(Event::JobSkipped {
+                            run_id: run.id,
+                            job: job.id.clone(),
+                            reason,
+                        })
+                        .await?;
                     states.insert(job.id.clone(), JobState::Done(JobStatus::Skipped));
                     continue;
                 }
@@ -300,11 +304,12 @@ impl Engine {
             self.create_release(&run, artifacts.into_values().collect())
                 .await?;
         }
-        self.record(Event::RunFinished {
-            run_id: run.id,
-            status,
-        })
-        .await?;
+        self.events()
+            .append(Event::RunFinished {
+                run_id: run.id,
+                status,
+            })
+            .await?;
         let _ = std::fs::remove_dir_all(self.data.run_work_dir(run.id));
         Ok(status)
     }
@@ -329,15 +334,16 @@ impl Engine {
             .iter()
             .filter(|s| s.attempt == view.attempt && s.status == "running")
         {
-            self.record(Event::StepFinished {
-                run_id: run.id,
-                job: job.id.clone(),
-                attempt: view.attempt,
-                step: step.index,
-                outcome: StepStatus::Interrupted,
-                exit_code: None,
-            })
-            .await?;
+            self.events()
+                .append(Event::StepFinished {
+                    run_id: run.id,
+                    job: job.id.clone(),
+                    attempt: view.attempt,
+                    step: step.index,
+                    outcome: StepStatus::Interrupted,
+                    exit_code: None,
+                })
+                .await?;
         }
         if view.attempt <= job.retries {
             tracing::warn!(run = run.id, job = %job.id, attempt = view.attempt, "job interrupted by a restart; retrying");
@@ -345,15 +351,16 @@ impl Engine {
                 first_attempt: view.attempt + 1,
             });
         }
-        self.record(Event::JobFinished {
-            run_id: run.id,
-            job: job.id.clone(),
-            attempt: view.attempt,
-            status: JobStatus::Failed,
-            reason: Some("interrupted: the server stopped while this job ran".into()),
-            artifacts: vec![],
-        })
-        .await?;
+        self.events()
+            .append(Event::JobFinished {
+                run_id: run.id,
+                job: job.id.clone(),
+                attempt: view.attempt,
+                status: JobStatus::Failed,
+                reason: Some("interrupted: the server stopped while this job ran".into()),
+                artifacts: vec![],
+            })
+            .await?;
         Ok(JobState::Done(JobStatus::Failed))
     }
 }

@@ -87,7 +87,9 @@ pub async fn add_project(
         .await?
         .into_iter()
         .collect();
-    store
+    state
+        .engine
+        .events()
         .append(conveyor_store::Event::ProjectAdded {
             project: body.name.clone(),
             source_uri: body.source,
@@ -181,7 +183,7 @@ pub async fn set_secret(
     }
     state
         .engine
-        .store()
+        .events()
         .set_secret(&project, &name, &body.value)
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -401,6 +403,54 @@ pub async fn list_events(
         .events(q.after, q.limit.unwrap_or(100).clamp(1, 1000))
         .await?;
     Ok(Json(json!({ "events": events })))
+}
+
+#[derive(Deserialize)]
+pub struct StreamQuery {
+    /// Replay the events after this sequence number first (default: only new ones).
+    after: Option<i64>,
+}
+
+/// Server-sent events: one per appended event, in order, `id` its sequence number and `event`
+/// its kind, the data shaped as in `GET /api/v1/events`. A client that reconnects with
+/// `Last-Event-ID` (or `?after=`) misses nothing; a slow one is caught up from the log.
+pub async fn stream_events(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    Query(q): Query<StreamQuery>,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    let resume = headers
+        .get("last-event-id")
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .ok_or_else(|| {
+                    ApiError::InvalidRequest("Last-Event-ID must be an event's sequence number".into())
+                })
+        })
+        .transpose()?;
+    let log = state.engine.events();
+    let events = match resume.or(q.after) {
+        Some(after) => log.subscribe_after(after.max(0)),
+        None => log.subscribe(),
+    };
+    let stream = futures_util::stream::unfold(events, |mut events| async move {
+        match events.next().await {
+            Ok(stored) => {
+                let event = SseEvent::default()
+                    .id(stored.seq.to_string())
+                    .event(stored.event.kind())
+                    .data(serde_json::to_string(&*stored).expect("events serialize"));
+                Some((Ok(event), events))
+            }
+            Err(error) => {
+                tracing::warn!(%error, "event stream cannot read the event log");
+                None
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 /// Validates a `conveyor.yml` sent as the request body.

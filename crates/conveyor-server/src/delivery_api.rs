@@ -274,7 +274,7 @@ pub async fn create_token(
     let token = crate::auth::new_token().map_err(|e| ApiError::Internal(e.to_string()))?;
     state
         .engine
-        .store()
+        .events()
         .append(conveyor_store::Event::TokenCreated {
             name: body.name.clone(),
             hash: crate::auth::token_hash(&token),

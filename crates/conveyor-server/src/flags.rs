@@ -16,7 +16,7 @@ use conveyor_store::{Event, IdKind, StoreError};
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::Notify;
 
 /// Definitions are refused above this size (flagd JSON text).
 pub const MAX_DEFINITION_BYTES: usize = 1024 * 1024;
@@ -131,7 +131,6 @@ pub struct Environment {
     pub project: String,
     pub environment: String,
     live: ArcSwapOption<Live>,
-    changes: broadcast::Sender<Arc<Notice>>,
 }
 
 impl Environment {
@@ -140,17 +139,12 @@ impl Environment {
             project: project.to_string(),
             environment: environment.to_string(),
             live: ArcSwapOption::empty(),
-            changes: broadcast::channel(64).0,
         }
     }
 
     /// The definition evaluations use now (`None` before the first one).
     pub fn live(&self) -> Option<Arc<Live>> {
         self.live.load_full()
-    }
-
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Notice>> {
-        self.changes.subscribe()
     }
 }
 
@@ -317,7 +311,7 @@ impl Flags {
             .replacen("cvy_", "cvf_", 1);
         let hash = key_hash(&key);
         self.engine
-            .store()
+            .events()
             .append(Event::FlagKeyCreated {
                 project: project.to_string(),
                 environment: environment.to_string(),
@@ -401,7 +395,7 @@ impl Flags {
         let diff = conveyor_flags::describe(&old, &new);
         if diff.is_empty() && current.is_some() {
             if !also.is_empty() {
-                self.engine.store().append_all(&also).await?;
+                self.engine.events().append_all(also).await?;
             }
             return Ok(Changed {
                 version,
@@ -418,19 +412,12 @@ impl Flags {
             removed: diff.removed,
         }];
         events.extend(also);
-        self.engine.store().append_all(&events).await?;
-        let previous = env.live();
-        let live = Arc::new(Live::new(set, version + 1, previous.as_deref()));
-        let notice = Notice {
-            kind: "refetchEvaluation",
-            version: live.version,
-            etag: live.etag_hex(),
-            by: by.to_string(),
-            changes: diff.lines.clone(),
-        };
-        env.live.store(Some(live));
-        // Nobody listening is fine.
-        let _ = env.changes.send(Arc::new(notice));
+        let live = Arc::new(Live::new(set, version + 1, current.as_deref()));
+        // Swapped in before anyone hears of the change: a client told of it evaluates the new set.
+        self.engine
+            .events()
+            .append_all_then(events, |_| env.live.store(Some(live)))
+            .await?;
         tracing::info!(project, environment, by, version = version + 1, changes = ?diff.lines, "flags changed");
         Ok(Changed {
             version: version + 1,
@@ -457,9 +444,9 @@ impl Flags {
             conveyor_flags::apply_patch(&live.set.to_json(), flag, patch).map_err(FlagsError::Invalid)?;
         compile(patched).map_err(FlagsError::Invalid)?;
         let patch = serde_json::to_value(patch).expect("patches serialize");
-        let (id, _) = self
+        let id = self
             .engine
-            .store()
+            .events()
             .append_new(IdKind::FlagSchedule, |schedule_id| Event::FlagChangeScheduled {
                 schedule_id,
                 project: project.to_string(),
@@ -486,7 +473,8 @@ impl Flags {
                 schedule.status
             )));
         }
-        store
+        self.engine
+            .events()
             .append(Event::FlagScheduleFinished {
                 schedule_id: id,
                 project: schedule.project,
@@ -568,7 +556,7 @@ impl Flags {
                 Err(error) => {
                     tracing::warn!(schedule = schedule.id, flag = %schedule.flag, %error, "scheduled flag change failed");
                     self.engine
-                        .store()
+                        .events()
                         .append(finished("failed", error.to_string()))
                         .await?;
                 }

@@ -13,14 +13,14 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use conveyor_flags::{FlagInfo, FlagPatch, Lifecycle};
+use conveyor_store::Event;
 use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::broadcast::error::RecvError;
 
 use crate::auth::{ADMIN, Identity};
 use crate::delivery_api::Limit;
-use crate::flags::{MAX_DEFINITION_BYTES, no_flags};
+use crate::flags::{MAX_DEFINITION_BYTES, Notice, no_flags};
 use crate::{ApiError, AppState, api::valid_name};
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -370,25 +370,50 @@ pub async fn stream(
     State(state): State<AppState>,
     Path((project, environment)): Path<(String, String)>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    // Listening first, then reading the current set: no change falls in between.
+    let events = state.engine.events().subscribe();
     let env = state.flags.environment(&project, &environment);
-    let receiver = env.subscribe();
     let first = env.live().map_or_else(
         || json!({ "version": 0, "etag": null }),
         |l| json!({ "version": l.version, "etag": l.etag_hex() }),
     );
     let first = SseEvent::default().event("configuration").data(first.to_string());
-    let changes = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        let event = match receiver.recv().await {
-            Ok(notice) => SseEvent::default()
+    let changes = futures_util::stream::unfold((events, env), |(mut events, env)| async move {
+        loop {
+            let stored = match events.next().await {
+                Ok(stored) => stored,
+                Err(error) => {
+                    tracing::warn!(%error, "flag change stream cannot read the event log");
+                    return None;
+                }
+            };
+            let Event::FlagsChanged {
+                project,
+                environment,
+                by,
+                changes,
+                ..
+            } = &stored.event
+            else {
+                continue;
+            };
+            if project != &env.project || environment != &env.environment {
+                continue;
+            }
+            // The set was swapped in before the event was told: this is the changed one (or newer).
+            let live = env.live()?;
+            let notice = Notice {
+                kind: "refetchEvaluation",
+                version: live.version,
+                etag: live.etag_hex(),
+                by: by.clone(),
+                changes: changes.clone(),
+            };
+            let event = SseEvent::default()
                 .event("refetchEvaluation")
-                .data(serde_json::to_string(&*notice).expect("notices serialize")),
-            // Missed some: the client re-evaluates anyway.
-            Err(RecvError::Lagged(_)) => SseEvent::default()
-                .event("refetchEvaluation")
-                .data(json!({ "type": "refetchEvaluation" }).to_string()),
-            Err(RecvError::Closed) => return None,
-        };
-        Some((Ok(event), receiver))
+                .data(serde_json::to_string(&notice).expect("notices serialize"));
+            return Some((Ok(event), (events, env)));
+        }
     });
     let stream = futures_util::StreamExt::chain(futures_util::stream::once(async { Ok(first) }), changes);
     Sse::new(stream).keep_alive(KeepAlive::default())

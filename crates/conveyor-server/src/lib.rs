@@ -82,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/keys/signing", get(api::signing_key))
         .route("/api/v1/audit/verify", get(api::audit_verify))
         .route("/api/v1/events", get(api::list_events))
+        .route("/api/v1/events/stream", get(api::stream_events))
         .route("/api/v1/validate", post(api::validate))
         .route(
             "/api/v1/projects/{project}/environments/{environment}",
@@ -142,7 +143,7 @@ pub async fn ensure_admin_token(engine: &Engine, given: Option<&str>) -> Result<
         ),
     };
     engine
-        .store()
+        .events()
         .append(Event::TokenCreated {
             name: "admin".into(),
             hash: auth::token_hash(&token),

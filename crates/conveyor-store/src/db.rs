@@ -8,6 +8,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{ConnectOptions as _, Row as _, SqlitePool};
 
 use crate::event::Event;
+use crate::log::EventLog;
 use crate::projection;
 
 /// The embedded schema migrations, applied in order on open.
@@ -75,16 +76,17 @@ impl std::fmt::Display for AuditProblem {
     }
 }
 
+/// The reading side of the store (read models, the log, secrets); every write goes through its
+/// `EventLog`.
 pub struct Store {
     pub(crate) pool: SqlitePool,
-    /// SQLite has one writer; serialising appends in-process avoids lock-upgrade failures.
-    write: tokio::sync::Mutex<()>,
+    log: EventLog,
 }
 
-type Tx<'a> = sqlx::Transaction<'a, sqlx::Sqlite>;
+pub(crate) type Tx<'a> = sqlx::Transaction<'a, sqlx::Sqlite>;
 
 /// The newest event's sequence number and hash (genesis for an empty log).
-async fn chain_head(tx: &mut Tx<'_>) -> Result<(i64, String), StoreError> {
+pub(crate) async fn chain_head(tx: &mut Tx<'_>) -> Result<(i64, String), StoreError> {
     let head = sqlx::query("SELECT seq, hash FROM chain_head WHERE id = 1")
         .fetch_optional(&mut **tx)
         .await?;
@@ -95,7 +97,7 @@ async fn chain_head(tx: &mut Tx<'_>) -> Result<(i64, String), StoreError> {
 }
 
 /// Records the new head of the chain; once per transaction, after its appends.
-async fn save_head(tx: &mut Tx<'_>, head: &(i64, String)) -> Result<(), StoreError> {
+pub(crate) async fn save_head(tx: &mut Tx<'_>, head: &(i64, String)) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO chain_head (id, seq, hash) VALUES (1, $1, $2)
          ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
@@ -107,8 +109,13 @@ async fn save_head(tx: &mut Tx<'_>, head: &(i64, String)) -> Result<(), StoreErr
     Ok(())
 }
 
-/// Chains one event after `head`, folds it into the read models and moves `head` to it.
-async fn append_in(tx: &mut Tx<'_>, head: &mut (i64, String), event: &Event) -> Result<i64, StoreError> {
+/// Chains one event after `head`, folds it into the read models and moves `head` to it;
+/// returns its sequence number and time.
+pub(crate) async fn append_in(
+    tx: &mut Tx<'_>,
+    head: &mut (i64, String),
+    event: &Event,
+) -> Result<(i64, String), StoreError> {
     let seq = head.0 + 1;
     let at = crate::now_rfc3339();
     let kind = event.kind();
@@ -125,7 +132,7 @@ async fn append_in(tx: &mut Tx<'_>, head: &mut (i64, String), event: &Event) -> 
         .await?;
     projection::apply(tx, event, &at).await?;
     *head = (seq, hash);
-    Ok(seq)
+    Ok((seq, at))
 }
 
 pub(crate) fn chain_hash(prev: &str, seq: i64, at: &str, kind: &str, data: &str) -> String {
@@ -135,6 +142,31 @@ pub(crate) fn chain_hash(prev: &str, seq: i64, at: &str, kind: &str, data: &str)
         h.update(b"\n");
     }
     hex::encode(h.finalize())
+}
+
+/// Applies the embedded migrations not applied yet, each in its own transaction.
+async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+    sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
+        .execute(pool)
+        .await?;
+    for (version, sql) in MIGRATIONS {
+        let applied = sqlx::query("SELECT 1 FROM schema_migrations WHERE version = $1")
+            .bind(version)
+            .fetch_optional(pool)
+            .await?
+            .is_some();
+        if applied {
+            continue;
+        }
+        let mut tx = pool.begin().await?;
+        sqlx::raw_sql(sql).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)")
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    Ok(())
 }
 
 impl Store {
@@ -155,83 +187,19 @@ impl Store {
             .min_connections(1)
             .connect_with(options)
             .await?;
-        let store = Store {
+        migrate(&pool).await?;
+        let head = sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(seq), 0) FROM events")
+            .fetch_one(&pool)
+            .await?;
+        Ok(Store {
+            log: EventLog::new(pool.clone(), head),
             pool,
-            write: tokio::sync::Mutex::new(()),
-        };
-        store.migrate().await?;
-        Ok(store)
+        })
     }
 
-    async fn migrate(&self) -> Result<(), StoreError> {
-        let _guard = self.write.lock().await;
-        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
-            .execute(&self.pool)
-            .await?;
-        for (version, sql) in MIGRATIONS {
-            let applied = sqlx::query("SELECT 1 FROM schema_migrations WHERE version = $1")
-                .bind(version)
-                .fetch_optional(&self.pool)
-                .await?
-                .is_some();
-            if applied {
-                continue;
-            }
-            let mut tx = self.pool.begin().await?;
-            sqlx::raw_sql(sql).execute(&mut *tx).await?;
-            sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)")
-                .bind(version)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-        }
-        Ok(())
-    }
-
-    /// Appends one event and folds it into the read models, atomically. Returns its sequence number.
-    pub async fn append(&self, event: Event) -> Result<i64, StoreError> {
-        let seqs = self.append_all(std::slice::from_ref(&event)).await?;
-        Ok(seqs[0])
-    }
-
-    /// Appends several events in one transaction (all or none), in order.
-    pub async fn append_all(&self, events: &[Event]) -> Result<Vec<i64>, StoreError> {
-        let _guard = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
-        let mut head = chain_head(&mut tx).await?;
-        let mut seqs = Vec::with_capacity(events.len());
-        for event in events {
-            seqs.push(append_in(&mut tx, &mut head, event).await?);
-        }
-        save_head(&mut tx, &head).await?;
-        tx.commit().await?;
-        Ok(seqs)
-    }
-
-    /// Appends the event `build` makes from a freshly allocated id (run or release number);
-    /// returns the id and the event.
-    pub async fn append_new(
-        &self,
-        kind: IdKind,
-        build: impl FnOnce(i64) -> Event,
-    ) -> Result<(i64, Event), StoreError> {
-        let _guard = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
-        let table = match kind {
-            IdKind::Run => "runs",
-            IdKind::Release => "releases",
-            IdKind::Deployment => "deployments",
-            IdKind::FlagSchedule => "flag_schedules",
-        };
-        let id = sqlx::query_scalar::<_, i64>(&format!("SELECT COALESCE(MAX(id), 0) + 1 FROM {table}"))
-            .fetch_one(&mut *tx)
-            .await?;
-        let event = build(id);
-        let mut head = chain_head(&mut tx).await?;
-        append_in(&mut tx, &mut head, &event).await?;
-        save_head(&mut tx, &head).await?;
-        tx.commit().await?;
-        Ok((id, event))
+    /// The one way to write.
+    pub fn log(&self) -> &EventLog {
+        &self.log
     }
 
     /// Walks the whole chain; an empty result means the log is intact.
@@ -274,47 +242,6 @@ impl Store {
             }
         }
         Ok((rows.len(), problems))
-    }
-
-    /// Drops every read model and folds the whole log into them again.
-    pub async fn rebuild_read_models(&self) -> Result<usize, StoreError> {
-        let _guard = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
-        projection::clear(&mut tx).await?;
-        let rows = sqlx::query("SELECT seq, at, data FROM events ORDER BY seq")
-            .fetch_all(&mut *tx)
-            .await?;
-        for row in &rows {
-            let seq: i64 = row.get(0);
-            let at: String = row.get(1);
-            let event: Event =
-                serde_json::from_str(row.get::<&str, _>(2)).map_err(|e| StoreError::Decode {
-                    seq,
-                    error: e.to_string(),
-                })?;
-            projection::apply(&mut tx, &event, &at).await?;
-        }
-        tx.commit().await?;
-        Ok(rows.len())
-    }
-
-    /// Stores a secret's value (outside the log) and records that it changed (inside it).
-    pub async fn set_secret(&self, project: &str, name: &str, value: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO secrets (project, name, value) VALUES ($1, $2, $3)
-             ON CONFLICT (project, name) DO UPDATE SET value = excluded.value",
-        )
-        .bind(project)
-        .bind(name)
-        .bind(value)
-        .execute(&self.pool)
-        .await?;
-        self.append(Event::SecretSet {
-            project: project.to_string(),
-            name: name.to_string(),
-        })
-        .await?;
-        Ok(())
     }
 
     pub async fn secrets(&self, project: &str) -> Result<Vec<(String, String)>, StoreError> {
@@ -382,7 +309,8 @@ mod tests {
     async fn store_with_a_run() -> (tempfile::TempDir, Store, i64) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).await.unwrap();
-        let (run_id, _) = store
+        let run_id = store
+            .log()
             .append_new(IdKind::Run, |run_id| Event::RunCreated {
                 run_id,
                 project: "p".into(),
@@ -397,7 +325,7 @@ mod tests {
             })
             .await
             .unwrap();
-        store.append_all(&run_events(run_id)).await.unwrap();
+        store.log().append_all(run_events(run_id)).await.unwrap();
         (dir, store, run_id)
     }
 
@@ -408,7 +336,7 @@ mod tests {
         assert_eq!(before.status, "success");
         assert_eq!(before.jobs[0].artifacts.len(), 1);
         assert_eq!(before.jobs[1].status, "skipped");
-        assert_eq!(store.rebuild_read_models().await.unwrap(), 7);
+        assert_eq!(store.log().rebuild_read_models().await.unwrap(), 7);
         assert_eq!(store.run(run_id).await.unwrap().unwrap(), before);
     }
 
@@ -460,7 +388,7 @@ mod tests {
             },
             duplicate,
         ];
-        assert!(store.append_all(&batch).await.is_err());
+        assert!(store.log().append_all(batch.to_vec()).await.is_err());
         assert_eq!(store.audit().await.unwrap(), (count, vec![]));
     }
 
@@ -468,7 +396,8 @@ mod tests {
     async fn a_deployment_folds_into_its_read_model_and_rebuilds() {
         use crate::event::{DeploymentStatus, InstanceRef};
         let (_dir, store, _) = store_with_a_run().await;
-        let (id, _) = store
+        let id = store
+            .log()
             .append_new(IdKind::Deployment, |deployment_id| Event::DeploymentRequested {
                 deployment_id,
                 project: "p".into(),
@@ -483,7 +412,8 @@ mod tests {
             .unwrap();
         let addr = "127.0.0.1:9000".parse().unwrap();
         store
-            .append_all(&[
+            .log()
+            .append_all(vec![
                 Event::DeploymentGated {
                     deployment_id: id,
                     gates: vec!["needs 1 approval".into()],
@@ -526,7 +456,7 @@ mod tests {
         assert!(view.gates.is_empty());
         assert_eq!(view.instances["r1"], vec![InstanceRef { addr, pid: Some(42) }]);
         assert_eq!(store.current_release("p", "production").await.unwrap(), Some(1));
-        store.rebuild_read_models().await.unwrap();
+        store.log().rebuild_read_models().await.unwrap();
         assert_eq!(store.deployment(id).await.unwrap().unwrap(), view);
         assert!(store.unfinished_deployments().await.unwrap().is_empty());
     }

@@ -248,14 +248,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).await.unwrap();
         store
+            .log()
             .append(changed(json!({"flags": {"x": 1}}), &["x"], &[]))
             .await
             .unwrap();
         store
+            .log()
             .append(changed(json!({"flags": {"y": 2}}), &["y"], &["x"]))
             .await
             .unwrap();
         store
+            .log()
             .append(Event::FlagKeyCreated {
                 project: "p".into(),
                 environment: "production".into(),
@@ -265,7 +268,8 @@ mod tests {
             })
             .await
             .unwrap();
-        let (id, _) = store
+        let id = store
+            .log()
             .append_new(IdKind::FlagSchedule, |schedule_id| Event::FlagChangeScheduled {
                 schedule_id,
                 project: "p".into(),
@@ -284,6 +288,7 @@ mod tests {
         assert_eq!(ages.iter().map(|a| a.flag.as_str()).collect::<Vec<_>>(), ["y"]);
         assert_eq!(store.flag_schedules(None, true).await.unwrap().len(), 1);
         store
+            .log()
             .append(Event::FlagScheduleFinished {
                 schedule_id: id,
                 project: "p".into(),
@@ -300,7 +305,7 @@ mod tests {
 
         let keys = store.flag_keys().await.unwrap();
         let schedule = store.flag_schedule(id).await.unwrap();
-        store.rebuild_read_models().await.unwrap();
+        store.log().rebuild_read_models().await.unwrap();
         assert_eq!(store.flag_set("p", "production").await.unwrap().unwrap(), set);
         assert_eq!(store.flag_ages("p", "production").await.unwrap(), ages);
         assert_eq!(store.flag_keys().await.unwrap(), keys);

@@ -7,6 +7,7 @@ pub mod cas;
 mod db;
 mod event;
 mod flags;
+mod log;
 pub mod logs;
 mod projection;
 mod query;
@@ -17,6 +18,7 @@ pub use event::{
     ArtifactRef, DeploymentStatus, Event, InstanceRef, JobStatus, RunStatus, StepStatus, Verdict,
 };
 pub use flags::{FlagAge, FlagKeyRow, FlagScheduleView, FlagSetRow};
+pub use log::{EventLog, Subscription};
 pub use query::{DeploymentView, JobView, JudgementView, Project, Release, RunView, StepView, StoredEvent};
 
 /// Now, as the RFC 3339 text every timestamp in the store uses (UTC, milliseconds).

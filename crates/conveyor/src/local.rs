@@ -99,7 +99,7 @@ pub async fn run(
     let engine = open_engine(config).await?;
     let project = pipeline.name.clone();
     for (name, value) in &secrets {
-        engine.store().set_secret(&project, name, value).await?;
+        engine.events().set_secret(&project, name, value).await?;
     }
     let scratch = config.data.join("work");
     let tree = source::snapshot_working_tree(dir, &engine.data().cas, &scratch).await?;
@@ -107,7 +107,12 @@ pub async fn run(
         .unwrap_or_else(|_| dir.to_path_buf())
         .display()
         .to_string();
-    engine.observe(Arc::new(Progress::new(!json)));
+    let progress = Arc::new(Progress::new(!json));
+    engine.observe(progress.clone());
+    let printing = tokio::spawn({
+        let events = engine.events().subscribe();
+        async move { progress.follow(events).await }
+    });
     let run_id = engine
         .create_run(NewRun {
             project,
@@ -121,6 +126,8 @@ pub async fn run(
         })
         .await?;
     let status = engine.execute_run(run_id).await?;
+    // Every event of the run printed before the release.
+    printing.await?;
     let release = engine.store().release_of_run(run_id).await?;
     match (&release, json) {
         (Some(release), true) => println!("{}", serde_json::to_string_pretty(release)?),
@@ -266,7 +273,7 @@ pub fn report_audit(events: usize, problems: &[String]) -> ExitCode {
 
 pub async fn rebuild(config: &Config) -> anyhow::Result<ExitCode> {
     let data = open_existing(&config.data).await?;
-    let n = data.store.rebuild_read_models().await?;
+    let n = data.store.log().rebuild_read_models().await?;
     println!("read models rebuilt from {n} events");
     Ok(ExitCode::SUCCESS)
 }

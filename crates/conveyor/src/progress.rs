@@ -5,8 +5,8 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use conveyor_engine::Observer;
-use conveyor_store::Event;
 use conveyor_store::logs::LogLine;
+use conveyor_store::{Event, JobStatus, Subscription};
 
 pub struct Progress {
     started: Mutex<std::collections::HashMap<String, Instant>>,
@@ -29,7 +29,17 @@ impl Progress {
     }
 }
 
-impl Observer for Progress {
+impl Progress {
+    /// Prints the run's events as they are appended, until the run finishes.
+    pub async fn follow(&self, mut events: Subscription) {
+        while let Ok(stored) = events.next().await {
+            self.event(&stored.event);
+            if let Event::RunFinished { .. } = stored.event {
+                return;
+            }
+        }
+    }
+
     fn event(&self, event: &Event) {
         match event {
             Event::RunCreated {
@@ -66,7 +76,7 @@ impl Observer for Progress {
                     .get(job)
                     .map(|t| format!(" in {:.1}s", t.elapsed().as_secs_f64()))
                     .unwrap_or_default();
-                let mark = if status.as_str() == "success" {
+                let mark = if *status == JobStatus::Success {
                     "✓"
                 } else {
                     "✗"
@@ -79,7 +89,9 @@ impl Observer for Progress {
             _ => {}
         }
     }
+}
 
+impl Observer for Progress {
     fn line(&self, line: &LogLine) {
         self.say(format!("  {} │ {}", line.job, line.line));
     }

@@ -7,6 +7,7 @@ mod analysis;
 mod audit;
 mod cli;
 mod delivery;
+mod events;
 mod flags;
 mod pipelines;
 mod recovery;
