@@ -39,15 +39,6 @@ impl DataDir {
         self.root.join("work")
     }
 
-    /// Where one attempt of one job runs (its steps get it as `CONVEYOR_WORKSPACE`).
-    pub fn workspace(&self, run_id: i64, job: &str, attempt: u32) -> PathBuf {
-        self.run_work_dir(run_id).join(format!("{job}-{attempt}"))
-    }
-
-    pub fn run_work_dir(&self, run_id: i64) -> PathBuf {
-        self.work_dir().join(format!("run-{run_id}"))
-    }
-
     pub fn repos_dir(&self) -> PathBuf {
         self.root.join("repos")
     }

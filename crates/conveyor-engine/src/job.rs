@@ -1,17 +1,19 @@
-//! One job of a run: attempts, each in a fresh workspace, its steps in order through the executor.
+//! One job of a run: its attempts (retried as it allows), each resolved here and run by the
+//! engine's `JobRunner`, its progress written to the log.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use conveyor_exec::{CancellationToken, StepOutcome, StepSpec};
+use conveyor_exec::{CancellationToken, LineSink};
 use conveyor_spec::expr::Vocabulary;
 use conveyor_spec::{Job, Pipeline};
 use conveyor_store::logs::RunLog;
 use conveyor_store::{ArtifactRef, Event, JobStatus, RunView, StepStatus};
 
 use crate::output::{Masker, StepLog};
-use crate::{Engine, command, workspace};
+use crate::runner::{AttemptOutcome, AttemptReport, AttemptSpec, PreparedStep};
+use crate::{Engine, command};
 
 pub(crate) struct JobTask {
     pub engine: Arc<Engine>,
@@ -22,23 +24,6 @@ pub(crate) struct JobTask {
     pub inputs: Vec<ArtifactRef>,
     pub cancel: CancellationToken,
     pub log: Arc<RunLog>,
-}
-
-/// How one attempt ended.
-struct Attempt {
-    status: JobStatus,
-    reason: Option<String>,
-    artifacts: Vec<ArtifactRef>,
-}
-
-impl Attempt {
-    fn failed(reason: String) -> Self {
-        Attempt {
-            status: JobStatus::Failed,
-            reason: Some(reason),
-            artifacts: vec![],
-        }
-    }
 }
 
 impl JobTask {
@@ -57,7 +42,7 @@ impl JobTask {
         let mut attempt = self.first_attempt.max(1);
         loop {
             let outcome = if self.cancel.is_cancelled() {
-                Attempt {
+                AttemptOutcome {
                     status: JobStatus::Cancelled,
                     reason: Some("the run was cancelled".into()),
                     artifacts: vec![],
@@ -74,7 +59,7 @@ impl JobTask {
                     .await
                 {
                     Ok(_) => self.attempt(&job, attempt).await,
-                    Err(e) => Attempt::failed(format!("cannot record the job start: {e}")),
+                    Err(e) => AttemptOutcome::failed(format!("cannot record the job start: {e}")),
                 }
             };
             let finished = Event::JobFinished {
@@ -96,36 +81,46 @@ impl JobTask {
         }
     }
 
-    async fn attempt(&self, job: &Job, attempt: u32) -> Attempt {
+    /// Resolves the attempt, hands it to the runner, and waits until everything it reported
+    /// is in the log.
+    async fn attempt(&self, job: &Job, attempt: u32) -> AttemptOutcome {
         let engine = &self.engine;
-        let dir = engine.data.workspace(self.run.id, &job.id, attempt);
-        let result = self.attempt_in(job, attempt, &dir).await;
-        let _ = tokio::fs::remove_dir_all(&dir).await;
-        result.unwrap_or_else(Attempt::failed)
+        let secrets: BTreeMap<String, String> = match engine.data.store.secrets(&self.run.project).await {
+            Ok(secrets) => secrets.into_iter().collect(),
+            Err(e) => return AttemptOutcome::failed(format!("cannot read secrets: {e}")),
+        };
+        let spec = match self.resolve(job, attempt, &secrets) {
+            Ok(spec) => spec,
+            Err(error) => return AttemptOutcome::failed(error),
+        };
+        let report = Report {
+            events: StepEvents::start(engine.clone()),
+            log: self.log.clone(),
+            masker: Arc::new(Masker::new(secrets.values().map(String::as_str))),
+            observers: engine.observers(),
+            run_id: self.run.id,
+            job: job.id.clone(),
+            attempt,
+            limit: engine.config.step_log_limit,
+        };
+        let outcome = engine
+            .runner
+            .run_attempt(spec, &report, self.cancel.clone())
+            .await;
+        match report.events.finish().await {
+            Ok(()) => outcome,
+            Err(error) => AttemptOutcome::failed(error),
+        }
     }
 
-    async fn attempt_in(&self, job: &Job, attempt: u32, dir: &std::path::Path) -> Result<Attempt, String> {
-        let engine = &self.engine;
-        {
-            let (cas, dir, digest, inputs) = (
-                engine.data.cas.clone(),
-                dir.to_path_buf(),
-                self.run.source_digest.clone(),
-                self.inputs.clone(),
-            );
-            tokio::task::spawn_blocking(move || workspace::prepare(&cas, &dir, &digest, &inputs))
-                .await
-                .map_err(|e| format!("workspace preparation panicked: {e}"))??;
-        }
-        let secrets: BTreeMap<String, String> = engine
-            .data
-            .store
-            .secrets(&self.run.project)
-            .await
-            .map_err(|e| format!("cannot read secrets: {e}"))?
-            .into_iter()
-            .collect();
-        let masker = Arc::new(Masker::new(secrets.values().map(String::as_str)));
+    /// Every step's script and environment, `${{ }}` filled in: a missing secret fails the
+    /// job before anything runs.
+    fn resolve(
+        &self,
+        job: &Job,
+        attempt: u32,
+        secrets: &BTreeMap<String, String>,
+    ) -> Result<AttemptSpec, command::TemplateError> {
         let vocabulary = Vocabulary {
             project: &self.run.project,
             branch: &self.run.branch,
@@ -133,11 +128,10 @@ impl JobTask {
             run_id: self.run.id,
             event: &self.run.event,
             job: &job.id,
-            secrets: &secrets,
+            secrets,
         };
-        let interpolate = |text: &str| command::fill(&vocabulary, text).map_err(|e| e.to_string());
         let env = command::environment(
-            engine.base_env(),
+            self.engine.base_env(),
             [
                 ("CI", "true".to_string()),
                 ("CONVEYOR", "true".to_string()),
@@ -148,135 +142,92 @@ impl JobTask {
                 ("CONVEYOR_EVENT", self.run.event.clone()),
                 ("CONVEYOR_JOB", job.id.clone()),
                 ("CONVEYOR_ATTEMPT", attempt.to_string()),
-                ("CONVEYOR_WORKSPACE", dir.display().to_string()),
             ],
             [&self.pipeline.env, &job.env],
             &vocabulary,
-        )
-        .map_err(|e| e.to_string())?;
-
-        // Resolve every step first: a missing secret fails the job before anything runs.
-        let mut prepared = Vec::with_capacity(job.steps.len());
+        )?;
+        let mut steps = Vec::with_capacity(job.steps.len());
         for step in &job.steps {
             let mut step_env = env.clone();
             for (k, v) in &step.env {
-                step_env.insert(k.clone(), interpolate(v)?);
+                step_env.insert(k.clone(), command::fill(&vocabulary, v)?);
             }
-            prepared.push((interpolate(&step.run)?, step_env));
-        }
-
-        let deadline = job.timeout.map(|t| (Instant::now() + t, t));
-        let step_events = StepEvents::start(engine.clone());
-        for (index, (step, (script, step_env))) in job.steps.iter().zip(prepared).enumerate() {
-            let index = index as u32;
-            let remaining = deadline.map(|(at, _)| at.saturating_duration_since(Instant::now()));
-            let timeout = match (step.timeout, remaining) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            let job_timed_out_first = remaining.is_some_and(|r| step.timeout.is_none_or(|s| r < s));
-            let step_log = || {
-                StepLog::new(
-                    self.log.clone(),
-                    masker.clone(),
-                    engine.observers(),
-                    job.id.clone(),
-                    attempt,
-                    index,
-                    engine.config.step_log_limit,
-                )
-            };
-            let spec = StepSpec {
-                script,
-                env: step_env.into_iter().collect(),
-                workdir: dir.to_path_buf(),
-                timeout,
-            };
-            step_events.push(Event::StepStarted {
-                run_id: self.run.id,
-                job: job.id.clone(),
-                attempt,
-                step: index,
+            steps.push(PreparedStep {
                 name: step.name.clone(),
+                script: command::fill(&vocabulary, &step.run)?,
+                env: step_env,
+                timeout: step.timeout,
+                continue_on_error: step.continue_on_error,
             });
-            let outcome = engine
-                .executor
-                .run_step(spec, step_log().sink(), self.cancel.clone())
-                .await;
-            let (outcome, start_error) = match outcome {
-                Ok(outcome) => (outcome, None),
-                Err(e) => (
-                    StepOutcome::Failed { exit_code: None },
-                    Some(format!("cannot start step '{}': {e}", step.name)),
-                ),
-            };
-            let (status, exit_code, problem) = match outcome {
-                StepOutcome::Succeeded => (StepStatus::Success, Some(0), None),
-                StepOutcome::Failed { exit_code } => (
-                    StepStatus::Failed,
-                    exit_code,
-                    outcome.failure(&format!("step '{}'", step.name)),
-                ),
-                StepOutcome::TimedOut => (
-                    StepStatus::TimedOut,
-                    None,
-                    Some(match (job_timed_out_first, deadline) {
-                        (true, Some((_, t))) => format!("job timed out after {}", human(t)),
-                        _ => format!(
-                            "step '{}' timed out after {}",
-                            step.name,
-                            human(timeout.unwrap_or_default())
-                        ),
-                    }),
-                ),
-                StepOutcome::Cancelled => (StepStatus::Cancelled, None, Some("the run was cancelled".into())),
-            };
-            let problem = start_error.or(problem);
-            if let Some(problem) = &problem {
-                step_log().notice(problem.clone());
-            }
-            let finished = Event::StepFinished {
-                run_id: self.run.id,
-                job: job.id.clone(),
-                attempt,
-                step: index,
-                outcome: status,
-                exit_code,
-            };
-            let ends_job = match (status, &problem) {
-                (StepStatus::Cancelled, reason) => Some(Attempt {
-                    status: JobStatus::Cancelled,
-                    reason: reason.clone(),
-                    artifacts: vec![],
-                }),
-                (_, Some(_))
-                    if step.continue_on_error && !(status == StepStatus::TimedOut && job_timed_out_first) =>
-                {
-                    step_log().notice(format!("continuing: step '{}' has continue_on_error", step.name));
-                    None
-                }
-                (_, Some(reason)) => Some(Attempt::failed(reason.clone())),
-                (_, None) => None,
-            };
-            step_events.push(finished);
-            if let Some(end) = ends_job {
-                step_events.finish().await?;
-                return Ok(end);
-            }
         }
-        step_events.finish().await?;
-
-        let patterns = job.artifacts.clone();
-        let root = dir.to_path_buf();
-        let found = tokio::task::spawn_blocking(move || workspace::find_artifacts(&root, &patterns))
-            .await
-            .map_err(|e| format!("artifact search panicked: {e}"))??;
-        let artifacts = workspace::store_artifacts(&engine.data.cas, found).await?;
-        Ok(Attempt {
-            status: JobStatus::Success,
-            reason: None,
-            artifacts,
+        Ok(AttemptSpec {
+            run_id: self.run.id,
+            job: job.id.clone(),
+            attempt,
+            source_digest: self.run.source_digest.clone(),
+            inputs: self.inputs.clone(),
+            steps,
+            timeout: job.timeout,
+            artifacts: job.artifacts.clone(),
         })
+    }
+}
+
+/// An attempt's progress into the log: step events through the batching writer, output lines
+/// masked and capped into the run's log file (and to observers).
+struct Report {
+    events: StepEvents,
+    log: Arc<RunLog>,
+    masker: Arc<Masker>,
+    observers: Vec<Arc<dyn crate::Observer>>,
+    run_id: i64,
+    job: String,
+    attempt: u32,
+    limit: u64,
+}
+
+impl Report {
+    fn step_log(&self, step: u32) -> StepLog {
+        StepLog::new(
+            self.log.clone(),
+            self.masker.clone(),
+            self.observers.clone(),
+            self.job.clone(),
+            self.attempt,
+            step,
+            self.limit,
+        )
+    }
+}
+
+impl AttemptReport for Report {
+    fn step_started(&self, step: u32, name: &str) {
+        self.events.push(Event::StepStarted {
+            run_id: self.run_id,
+            job: self.job.clone(),
+            attempt: self.attempt,
+            step,
+            name: name.to_string(),
+        });
+    }
+
+    fn step_finished(&self, step: u32, status: StepStatus, exit_code: Option<i32>) {
+        self.events.push(Event::StepFinished {
+            run_id: self.run_id,
+            job: self.job.clone(),
+            attempt: self.attempt,
+            step,
+            outcome: status,
+            exit_code,
+        });
+    }
+
+    fn output(&self, step: u32) -> LineSink {
+        self.step_log(step).sink()
+    }
+
+    fn notice(&self, step: u32, text: String) {
+        self.step_log(step).notice(text);
     }
 }
 
@@ -329,39 +280,5 @@ impl StepEvents {
         self.writer
             .await
             .map_err(|e| format!("the event writer panicked: {e}"))?
-    }
-}
-
-/// `90s`, `10m`, `1h30m`, `500ms`.
-fn human(d: Duration) -> String {
-    let secs = d.as_secs();
-    if secs == 0 {
-        return format!("{}ms", d.as_millis());
-    }
-    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
-    let mut out = String::new();
-    for (n, unit) in [(h, "h"), (m, "m"), (s, "s")] {
-        if n > 0 {
-            out.push_str(&format!("{n}{unit}"));
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn human_durations() {
-        use std::time::Duration;
-        let cases = [
-            (0, "0ms"),
-            (500, "500ms"),
-            (90_000, "1m30s"),
-            (3_600_000, "1h"),
-            (5_400_000, "1h30m"),
-        ];
-        for (ms, want) in cases {
-            assert_eq!(super::human(Duration::from_millis(ms)), want);
-        }
     }
 }

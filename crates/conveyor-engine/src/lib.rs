@@ -11,6 +11,7 @@ mod job;
 mod output;
 mod release;
 mod run;
+pub mod runner;
 pub mod source;
 mod workspace;
 
@@ -20,6 +21,8 @@ use std::sync::{Arc, Mutex};
 use conveyor_exec::{CancellationToken, Executor};
 use conveyor_store::logs::LogLine;
 use conveyor_store::{Event, EventLog, Store};
+
+use crate::runner::{JobRunner, LocalRunner};
 
 pub use data_dir::DataDir;
 pub use release::verify_release;
@@ -82,6 +85,8 @@ pub struct Engine {
     pub(crate) data: DataDir,
     pub(crate) config: EngineConfig,
     pub(crate) executor: Arc<dyn Executor>,
+    /// Runs job attempts: `LocalRunner` on this machine by default.
+    pub(crate) runner: Arc<dyn JobRunner>,
     pub(crate) slots: Arc<tokio::sync::Semaphore>,
     /// Runs in flight: their cancel token and concurrency group.
     pub(crate) active: Mutex<HashMap<i64, (CancellationToken, Option<String>)>>,
@@ -93,6 +98,11 @@ impl Engine {
     pub fn new(data: DataDir, config: EngineConfig, executor: Arc<dyn Executor>) -> Arc<Self> {
         Arc::new(Engine {
             slots: Arc::new(tokio::sync::Semaphore::new(config.parallelism.max(1))),
+            runner: Arc::new(LocalRunner::new(
+                data.work_dir(),
+                data.cas.clone(),
+                executor.clone(),
+            )),
             data,
             config,
             executor,

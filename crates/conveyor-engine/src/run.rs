@@ -310,7 +310,7 @@ impl Engine {
                 status,
             })
             .await?;
-        let _ = std::fs::remove_dir_all(self.data.run_work_dir(run.id));
+        self.runner.run_finished(run.id);
         Ok(status)
     }
 
@@ -322,10 +322,7 @@ impl Engine {
         job: &conveyor_spec::Job,
         view: &conveyor_store::JobView,
     ) -> Result<JobState, EngineError> {
-        let workspace = self.data.workspace(run.id, &job.id, view.attempt);
-        let killed = self
-            .executor
-            .kill_leftovers(&format!("CONVEYOR_WORKSPACE={}", workspace.display()));
+        let killed = self.runner.reap(run.id, &job.id, view.attempt);
         if killed > 0 {
             tracing::warn!(run = run.id, job = %job.id, killed, "killed processes left by the interrupted job");
         }
