@@ -93,19 +93,32 @@ impl Provenance {
     }
 }
 
+/// Why a signed payload is not a statement Conveyor made.
+#[derive(Debug, thiserror::Error)]
+pub enum StatementError {
+    #[error("statement _type is not {STATEMENT_TYPE}")]
+    Type,
+    #[error("statement predicateType is not {PREDICATE_TYPE}")]
+    PredicateType,
+    #[error("statement has no subject")]
+    NoSubject,
+    #[error("statement subject is malformed: {0}")]
+    Subject(serde_json::Error),
+}
+
 /// The subjects of a statement, as read back from a verified payload.
-pub fn subjects_of(statement: &Value) -> Result<Vec<Subject>, String> {
+pub fn subjects_of(statement: &Value) -> Result<Vec<Subject>, StatementError> {
     if statement.get("_type").and_then(Value::as_str) != Some(STATEMENT_TYPE) {
-        return Err(format!("statement _type is not {STATEMENT_TYPE}"));
+        return Err(StatementError::Type);
     }
     if statement.get("predicateType").and_then(Value::as_str) != Some(PREDICATE_TYPE) {
-        return Err(format!("statement predicateType is not {PREDICATE_TYPE}"));
+        return Err(StatementError::PredicateType);
     }
     let subjects = statement
         .get("subject")
         .cloned()
-        .ok_or("statement has no subject")?;
-    serde_json::from_value(subjects).map_err(|e| format!("statement subject is malformed: {e}"))
+        .ok_or(StatementError::NoSubject)?;
+    serde_json::from_value(subjects).map_err(StatementError::Subject)
 }
 
 #[cfg(test)]
@@ -152,6 +165,6 @@ mod tests {
     fn subjects_of_rejects_other_statements() {
         let mut s = example().statement();
         s["predicateType"] = "https://example.com/other".into();
-        assert!(subjects_of(&s).unwrap_err().contains("predicateType"));
+        assert!(matches!(subjects_of(&s), Err(StatementError::PredicateType)));
     }
 }

@@ -203,7 +203,7 @@ impl Analysis {
         };
         let timeout = self.spec.interval.max(Duration::from_secs(5));
         let name = self.metrics[index].spec.name.clone();
-        let logged = |result: Result<Option<f64>, String>| {
+        let logged = |result: Result<Option<f64>, QueryError>| {
             result
                 .map_err(|error| tracing::warn!(metric = %name, %error, "prometheus query failed"))
                 .ok()
@@ -256,31 +256,37 @@ impl Analysis {
             .collect()
     }
 
-    /// Runs a webhook check: GET, 2xx passes, with retries. `Err` says why it failed.
-    pub(crate) async fn webhook(&self, url: &str, timeout: Duration, retries: u32) -> Result<(), String> {
-        let mut last = String::new();
+    /// Runs a webhook check: GET, 2xx passes, with retries. `Err` says why the last try failed.
+    pub(crate) async fn webhook(
+        &self,
+        url: &str,
+        timeout: Duration,
+        retries: u32,
+    ) -> Result<(), CheckFailed> {
+        let mut last = None;
         for attempt in 0..=retries {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            match self.http.get(url).timeout(timeout).send().await {
+            let failed = match self.http.get(url).timeout(timeout).send().await {
                 Ok(response) if response.status().is_success() => return Ok(()),
-                Ok(response) => last = format!("answered {}", response.status()),
-                Err(e) if e.is_timeout() => last = format!("timed out after {}s", timeout.as_secs_f64()),
-                Err(e) => last = format!("unreachable: {e}"),
-            }
+                Ok(response) => CheckFailed::Answered(response.status()),
+                Err(e) if e.is_timeout() => CheckFailed::TimedOut(timeout),
+                Err(e) => CheckFailed::Unreachable(e),
+            };
+            last = Some(failed);
         }
-        Err(last)
+        Err(last.expect("at least one try"))
     }
 
     /// Records the outcome of a check run at the end of a step; a failure is judged at once.
-    pub(crate) fn check_ran(&mut self, name: &str, outcome: Result<(), String>) -> Option<Judgement> {
+    pub(crate) fn check_ran(&mut self, name: &str, outcome: Result<(), CheckFailed>) -> Option<Judgement> {
         let tracked = self.metrics.iter_mut().find(|t| t.spec.name == name)?;
         let State::Check { runs } = &mut tracked.state else {
             return None;
         };
         *runs += 1;
-        let error = outcome.err()?;
+        let error = outcome.err()?.to_string();
         tracked.failed = true;
         let mut judgement = judge(tracked, Verdict::Fail, &self.subjects);
         judgement.summary = format!("{}: {error}", tracked.spec.name);
@@ -561,35 +567,83 @@ pub(crate) fn fill_placeholders(query: &str, subjects: &Subjects) -> String {
     })
 }
 
+/// Why a webhook or command check failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CheckFailed {
+    #[error("answered {0}")]
+    Answered(reqwest::StatusCode),
+    #[error("timed out after {}s", .0.as_secs_f64())]
+    TimedOut(Duration),
+    #[error("unreachable: {0}")]
+    Unreachable(reqwest::Error),
+    /// A command check: how the command ended.
+    #[error("{0}")]
+    Command(String),
+}
+
+/// Why a Prometheus query gave no value to judge.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum QueryError {
+    #[error("{url}: {error}")]
+    Http { url: String, error: reqwest::Error },
+    #[error("{url}: answer larger than {MAX_PROMETHEUS_BODY} bytes")]
+    TooLarge { url: String },
+    #[error(transparent)]
+    Answer(#[from] AnswerError),
+}
+
+/// What is wrong with an answer Prometheus gave.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(crate) enum AnswerError {
+    #[error("not a Prometheus answer: {0}")]
+    NotJson(String),
+    #[error("Prometheus answered {status}: {error}")]
+    Refused { status: u16, error: String },
+    #[error("the query returned {0} series; aggregate it to one (e.g. sum(...))")]
+    ManySeries(usize),
+    #[error("vector result is not a list")]
+    NotAList,
+    #[error("unsupported result type {0}; expected a vector or a scalar")]
+    ResultType(String),
+    #[error("sample has no value")]
+    NoValue,
+    #[error("sample value '{0}' is not a number")]
+    NotANumber(String),
+}
+
 /// Runs an instant query; `Ok(None)` when it returns no series or NaN.
 async fn query_value(
     http: &reqwest::Client,
     spec: &PrometheusQuery,
     query: &str,
     timeout: Duration,
-) -> Result<Option<f64>, String> {
+) -> Result<Option<f64>, QueryError> {
     let url = format!("{}/api/v1/query", spec.address);
+    let failed = |error| QueryError::Http {
+        url: url.clone(),
+        error,
+    };
     let response = http
         .get(&url)
         .query(&[("query", query)])
         .timeout(timeout)
         .send()
         .await
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(failed)?;
     let status = response.status();
-    let body = response.bytes().await.map_err(|e| format!("{url}: {e}"))?;
+    let body = response.bytes().await.map_err(failed)?;
     if body.len() > MAX_PROMETHEUS_BODY {
-        return Err(format!("{url}: answer larger than {MAX_PROMETHEUS_BODY} bytes"));
+        return Err(QueryError::TooLarge { url });
     }
-    parse_query_answer(status.as_u16(), &body)
+    Ok(parse_query_answer(status.as_u16(), &body)?)
 }
 
 /// The one value of a Prometheus instant-query answer (`vector` of one series, or `scalar`).
-pub(crate) fn parse_query_answer(status: u16, body: &[u8]) -> Result<Option<f64>, String> {
-    let answer: Value = serde_json::from_slice(body).map_err(|e| format!("not a Prometheus answer: {e}"))?;
+pub(crate) fn parse_query_answer(status: u16, body: &[u8]) -> Result<Option<f64>, AnswerError> {
+    let answer: Value = serde_json::from_slice(body).map_err(|e| AnswerError::NotJson(e.to_string()))?;
     if answer["status"] != "success" {
-        let error = answer["error"].as_str().unwrap_or("no error message");
-        return Err(format!("Prometheus answered {status}: {error}"));
+        let error = answer["error"].as_str().unwrap_or("no error message").to_string();
+        return Err(AnswerError::Refused { status, error });
     }
     let data = &answer["data"];
     let sample = match data["resultType"].as_str() {
@@ -597,24 +651,15 @@ pub(crate) fn parse_query_answer(status: u16, body: &[u8]) -> Result<Option<f64>
         Some("vector") => match data["result"].as_array().map(Vec::as_slice) {
             Some([]) => return Ok(None),
             Some([series]) => &series["value"],
-            Some(many) => {
-                return Err(format!(
-                    "the query returned {} series; aggregate it to one (e.g. sum(...))",
-                    many.len()
-                ));
-            }
-            None => return Err("vector result is not a list".into()),
+            Some(many) => return Err(AnswerError::ManySeries(many.len())),
+            None => return Err(AnswerError::NotAList),
         },
-        other => {
-            return Err(format!(
-                "unsupported result type {other:?}; expected a vector or a scalar"
-            ));
-        }
+        other => return Err(AnswerError::ResultType(format!("{other:?}"))),
     };
-    let text = sample[1].as_str().ok_or("sample has no value")?;
+    let text = sample[1].as_str().ok_or(AnswerError::NoValue)?;
     let value: f64 = text
         .parse()
-        .map_err(|_| format!("sample value '{text}' is not a number"))?;
+        .map_err(|_| AnswerError::NotANumber(text.to_string()))?;
     Ok(value.is_finite().then_some(value))
 }
 
@@ -666,7 +711,7 @@ mod tests {
             ),
         ];
         for (body, want) in cases {
-            let got = parse_query_answer(400, body.as_bytes());
+            let got = parse_query_answer(400, body.as_bytes()).map_err(|e| e.to_string());
             assert_eq!(got, want.map_err(String::from), "{body}");
         }
     }

@@ -8,6 +8,7 @@
 
 mod analysis;
 mod environment;
+mod error;
 mod instances;
 mod recover;
 mod rollout;
@@ -23,6 +24,7 @@ use conveyor_store::{DeploymentStatus, DeploymentView, Event, IdKind, Release};
 use tokio::sync::mpsc;
 
 pub use environment::{EnvironmentStatus, Role, VersionStatus};
+pub use error::{Category, DeliveryError};
 
 use conveyor_engine::{Engine, EngineError};
 use tracing::Instrument as _;
@@ -38,27 +40,6 @@ impl Default for DeliveryConfig {
         DeliveryConfig {
             rollback_window: Duration::from_secs(300),
         }
-    }
-}
-
-/// A user's mistake or a refusal, apart from internal failures.
-#[derive(Debug, thiserror::Error)]
-pub enum DeliveryError {
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    Refused(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error(transparent)]
-    Internal(#[from] EngineError),
-}
-
-impl From<conveyor_store::StoreError> for DeliveryError {
-    fn from(e: conveyor_store::StoreError) -> Self {
-        DeliveryError::Internal(e.into())
     }
 }
 
@@ -134,27 +115,27 @@ impl Delivery {
         let release = store
             .release(release_id)
             .await?
-            .ok_or_else(|| DeliveryError::NotFound(format!("release {release_id} does not exist")))?;
+            .ok_or(DeliveryError::NoSuchRelease(release_id))?;
         let run = store
             .run(release.run_id)
             .await?
-            .ok_or_else(|| DeliveryError::NotFound(format!("run {} does not exist", release.run_id)))?;
+            .ok_or(DeliveryError::NoSuchRun(release.run_id))?;
         let pipeline = conveyor_spec::parse("conveyor.yml", &run.pipeline).map_err(EngineError::from)?;
-        let spec = pipeline.release.clone().ok_or_else(|| {
-            DeliveryError::Invalid(format!(
-                "release {release_id}'s conveyor.yml has no 'release:' section: it cannot be deployed"
-            ))
-        })?;
+        let spec = pipeline
+            .release
+            .clone()
+            .ok_or(DeliveryError::NotDeployable(release_id))?;
         let env = pipeline.environment(environment).cloned().ok_or_else(|| {
             let known: Vec<&str> = pipeline.environments.iter().map(|e| e.name.as_str()).collect();
-            DeliveryError::NotFound(format!(
-                "release {release_id}'s conveyor.yml has no environment '{environment}' (it has: {})",
-                if known.is_empty() {
+            DeliveryError::NoSuchEnvironment {
+                release: release_id,
+                environment: environment.to_string(),
+                known: if known.is_empty() {
                     "none".to_string()
                 } else {
                     known.join(", ")
-                }
-            ))
+                },
+            }
         })?;
         Ok(Context {
             release,
@@ -191,9 +172,10 @@ impl Delivery {
                     && d.release_id != release_id
             });
             if !fixable {
-                return Err(DeliveryError::Refused(format!(
-                    "deployment {broken} is not a successful deployment of another release to {environment}: only a change that went out can be fixed forward"
-                )));
+                return Err(DeliveryError::NotFixable {
+                    deployment: broken,
+                    environment: environment.to_string(),
+                });
             }
         }
         if let Some(after) = &cx.environment.after {
@@ -203,9 +185,11 @@ impl Delivery {
                 .iter()
                 .any(|d| d.release_id == release_id && d.status == DeploymentStatus::Succeeded.as_str());
             if !passed {
-                return Err(DeliveryError::Refused(format!(
-                    "release {release_id} has not been deployed to {after} yet; {environment} comes after {after}"
-                )));
+                return Err(DeliveryError::OutOfOrder {
+                    release: release_id,
+                    environment: environment.to_string(),
+                    after: after.clone(),
+                });
             }
         }
         let id = self.request(&cx, by, by, None).await?;
@@ -237,34 +221,31 @@ impl Delivery {
         let mut succeeded = history
             .iter()
             .filter(|d| d.status == DeploymentStatus::Succeeded.as_str());
-        let current = succeeded.next().ok_or_else(|| {
-            DeliveryError::Conflict(format!(
-                "{environment} has no successful deployment to roll back from"
-            ))
-        })?;
+        let current = succeeded
+            .next()
+            .ok_or_else(|| DeliveryError::NothingDeployed(environment.to_string()))?;
         let target = match to {
             Some(id) => id,
             None => succeeded
                 .find(|d| d.release_id != current.release_id)
                 .map(|d| d.release_id)
-                .ok_or_else(|| {
-                    DeliveryError::Conflict(format!(
-                        "{environment} has run only release {}: there is nothing to roll back to",
-                        current.release_id
-                    ))
+                .ok_or_else(|| DeliveryError::NothingToRollBackTo {
+                    environment: environment.to_string(),
+                    release: current.release_id,
                 })?,
         };
         if target == current.release_id {
-            return Err(DeliveryError::Conflict(format!(
-                "{environment} already runs release {target}"
-            )));
+            return Err(DeliveryError::AlreadyRunning {
+                environment: environment.to_string(),
+                release: target,
+            });
         }
         let cx = self.context(target, environment).await?;
         if cx.release.project != project {
-            return Err(DeliveryError::Invalid(format!(
-                "release {target} belongs to project {}",
-                cx.release.project
-            )));
+            return Err(DeliveryError::OtherProject {
+                release: target,
+                project: cx.release.project,
+            });
         }
         self.request(&cx, by, by, Some(current.id)).await
     }
@@ -330,12 +311,8 @@ impl Delivery {
 
     fn send(&self, id: i64, control: Control) -> Result<(), DeliveryError> {
         let controls = self.controls.lock().unwrap_or_else(|p| p.into_inner());
-        let sender = controls
-            .get(&id)
-            .ok_or_else(|| DeliveryError::Conflict(format!("deployment {id} is not in progress")))?;
-        sender
-            .send(control)
-            .map_err(|_| DeliveryError::Conflict(format!("deployment {id} has just ended")))
+        let sender = controls.get(&id).ok_or(DeliveryError::NotInProgress(id))?;
+        sender.send(control).map_err(|_| DeliveryError::JustEnded(id))
     }
 
     async fn unfinished(&self, id: i64) -> Result<DeploymentView, DeliveryError> {
@@ -344,12 +321,12 @@ impl Delivery {
             .store()
             .deployment(id)
             .await?
-            .ok_or_else(|| DeliveryError::NotFound(format!("deployment {id} does not exist")))?;
+            .ok_or(DeliveryError::NoSuchDeployment(id))?;
         if d.finished_at.is_some() {
-            return Err(DeliveryError::Conflict(format!(
-                "deployment {id} already ended ({})",
-                d.status
-            )));
+            return Err(DeliveryError::Ended {
+                id,
+                status: d.status.to_string(),
+            });
         }
         Ok(d)
     }
@@ -359,13 +336,9 @@ impl Delivery {
         let d = self.unfinished(id).await?;
         let cx = self.context(d.release_id, &d.environment).await?;
         let Some(rules) = &cx.environment.approval else {
-            return Err(DeliveryError::Conflict(format!(
-                "{} needs no approval",
-                d.environment
-            )));
+            return Err(DeliveryError::NoApprovalNeeded(d.environment));
         };
-        plan::may_approve(rules, by, &d.author, &d.approvals)
-            .map_err(|e| DeliveryError::Refused(e.to_string()))?;
+        plan::may_approve(rules, by, &d.author, &d.approvals)?;
         self.engine
             .events()
             .append(Event::DeploymentApproved {

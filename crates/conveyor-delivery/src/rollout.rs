@@ -471,7 +471,7 @@ impl Rollout<'_> {
                 match self.live.route(0, &self.cx.environment).await {
                     Ok(()) => self.live.drain(&canary.version, DRAIN_LIMIT).await,
                     Err(error) => {
-                        tracing::error!(deployment = self.id, %error, "cannot send traffic back to the stable version");
+                        tracing::error!(%error, "cannot send traffic back to the stable version");
                     }
                 }
             }

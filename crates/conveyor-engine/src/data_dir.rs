@@ -44,6 +44,15 @@ impl DataDir {
     }
 }
 
+/// Why the signing key cannot be read or created.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{} is not a 32-byte hex Ed25519 seed", .0.display())]
+    NotASeed(PathBuf),
+    #[error("no OS randomness to create a key: {0}")]
+    NoRandomness(getrandom::Error),
+}
+
 /// The release signing key: created once from the OS's randomness, kept owner-readable only.
 fn load_or_create_key(dir: &Path) -> Result<KeyPair, EngineError> {
     use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
@@ -54,13 +63,12 @@ fn load_or_create_key(dir: &Path) -> Result<KeyPair, EngineError> {
         let bytes = hex::decode(text.trim())
             .ok()
             .and_then(|b| <[u8; 32]>::try_from(b).ok());
-        return bytes.map(KeyPair::from_seed).ok_or_else(|| {
-            EngineError::Key(format!("{} is not a 32-byte hex Ed25519 seed", secret.display()))
-        });
+        return bytes
+            .map(KeyPair::from_seed)
+            .ok_or_else(|| KeyError::NotASeed(secret).into());
     }
     let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed)
-        .map_err(|e| EngineError::Key(format!("no OS randomness to create a key: {e}")))?;
+    getrandom::fill(&mut seed).map_err(KeyError::NoRandomness)?;
     let key = KeyPair::from_seed(seed);
     let mut file = std::fs::OpenOptions::new()
         .write(true)

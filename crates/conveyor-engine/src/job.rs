@@ -71,12 +71,12 @@ impl JobTask {
                 artifacts: outcome.artifacts.clone(),
             };
             if let Err(error) = self.engine.events().append(finished).await {
-                tracing::error!(run = self.run.id, job = %job.id, %error, "cannot record the job's end");
+                tracing::error!(%error, "cannot record the job's end");
             }
             if outcome.status != JobStatus::Failed || attempt >= last {
                 return (outcome.status, outcome.artifacts);
             }
-            tracing::info!(run = self.run.id, job = %job.id, attempt, "job failed; retrying");
+            tracing::info!(attempt, "job failed; retrying");
             attempt += 1;
         }
     }
@@ -237,7 +237,7 @@ impl AttemptReport for Report {
 /// which recovery treats as interrupted: conservative, never silent.
 struct StepEvents {
     queue: tokio::sync::mpsc::UnboundedSender<Event>,
-    writer: tokio::task::JoinHandle<Result<(), String>>,
+    writer: tokio::task::JoinHandle<Result<(), conveyor_store::StoreError>>,
 }
 
 /// How long the writer gathers events before a transaction, and how many at most.
@@ -258,11 +258,7 @@ impl StepEvents {
                         Ok(None) | Err(_) => break,
                     }
                 }
-                engine
-                    .events()
-                    .append_all(batch)
-                    .await
-                    .map_err(|e| format!("cannot record event: {e}"))?;
+                engine.events().append_all(batch).await?;
             }
             Ok(())
         });
@@ -275,10 +271,17 @@ impl StepEvents {
     }
 
     /// Waits until every pushed event is in the log.
-    async fn finish(self) -> Result<(), String> {
+    async fn finish(self) -> Result<(), StepEventsError> {
         drop(self.queue);
-        self.writer
-            .await
-            .map_err(|e| format!("the event writer panicked: {e}"))?
+        Ok(self.writer.await??)
     }
+}
+
+/// Why an attempt's step events did not all reach the log: the attempt fails with it.
+#[derive(Debug, thiserror::Error)]
+enum StepEventsError {
+    #[error("cannot record event: {0}")]
+    Store(#[from] conveyor_store::StoreError),
+    #[error("the event writer panicked: {0}")]
+    Panicked(#[from] tokio::task::JoinError),
 }

@@ -67,12 +67,12 @@ pub enum EngineError {
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
     /// Fetching or reading the project's source failed.
-    #[error("{0}")]
-    Source(String),
+    #[error(transparent)]
+    Source(#[from] source::SourceError),
     /// The signing key is unreadable or cannot be created.
     #[error("signing key: {0}")]
-    Key(String),
-    /// The store holds something this version cannot read.
+    Key(#[from] data_dir::KeyError),
+    /// The store holds a status this version cannot read.
     #[error("corrupt state: {0}")]
     Corrupt(String),
     #[error("run {0} does not exist")]

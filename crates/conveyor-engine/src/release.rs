@@ -100,7 +100,7 @@ pub fn verify_release(
     let subjects = match subjects_of(&statement) {
         Ok(s) => s,
         Err(e) => {
-            problems.push(e);
+            problems.push(e.to_string());
             return problems;
         }
     };

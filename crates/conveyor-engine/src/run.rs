@@ -9,6 +9,7 @@ use conveyor_spec::{Pipeline, expr};
 use conveyor_store::logs::LogOf;
 use conveyor_store::{ArtifactRef, Event, IdKind, JobStatus, RunStatus, RunView, StepStatus};
 use tokio::task::JoinSet;
+use tracing::Instrument as _;
 
 use crate::{Engine, EngineError};
 
@@ -60,6 +61,12 @@ impl Engine {
 
     /// Drives a run to its end and returns how it ended.
     pub async fn execute_run(self: &Arc<Self>, run_id: i64) -> Result<RunStatus, EngineError> {
+        self.execute(run_id)
+            .instrument(tracing::info_span!("run", id = run_id))
+            .await
+    }
+
+    async fn execute(self: &Arc<Self>, run_id: i64) -> Result<RunStatus, EngineError> {
         let run = self
             .data
             .store
@@ -255,10 +262,14 @@ impl Engine {
                     log: log.clone(),
                 };
                 let id = job.id.clone();
-                running.spawn(async move {
-                    let (status, artifacts) = task.run().await;
-                    (id, status, artifacts)
-                });
+                let span = tracing::info_span!("job", id = %id);
+                running.spawn(
+                    async move {
+                        let (status, artifacts) = task.run().await;
+                        (id, status, artifacts)
+                    }
+                    .instrument(span),
+                );
                 states.insert(job.id.clone(), JobState::Running);
             }
             let Some(done) = running.join_next().await else {
@@ -271,7 +282,7 @@ impl Engine {
                 }
                 Err(error) => {
                     // A panicking job task is a bug; fail the run rather than hang it.
-                    tracing::error!(run = run.id, %error, "job task panicked");
+                    tracing::error!(%error, "job task panicked");
                     cancel.cancel();
                 }
             }
@@ -324,7 +335,7 @@ impl Engine {
     ) -> Result<JobState, EngineError> {
         let killed = self.runner.reap(run.id, &job.id, view.attempt);
         if killed > 0 {
-            tracing::warn!(run = run.id, job = %job.id, killed, "killed processes left by the interrupted job");
+            tracing::warn!(job = %job.id, killed, "killed processes left by the interrupted job");
         }
         for step in view
             .steps
@@ -343,7 +354,7 @@ impl Engine {
                 .await?;
         }
         if view.attempt <= job.retries {
-            tracing::warn!(run = run.id, job = %job.id, attempt = view.attempt, "job interrupted by a restart; retrying");
+            tracing::warn!(job = %job.id, attempt = view.attempt, "job interrupted by a restart; retrying");
             return Ok(JobState::Pending {
                 first_attempt: view.attempt + 1,
             });

@@ -5,6 +5,15 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+/// Why the project's source could not be fetched or read.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot run git: {0}")]
+    NoGit(std::io::Error),
+    #[error("git {command} failed: {stderr}")]
+    Git { command: String, stderr: String },
+}
+
 use conveyor_store::Cas;
 use tokio::process::Command;
 
@@ -18,13 +27,13 @@ async fn git(dir: &Path, args: &[&str]) -> Result<String, EngineError> {
         .stdin(Stdio::null())
         .output()
         .await
-        .map_err(|e| EngineError::Source(format!("cannot run git: {e}")))?;
+        .map_err(SourceError::NoGit)?;
     if !out.status.success() {
-        return Err(EngineError::Source(format!(
-            "git {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        return Err(SourceError::Git {
+            command: args.join(" "),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        }
+        .into());
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -104,15 +113,16 @@ pub async fn snapshot_commit(repo: &Path, commit: &str, cas: &Cas) -> Result<Str
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| EngineError::Source(format!("cannot run git: {e}")))?;
+        .map_err(SourceError::NoGit)?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let (digest, _) = cas.put_reader(stdout).await?;
     let out = child.wait_with_output().await?;
     if !out.status.success() {
-        return Err(EngineError::Source(format!(
-            "git archive {commit} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        return Err(SourceError::Git {
+            command: format!("archive {commit}"),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        }
+        .into());
     }
     Ok(digest)
 }

@@ -80,7 +80,7 @@ impl From<conveyor_engine::EngineError> for ApiError {
             E::Pipeline(errors) => {
                 ApiError::PipelineInvalid(errors.0.iter().map(ToString::to_string).collect())
             }
-            E::Source(message) => ApiError::Source(message),
+            E::Source(error) => ApiError::Source(error.to_string()),
             E::NoSuchRun(id) => ApiError::NotFound(format!("run {id} does not exist")),
             other => ApiError::Internal(other.to_string()),
         }
@@ -89,13 +89,17 @@ impl From<conveyor_engine::EngineError> for ApiError {
 
 impl From<conveyor_delivery::DeliveryError> for ApiError {
     fn from(e: conveyor_delivery::DeliveryError) -> Self {
-        use conveyor_delivery::DeliveryError as E;
-        match e {
-            E::NotFound(m) => ApiError::NotFound(m),
-            E::Invalid(m) => ApiError::InvalidRequest(m),
-            E::Refused(m) => ApiError::Forbidden(m),
-            E::Conflict(m) => ApiError::Conflict(m),
-            E::Internal(e) => e.into(),
+        use conveyor_delivery::Category;
+        if let conveyor_delivery::DeliveryError::Internal(e) = e {
+            return e.into();
+        }
+        let message = e.to_string();
+        match e.category() {
+            Category::NotFound => ApiError::NotFound(message),
+            Category::Invalid => ApiError::InvalidRequest(message),
+            Category::Refused => ApiError::Forbidden(message),
+            Category::Conflict => ApiError::Conflict(message),
+            Category::Internal => ApiError::Internal(message),
         }
     }
 }

@@ -8,7 +8,7 @@ use conveyor_spec::delivery::{Baseline, Command, MetricSource, Strategy};
 use conveyor_store::{Event, Verdict};
 
 use super::{DRAIN_LIMIT, Rollout, Stop};
-use crate::analysis::{Analysis, Judgement, StepEnd, Subjects};
+use crate::analysis::{Analysis, CheckFailed, Judgement, StepEnd, Subjects};
 use crate::environment::{Live, Role};
 use crate::instances::{self, Files, version_name};
 use crate::verify;
@@ -84,7 +84,7 @@ impl Rollout<'_> {
         match self.live.route(self.live.traffic(), &self.cx.environment).await {
             Ok(()) => self.live.drain(&baseline.version, DRAIN_LIMIT).await,
             Err(error) => {
-                tracing::error!(deployment = self.id, %error, "cannot take the fresh baseline out of the router")
+                tracing::error!(%error, "cannot take the fresh baseline out of the router")
             }
         }
         baseline.running.stop().await;
@@ -259,22 +259,24 @@ impl Rollout<'_> {
         timeout: Duration,
         retries: u32,
         url: Option<String>,
-    ) -> Result<(), String> {
+    ) -> Result<(), CheckFailed> {
         let command = Command {
             name: name.to_string(),
             run: run.to_string(),
             timeout: Some(timeout),
         };
-        let mut last = String::new();
+        let mut last = None;
         for _ in 0..=retries {
             match self
                 .commands("analysis", std::slice::from_ref(&command), url.clone())
                 .await
             {
                 Ok(()) => return Ok(()),
-                Err(Stop::Failed(reason) | Stop::Aborted(reason)) => last = reason,
+                Err(Stop::Failed(reason) | Stop::Aborted(reason)) => {
+                    last = Some(CheckFailed::Command(reason))
+                }
             }
         }
-        Err(last)
+        Err(last.expect("at least one try"))
     }
 }
