@@ -14,7 +14,6 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -40,47 +39,7 @@ pub struct Deployment {
     pub fixed_by: Option<i64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Level {
-    Elite,
-    High,
-    Medium,
-    Low,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Report {
-    pub window_days: u64,
-    pub deployments: usize,
-    pub deployment_frequency: Frequency,
-    pub lead_time: Option<Measure>,
-    pub change_failure_rate: Option<Rate>,
-    pub time_to_restore: Option<Measure>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Frequency {
-    pub per_day: f64,
-    /// `daily`, `weekly`, `monthly` or `yearly`: the bucket Four Keys shows.
-    pub bucket: &'static str,
-    pub level: Level,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Measure {
-    pub median_seconds: u64,
-    pub samples: usize,
-    pub level: Level,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Rate {
-    pub failed: usize,
-    pub total: usize,
-    pub ratio: f64,
-    pub level: Level,
-}
+pub use conveyor_api::dora::{Bucket, Frequency, Level, Measure, Rate, Report};
 
 const DAY: u64 = 86_400;
 
@@ -176,21 +135,21 @@ fn median(values: &[u64]) -> Option<u64> {
     })
 }
 
-fn bucket(per_day: f64) -> &'static str {
+fn bucket(per_day: f64) -> Bucket {
     match per_day {
-        d if d >= 1.0 => "daily",
-        d if d >= 1.0 / 7.0 => "weekly",
-        d if d >= 1.0 / 30.0 => "monthly",
-        _ => "yearly",
+        d if d >= 1.0 => Bucket::Daily,
+        d if d >= 1.0 / 7.0 => Bucket::Weekly,
+        d if d >= 1.0 / 30.0 => Bucket::Monthly,
+        _ => Bucket::Yearly,
     }
 }
 
 fn frequency_level(per_day: f64) -> Level {
     match bucket(per_day) {
-        "daily" => Level::Elite,
-        "weekly" => Level::High,
-        "monthly" => Level::Medium,
-        _ => Level::Low,
+        Bucket::Daily => Level::Elite,
+        Bucket::Weekly => Level::High,
+        Bucket::Monthly => Level::Medium,
+        Bucket::Yearly => Level::Low,
     }
 }
 
@@ -338,7 +297,7 @@ mod tests {
         assert!((r.deployment_frequency.per_day - 2.0 / 7.0).abs() < 1e-9);
         assert_eq!(
             (r.deployment_frequency.bucket, r.deployment_frequency.level),
-            ("weekly", Level::High)
+            (Bucket::Weekly, Level::High)
         );
         // Lead times 2 h and 24 h: median 13 h.
         let lead = r.lead_time.unwrap();
@@ -360,7 +319,10 @@ mod tests {
     #[test]
     fn an_empty_window_has_no_measures() {
         let r = report(&[], t("2026-11-30T00:00:00Z"), Duration::from_secs(90 * DAY));
-        assert_eq!((r.deployments, r.deployment_frequency.bucket), (0, "yearly"));
+        assert_eq!(
+            (r.deployments, r.deployment_frequency.bucket),
+            (0, Bucket::Yearly)
+        );
         assert_eq!(
             (r.lead_time, r.change_failure_rate, r.time_to_restore),
             (None, None, None)

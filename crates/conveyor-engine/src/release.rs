@@ -31,7 +31,9 @@ impl Engine {
             builder_id: self.config.builder_id.clone(),
             builder_version: env!("CARGO_PKG_VERSION").to_string(),
             invocation_id: format!("{}/runs/{}", run.project, run.id),
-            started_on: run.created_at.clone(),
+            started_on: run
+                .created_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             finished_on: conveyor_store::now_rfc3339(),
         };
         let payload = serde_json::to_vec(&provenance.statement()).expect("statements serialize");

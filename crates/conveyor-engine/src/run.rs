@@ -74,7 +74,10 @@ impl Engine {
             .await?
             .ok_or(EngineError::NoSuchRun(run_id))?;
         if run.status != RunStatus::Running.as_str() {
-            return run.status.parse().map_err(EngineError::Corrupt);
+            return run
+                .status
+                .parse()
+                .map_err(|e: conveyor_store::UnknownStatus| EngineError::Corrupt(e.to_string()));
         }
         let pipeline = Arc::new(conveyor_spec::parse("conveyor.yml", &run.pipeline)?);
         let cancel = CancellationToken::new();
@@ -160,14 +163,17 @@ impl Engine {
         let mut outputs: HashMap<String, Vec<ArtifactRef>> = HashMap::new();
         for job in &pipeline.jobs {
             let view = run.jobs.iter().find(|j| j.job == job.id);
-            let state = match view.map(|v| (v.status.as_str(), v)) {
-                None | Some(("pending", _)) => JobState::Pending { first_attempt: 1 },
-                Some(("running", view)) => self.interrupted(&run, job, view).await?,
-                Some((status, view)) => {
-                    outputs.insert(job.id.clone(), view.artifacts.clone());
-                    JobState::Done(status.parse().map_err(EngineError::Corrupt)?)
-                }
-            };
+            let state =
+                match view.map(|v| (v.status.as_str(), v)) {
+                    None | Some(("pending", _)) => JobState::Pending { first_attempt: 1 },
+                    Some(("running", view)) => self.interrupted(&run, job, view).await?,
+                    Some((status, view)) => {
+                        outputs.insert(job.id.clone(), view.artifacts.clone());
+                        JobState::Done(status.parse().map_err(|e: conveyor_store::UnknownStatus| {
+                            EngineError::Corrupt(e.to_string())
+                        })?)
+                    }
+                };
             states.insert(job.id.clone(), state);
         }
 

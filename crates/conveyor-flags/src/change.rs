@@ -13,6 +13,7 @@ use crate::path::JsonPath;
 /// the whole flag and may not be combined with the others.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct FlagPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<FlagState>,
@@ -21,6 +22,7 @@ pub struct FlagPatch {
     /// A percentage rollout: targeting becomes flagd's `fractional` over these variants and
     /// weights, bucketed by targeting key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schema(value_type = Option<Vec<Vec<Object>>>, example = json!([["on", 25], ["off", 75]])))]
     pub fractional: Option<Vec<(String, u32)>>,
     /// The whole flag, in flagd's format.
     #[serde(default, skip_serializing_if = "Option::is_none")]

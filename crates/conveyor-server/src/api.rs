@@ -4,17 +4,21 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+use axum::extract::rejection::StringRejection;
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use conveyor_api::{
+    AddProject, AuditReport, ErrorBody, EventList, EventRecord, EventStreamQuery, EventsQuery, ListQuery,
+    LogPage, LogQuery, Project, ProjectList, Release, ReleaseList, RunCancelled, RunDetail, RunList,
+    RunStarted, SetSecret, SigningKey, TriggerRun, Validation,
+};
 use futures_util::Stream;
-use serde::Deserialize;
-use serde_json::{Value, json};
 
 use conveyor_store::logs::LogOf;
 
+use crate::extract::{Body, Params, Q};
 use crate::{ApiError, AppState, triggers};
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -31,36 +35,43 @@ pub(crate) fn valid_name(name: &str) -> bool {
         && !name.starts_with('.')
 }
 
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "Alive", content_type = "text/plain", body = String, example = "ok")))]
 pub async fn healthz() -> &'static str {
     "ok"
 }
 
+/// Readiness: the store answers.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses((status = 200, description = "Ready", content_type = "text/plain", body = String, example = "ready")))]
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<&'static str> {
     state.engine.store().projects().await?;
     Ok("ready")
 }
 
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta",
+    responses((status = 200, description = "The OpenAPI 3.1 document", body = Object)))]
 pub async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], crate::OPENAPI).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::json(),
+    )
+        .into_response()
 }
 
 // === projects ===
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AddProject {
-    name: String,
-    /// Git URL or local path.
-    source: String,
-    #[serde(default)]
-    poll_seconds: Option<u64>,
-}
-
+/// Registers a repository; its source must be reachable.
+#[utoipa::path(post, path = "/api/v1/projects", tag = "projects", request_body = AddProject,
+    responses((status = 201, description = "Added", body = Project),
+        (status = 409, description = "A project of that name exists", body = ErrorBody),
+        (status = 502, description = "The source cannot be fetched", body = ErrorBody)))]
 pub async fn add_project(
     State(state): State<AppState>,
-    body: Result<Json<AddProject>, axum::extract::rejection::JsonRejection>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    let Json(body) = body?;
+    Body(body): Body<AddProject>,
+) -> ApiResult<(StatusCode, Json<Project>)> {
     if !valid_name(&body.name) {
         return Err(ApiError::InvalidRequest(format!(
             "project name '{}' must be 1-{MAX_NAME_LEN} characters of letters, digits, '-', '_' or '.'",
@@ -101,16 +112,18 @@ pub async fn add_project(
         .project(&body.name)
         .await?
         .ok_or_else(|| ApiError::Internal("project vanished".into()))?;
-    Ok((StatusCode::CREATED, Json(json!(project))))
+    Ok((StatusCode::CREATED, Json(project)))
 }
 
-pub async fn list_projects(State(state): State<AppState>) -> ApiResult<Json<Value>> {
-    Ok(Json(
-        json!({ "projects": state.engine.store().projects().await? }),
-    ))
+#[utoipa::path(get, path = "/api/v1/projects", tag = "projects",
+    responses((status = 200, description = "Every project, by name", body = ProjectList)))]
+pub async fn list_projects(State(state): State<AppState>) -> ApiResult<Json<ProjectList>> {
+    Ok(Json(ProjectList {
+        projects: state.engine.store().projects().await?,
+    }))
 }
 
-async fn find_project(state: &AppState, name: &str) -> ApiResult<conveyor_store::Project> {
+async fn find_project(state: &AppState, name: &str) -> ApiResult<Project> {
     state
         .engine
         .store()
@@ -119,24 +132,28 @@ async fn find_project(state: &AppState, name: &str) -> ApiResult<conveyor_store:
         .ok_or_else(|| ApiError::NotFound(format!("project '{name}' does not exist")))
 }
 
-pub async fn get_project(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
-    Ok(Json(json!(find_project(&state, &name).await?)))
+#[utoipa::path(get, path = "/api/v1/projects/{project}", tag = "projects", params(("project" = String, Path)),
+    responses((status = 200, description = "The project", body = Project)))]
+pub async fn get_project(
+    State(state): State<AppState>,
+    Params(name): Params<String>,
+) -> ApiResult<Json<Project>> {
+    Ok(Json(find_project(&state, &name).await?))
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct TriggerRun {
-    branch: Option<String>,
-    commit: Option<String>,
-}
-
+/// Starts a run of a branch's head (or a given commit). The body is optional.
+#[utoipa::path(post, path = "/api/v1/projects/{project}/runs", tag = "runs", params(("project" = String, Path)),
+    request_body(content = Option<TriggerRun>),
+    responses((status = 201, description = "Started", body = RunStarted),
+        (status = 422, description = "conveyor.yml is invalid", body = ErrorBody),
+        (status = 502, description = "The source cannot be fetched", body = ErrorBody)))]
 pub async fn trigger_run(
     State(state): State<AppState>,
-    Path(name): Path<String>,
-    body: Option<Json<TriggerRun>>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+    Params(name): Params<String>,
+    body: Option<Body<TriggerRun>>,
+) -> ApiResult<(StatusCode, Json<RunStarted>)> {
     let project = find_project(&state, &name).await?;
-    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let body = body.map(|Body(b)| b).unwrap_or_default();
     let branch = match body.branch {
         Some(b) => b,
         None => triggers::default_branch(&triggers::mirror_path(&state.engine, &name)).await,
@@ -150,22 +167,23 @@ pub async fn trigger_run(
         triggers::trigger(&state.engine, &project, &branch, body.commit.as_deref(), "manual").await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "run_id": started.run_id, "commit": started.commit, "branch": branch })),
+        Json(RunStarted {
+            run_id: started.run_id,
+            commit: started.commit,
+            branch,
+        }),
     ))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SetSecret {
-    value: String,
-}
-
+/// Sets a secret's value (masked in logs; the event log records only that it changed).
+#[utoipa::path(put, path = "/api/v1/projects/{project}/secrets/{name}", tag = "projects",
+    params(("project" = String, Path), ("name" = String, Path)), request_body = SetSecret,
+    responses((status = 204, description = "Set")))]
 pub async fn set_secret(
     State(state): State<AppState>,
-    Path((project, name)): Path<(String, String)>,
-    body: Result<Json<SetSecret>, axum::extract::rejection::JsonRejection>,
+    Params((project, name)): Params<(String, String)>,
+    Body(body): Body<SetSecret>,
 ) -> ApiResult<StatusCode> {
-    let Json(body) = body?;
     find_project(&state, &project).await?;
     let valid = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
@@ -191,19 +209,16 @@ pub async fn set_secret(
 
 // === runs ===
 
-#[derive(Deserialize)]
-pub struct ListQuery {
-    project: Option<String>,
-    limit: Option<i64>,
-}
-
-pub async fn list_runs(State(state): State<AppState>, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
+/// Newest first, without their jobs.
+#[utoipa::path(get, path = "/api/v1/runs", tag = "runs", params(ListQuery),
+    responses((status = 200, description = "Runs", body = RunList)))]
+pub async fn list_runs(State(state): State<AppState>, Q(q): Q<ListQuery>) -> ApiResult<Json<RunList>> {
     let runs = state
         .engine
         .store()
         .runs(q.project.as_deref(), q.limit.unwrap_or(50).clamp(1, 1000))
         .await?;
-    Ok(Json(json!({ "runs": runs })))
+    Ok(Json(RunList { runs }))
 }
 
 async fn find_run(state: &AppState, id: i64) -> ApiResult<conveyor_store::RunView> {
@@ -215,15 +230,22 @@ async fn find_run(state: &AppState, id: i64) -> ApiResult<conveyor_store::RunVie
         .ok_or_else(|| ApiError::NotFound(format!("run {id} does not exist")))
 }
 
-pub async fn get_run(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Value>> {
+/// A run with its jobs, steps and artifacts.
+#[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs", params(("id" = i64, Path)),
+    responses((status = 200, description = "The run", body = RunDetail)))]
+pub async fn get_run(State(state): State<AppState>, Params(id): Params<i64>) -> ApiResult<Json<RunDetail>> {
     let run = find_run(&state, id).await?;
-    let release = state.engine.store().release_of_run(id).await?.map(|r| r.id);
-    let mut body = json!(run);
-    body["release_id"] = json!(release);
-    Ok(Json(body))
+    let release_id = state.engine.store().release_of_run(id).await?.map(|r| r.id);
+    Ok(Json(RunDetail { run, release_id }))
 }
 
-pub async fn cancel_run(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Value>> {
+#[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", tag = "runs", params(("id" = i64, Path)),
+    responses((status = 200, description = "Cancelling", body = RunCancelled),
+        (status = 409, description = "The run already ended", body = ErrorBody)))]
+pub async fn cancel_run(
+    State(state): State<AppState>,
+    Params(id): Params<i64>,
+) -> ApiResult<Json<RunCancelled>> {
     let run = find_run(&state, id).await?;
     if run.status != "running" {
         return Err(ApiError::Conflict(format!(
@@ -232,20 +254,20 @@ pub async fn cancel_run(State(state): State<AppState>, Path(id): Path<i64>) -> A
         )));
     }
     let cancelled = state.engine.cancel(id, "cancelled through the API").await?;
-    Ok(Json(json!({ "run_id": id, "cancelling": cancelled })))
+    Ok(Json(RunCancelled {
+        run_id: id,
+        cancelling: cancelled,
+    }))
 }
 
-#[derive(Deserialize)]
-pub struct LogQuery {
-    #[serde(default)]
-    after: u64,
-}
-
+/// Log lines from a byte offset on.
+#[utoipa::path(get, path = "/api/v1/runs/{id}/logs", tag = "runs", params(("id" = i64, Path), LogQuery),
+    responses((status = 200, description = "A page of lines", body = LogPage)))]
 pub async fn run_logs(
     State(state): State<AppState>,
-    Path(id): Path<i64>,
-    Query(q): Query<LogQuery>,
-) -> ApiResult<Json<Value>> {
+    Params(id): Params<i64>,
+    Q(q): Q<LogQuery>,
+) -> ApiResult<Json<LogPage>> {
     find_run(&state, id).await?;
     let (lines, next) = state
         .engine
@@ -253,15 +275,18 @@ pub async fn run_logs(
         .logs
         .read_from(LogOf::Run(id), q.after)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(Json(json!({ "lines": lines, "next": next })))
+    Ok(Json(LogPage { lines, next }))
 }
 
 /// Server-sent events: one `line` event per log line as it is written, then `end` with the run's
 /// status once it has finished and everything was sent.
+#[utoipa::path(get, path = "/api/v1/runs/{id}/logs/stream", tag = "runs", params(("id" = i64, Path), LogQuery),
+    responses((status = 200, description = "Server-sent events: `line` (a LogLine as JSON) per line, then `end` (a StreamEnd)",
+        content_type = "text/event-stream", body = String)))]
 pub async fn stream_logs(
     State(state): State<AppState>,
-    Path(id): Path<i64>,
-    Query(q): Query<LogQuery>,
+    Params(id): Params<i64>,
+    Q(q): Q<LogQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     find_run(&state, id).await?;
     struct Cursor {
@@ -287,7 +312,7 @@ pub async fn stream_logs(
             // Read the status first: lines written before a run ends are all on disk by then.
             let status = match c.state.engine.store().run(id).await {
                 Ok(Some(run)) => run.status,
-                _ => "unknown".into(),
+                _ => "unknown".to_string(),
             };
             let (lines, next) = c
                 .state
@@ -305,9 +330,10 @@ pub async fn stream_logs(
             if status != "running" && c.pending.is_empty() {
                 c.done = true;
                 c.pending.push_back(
-                    SseEvent::default()
-                        .event("end")
-                        .data(json!({ "status": status }).to_string()),
+                    SseEvent::default().event("end").data(
+                        serde_json::to_string(&conveyor_api::StreamEnd { status })
+                            .expect("the end event serializes"),
+                    ),
                 );
                 continue;
             }
@@ -321,19 +347,22 @@ pub async fn stream_logs(
 
 // === releases ===
 
+/// Newest first.
+#[utoipa::path(get, path = "/api/v1/releases", tag = "releases", params(ListQuery),
+    responses((status = 200, description = "Releases", body = ReleaseList)))]
 pub async fn list_releases(
     State(state): State<AppState>,
-    Query(q): Query<ListQuery>,
-) -> ApiResult<Json<Value>> {
+    Q(q): Q<ListQuery>,
+) -> ApiResult<Json<ReleaseList>> {
     let releases = state
         .engine
         .store()
         .releases(q.project.as_deref(), q.limit.unwrap_or(50).clamp(1, 1000))
         .await?;
-    Ok(Json(json!({ "releases": releases })))
+    Ok(Json(ReleaseList { releases }))
 }
 
-async fn find_release(state: &AppState, id: i64) -> ApiResult<conveyor_store::Release> {
+async fn find_release(state: &AppState, id: i64) -> ApiResult<Release> {
     state
         .engine
         .store()
@@ -342,14 +371,20 @@ async fn find_release(state: &AppState, id: i64) -> ApiResult<conveyor_store::Re
         .ok_or_else(|| ApiError::NotFound(format!("release {id} does not exist")))
 }
 
-pub async fn get_release(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Value>> {
-    Ok(Json(json!(find_release(&state, id).await?)))
+/// A release: artifacts, commit and the signed provenance envelope.
+#[utoipa::path(get, path = "/api/v1/releases/{id}", tag = "releases", params(("id" = i64, Path)),
+    responses((status = 200, description = "The release", body = Release)))]
+pub async fn get_release(State(state): State<AppState>, Params(id): Params<i64>) -> ApiResult<Json<Release>> {
+    Ok(Json(find_release(&state, id).await?))
 }
 
 /// Streams an artifact's bytes from the store, as stored (the client checks the digest).
+#[utoipa::path(get, path = "/api/v1/releases/{id}/artifacts/{path}", tag = "releases",
+    params(("id" = i64, Path), ("path" = String, Path, description = "The artifact's path, `/`-separated")),
+    responses((status = 200, description = "The artifact's bytes", content_type = "application/octet-stream", body = Vec<u8>)))]
 pub async fn get_artifact(
     State(state): State<AppState>,
-    Path((id, path)): Path<(i64, String)>,
+    Params((id, path)): Params<(i64, String)>,
 ) -> ApiResult<Response> {
     let release = find_release(&state, id).await?;
     let artifact = release
@@ -366,58 +401,77 @@ pub async fn get_artifact(
     let file = tokio::fs::File::open(&blob)
         .await
         .map_err(|e| ApiError::Internal(format!("artifact blob {}: {e}", artifact.digest)))?;
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
 }
 
-pub async fn signing_key(State(state): State<AppState>) -> Json<Value> {
+/// The server's release-signing public key.
+#[utoipa::path(get, path = "/api/v1/keys/signing", tag = "releases",
+    responses((status = 200, description = "The key", body = SigningKey)))]
+pub async fn signing_key(State(state): State<AppState>) -> Json<SigningKey> {
     let key = state.engine.data().signer.public();
-    Json(json!({ "key_id": key.key_id(), "algorithm": "ed25519", "public_key": key.to_hex() }))
+    Json(SigningKey {
+        key_id: key.key_id(),
+        algorithm: "ed25519".into(),
+        public_key: key.to_hex(),
+    })
 }
 
 // === audit and events ===
 
-pub async fn audit_verify(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+/// Checks the event log's hash chain.
+#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit",
+    responses((status = 200, description = "What the check found", body = AuditReport)))]
+pub async fn audit_verify(State(state): State<AppState>) -> ApiResult<Json<AuditReport>> {
     let (events, problems) = state.engine.store().audit().await?;
-    Ok(Json(json!({
-        "events": events,
-        "intact": problems.is_empty(),
-        "problems": problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
-    })))
+    Ok(Json(AuditReport {
+        events: events as u64,
+        intact: problems.is_empty(),
+        problems: problems.iter().map(ToString::to_string).collect(),
+    }))
 }
 
-#[derive(Deserialize)]
-pub struct EventsQuery {
-    #[serde(default)]
-    after: i64,
-    limit: Option<i64>,
-}
-
-pub async fn list_events(
-    State(state): State<AppState>,
-    Query(q): Query<EventsQuery>,
-) -> ApiResult<Json<Value>> {
+/// Events of the log, oldest first.
+#[utoipa::path(get, path = "/api/v1/events", tag = "audit", params(EventsQuery),
+    responses((status = 200, description = "Events", body = EventList)))]
+pub async fn list_events(State(state): State<AppState>, Q(q): Q<EventsQuery>) -> ApiResult<Json<EventList>> {
     let events = state
         .engine
         .store()
         .events(q.after, q.limit.unwrap_or(100).clamp(1, 1000))
         .await?;
-    Ok(Json(json!({ "events": events })))
+    let events = events
+        .into_iter()
+        .map(|e| {
+            Ok(EventRecord {
+                seq: e.seq,
+                at: timestamp(&e.at)?,
+                event: serde_json::to_value(&e.event)
+                    .map_err(|error| ApiError::Internal(error.to_string()))?,
+            })
+        })
+        .collect::<ApiResult<_>>()?;
+    Ok(Json(EventList { events }))
 }
 
-#[derive(Deserialize)]
-pub struct StreamQuery {
-    /// Replay the events after this sequence number first (default: only new ones).
-    after: Option<i64>,
+/// A stored RFC 3339 time, typed.
+pub(crate) fn timestamp(text: &str) -> ApiResult<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| ApiError::Internal(format!("stored time '{text}': {e}")))
 }
 
 /// Server-sent events: one per appended event, in order, `id` its sequence number and `event`
 /// its kind, the data shaped as in `GET /api/v1/events`. A client that reconnects with
 /// `Last-Event-ID` (or `?after=`) misses nothing; a slow one is caught up from the log.
+#[utoipa::path(get, path = "/api/v1/events/stream", tag = "audit",
+    params(EventStreamQuery, ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event")),
+    responses((status = 200, description = "Server-sent events: one per appended event (`id` its sequence number, `event` its kind)",
+        content_type = "text/event-stream", body = String)))]
 pub async fn stream_events(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
-    Query(q): Query<StreamQuery>,
+    Q(q): Q<EventStreamQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     let resume = headers
         .get("last-event-id")
@@ -454,12 +508,19 @@ pub async fn stream_events(
 }
 
 /// Validates a `conveyor.yml` sent as the request body.
-pub async fn validate(body: String) -> Json<Value> {
-    match conveyor_spec::parse("conveyor.yml", &body) {
-        Ok(_) => Json(json!({ "valid": true, "errors": [] })),
-        Err(errors) => Json(json!({
-            "valid": false,
-            "errors": errors.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        })),
-    }
+#[utoipa::path(post, path = "/api/v1/validate", tag = "runs",
+    request_body(content = String, content_type = "application/yaml", description = "A conveyor.yml"),
+    responses((status = 200, description = "Whether it is valid, and every problem", body = Validation)))]
+pub async fn validate(body: Result<String, StringRejection>) -> ApiResult<Json<Validation>> {
+    let body = body?;
+    Ok(Json(match conveyor_spec::parse("conveyor.yml", &body) {
+        Ok(_) => Validation {
+            valid: true,
+            errors: Vec::new(),
+        },
+        Err(errors) => Validation {
+            valid: false,
+            errors: errors.0.iter().map(ToString::to_string).collect(),
+        },
+    }))
 }

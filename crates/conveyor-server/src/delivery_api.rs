@@ -1,90 +1,130 @@
 //! The delivery endpoints: promote, approve, pause, resume, abort, rollback, status, history
 //! (deployments and flag changes), tokens. Identities come from the caller's token name.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use conveyor_api::dora::DoraReport;
+use conveyor_api::{
+    Aborting, AnalysisReport, Approved, DeploymentCreated, DeploymentHistory, DeploymentView, DoraQuery,
+    EnvironmentStatus, EnvironmentView, ErrorBody, FlagChangeEntry, InstanceStatus, LimitQuery, NewToken,
+    Pausing, Promote, Resume, Resuming, Rollback, TokenCreated, VersionRole, VersionStatus,
+};
 
 use crate::auth::{ADMIN, Identity};
+use crate::extract::{Body, Params, Q};
 use crate::{ApiError, AppState};
 
 type ApiResult<T> = Result<T, ApiError>;
-type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Promote {
-    environment: String,
-    /// A deployment of this environment that this one fixes forward (DORA: a change failure).
-    #[serde(default)]
-    fixes: Option<i64>,
-}
+/// The OpenMetrics text of the `metrics` endpoints.
+pub(crate) const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// Deploys a release into an environment (gates, then the environment's strategy).
+#[utoipa::path(post, path = "/api/v1/releases/{id}/promote", tag = "delivery", params(("id" = i64, Path)),
+    request_body = Promote,
+    responses((status = 201, description = "Deployment requested", body = DeploymentCreated),
+        (status = 403, description = "Refused by a rule", body = ErrorBody),
+        (status = 409, description = "Conflicts with the environment's state", body = ErrorBody)))]
 pub async fn promote(
     State(state): State<AppState>,
     Extension(Identity(by)): Extension<Identity>,
-    Path(release): Path<i64>,
-    body: JsonBody<Promote>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    let Json(body) = body?;
+    Params(release): Params<i64>,
+    Body(body): Body<Promote>,
+) -> ApiResult<(StatusCode, Json<DeploymentCreated>)> {
     let id = state
         .delivery
         .promote(&body.environment, release, &by, body.fixes)
         .await?;
-    Ok((StatusCode::CREATED, Json(json!({ "deployment_id": id }))))
+    Ok((StatusCode::CREATED, Json(DeploymentCreated { deployment_id: id })))
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct Rollback {
-    to: Option<i64>,
-}
-
+/// Back to an earlier release (default: the previous one). The body is optional.
+#[utoipa::path(post, path = "/api/v1/projects/{project}/environments/{environment}/rollback", tag = "delivery",
+    params(("project" = String, Path), ("environment" = String, Path)),
+    request_body(content = Option<Rollback>),
+    responses((status = 201, description = "Rollback requested", body = DeploymentCreated),
+        (status = 403, description = "Refused by a rule", body = ErrorBody),
+        (status = 409, description = "Nothing to roll back to", body = ErrorBody)))]
 pub async fn rollback(
     State(state): State<AppState>,
     Extension(Identity(by)): Extension<Identity>,
-    Path((project, environment)): Path<(String, String)>,
-    body: Option<Json<Rollback>>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    let to = body.and_then(|Json(b)| b.to);
+    Params((project, environment)): Params<(String, String)>,
+    body: Option<Body<Rollback>>,
+) -> ApiResult<(StatusCode, Json<DeploymentCreated>)> {
+    let to = body.and_then(|Body(b)| b.to);
     let id = state.delivery.rollback(&project, &environment, to, &by).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "deployment_id": id }))))
+    Ok((StatusCode::CREATED, Json(DeploymentCreated { deployment_id: id })))
 }
 
+/// What runs in an environment now, and its newest deployment.
+#[utoipa::path(get, path = "/api/v1/projects/{project}/environments/{environment}", tag = "delivery",
+    params(("project" = String, Path), ("environment" = String, Path)),
+    responses((status = 200, description = "The environment", body = EnvironmentView)))]
 pub async fn environment(
     State(state): State<AppState>,
-    Path((project, environment)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
-    let mut body = json!(state.delivery.status(&project, &environment));
+    Params((project, environment)): Params<(String, String)>,
+) -> ApiResult<Json<EnvironmentView>> {
+    let status = environment_status(state.delivery.status(&project, &environment))?;
     let latest = state
         .engine
         .store()
         .deployments(Some(&project), Some(&environment), 1)
         .await?;
-    body["deployment"] = json!(latest.first());
-    Ok(Json(body))
+    Ok(Json(EnvironmentView {
+        status,
+        deployment: latest.into_iter().next(),
+    }))
 }
 
-#[derive(Deserialize)]
-pub struct Limit {
-    limit: Option<i64>,
+/// The engine's status in the API's types (until delivery returns them itself).
+fn environment_status(s: conveyor_delivery::EnvironmentStatus) -> ApiResult<EnvironmentStatus> {
+    let versions = s
+        .versions
+        .into_iter()
+        .map(|v| {
+            Ok(VersionStatus {
+                version: v.version,
+                release_id: v.release_id,
+                role: match v.role {
+                    conveyor_delivery::Role::Stable => VersionRole::Stable,
+                    conveyor_delivery::Role::Canary => VersionRole::Canary,
+                    conveyor_delivery::Role::Baseline => VersionRole::Baseline,
+                    conveyor_delivery::Role::Warm => VersionRole::Warm,
+                },
+                traffic: v.traffic,
+                instances: v
+                    .instances
+                    .into_iter()
+                    .map(|i| InstanceStatus {
+                        index: i.index,
+                        addr: i.addr,
+                        pid: i.pid,
+                        healthy: i.healthy,
+                        restarts: i.restarts,
+                    })
+                    .collect(),
+            })
+        })
+        .collect::<ApiResult<_>>()?;
+    Ok(EnvironmentStatus {
+        project: s.project,
+        environment: s.environment,
+        url: s.url,
+        versions,
+    })
 }
 
-impl Limit {
-    /// The `limit` asked for, 50 by default, within 1..=1000.
-    pub fn get(&self) -> i64 {
-        self.limit.unwrap_or(50).clamp(1, 1000)
-    }
-}
-
+/// An environment's timeline: deployments and flag changes, newest first.
+#[utoipa::path(get, path = "/api/v1/projects/{project}/environments/{environment}/deployments", tag = "delivery",
+    params(("project" = String, Path), ("environment" = String, Path), LimitQuery),
+    responses((status = 200, description = "The timeline", body = DeploymentHistory)))]
 pub async fn history(
     State(state): State<AppState>,
-    Path((project, environment)): Path<(String, String)>,
-    Query(q): Query<Limit>,
-) -> ApiResult<Json<Value>> {
+    Params((project, environment)): Params<(String, String)>,
+    Q(q): Q<LimitQuery>,
+) -> ApiResult<Json<DeploymentHistory>> {
     let limit = q.get();
     let deployments = state
         .engine
@@ -92,137 +132,159 @@ pub async fn history(
         .deployments(Some(&project), Some(&environment), limit)
         .await?;
     // The environment's timeline: flag changes beside the deployments.
-    let flag_changes: Vec<Value> = state
+    let flag_changes = state
         .engine
         .store()
         .flag_history(&project, &environment, limit)
         .await?
         .into_iter()
         .filter_map(|e| match e.event {
-            conveyor_store::Event::FlagsChanged { by, changes, .. } => {
-                Some(json!({ "seq": e.seq, "at": e.at, "by": by, "changes": changes }))
-            }
+            conveyor_store::Event::FlagsChanged { by, changes, .. } => Some(FlagChangeEntry {
+                seq: e.seq,
+                at: e.at,
+                by,
+                changes,
+            }),
             _ => None,
         })
         .collect();
-    Ok(Json(
-        json!({ "deployments": deployments, "flag_changes": flag_changes }),
-    ))
+    Ok(Json(DeploymentHistory {
+        deployments,
+        flag_changes,
+    }))
 }
 
+/// The environment router's metrics (requests, 5xx, latency per version).
+#[utoipa::path(get, path = "/api/v1/projects/{project}/environments/{environment}/metrics", tag = "delivery",
+    params(("project" = String, Path), ("environment" = String, Path)),
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String)))]
 pub async fn metrics(
     State(state): State<AppState>,
-    Path((project, environment)): Path<(String, String)>,
+    Params((project, environment)): Params<(String, String)>,
 ) -> ApiResult<Response> {
     let text = state
         .delivery
         .metrics_text(&project, &environment)
         .ok_or_else(|| ApiError::NotFound(format!("{project}/{environment} has no router yet")))?;
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, OPENMETRICS)], text).into_response())
 }
 
 /// Prometheus metrics of every environment's router (requests, 5xx, latency per version).
+#[utoipa::path(get, path = "/metrics", tag = "delivery",
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String)))]
 pub async fn all_metrics(State(state): State<AppState>) -> Response {
     let text = state.delivery.all_metrics_text();
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, OPENMETRICS)], text).into_response()
 }
 
-pub async fn deployment(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/api/v1/deployments/{id}", tag = "delivery", params(("id" = i64, Path)),
+    responses((status = 200, description = "The deployment", body = DeploymentView)))]
+pub async fn deployment(
+    State(state): State<AppState>,
+    Params(id): Params<i64>,
+) -> ApiResult<Json<DeploymentView>> {
     let d = state
         .engine
         .store()
         .deployment(id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("deployment {id} does not exist")))?;
-    Ok(Json(json!(d)))
+    Ok(Json(d))
 }
 
 /// The judgements of a deployment's canary analysis, with their evidence.
-pub async fn analysis(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/api/v1/deployments/{id}/analysis", tag = "delivery", params(("id" = i64, Path)),
+    responses((status = 200, description = "The judgements, oldest first", body = AnalysisReport)))]
+pub async fn analysis(
+    State(state): State<AppState>,
+    Params(id): Params<i64>,
+) -> ApiResult<Json<AnalysisReport>> {
     let store = state.engine.store();
     let d = store
         .deployment(id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("deployment {id} does not exist")))?;
     let judgements = store.judgements(id).await?;
-    Ok(Json(json!({
-        "deployment_id": id,
-        "status": d.status,
-        "reason": d.reason,
-        "judgements": judgements,
-    })))
+    Ok(Json(AnalysisReport {
+        deployment_id: id,
+        status: d.status,
+        reason: d.reason,
+        judgements,
+    }))
 }
 
+/// Approves a gated deployment (four eyes: not its author).
+#[utoipa::path(post, path = "/api/v1/deployments/{id}/approve", tag = "delivery", params(("id" = i64, Path)),
+    responses((status = 200, description = "Approved", body = Approved),
+        (status = 403, description = "Not allowed to approve it", body = ErrorBody),
+        (status = 409, description = "Not waiting for approval", body = ErrorBody)))]
 pub async fn approve(
     State(state): State<AppState>,
     Extension(Identity(by)): Extension<Identity>,
-    Path(id): Path<i64>,
-) -> ApiResult<Json<Value>> {
+    Params(id): Params<i64>,
+) -> ApiResult<Json<Approved>> {
     state.delivery.approve(id, &by).await?;
-    Ok(Json(json!({ "deployment_id": id, "approved_by": by })))
+    Ok(Json(Approved {
+        deployment_id: id,
+        approved_by: by,
+    }))
 }
 
+#[utoipa::path(post, path = "/api/v1/deployments/{id}/pause", tag = "delivery", params(("id" = i64, Path)),
+    responses((status = 200, description = "Pausing", body = Pausing),
+        (status = 409, description = "Not running", body = ErrorBody)))]
 pub async fn pause(
     State(state): State<AppState>,
     Extension(Identity(by)): Extension<Identity>,
-    Path(id): Path<i64>,
-) -> ApiResult<Json<Value>> {
+    Params(id): Params<i64>,
+) -> ApiResult<Json<Pausing>> {
     state.delivery.pause(id, &by).await?;
-    Ok(Json(json!({ "deployment_id": id, "pausing": true })))
+    Ok(Json(Pausing {
+        deployment_id: id,
+        pausing: true,
+    }))
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct Resume {
-    #[serde(default)]
-    full: bool,
-}
-
+/// Resumes a paused deployment (`full`: all traffic now). The body is optional.
+#[utoipa::path(post, path = "/api/v1/deployments/{id}/resume", tag = "delivery", params(("id" = i64, Path)),
+    request_body(content = Option<Resume>),
+    responses((status = 200, description = "Resuming", body = Resuming),
+        (status = 409, description = "Not paused", body = ErrorBody)))]
 pub async fn resume(
     State(state): State<AppState>,
     Extension(Identity(by)): Extension<Identity>,
-    Path(id): Path<i64>,
-    body: Option<Json<Resume>>,
-) -> ApiResult<Json<Value>> {
-    let full = body.is_some_and(|Json(b)| b.full);
+    Params(id): Params<i64>,
+    body: Option<Body<Resume>>,
+) -> ApiResult<Json<Resuming>> {
+    let full = body.is_some_and(|Body(b)| b.full);
     state.delivery.resume(id, &by, full).await?;
-    Ok(Json(
-        json!({ "deployment_id": id, "resuming": true, "full": full }),
-    ))
+    Ok(Json(Resuming {
+        deployment_id: id,
+        resuming: true,
+        full,
+    }))
 }
 
+/// Aborts a deployment: traffic back to stable, the new version stopped.
+#[utoipa::path(post, path = "/api/v1/deployments/{id}/abort", tag = "delivery", params(("id" = i64, Path)),
+    responses((status = 200, description = "Aborting", body = Aborting),
+        (status = 409, description = "Already finished", body = ErrorBody)))]
 pub async fn abort(
     State(state): State<AppState>,
     Extension(Identity(by)): Extension<Identity>,
-    Path(id): Path<i64>,
-) -> ApiResult<Json<Value>> {
+    Params(id): Params<i64>,
+) -> ApiResult<Json<Aborting>> {
     state.delivery.abort(id, &by).await?;
-    Ok(Json(json!({ "deployment_id": id, "aborting": true })))
-}
-
-#[derive(Deserialize)]
-pub struct DoraQuery {
-    project: Option<String>,
-    environment: Option<String>,
-    window_days: Option<u64>,
+    Ok(Json(Aborting {
+        deployment_id: id,
+        aborting: true,
+    }))
 }
 
 /// DORA's four keys for an environment (default `production`) over a window (default 90 days).
-pub async fn dora(State(state): State<AppState>, Query(q): Query<DoraQuery>) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/api/v1/dora", tag = "delivery", params(DoraQuery),
+    responses((status = 200, description = "The four keys", body = DoraReport)))]
+pub async fn dora(State(state): State<AppState>, Q(q): Q<DoraQuery>) -> ApiResult<Json<DoraReport>> {
     let days = q.window_days.unwrap_or(90);
     if !(1..=3650).contains(&days) {
         return Err(ApiError::InvalidRequest(
@@ -235,25 +297,22 @@ pub async fn dora(State(state): State<AppState>, Query(q): Query<DoraQuery>) -> 
         .delivery
         .dora(q.project.as_deref(), &environment, window)
         .await?;
-    let mut body = json!(report);
-    body["environment"] = json!(environment);
-    body["project"] = json!(q.project);
-    Ok(Json(body))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewToken {
-    name: String,
+    Ok(Json(DoraReport {
+        report,
+        environment,
+        project: q.project,
+    }))
 }
 
 /// A new named token (the name is the identity approvals and the audit trail show). Admin only.
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "auth", request_body = NewToken,
+    responses((status = 201, description = "The token, shown once", body = TokenCreated),
+        (status = 403, description = "Not the admin token", body = ErrorBody)))]
 pub async fn create_token(
     State(state): State<AppState>,
     Extension(Identity(by)): Extension<Identity>,
-    body: JsonBody<NewToken>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    let Json(body) = body?;
+    Body(body): Body<NewToken>,
+) -> ApiResult<(StatusCode, Json<TokenCreated>)> {
     if by != ADMIN {
         return Err(ApiError::Forbidden(
             "only the admin token can create tokens".into(),
@@ -282,6 +341,9 @@ pub async fn create_token(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "name": body.name, "token": token })),
+        Json(TokenCreated {
+            name: body.name,
+            token,
+        }),
     ))
 }

@@ -1,10 +1,11 @@
-//! The one API error table: code → HTTP status → JSON `{code, message}`. Handlers return
-//! `ApiError`; nothing else builds error responses.
+//! The one API error table: code → HTTP status → JSON `{code, message}` (`conveyor_api::ErrorBody`).
+//! Handlers, the extractors' rejections and the router's fallbacks return `ApiError`; nothing
+//! else builds error responses (OFREP's protocol bodies aside).
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use conveyor_api::{ErrorBody, ErrorDetails};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -22,6 +23,9 @@ pub enum ApiError {
     FlagsInvalid(conveyor_flags::DefinitionError),
     #[error("{0}")]
     Conflict(String),
+    /// The path exists, not with this method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// Authenticated, but not allowed (e.g. four-eyes approval).
     #[error("{0}")]
     Forbidden(String),
@@ -42,6 +46,7 @@ impl ApiError {
             ApiError::PipelineInvalid(_) => ("pipeline_invalid", StatusCode::UNPROCESSABLE_ENTITY),
             ApiError::FlagsInvalid(_) => ("flags_invalid", StatusCode::UNPROCESSABLE_ENTITY),
             ApiError::Conflict(_) => ("conflict", StatusCode::CONFLICT),
+            ApiError::MethodNotAllowed(_) => ("method_not_allowed", StatusCode::METHOD_NOT_ALLOWED),
             ApiError::Forbidden(_) => ("forbidden", StatusCode::FORBIDDEN),
             ApiError::Source(_) => ("source_unavailable", StatusCode::BAD_GATEWAY),
             ApiError::Internal(_) => ("internal", StatusCode::INTERNAL_SERVER_ERROR),
@@ -55,14 +60,23 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(detail) = &self {
             tracing::error!(error = %detail, "internal error answering a request");
         }
-        let mut body = json!({ "code": code, "message": self.to_string() });
-        match &self {
-            ApiError::PipelineInvalid(errors) => body["details"] = json!({ "errors": errors }),
-            ApiError::FlagsInvalid(error) => {
-                body["details"] = json!({ "path": error.path, "error": error.message })
-            }
-            _ => {}
-        }
+        let details = match &self {
+            ApiError::PipelineInvalid(errors) => Some(ErrorDetails {
+                errors: Some(errors.clone()),
+                ..ErrorDetails::default()
+            }),
+            ApiError::FlagsInvalid(error) => Some(ErrorDetails {
+                path: Some(error.path.clone()),
+                error: Some(error.message.clone()),
+                ..ErrorDetails::default()
+            }),
+            _ => None,
+        };
+        let body = ErrorBody {
+            code: code.to_string(),
+            message: self.to_string(),
+            details,
+        };
         (status, Json(body)).into_response()
     }
 }
@@ -104,11 +118,25 @@ impl From<conveyor_delivery::DeliveryError> for ApiError {
     }
 }
 
-impl From<axum::extract::rejection::JsonRejection> for ApiError {
-    fn from(e: axum::extract::rejection::JsonRejection) -> Self {
-        ApiError::InvalidRequest(e.body_text())
-    }
+/// The extractors' rejections (malformed JSON, path or query; a body over its limit; no JSON
+/// content type): a bad request, said in axum's words.
+macro_rules! rejections {
+    ($($rejection:ident),+) => {$(
+        impl From<axum::extract::rejection::$rejection> for ApiError {
+            fn from(e: axum::extract::rejection::$rejection) -> Self {
+                ApiError::InvalidRequest(e.body_text())
+            }
+        }
+    )+};
 }
+
+rejections!(
+    JsonRejection,
+    PathRejection,
+    QueryRejection,
+    BytesRejection,
+    StringRejection
+);
 
 impl From<crate::flags::FlagsError> for ApiError {
     fn from(e: crate::flags::FlagsError) -> Self {

@@ -187,11 +187,7 @@ pub fn key_hash(key: &str) -> [u8; 32] {
 }
 
 /// The outcome of a change.
-#[derive(Debug, Clone, Serialize)]
-pub struct Changed {
-    pub version: i64,
-    pub changes: Vec<String>,
-}
+pub use conveyor_api::FlagsChanged as Changed;
 
 type EnvKey = (String, String);
 

@@ -6,25 +6,28 @@
 use std::convert::Infallible;
 
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use conveyor_api::{
+    ErrorBody, FlagDetail, FlagHistory, FlagHistoryEntry, FlagKeyList, FlagLifecycle, FlagList, FlagSummary,
+    FlagsChanged, KeyCreated, LimitQuery, NewKey, NewSchedule, ScheduleCancelled, ScheduleCreated,
+    ScheduleList, StaleFlag, StaleQuery, StaleReport,
+};
 use conveyor_flags::{FlagInfo, FlagPatch, Lifecycle};
 use conveyor_store::Event;
 use futures_util::Stream;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::{ADMIN, Identity};
-use crate::delivery_api::Limit;
+use crate::extract::{Body, Params, Q};
 use crate::flags::{MAX_DEFINITION_BYTES, Notice, no_flags};
 use crate::{ApiError, AppState, api::valid_name};
 
 type ApiResult<T> = Result<T, ApiError>;
-type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
 
 /// The project exists and the environment name is one Conveyor accepts.
 async fn check_scope(state: &AppState, project: &str, environment: &str) -> ApiResult<()> {
@@ -39,16 +42,30 @@ async fn check_scope(state: &AppState, project: &str, environment: &str) -> ApiR
     Ok(())
 }
 
-fn flag_json(flag: &FlagInfo<'_>) -> Value {
-    json!({
-        "key": flag.key,
-        "state": flag.state,
-        "defaultVariant": flag.default_variant,
-        "variants": flag.variants,
-        "type": flag.variant_type,
-        "metadata": flag.metadata,
-        "lifecycle": Lifecycle::from_metadata(flag.metadata).ok(),
-    })
+/// A unit enum's serde name (`kill-switch`, `boolean`).
+fn name_of(value: impl serde::Serialize) -> Option<String> {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+}
+
+fn lifecycle(lifecycle: Lifecycle) -> FlagLifecycle {
+    FlagLifecycle {
+        kind: lifecycle.kind.and_then(name_of),
+        expected_lifetime_days: lifecycle.expected_lifetime_days,
+    }
+}
+
+fn flag_summary(flag: &FlagInfo<'_>) -> FlagSummary {
+    FlagSummary {
+        key: flag.key.to_string(),
+        state: flag.state,
+        default_variant: flag.default_variant.map(String::from),
+        variants: flag.variants.iter().map(|v| v.to_string()).collect(),
+        variant_type: flag.variant_type.and_then(name_of),
+        metadata: flag.metadata.clone().into_iter().collect(),
+        lifecycle: Lifecycle::from_metadata(flag.metadata).ok().map(lifecycle),
+    }
 }
 
 fn live(state: &AppState, project: &str, environment: &str) -> ApiResult<std::sync::Arc<crate::flags::Live>> {
@@ -59,39 +76,45 @@ fn live(state: &AppState, project: &str, environment: &str) -> ApiResult<std::sy
         .ok_or_else(|| no_flags(project, environment))?)
 }
 
+#[utoipa::path(get, path = "/api/v1/projects/{project}/environments/{environment}/flags", tag = "flags", params(("project" = String, Path), ("environment" = String, Path)),
+    responses((status = 200, description = "The environment's flags", body = FlagList)))]
 pub async fn list(
     State(state): State<AppState>,
-    Path((project, environment)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+    Params((project, environment)): Params<(String, String)>,
+) -> ApiResult<Json<FlagList>> {
     let live = live(&state, &project, &environment)?;
-    let flags: Vec<Value> = live.set.flags().map(|f| flag_json(&f)).collect();
-    Ok(Json(json!({
-        "project": project,
-        "environment": environment,
-        "version": live.version,
-        "etag": live.etag_hex(),
-        "flags": flags,
-    })))
+    Ok(Json(FlagList {
+        project,
+        environment,
+        version: live.version,
+        etag: live.etag_hex(),
+        flags: live.set.flags().map(|f| flag_summary(&f)).collect(),
+    }))
 }
 
+#[utoipa::path(get, path = "/api/v1/projects/{project}/environments/{environment}/flags/{key}", tag = "flags", params(("project" = String, Path), ("environment" = String, Path), ("key" = String, Path)),
+    responses((status = 200, description = "The flag and its definition", body = FlagDetail)))]
 pub async fn get_flag(
     State(state): State<AppState>,
-    Path((project, environment, key)): Path<(String, String, String)>,
-) -> ApiResult<Json<Value>> {
+    Params((project, environment, key)): Params<(String, String, String)>,
+) -> ApiResult<Json<FlagDetail>> {
     let live = live(&state, &project, &environment)?;
     let flag = live.set.flag(&key).ok_or_else(|| {
         ApiError::NotFound(format!("flag '{key}' does not exist in {project}/{environment}"))
     })?;
-    let mut body = flag_json(&flag);
-    body["definition"] = live.set.to_json()["flags"][&key].clone();
-    body["version"] = json!(live.version);
-    Ok(Json(body))
+    Ok(Json(FlagDetail {
+        flag: flag_summary(&flag),
+        definition: live.set.to_json()["flags"][&key].clone(),
+        version: live.version,
+    }))
 }
 
 /// The definition exactly as flagd reads it.
+#[utoipa::path(get, path = "/api/v1/projects/{project}/environments/{environment}/flags/export", tag = "flags", params(("project" = String, Path), ("environment" = String, Path)),
+    responses((status = 200, description = "flagd JSON", body = Object)))]
 pub async fn export(
     State(state): State<AppState>,
-    Path((project, environment)): Path<(String, String)>,
+    Params((project, environment)): Params<(String, String)>,
 ) -> ApiResult<Response> {
     let live = live(&state, &project, &environment)?;
     Ok((
@@ -103,14 +126,18 @@ pub async fn export(
 
 /// Replaces the environment's whole definition (flagd JSON); refused whole with the JSON path
 /// of the first mistake, the previous definition staying live.
+#[utoipa::path(put, path = "/api/v1/projects/{project}/environments/{environment}/flags", tag = "flags", params(("project" = String, Path), ("environment" = String, Path)),
+    request_body(content = Object, description = "A flagd definition: `{\"flags\": {...}}`"),
+    responses((status = 200, description = "Replaced", body = FlagsChanged),
+        (status = 422, description = "The definition is invalid", body = ErrorBody)))]
 pub async fn replace(
     State(state): State<AppState>,
     Extension(Identity(by)): Extension<Identity>,
-    Path((project, environment)): Path<(String, String)>,
+    Params((project, environment)): Params<(String, String)>,
     body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<FlagsChanged>> {
     check_scope(&state, &project, &environment).await?;
-    let body = body.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
+    let body = body?;
     if body.len() > MAX_DEFINITION_BYTES {
         return Err(ApiError::InvalidRequest(format!(
             "the definition is {} bytes; the limit is {MAX_DEFINITION_BYTES}",
@@ -127,18 +154,21 @@ pub async fn replace(
         .flags
         .replace(&project, &environment, definition, &by)
         .await?;
-    Ok(Json(json!(changed)))
+    Ok(Json(changed))
 }
 
 /// Changes one flag: `{"state": "DISABLED"}`, `{"defaultVariant": "on"}`,
 /// `{"fractional": [["on", 25], ["off", 75]]}` or `{"definition": {...}}` (adds it if new).
+#[utoipa::path(patch, path = "/api/v1/projects/{project}/environments/{environment}/flags/{key}", tag = "flags", params(("project" = String, Path), ("environment" = String, Path), ("key" = String, Path)),
+    request_body = FlagPatch,
+    responses((status = 200, description = "Changed", body = FlagsChanged),
+        (status = 422, description = "The change makes the definition invalid", body = ErrorBody)))]
 pub async fn patch_flag(
     State(state): State<AppState>,
     Extension(Identity(by)): Extension<Identity>,
-    Path((project, environment, key)): Path<(String, String, String)>,
-    body: JsonBody<FlagPatch>,
-) -> ApiResult<Json<Value>> {
-    let Json(patch) = body?;
+    Params((project, environment, key)): Params<(String, String, String)>,
+    Body(patch): Body<FlagPatch>,
+) -> ApiResult<Json<FlagsChanged>> {
     check_scope(&state, &project, &environment).await?;
     let changed = match state.flags.environment(&project, &environment).live() {
         Some(_) => {
@@ -154,52 +184,52 @@ pub async fn patch_flag(
             state.flags.replace(&project, &environment, start, &by).await?
         }
     };
-    Ok(Json(json!(changed)))
+    Ok(Json(changed))
 }
 
+#[utoipa::path(delete, path = "/api/v1/projects/{project}/environments/{environment}/flags/{key}", tag = "flags", params(("project" = String, Path), ("environment" = String, Path), ("key" = String, Path)),
+    responses((status = 200, description = "Removed", body = FlagsChanged),
+        (status = 422, description = "Removing it makes the definition invalid", body = ErrorBody)))]
 pub async fn remove_flag(
     State(state): State<AppState>,
     Extension(Identity(by)): Extension<Identity>,
-    Path((project, environment, key)): Path<(String, String, String)>,
-) -> ApiResult<Json<Value>> {
+    Params((project, environment, key)): Params<(String, String, String)>,
+) -> ApiResult<Json<FlagsChanged>> {
     live(&state, &project, &environment)?;
     let changed = state.flags.remove(&project, &environment, &key, &by).await?;
-    Ok(Json(json!(changed)))
+    Ok(Json(changed))
 }
 
 /// Changes, keys and schedules of an environment, newest first: who, when, what.
+#[utoipa::path(get, path = "/api/v1/projects/{project}/environments/{environment}/flags/history", tag = "flags", params(("project" = String, Path), ("environment" = String, Path), LimitQuery),
+    responses((status = 200, description = "Newest first", body = FlagHistory)))]
 pub async fn history(
     State(state): State<AppState>,
-    Path((project, environment)): Path<(String, String)>,
-    Query(q): Query<Limit>,
-) -> ApiResult<Json<Value>> {
+    Params((project, environment)): Params<(String, String)>,
+    Q(q): Q<LimitQuery>,
+) -> ApiResult<Json<FlagHistory>> {
     let limit = q.get();
     let events = state
         .engine
         .store()
         .flag_history(&project, &environment, limit)
         .await?;
-    let entries: Vec<Value> = events
+    let history = events
         .into_iter()
         .map(|e| {
             let mut entry = json!(e.event);
             if let Some(map) = entry.as_object_mut() {
-                // The definition is in `export`; history shows the diff.
+                // The definition is in `export`; history shows the diff. Key hashes stay inside.
                 map.remove("definition");
                 map.remove("hash");
                 map.insert("seq".into(), json!(e.seq));
                 map.insert("at".into(), json!(e.at));
             }
-            entry
+            serde_json::from_value::<FlagHistoryEntry>(entry)
+                .map_err(|error| ApiError::Internal(format!("flag event {}: {error}", e.seq)))
         })
-        .collect();
-    Ok(Json(json!({ "history": entries })))
-}
-
-#[derive(Deserialize)]
-pub struct StaleQuery {
-    /// Flags unchanged for longer than this are reported too (default 30).
-    idle_days: Option<u32>,
+        .collect::<ApiResult<_>>()?;
+    Ok(Json(FlagHistory { history }))
 }
 
 fn days_since(at: &str, now: chrono::DateTime<chrono::Utc>) -> u32 {
@@ -211,11 +241,13 @@ fn days_since(at: &str, now: chrono::DateTime<chrono::Utc>) -> u32 {
 /// Flags past their expected lifetime (by `type` / `expectedLifetimeDays`), unchanged for longer
 /// than `idle_days`, or not evaluated for longer than `idle_days` (evaluations are counted since
 /// the server started: code that no longer asks for a flag leaves it dead).
+#[utoipa::path(get, path = "/api/v1/projects/{project}/environments/{environment}/flags/stale", tag = "flags", params(("project" = String, Path), ("environment" = String, Path), StaleQuery),
+    responses((status = 200, description = "Stale flags, with why", body = StaleReport)))]
 pub async fn stale(
     State(state): State<AppState>,
-    Path((project, environment)): Path<(String, String)>,
-    Query(q): Query<StaleQuery>,
-) -> ApiResult<Json<Value>> {
+    Params((project, environment)): Params<(String, String)>,
+    Q(q): Q<StaleQuery>,
+) -> ApiResult<Json<StaleReport>> {
     let idle_limit = q.idle_days.unwrap_or(30);
     let live = live(&state, &project, &environment)?;
     let ages = state.engine.store().flag_ages(&project, &environment).await?;
@@ -244,35 +276,35 @@ pub async fn stale(
             }))
             .collect();
         if !reasons.is_empty() {
-            report.push(json!({
-                "key": age.flag,
-                "type": lifecycle.kind,
-                "expected_lifetime_days": lifecycle.expected_lifetime_days,
-                "age_days": age_days,
-                "idle_days": idle_days,
-                "last_evaluated": last_evaluated.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-                "state": flag.state,
-                "reason": reasons.join("; "),
-            }));
+            report.push(StaleFlag {
+                key: age.flag,
+                kind: lifecycle.kind.and_then(name_of),
+                expected_lifetime_days: lifecycle.expected_lifetime_days,
+                age_days,
+                idle_days,
+                last_evaluated,
+                state: flag.state,
+                reason: reasons.join("; "),
+            });
         }
     }
-    Ok(Json(json!({ "idle_days": idle_limit, "stale": report })))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewKey {
-    name: String,
+    Ok(Json(StaleReport {
+        idle_days: idle_limit,
+        stale: report,
+    }))
 }
 
 /// A new evaluation key for the environment (admin only); shown once.
+#[utoipa::path(post, path = "/api/v1/projects/{project}/environments/{environment}/flags/keys", tag = "flags", params(("project" = String, Path), ("environment" = String, Path)),
+    request_body = NewKey,
+    responses((status = 201, description = "The key, shown once", body = KeyCreated),
+        (status = 403, description = "Not the admin token", body = ErrorBody)))]
 pub async fn create_key(
     State(state): State<AppState>,
     Extension(Identity(by)): Extension<Identity>,
-    Path((project, environment)): Path<(String, String)>,
-    body: JsonBody<NewKey>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    let Json(body) = body?;
+    Params((project, environment)): Params<(String, String)>,
+    Body(body): Body<NewKey>,
+) -> ApiResult<(StatusCode, Json<KeyCreated>)> {
     if by != ADMIN {
         return Err(ApiError::Forbidden(
             "only the admin token can create evaluation keys".into(),
@@ -291,14 +323,21 @@ pub async fn create_key(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "name": body.name, "project": project, "environment": environment, "key": key })),
+        Json(KeyCreated {
+            name: body.name,
+            project,
+            environment,
+            key,
+        }),
     ))
 }
 
+#[utoipa::path(get, path = "/api/v1/projects/{project}/environments/{environment}/flags/keys", tag = "flags", params(("project" = String, Path), ("environment" = String, Path)),
+    responses((status = 200, description = "The environment's evaluation keys (hashes only)", body = FlagKeyList)))]
 pub async fn list_keys(
     State(state): State<AppState>,
-    Path((project, environment)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+    Params((project, environment)): Params<(String, String)>,
+) -> ApiResult<Json<FlagKeyList>> {
     let keys: Vec<_> = state
         .engine
         .store()
@@ -307,25 +346,20 @@ pub async fn list_keys(
         .into_iter()
         .filter(|k| k.project == project && k.environment == environment)
         .collect();
-    Ok(Json(json!({ "keys": keys })))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewSchedule {
-    /// RFC 3339.
-    at: String,
-    change: FlagPatch,
+    Ok(Json(FlagKeyList { keys }))
 }
 
 /// Schedules a change of one flag (turn on, set a rollout percentage, ...) at a given time.
+#[utoipa::path(post, path = "/api/v1/projects/{project}/environments/{environment}/flags/{key}/schedule", tag = "flags", params(("project" = String, Path), ("environment" = String, Path), ("key" = String, Path)),
+    request_body = NewSchedule,
+    responses((status = 201, description = "Scheduled", body = ScheduleCreated),
+        (status = 422, description = "The change is invalid", body = ErrorBody)))]
 pub async fn schedule(
     State(state): State<AppState>,
     Extension(Identity(by)): Extension<Identity>,
-    Path((project, environment, key)): Path<(String, String, String)>,
-    body: JsonBody<NewSchedule>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    let Json(body) = body?;
+    Params((project, environment, key)): Params<(String, String, String)>,
+    Body(body): Body<NewSchedule>,
+) -> ApiResult<(StatusCode, Json<ScheduleCreated>)> {
     let at = chrono::DateTime::parse_from_rfc3339(&body.at)
         .map_err(|e| {
             ApiError::InvalidRequest(format!(
@@ -337,38 +371,45 @@ pub async fn schedule(
         .flags
         .schedule(&project, &environment, &key, at, &body.change, &by)
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "schedule_id": id, "at": at.to_rfc3339() })),
-    ))
+    Ok((StatusCode::CREATED, Json(ScheduleCreated { schedule_id: id, at })))
 }
 
+#[utoipa::path(get, path = "/api/v1/projects/{project}/environments/{environment}/flags/schedules", tag = "flags", params(("project" = String, Path), ("environment" = String, Path)),
+    responses((status = 200, description = "Pending scheduled changes", body = ScheduleList)))]
 pub async fn list_schedules(
     State(state): State<AppState>,
-    Path((project, environment)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+    Params((project, environment)): Params<(String, String)>,
+) -> ApiResult<Json<ScheduleList>> {
     let schedules = state
         .engine
         .store()
         .flag_schedules(Some((&project, &environment)), false)
         .await?;
-    Ok(Json(json!({ "schedules": schedules })))
+    Ok(Json(ScheduleList { schedules }))
 }
 
+#[utoipa::path(delete, path = "/api/v1/flag-schedules/{id}", tag = "flags", params(("id" = i64, Path)),
+    responses((status = 200, description = "Cancelled", body = ScheduleCancelled)))]
 pub async fn cancel_schedule(
     State(state): State<AppState>,
     Extension(Identity(by)): Extension<Identity>,
-    Path(id): Path<i64>,
-) -> ApiResult<Json<Value>> {
+    Params(id): Params<i64>,
+) -> ApiResult<Json<ScheduleCancelled>> {
     state.flags.cancel_schedule(id, &by).await?;
-    Ok(Json(json!({ "schedule_id": id, "cancelled": true })))
+    Ok(Json(ScheduleCancelled {
+        schedule_id: id,
+        cancelled: true,
+    }))
 }
 
 /// Server-sent events: `configuration` (the current version and ETag) first, then one
 /// `refetchEvaluation` per change with its diff — OFREP's event-stream name for "evaluate again".
+#[utoipa::path(get, path = "/api/v1/projects/{project}/environments/{environment}/flags/stream", tag = "flags", params(("project" = String, Path), ("environment" = String, Path)),
+    responses((status = 200, description = "Server-sent events: `configuration`, then `refetchEvaluation` per change",
+        content_type = "text/event-stream", body = String)))]
 pub async fn stream(
     State(state): State<AppState>,
-    Path((project, environment)): Path<(String, String)>,
+    Params((project, environment)): Params<(String, String)>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     // Listening first, then reading the current set: no change falls in between.
     let events = state.engine.events().subscribe();

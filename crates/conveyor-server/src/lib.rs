@@ -7,9 +7,11 @@ mod api;
 pub mod auth;
 mod delivery_api;
 mod error;
+mod extract;
 pub mod flags;
 mod flags_api;
 mod ofrep;
+pub mod openapi;
 pub mod triggers;
 
 use std::sync::Arc;
@@ -17,16 +19,15 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::handler::Handler;
+use axum::http::{Method, Uri};
 use axum::middleware::from_fn_with_state;
-use axum::routing::{delete, get, post, put};
+use axum::routing::{MethodFilter, MethodRouter, on};
 use conveyor_delivery::{Delivery, DeliveryConfig};
 use conveyor_engine::Engine;
 use conveyor_store::Event;
 
 pub use error::ApiError;
-
-/// The OpenAPI 3.1 document of the API, served at `/api/v1/openapi.json`.
-pub const OPENAPI: &str = include_str!("openapi.json");
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -41,93 +42,230 @@ pub struct AppState {
     pub flags: Arc<flags::Flags>,
 }
 
-/// The whole HTTP surface.
+/// Who may call a route, and how big its body may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone (reads).
+    Public,
+    /// A bearer token (every change, and flag reads: rules name users).
+    Token,
+    /// A bearer token; the body is a flag definition, capped before it is read.
+    FlagToken,
+    /// OFREP: an evaluation key, checked by the handler, which answers in the protocol's own
+    /// bodies. Not in the OpenAPI document (the protocol has its own).
+    Ofrep,
+}
+
+/// One mounted route: the router is built from [`routes`], and the OpenAPI test walks the same
+/// table, so a route cannot be mounted without being checked against the document.
+pub struct Route {
+    pub method: Method,
+    /// As axum writes it (`{id}`, `{*path}`).
+    pub path: String,
+    pub access: Access,
+    handler: MethodRouter<AppState>,
+}
+
+fn route<H, T>(method: Method, path: impl Into<String>, access: Access, handler: H) -> Route
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    let filter = MethodFilter::try_from(method.clone()).expect("routes use standard methods");
+    Route {
+        method,
+        path: path.into(),
+        access,
+        handler: on(filter, handler),
+    }
+}
+
+/// Every route the server mounts.
+pub fn routes() -> Vec<Route> {
+    use Access::{FlagToken, Ofrep, Public, Token};
+    use Method as M;
+    const ENV: &str = "/api/v1/projects/{project}/environments/{environment}";
+    let flags = format!("{ENV}/flags");
+    vec![
+        route(M::GET, "/healthz", Public, api::healthz),
+        route(M::GET, "/readyz", Public, api::readyz),
+        route(M::GET, "/metrics", Public, delivery_api::all_metrics),
+        route(M::GET, "/api/v1/openapi.json", Public, api::openapi),
+        // === projects and runs ===
+        route(M::GET, "/api/v1/projects", Public, api::list_projects),
+        route(M::POST, "/api/v1/projects", Token, api::add_project),
+        route(M::GET, "/api/v1/projects/{project}", Public, api::get_project),
+        route(
+            M::POST,
+            "/api/v1/projects/{project}/runs",
+            Token,
+            api::trigger_run,
+        ),
+        route(
+            M::PUT,
+            "/api/v1/projects/{project}/secrets/{name}",
+            Token,
+            api::set_secret,
+        ),
+        route(M::GET, "/api/v1/runs", Public, api::list_runs),
+        route(M::GET, "/api/v1/runs/{id}", Public, api::get_run),
+        route(M::POST, "/api/v1/runs/{id}/cancel", Token, api::cancel_run),
+        route(M::GET, "/api/v1/runs/{id}/logs", Public, api::run_logs),
+        route(M::GET, "/api/v1/runs/{id}/logs/stream", Public, api::stream_logs),
+        route(M::POST, "/api/v1/validate", Public, api::validate),
+        // === releases, audit ===
+        route(M::GET, "/api/v1/releases", Public, api::list_releases),
+        route(M::GET, "/api/v1/releases/{id}", Public, api::get_release),
+        route(
+            M::GET,
+            "/api/v1/releases/{id}/artifacts/{*path}",
+            Public,
+            api::get_artifact,
+        ),
+        route(M::GET, "/api/v1/keys/signing", Public, api::signing_key),
+        route(M::GET, "/api/v1/audit/verify", Public, api::audit_verify),
+        route(M::GET, "/api/v1/events", Public, api::list_events),
+        route(M::GET, "/api/v1/events/stream", Public, api::stream_events),
+        route(M::POST, "/api/v1/tokens", Token, delivery_api::create_token),
+        // === delivery ===
+        route(
+            M::POST,
+            "/api/v1/releases/{id}/promote",
+            Token,
+            delivery_api::promote,
+        ),
+        route(M::GET, ENV, Public, delivery_api::environment),
+        route(
+            M::GET,
+            format!("{ENV}/deployments"),
+            Public,
+            delivery_api::history,
+        ),
+        route(M::GET, format!("{ENV}/metrics"), Public, delivery_api::metrics),
+        route(M::POST, format!("{ENV}/rollback"), Token, delivery_api::rollback),
+        route(
+            M::GET,
+            "/api/v1/deployments/{id}",
+            Public,
+            delivery_api::deployment,
+        ),
+        route(
+            M::GET,
+            "/api/v1/deployments/{id}/analysis",
+            Public,
+            delivery_api::analysis,
+        ),
+        route(
+            M::POST,
+            "/api/v1/deployments/{id}/approve",
+            Token,
+            delivery_api::approve,
+        ),
+        route(
+            M::POST,
+            "/api/v1/deployments/{id}/pause",
+            Token,
+            delivery_api::pause,
+        ),
+        route(
+            M::POST,
+            "/api/v1/deployments/{id}/resume",
+            Token,
+            delivery_api::resume,
+        ),
+        route(
+            M::POST,
+            "/api/v1/deployments/{id}/abort",
+            Token,
+            delivery_api::abort,
+        ),
+        route(M::GET, "/api/v1/dora", Public, delivery_api::dora),
+        // === flags ===
+        route(M::GET, flags.clone(), FlagToken, flags_api::list),
+        route(M::PUT, flags.clone(), FlagToken, flags_api::replace),
+        route(M::GET, format!("{flags}/export"), FlagToken, flags_api::export),
+        route(M::GET, format!("{flags}/history"), FlagToken, flags_api::history),
+        route(M::GET, format!("{flags}/stale"), FlagToken, flags_api::stale),
+        route(M::GET, format!("{flags}/stream"), FlagToken, flags_api::stream),
+        route(M::GET, format!("{flags}/keys"), FlagToken, flags_api::list_keys),
+        route(M::POST, format!("{flags}/keys"), FlagToken, flags_api::create_key),
+        route(
+            M::GET,
+            format!("{flags}/schedules"),
+            FlagToken,
+            flags_api::list_schedules,
+        ),
+        route(M::GET, format!("{flags}/{{key}}"), FlagToken, flags_api::get_flag),
+        route(
+            M::PATCH,
+            format!("{flags}/{{key}}"),
+            FlagToken,
+            flags_api::patch_flag,
+        ),
+        route(
+            M::DELETE,
+            format!("{flags}/{{key}}"),
+            FlagToken,
+            flags_api::remove_flag,
+        ),
+        route(
+            M::POST,
+            format!("{flags}/{{key}}/schedule"),
+            FlagToken,
+            flags_api::schedule,
+        ),
+        route(
+            M::DELETE,
+            "/api/v1/flag-schedules/{id}",
+            FlagToken,
+            flags_api::cancel_schedule,
+        ),
+        // === OFREP ===
+        route(
+            M::POST,
+            "/ofrep/v1/evaluate/flags/{key}",
+            Ofrep,
+            ofrep::evaluate_flag,
+        ),
+        route(M::POST, "/ofrep/v1/evaluate/flags", Ofrep, ofrep::evaluate_flags),
+        route(M::GET, "/ofrep/v1/configuration", Ofrep, ofrep::configuration),
+    ]
+}
+
+/// The whole HTTP surface: [`routes`] behind their access rules; any other path or method
+/// answers with the same `{code, message}` JSON as every other error.
 pub fn router(state: AppState) -> Router {
-    let mutating = Router::new()
-        .route("/api/v1/projects", post(api::add_project))
-        .route("/api/v1/projects/{project}/runs", post(api::trigger_run))
-        .route("/api/v1/projects/{project}/secrets/{name}", put(api::set_secret))
-        .route("/api/v1/runs/{id}/cancel", post(api::cancel_run))
-        .route("/api/v1/releases/{id}/promote", post(delivery_api::promote))
-        .route(
-            "/api/v1/projects/{project}/environments/{environment}/rollback",
-            post(delivery_api::rollback),
-        )
-        .route("/api/v1/deployments/{id}/approve", post(delivery_api::approve))
-        .route("/api/v1/deployments/{id}/pause", post(delivery_api::pause))
-        .route("/api/v1/deployments/{id}/resume", post(delivery_api::resume))
-        .route("/api/v1/deployments/{id}/abort", post(delivery_api::abort))
-        .route("/api/v1/tokens", post(delivery_api::create_token))
-        .merge(flag_routes())
-        .route_layer(from_fn_with_state(state.clone(), auth::require_token));
-    // OFREP: evaluation keys, not tokens; bodies are a context, capped before they are read.
-    let ofrep = Router::new()
-        .route("/ofrep/v1/evaluate/flags/{key}", post(ofrep::evaluate_flag))
-        .route("/ofrep/v1/evaluate/flags", post(ofrep::evaluate_flags))
-        .route("/ofrep/v1/configuration", get(ofrep::configuration))
-        .layer(DefaultBodyLimit::max(ofrep::MAX_BODY_BYTES + 1));
-    Router::new()
-        .route("/healthz", get(api::healthz))
-        .route("/readyz", get(api::readyz))
-        .route("/api/v1/openapi.json", get(api::openapi))
-        .route("/api/v1/projects", get(api::list_projects))
-        .route("/api/v1/projects/{project}", get(api::get_project))
-        .route("/api/v1/runs", get(api::list_runs))
-        .route("/api/v1/runs/{id}", get(api::get_run))
-        .route("/api/v1/runs/{id}/logs", get(api::run_logs))
-        .route("/api/v1/runs/{id}/logs/stream", get(api::stream_logs))
-        .route("/api/v1/releases", get(api::list_releases))
-        .route("/api/v1/releases/{id}", get(api::get_release))
-        .route("/api/v1/releases/{id}/artifacts/{*path}", get(api::get_artifact))
-        .route("/api/v1/keys/signing", get(api::signing_key))
-        .route("/api/v1/audit/verify", get(api::audit_verify))
-        .route("/api/v1/events", get(api::list_events))
-        .route("/api/v1/events/stream", get(api::stream_events))
-        .route("/api/v1/validate", post(api::validate))
-        .route(
-            "/api/v1/projects/{project}/environments/{environment}",
-            get(delivery_api::environment),
-        )
-        .route(
-            "/api/v1/projects/{project}/environments/{environment}/deployments",
-            get(delivery_api::history),
-        )
-        .route(
-            "/api/v1/projects/{project}/environments/{environment}/metrics",
-            get(delivery_api::metrics),
-        )
-        .route("/api/v1/deployments/{id}", get(delivery_api::deployment))
-        .route("/api/v1/deployments/{id}/analysis", get(delivery_api::analysis))
-        .route("/api/v1/dora", get(delivery_api::dora))
-        .route("/metrics", get(delivery_api::all_metrics))
-        .merge(mutating)
+    let (mut public, mut token, mut flag_token, mut ofrep) =
+        (Router::new(), Router::new(), Router::new(), Router::new());
+    for r in routes() {
+        let group = match r.access {
+            Access::Public => &mut public,
+            Access::Token => &mut token,
+            Access::FlagToken => &mut flag_token,
+            Access::Ofrep => &mut ofrep,
+        };
+        *group = std::mem::take(group).route(&r.path, r.handler);
+    }
+    let auth = from_fn_with_state(state.clone(), auth::require_token);
+    let token = token
+        .merge(flag_token.layer(DefaultBodyLimit::max(flags::MAX_DEFINITION_BYTES + 1)))
+        .route_layer(auth);
+    // OFREP bodies are a context, capped before they are read.
+    let ofrep = ofrep.layer(DefaultBodyLimit::max(ofrep::MAX_BODY_BYTES + 1));
+    public
+        .merge(token)
         .merge(ofrep)
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(wrong_method)
         .with_state(state)
 }
 
-/// Flags as managed data (behind a token, reads included: rules name users).
-fn flag_routes() -> Router<AppState> {
-    const ENV: &str = "/api/v1/projects/{project}/environments/{environment}/flags";
-    Router::new()
-        .route(ENV, get(flags_api::list).put(flags_api::replace))
-        .route(&format!("{ENV}/export"), get(flags_api::export))
-        .route(&format!("{ENV}/history"), get(flags_api::history))
-        .route(&format!("{ENV}/stale"), get(flags_api::stale))
-        .route(&format!("{ENV}/stream"), get(flags_api::stream))
-        .route(
-            &format!("{ENV}/keys"),
-            get(flags_api::list_keys).post(flags_api::create_key),
-        )
-        .route(&format!("{ENV}/schedules"), get(flags_api::list_schedules))
-        .route(
-            &format!("{ENV}/{{key}}"),
-            get(flags_api::get_flag)
-                .patch(flags_api::patch_flag)
-                .delete(flags_api::remove_flag),
-        )
-        .route(&format!("{ENV}/{{key}}/schedule"), post(flags_api::schedule))
-        .route("/api/v1/flag-schedules/{id}", delete(flags_api::cancel_schedule))
-        .layer(DefaultBodyLimit::max(flags::MAX_DEFINITION_BYTES + 1))
+async fn unknown_route(uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no such endpoint: {}", uri.path()))
+}
+
+async fn wrong_method(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{} does not answer {method}", uri.path()))
 }
 
 /// What first start produced: the admin token to print once (None when it was given, or exists).

@@ -1,23 +1,11 @@
 //! The events of the log. Each is one fact; read models are folded from them (projection.rs).
+//! The status enums they carry are the API's (`conveyor-api`), re-exported here.
 
 use serde::{Deserialize, Serialize};
 
-/// An artifact produced by a job, as stored in the content-addressed store.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ArtifactRef {
-    /// Path relative to the job's workspace, `/`-separated.
-    pub path: String,
-    /// Hex SHA-256.
-    pub digest: String,
-    pub size: u64,
-}
-
-/// One running instance of a deployed version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InstanceRef {
-    pub addr: std::net::SocketAddr,
-    pub pid: Option<u32>,
-}
+pub use conveyor_api::{
+    ArtifactRef, DeploymentStatus, InstanceRef, JobStatus, RunStatus, StepStatus, UnknownStatus, Verdict,
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -223,88 +211,6 @@ pub enum Event {
         envelope: serde_json::Value,
     },
 }
-
-macro_rules! status_enum {
-    ($(#[$m:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-        #[serde(rename_all = "snake_case")]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-        }
-
-        impl std::str::FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                match s {
-                    $($text => Ok($name::$variant),)+
-                    other => Err(format!("unknown {} '{other}'", stringify!($name))),
-                }
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
-status_enum!(
-    /// How a step ended. `Interrupted`: the server died while it ran.
-    StepStatus {
-        Running => "running",
-        Success => "success",
-        Failed => "failed",
-        TimedOut => "timed_out",
-        Cancelled => "cancelled",
-        Interrupted => "interrupted",
-    }
-);
-
-status_enum!(JobStatus {
-    Pending => "pending",
-    Running => "running",
-    Success => "success",
-    Failed => "failed",
-    Skipped => "skipped",
-    Cancelled => "cancelled",
-});
-
-status_enum!(
-    /// Where a deployment is. `Pending`: waiting on its gates.
-    DeploymentStatus {
-        Pending => "pending",
-        Running => "running",
-        Paused => "paused",
-        Succeeded => "succeeded",
-        Failed => "failed",
-        Aborted => "aborted",
-    }
-);
-
-status_enum!(
-    /// What a canary analysis concluded about one metric. `Warning`: a non-critical metric
-    /// failed, the rollout goes on; `Inconclusive`: not enough evidence either way.
-    Verdict {
-        Pass => "pass",
-        Fail => "fail",
-        Warning => "warning",
-        Inconclusive => "inconclusive",
-    }
-);
-
-status_enum!(RunStatus {
-    Running => "running",
-    Success => "success",
-    Failed => "failed",
-    Cancelled => "cancelled",
-});
 
 impl Event {
     /// The `type` tag, stored in its own column for filtering.

@@ -8,6 +8,8 @@ use sqlx::sqlite::SqliteRow;
 use crate::db::{Store, StoreError};
 use crate::query::{StoredEvent, stored_event};
 
+pub use conveyor_api::{FlagKeyRow, FlagScheduleView};
+
 /// The current flag definition of one project environment.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FlagSetRow {
@@ -27,35 +29,6 @@ pub struct FlagAge {
     pub flag: String,
     pub created_at: String,
     pub changed_at: String,
-}
-
-/// An evaluation key (its hash, never the key).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FlagKeyRow {
-    #[serde(skip)]
-    pub hash: String,
-    pub name: String,
-    pub project: String,
-    pub environment: String,
-    pub created_by: String,
-    pub created_at: String,
-}
-
-/// A scheduled flag change.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FlagScheduleView {
-    pub id: i64,
-    pub project: String,
-    pub environment: String,
-    pub flag: String,
-    pub due_at: String,
-    pub patch: serde_json::Value,
-    pub created_by: String,
-    pub created_at: String,
-    /// `pending`, `applied`, `failed` or `cancelled`.
-    pub status: String,
-    pub outcome: Option<String>,
-    pub finished_at: Option<String>,
 }
 
 /// The kinds of events the flag history shows.
@@ -145,26 +118,34 @@ impl Store {
 
     /// Every evaluation key (hashes only).
     pub async fn flag_keys(&self) -> Result<Vec<FlagKeyRow>, StoreError> {
-        Ok(
-            sqlx::query_as::<_, (String, String, String, String, String, String)>(
-                "SELECT hash, name, project, environment, created_by, created_at FROM flag_keys
+        Ok(sqlx::query_as::<
+            _,
+            (
+                String,
+                String,
+                String,
+                String,
+                String,
+                chrono::DateTime<chrono::Utc>,
+            ),
+        >(
+            "SELECT hash, name, project, environment, created_by, created_at FROM flag_keys
              ORDER BY project, environment, name",
-            )
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(
-                |(hash, name, project, environment, created_by, created_at)| FlagKeyRow {
-                    hash,
-                    name,
-                    project,
-                    environment,
-                    created_by,
-                    created_at,
-                },
-            )
-            .collect(),
         )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(
+            |(hash, name, project, environment, created_by, created_at)| FlagKeyRow {
+                hash,
+                name,
+                project,
+                environment,
+                created_by,
+                created_at,
+            },
+        )
+        .collect())
     }
 
     /// Scheduled changes of an environment (all environments when `None`), oldest due first;

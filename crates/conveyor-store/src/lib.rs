@@ -15,7 +15,8 @@ mod query;
 pub use cas::Cas;
 pub use db::{AuditProblem, IdKind, Store, StoreError};
 pub use event::{
-    ArtifactRef, DeploymentStatus, Event, InstanceRef, JobStatus, RunStatus, StepStatus, Verdict,
+    ArtifactRef, DeploymentStatus, Event, InstanceRef, JobStatus, RunStatus, StepStatus, UnknownStatus,
+    Verdict,
 };
 pub use flags::{FlagAge, FlagKeyRow, FlagScheduleView, FlagSetRow};
 pub use log::{EventLog, Subscription};

@@ -5,19 +5,7 @@ use std::io::{BufRead as _, Seek as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogLine {
-    /// RFC 3339 time the line was read.
-    pub t: String,
-    pub job: String,
-    pub attempt: u32,
-    pub step: u32,
-    /// `stdout`, `stderr` or `conveyor` (notices from Conveyor itself).
-    pub stream: String,
-    pub line: String,
-}
+pub use conveyor_api::LogLine;
 
 /// Whose log: a pipeline run's, or a deployment's (hooks and checks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,121 +1,21 @@
-//! Reads of the read models.
+//! Reads of the read models. The views the API sends as they are live in `conveyor-api`.
 
 use serde::Serialize;
 use sqlx::Row as _;
 use sqlx::sqlite::SqliteRow;
 
 use crate::db::{Store, StoreError};
-use crate::event::{ArtifactRef, Event};
+use crate::event::Event;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Project {
-    pub name: String,
-    pub source_uri: String,
-    pub poll_seconds: u64,
-    /// Branch heads when the project was registered.
-    pub heads: std::collections::BTreeMap<String, String>,
-    pub created_at: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RunView {
-    pub id: i64,
-    pub project: String,
-    pub source_uri: String,
-    pub commit: String,
-    pub branch: String,
-    pub event: String,
-    pub status: String,
-    pub created_at: String,
-    pub finished_at: Option<String>,
-    /// When the commit was made, if known.
-    pub committed_at: Option<String>,
-    #[serde(skip)]
-    pub pipeline: String,
-    #[serde(skip)]
-    pub source_digest: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub jobs: Vec<JobView>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct JobView {
-    pub job: String,
-    pub status: String,
-    pub attempt: u32,
-    pub reason: Option<String>,
-    pub started_at: Option<String>,
-    pub finished_at: Option<String>,
-    pub steps: Vec<StepView>,
-    pub artifacts: Vec<ArtifactRef>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StepView {
-    pub attempt: u32,
-    pub index: u32,
-    pub name: String,
-    pub status: String,
-    pub exit_code: Option<i32>,
-    pub started_at: String,
-    pub finished_at: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct Release {
-    pub id: i64,
-    pub run_id: i64,
-    pub project: String,
-    pub commit: String,
-    pub branch: String,
-    pub artifacts: Vec<ArtifactRef>,
-    pub envelope: serde_json::Value,
-    pub created_at: String,
-}
+pub use conveyor_api::{
+    ArtifactRef, DeploymentView, JobView, JudgementView, Project, Release, RunView, StepView,
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StoredEvent {
     pub seq: i64,
     pub at: String,
     pub event: Event,
-}
-
-/// A deployment as the read model has it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DeploymentView {
-    pub id: i64,
-    pub project: String,
-    pub environment: String,
-    pub release_id: i64,
-    pub status: String,
-    pub requested_by: String,
-    pub author: String,
-    pub rollback_of: Option<i64>,
-    /// The deployment that fixed this one forward (DORA: a change failure).
-    pub fixed_by: Option<i64>,
-    pub phases: Vec<String>,
-    pub phase_index: Option<u32>,
-    pub phase: Option<String>,
-    /// The new version's share of traffic, in percent.
-    pub traffic: u32,
-    pub gates: Vec<String>,
-    pub approvals: Vec<String>,
-    /// Instances of each version this deployment started, by version.
-    pub instances: std::collections::BTreeMap<String, Vec<crate::event::InstanceRef>>,
-    pub reason: Option<String>,
-    pub created_at: String,
-    pub finished_at: Option<String>,
-}
-
-/// One judgement of a canary analysis.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct JudgementView {
-    pub metric: String,
-    pub verdict: String,
-    pub traffic: u32,
-    pub summary: String,
-    pub evidence: serde_json::Value,
-    pub at: String,
 }
 
 fn judgement_from_row(row: &SqliteRow) -> Result<JudgementView, StoreError> {

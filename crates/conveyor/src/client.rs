@@ -4,9 +4,17 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
+use conveyor_api::dora::{DoraReport, Level, Measure};
+use conveyor_api::{
+    AnalysisReport, AuditReport, DeploymentCreated, DeploymentHistory, DeploymentView, EnvironmentView,
+    ErrorBody, FlagDetail, FlagHistory, FlagHistoryEntry, FlagKeyList, FlagList, FlagSummary, FlagsChanged,
+    KeyCreated, LogLine, LogPage, Project, ProjectList, Release, ReleaseList, RunDetail, RunList, RunStarted,
+    ScheduleCreated, ScheduleList, SigningKey, StaleReport, StreamEnd, TokenCreated,
+};
 use conveyor_attest::PublicKey;
-use conveyor_store::Release;
 use futures_util::StreamExt as _;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 pub struct Client {
@@ -45,17 +53,17 @@ impl Client {
             return Ok(response);
         }
         let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        let message = body["message"].as_str().unwrap_or("no message");
-        let code = body["code"].as_str().unwrap_or("error");
+        let body: Option<ErrorBody> = response.json().await.ok();
+        let (code, message) = body
+            .as_ref()
+            .map_or(("error", "no message"), |b| (b.code.as_str(), b.message.as_str()));
         let mut text = format!("{code} ({status}): {message}");
-        if let Some(path) = body["details"]["path"].as_str().filter(|p| !p.is_empty()) {
+        let details = body.as_ref().and_then(|b| b.details.as_ref());
+        if let Some(path) = details.and_then(|d| d.path.as_deref()).filter(|p| !p.is_empty()) {
             text.push_str(&format!("\n  at {path}"));
         }
-        if let Some(errors) = body["details"]["errors"].as_array() {
-            for e in errors {
-                text.push_str(&format!("\n  {}", e.as_str().unwrap_or_default()));
-            }
+        for e in details.and_then(|d| d.errors.as_deref()).unwrap_or_default() {
+            text.push_str(&format!("\n  {e}"));
         }
         if status == reqwest::StatusCode::UNAUTHORIZED {
             text.push_str("\n  (set CONVEYOR_TOKEN or pass --token)");
@@ -63,50 +71,59 @@ impl Client {
         bail!(text)
     }
 
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        Ok(self.send(self.http.get(self.url(path))).await?.json().await?)
-    }
-
-    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        Ok(self
-            .send(self.http.post(self.url(path)).json(&body))
-            .await?
+    /// A response body, read as the API type it is documented to be.
+    async fn read<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> anyhow::Result<T> {
+        let response = self.send(request).await?;
+        let url = response.url().path().to_string();
+        response
             .json()
-            .await?)
+            .await
+            .with_context(|| format!("the server sent a malformed answer to {url}"))
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.read(self.http.get(self.url(path))).await
+    }
+
+    async fn post<T: DeserializeOwned>(&self, path: &str, body: impl Serialize) -> anyhow::Result<T> {
+        self.read(self.http.post(self.url(path)).json(&body)).await
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<T> {
         let mut request = self.http.request(method, self.url(path));
         if let Some(body) = body {
             request = request.json(&body);
         }
-        Ok(self.send(request).await?.json().await?)
+        self.read(request).await
     }
 
     pub async fn add_project(&self, name: &str, source: &str, poll: Option<u64>) -> anyhow::Result<ExitCode> {
-        let p = self
+        let p: Project = self
             .post(
                 "/api/v1/projects",
-                json!({ "name": name, "source": source, "poll_seconds": poll }),
+                conveyor_api::AddProject {
+                    name: name.into(),
+                    source: source.into(),
+                    poll_seconds: poll,
+                },
             )
             .await?;
         println!(
             "project {} added: {} (polled every {}s)",
-            p["name"].as_str().unwrap_or(name),
-            source,
-            p["poll_seconds"]
+            p.name, source, p.poll_seconds
         );
         Ok(ExitCode::SUCCESS)
     }
 
     pub async fn list_projects(&self) -> anyhow::Result<ExitCode> {
-        let body = self.get("/api/v1/projects").await?;
-        for p in body["projects"].as_array().into_iter().flatten() {
-            println!(
-                "{:<24} {}",
-                p["name"].as_str().unwrap_or(""),
-                p["source_uri"].as_str().unwrap_or("")
-            );
+        let body: ProjectList = self.get("/api/v1/projects").await?;
+        for p in &body.projects {
+            println!("{:<24} {}", p.name, p.source_uri);
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -117,17 +134,15 @@ impl Client {
         branch: Option<String>,
         commit: Option<String>,
     ) -> anyhow::Result<ExitCode> {
-        let body = self
+        let body: RunStarted = self
             .post(
                 &format!("/api/v1/projects/{project}/runs"),
-                json!({ "branch": branch, "commit": commit }),
+                conveyor_api::TriggerRun { branch, commit },
             )
             .await?;
         println!(
             "run {} started for {project} at {} ({})",
-            body["run_id"],
-            body["commit"].as_str().unwrap_or(""),
-            body["branch"].as_str().unwrap_or("")
+            body.run_id, body.commit, body.branch
         );
         Ok(ExitCode::SUCCESS)
     }
@@ -137,51 +152,35 @@ impl Client {
             Some(p) => format!("/api/v1/runs?project={p}"),
             None => "/api/v1/runs".into(),
         };
-        let body = self.get(&path).await?;
-        for r in body["runs"].as_array().into_iter().flatten() {
+        let body: RunList = self.get(&path).await?;
+        for r in &body.runs {
             println!(
                 "{:>5}  {:<20} {:<10} {:<12} {:<9} {}",
-                r["id"],
-                r["project"].as_str().unwrap_or(""),
-                r["branch"].as_str().unwrap_or(""),
-                r["commit"].as_str().unwrap_or("").get(..12).unwrap_or(""),
-                r["status"].as_str().unwrap_or(""),
-                r["created_at"].as_str().unwrap_or("")
+                r.id,
+                r.project,
+                r.branch,
+                r.commit.get(..12).unwrap_or(""),
+                r.status,
+                time(&r.created_at)
             );
         }
         Ok(ExitCode::SUCCESS)
     }
 
     pub async fn show_run(&self, id: i64) -> anyhow::Result<ExitCode> {
-        let r = self.get(&format!("/api/v1/runs/{id}")).await?;
+        let RunDetail { run: r, release_id } = self.get(&format!("/api/v1/runs/{id}")).await?;
         println!(
             "run {id} of {} — {} at {} ({}): {}",
-            r["project"].as_str().unwrap_or(""),
-            r["event"].as_str().unwrap_or(""),
-            r["commit"].as_str().unwrap_or(""),
-            r["branch"].as_str().unwrap_or(""),
-            r["status"].as_str().unwrap_or("")
+            r.project, r.event, r.commit, r.branch, r.status
         );
-        for j in r["jobs"].as_array().into_iter().flatten() {
-            let reason = j["reason"]
-                .as_str()
-                .map(|s| format!(" — {s}"))
-                .unwrap_or_default();
-            println!(
-                "  {:<16} {:<9} attempt {}{reason}",
-                j["job"].as_str().unwrap_or(""),
-                j["status"].as_str().unwrap_or(""),
-                j["attempt"]
-            );
-            for s in j["steps"].as_array().into_iter().flatten() {
-                println!(
-                    "      {:<9} {}",
-                    s["status"].as_str().unwrap_or(""),
-                    s["name"].as_str().unwrap_or("")
-                );
+        for j in &r.jobs {
+            let reason = j.reason.as_deref().map(|s| format!(" — {s}")).unwrap_or_default();
+            println!("  {:<16} {:<9} attempt {}{reason}", j.job, j.status, j.attempt);
+            for s in &j.steps {
+                println!("      {:<9} {}", s.status, s.name);
             }
         }
-        if let Some(release) = r["release_id"].as_i64() {
+        if let Some(release) = release_id {
             println!("  release {release}");
         }
         Ok(ExitCode::SUCCESS)
@@ -189,8 +188,8 @@ impl Client {
 
     pub async fn logs(&self, run: i64, follow: bool) -> anyhow::Result<ExitCode> {
         if !follow {
-            let body = self.get(&format!("/api/v1/runs/{run}/logs")).await?;
-            for line in body["lines"].as_array().into_iter().flatten() {
+            let body: LogPage = self.get(&format!("/api/v1/runs/{run}/logs")).await?;
+            for line in &body.lines {
                 print_line(line);
             }
             return Ok(ExitCode::SUCCESS);
@@ -215,13 +214,20 @@ impl Client {
                         data.push_str(d.trim_start());
                     }
                 }
-                let value: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
                 match kind {
                     "end" => {
-                        println!("run {run} {}", value["status"].as_str().unwrap_or("ended"));
+                        let end = serde_json::from_str::<StreamEnd>(&data).ok();
+                        println!(
+                            "run {run} {}",
+                            end.as_ref().map_or("ended", |e| e.status.as_str())
+                        );
                         return Ok(ExitCode::SUCCESS);
                     }
-                    "line" => print_line(&value),
+                    "line" => {
+                        let line = serde_json::from_str::<LogLine>(&data)
+                            .context("the server sent a malformed log line")?;
+                        print_line(&line);
+                    }
                     _ => {}
                 }
             }
@@ -230,7 +236,7 @@ impl Client {
     }
 
     pub async fn cancel(&self, run: i64) -> anyhow::Result<ExitCode> {
-        self.post(&format!("/api/v1/runs/{run}/cancel"), json!({}))
+        self.post::<conveyor_api::RunCancelled>(&format!("/api/v1/runs/{run}/cancel"), json!({}))
             .await?;
         println!("run {run}: cancelling");
         Ok(ExitCode::SUCCESS)
@@ -241,16 +247,16 @@ impl Client {
             Some(p) => format!("/api/v1/releases?project={p}"),
             None => "/api/v1/releases".into(),
         };
-        let body = self.get(&path).await?;
-        for r in body["releases"].as_array().into_iter().flatten() {
+        let body: ReleaseList = self.get(&path).await?;
+        for r in &body.releases {
             println!(
                 "{:>5}  {:<20} {:<10} {:<12} run {:<5} {} artifact(s)",
-                r["id"],
-                r["project"].as_str().unwrap_or(""),
-                r["branch"].as_str().unwrap_or(""),
-                r["commit"].as_str().unwrap_or("").get(..12).unwrap_or(""),
-                r["run_id"],
-                r["artifacts"].as_array().map_or(0, Vec::len)
+                r.id,
+                r.project,
+                r.branch,
+                r.commit.get(..12).unwrap_or(""),
+                r.run_id,
+                r.artifacts.len()
             );
         }
         Ok(ExitCode::SUCCESS)
@@ -258,10 +264,9 @@ impl Client {
 
     /// Downloads the release, its artifacts and the server's public key, and checks them here.
     pub async fn verify(&self, id: i64) -> anyhow::Result<ExitCode> {
-        let key = self.get("/api/v1/keys/signing").await?;
-        let key = PublicKey::from_hex(key["public_key"].as_str().unwrap_or_default())?;
-        let release: Release = serde_json::from_value(self.get(&format!("/api/v1/releases/{id}")).await?)
-            .context("the server sent a malformed release")?;
+        let key: SigningKey = self.get("/api/v1/keys/signing").await?;
+        let key = PublicKey::from_hex(&key.public_key)?;
+        let release: Release = self.get(&format!("/api/v1/releases/{id}")).await?;
         let mut actual = BTreeMap::new();
         for a in &release.artifacts {
             let digest = self.digest_of(id, &a.path).await.map_err(|e| format!("{e:#}"));
@@ -287,17 +292,8 @@ impl Client {
     }
 
     pub async fn audit_verify(&self) -> anyhow::Result<ExitCode> {
-        let body = self.get("/api/v1/audit/verify").await?;
-        let problems: Vec<String> = body["problems"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p.as_str().map(String::from))
-            .collect();
-        Ok(crate::local::report_audit(
-            body["events"].as_u64().unwrap_or(0) as usize,
-            &problems,
-        ))
+        let body: AuditReport = self.get("/api/v1/audit/verify").await?;
+        Ok(crate::local::report_audit(body.events as usize, &body.problems))
     }
 
     pub async fn set_secret(&self, project: &str, name: &str, value: &str) -> anyhow::Result<ExitCode> {
@@ -316,15 +312,18 @@ impl Client {
         environment: &str,
         fixes: Option<i64>,
     ) -> anyhow::Result<ExitCode> {
-        let body = self
+        let body: DeploymentCreated = self
             .post(
                 &format!("/api/v1/releases/{release}/promote"),
-                json!({ "environment": environment, "fixes": fixes }),
+                conveyor_api::Promote {
+                    environment: environment.into(),
+                    fixes,
+                },
             )
             .await?;
         println!(
             "deployment {} of release {release} to {environment} requested",
-            body["deployment_id"]
+            body.deployment_id
         );
         Ok(ExitCode::SUCCESS)
     }
@@ -336,7 +335,7 @@ impl Client {
         } else {
             json!({})
         };
-        self.post(&format!("/api/v1/deployments/{id}/{action}"), body)
+        self.post::<Value>(&format!("/api/v1/deployments/{id}/{action}"), body)
             .await?;
         println!("deployment {id}: {action}{}", if full { " (full)" } else { "" });
         Ok(ExitCode::SUCCESS)
@@ -347,13 +346,8 @@ impl Client {
         if let Some(p) = project {
             return Ok(p);
         }
-        let body = self.get("/api/v1/projects").await?;
-        let names: Vec<&str> = body["projects"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p["name"].as_str())
-            .collect();
+        let body: ProjectList = self.get("/api/v1/projects").await?;
+        let names: Vec<&str> = body.projects.iter().map(|p| p.name.as_str()).collect();
         match names.as_slice() {
             [only] => Ok(only.to_string()),
             [] => bail!("the server has no project"),
@@ -371,45 +365,40 @@ impl Client {
         to: Option<i64>,
     ) -> anyhow::Result<ExitCode> {
         let project = self.project_or_only(project).await?;
-        let body = self
+        let body: DeploymentCreated = self
             .post(
                 &format!("/api/v1/projects/{project}/environments/{environment}/rollback"),
-                json!({ "to": to }),
+                conveyor_api::Rollback { to },
             )
             .await?;
         println!(
             "rollback of {project}/{environment}: deployment {}",
-            body["deployment_id"]
+            body.deployment_id
         );
         Ok(ExitCode::SUCCESS)
     }
 
     pub async fn status(&self, project: Option<String>, environment: &str) -> anyhow::Result<ExitCode> {
         let project = self.project_or_only(project).await?;
-        let s = self
+        let s: EnvironmentView = self
             .get(&format!("/api/v1/projects/{project}/environments/{environment}"))
             .await?;
         println!(
             "{project}/{environment}  {}",
-            s["url"].as_str().unwrap_or("(no router yet)")
+            s.status.url.as_deref().unwrap_or("(no router yet)")
         );
-        for v in s["versions"].as_array().into_iter().flatten() {
-            let instances = v["instances"].as_array().map_or(0, Vec::len);
-            let healthy = v["instances"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|i| i["healthy"] == true)
-                .count();
+        for v in &s.status.versions {
+            let instances = v.instances.len();
+            let healthy = v.instances.iter().filter(|i| i.healthy).count();
             println!(
                 "  {:<8} {:<7} release {:<5} {:>3}% of traffic  {healthy}/{instances} instances healthy",
-                v["version"].as_str().unwrap_or(""),
-                v["role"].as_str().unwrap_or(""),
-                v["release_id"],
-                v["traffic"]
+                v.version,
+                v.role.as_str(),
+                v.release_id,
+                v.traffic
             );
         }
-        if let Some(d) = s.get("deployment").filter(|d| !d.is_null()) {
+        if let Some(d) = &s.deployment {
             print_deployment(d);
         }
         Ok(ExitCode::SUCCESS)
@@ -417,62 +406,52 @@ impl Client {
 
     pub async fn history(&self, project: Option<String>, environment: &str) -> anyhow::Result<ExitCode> {
         let project = self.project_or_only(project).await?;
-        let body = self
+        let body: DeploymentHistory = self
             .get(&format!(
                 "/api/v1/projects/{project}/environments/{environment}/deployments"
             ))
             .await?;
         // Deployments and flag changes, newest first (RFC 3339 UTC sorts as text).
-        let deployments = body["deployments"].as_array().into_iter().flatten();
-        let flag_changes = body["flag_changes"].as_array().into_iter().flatten();
-        let mut timeline: Vec<(&str, &Value)> = deployments
-            .map(|d| (d["created_at"].as_str().unwrap_or(""), d))
-            .chain(flag_changes.map(|f| (f["at"].as_str().unwrap_or(""), f)))
+        enum Entry<'a> {
+            Deployment(&'a DeploymentView),
+            Flags(&'a conveyor_api::FlagChangeEntry),
+        }
+        let mut timeline: Vec<(&str, Entry<'_>)> = body
+            .deployments
+            .iter()
+            .map(|d| (d.created_at.as_str(), Entry::Deployment(d)))
+            .chain(body.flag_changes.iter().map(|f| (f.at.as_str(), Entry::Flags(f))))
             .collect();
         timeline.sort_by(|a, b| b.0.cmp(a.0));
         for (at, entry) in timeline {
-            match entry.get("changes") {
-                Some(changes) => {
-                    let changes: Vec<&str> = changes
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(Value::as_str)
-                        .collect();
-                    println!(
-                        "  flags      {at} by {}: {}",
-                        entry["by"].as_str().unwrap_or(""),
-                        changes.join("; ")
-                    );
-                }
-                None => print_deployment(entry),
+            match entry {
+                Entry::Flags(f) => println!("  flags      {at} by {}: {}", f.by, f.changes.join("; ")),
+                Entry::Deployment(d) => print_deployment(d),
             }
         }
         Ok(ExitCode::SUCCESS)
     }
 
     pub async fn analysis(&self, deployment: i64, evidence: bool) -> anyhow::Result<ExitCode> {
-        let body = self
+        let body: AnalysisReport = self
             .get(&format!("/api/v1/deployments/{deployment}/analysis"))
             .await?;
-        let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
-        println!("deployment {deployment}: {}", text(&body["status"]));
-        if let Some(reason) = body["reason"].as_str() {
+        println!("deployment {deployment}: {}", body.status);
+        if let Some(reason) = &body.reason {
             println!("  {reason}");
         }
-        let judgements = body["judgements"].as_array().cloned().unwrap_or_default();
-        if judgements.is_empty() {
+        if body.judgements.is_empty() {
             println!("  no judgements (no canary analysis ran)");
         }
-        for j in &judgements {
+        for j in &body.judgements {
             println!(
                 "  {:<12} {:>3}%  {}",
-                text(&j["verdict"]).to_uppercase(),
-                j["traffic"],
-                text(&j["summary"])
+                j.verdict.to_uppercase(),
+                j.traffic,
+                j.summary
             );
             if evidence {
-                println!("{}", serde_json::to_string_pretty(&j["evidence"])?);
+                println!("{}", serde_json::to_string_pretty(&j.evidence)?);
             }
         }
         Ok(ExitCode::SUCCESS)
@@ -488,45 +467,47 @@ impl Client {
         if let Some(p) = project {
             path.push_str(&format!("&project={p}"));
         }
-        let r = self.get(&path).await?;
+        let DoraReport { report: r, .. } = self.get(&path).await?;
         println!(
             "DORA — {environment}, last {days} days ({} deployments)",
-            r["deployments"]
+            r.deployments
         );
-        let level = |v: &Value| v["level"].as_str().unwrap_or("-").to_string();
-        let f = &r["deployment_frequency"];
+        let f = &r.deployment_frequency;
         println!(
             "  deployment frequency   {:.2}/day ({})  {}",
-            f["per_day"].as_f64().unwrap_or(0.0),
-            f["bucket"].as_str().unwrap_or(""),
-            level(f)
+            f.per_day,
+            f.bucket.as_str(),
+            f.level.as_str()
         );
-        let measure = |v: &Value| match v["median_seconds"].as_u64() {
-            Some(s) => format!("median {} ({} samples)  {}", human(s), v["samples"], level(v)),
+        let measure = |m: &Option<Measure>| match m {
+            Some(m) => format!(
+                "median {} ({} samples)  {}",
+                human(m.median_seconds),
+                m.samples,
+                m.level.as_str()
+            ),
             None => "no data".into(),
         };
-        println!("  lead time for changes  {}", measure(&r["lead_time"]));
-        let c = &r["change_failure_rate"];
-        match c["ratio"].as_f64() {
-            Some(ratio) => println!(
+        println!("  lead time for changes  {}", measure(&r.lead_time));
+        match &r.change_failure_rate {
+            Some(c) => println!(
                 "  change failure rate    {:.0}% ({} of {})  {}",
-                ratio * 100.0,
-                c["failed"],
-                c["total"],
-                level(c)
+                c.ratio * 100.0,
+                c.failed,
+                c.total,
+                Level::as_str(c.level)
             ),
             None => println!("  change failure rate    no data"),
         }
-        println!("  time to restore        {}", measure(&r["time_to_restore"]));
+        println!("  time to restore        {}", measure(&r.time_to_restore));
         Ok(ExitCode::SUCCESS)
     }
 
     pub async fn create_token(&self, name: &str) -> anyhow::Result<ExitCode> {
-        let body = self.post("/api/v1/tokens", json!({ "name": name })).await?;
-        println!(
-            "token for {name} (shown once — store it now): {}",
-            body["token"].as_str().unwrap_or("")
-        );
+        let body: TokenCreated = self
+            .post("/api/v1/tokens", conveyor_api::NewToken { name: name.into() })
+            .await?;
+        println!("token for {name} (shown once — store it now): {}", body.token);
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -547,32 +528,32 @@ fn human(seconds: u64) -> String {
     }
 }
 
-fn print_deployment(d: &Value) {
-    let rollback = d["rollback_of"]
-        .as_i64()
+fn print_deployment(d: &DeploymentView) {
+    let rollback = d
+        .rollback_of
         .map(|r| format!(" (rollback of {r})"))
         .unwrap_or_default();
     println!(
         "  deployment {:<4} release {:<4} {:<9} by {:<10} {}{}",
-        d["id"],
-        d["release_id"],
-        d["status"].as_str().unwrap_or(""),
-        d["requested_by"].as_str().unwrap_or(""),
-        d["phase"].as_str().or(d["reason"].as_str()).unwrap_or(""),
+        d.id,
+        d.release_id,
+        d.status,
+        d.requested_by,
+        d.phase.as_deref().or(d.reason.as_deref()).unwrap_or(""),
         rollback
     );
-    for gate in d["gates"].as_array().into_iter().flatten() {
-        println!("      {}", gate.as_str().unwrap_or(""));
+    for gate in &d.gates {
+        println!("      {gate}");
     }
 }
 
-fn print_line(line: &Value) {
-    println!(
-        "{} {} │ {}",
-        line["t"].as_str().unwrap_or(""),
-        line["job"].as_str().unwrap_or(""),
-        line["line"].as_str().unwrap_or("")
-    );
+fn print_line(line: &LogLine) {
+    println!("{} {} │ {}", line.t, line.job, line.line);
+}
+
+/// A time as the API's text (RFC 3339, UTC, milliseconds).
+fn time(t: &chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 // === flags ===
@@ -596,25 +577,29 @@ pub fn parse_rollout(text: &str) -> anyhow::Result<Vec<(String, u32)>> {
         .collect()
 }
 
-fn flag_line(f: &Value) -> String {
-    let variants: Vec<&str> = f["variants"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    let kind = f["metadata"]["type"]
-        .as_str()
+fn flag_line(f: &FlagSummary) -> String {
+    let kind = f
+        .metadata
+        .get("type")
+        .and_then(Value::as_str)
         .map(|t| format!("  [{t}]"))
         .unwrap_or_default();
     format!(
         "{:<28} {:<9} default {:<10} {:<8} {}{kind}",
-        f["key"].as_str().unwrap_or(""),
-        f["state"].as_str().unwrap_or(""),
-        f["defaultVariant"].as_str().unwrap_or("(code)"),
-        f["type"].as_str().unwrap_or(""),
-        variants.join(" | "),
+        f.key,
+        flag_state(f.state),
+        f.default_variant.as_deref().unwrap_or("(code)"),
+        f.variant_type.as_deref().unwrap_or(""),
+        f.variants.join(" | "),
     )
+}
+
+/// `ENABLED` / `DISABLED`, as the API spells it.
+fn flag_state(state: conveyor_api::FlagState) -> &'static str {
+    match state {
+        conveyor_api::FlagState::Enabled => "ENABLED",
+        conveyor_api::FlagState::Disabled => "DISABLED",
+    }
 }
 
 impl Client {
@@ -630,14 +615,13 @@ impl Client {
 
     pub async fn flags_list(&self, project: Option<String>, environment: &str) -> anyhow::Result<ExitCode> {
         let (project, path) = self.flags_path(project, environment).await?;
-        let body = self.get(&path).await?;
-        let flags = body["flags"].as_array().cloned().unwrap_or_default();
+        let body: FlagList = self.get(&path).await?;
         println!(
             "{project}/{environment}: {} flag(s), version {}",
-            flags.len(),
-            body["version"]
+            body.flags.len(),
+            body.version
         );
-        for f in &flags {
+        for f in &body.flags {
             println!("  {}", flag_line(f));
         }
         Ok(ExitCode::SUCCESS)
@@ -650,30 +634,29 @@ impl Client {
         key: &str,
     ) -> anyhow::Result<ExitCode> {
         let (_, path) = self.flags_path(project, environment).await?;
-        let f = self.get(&format!("{path}/{key}")).await?;
-        println!("{}", flag_line(&f));
-        if let Some(l) = f.get("lifecycle").filter(|l| !l.is_null()) {
-            let lifetime = l["expected_lifetime_days"]
-                .as_u64()
+        let f: FlagDetail = self.get(&format!("{path}/{key}")).await?;
+        println!("{}", flag_line(&f.flag));
+        if let Some(l) = &f.flag.lifecycle {
+            let lifetime = l
+                .expected_lifetime_days
                 .map_or("permanent".to_string(), |d| format!("expected to live {d} days"));
             println!(
                 "  lifecycle: {}, {lifetime}",
-                l["kind"].as_str().unwrap_or("untyped")
+                l.kind.as_deref().unwrap_or("untyped")
             );
         }
-        println!("{}", serde_json::to_string_pretty(&f["definition"])?);
+        println!("{}", serde_json::to_string_pretty(&f.definition)?);
         Ok(ExitCode::SUCCESS)
     }
 
-    fn print_changed(&self, what: &str, body: &Value) {
-        let changes = body["changes"].as_array().cloned().unwrap_or_default();
-        if changes.is_empty() {
-            println!("{what}: nothing changed (version {})", body["version"]);
+    fn print_changed(&self, what: &str, body: &FlagsChanged) {
+        if body.changes.is_empty() {
+            println!("{what}: nothing changed (version {})", body.version);
             return;
         }
-        println!("{what}: version {}", body["version"]);
-        for c in changes {
-            println!("  {}", c.as_str().unwrap_or(""));
+        println!("{what}: version {}", body.version);
+        for c in &body.changes {
+            println!("  {c}");
         }
     }
 
@@ -688,7 +671,7 @@ impl Client {
         let (project, path) = self.flags_path(project, environment).await?;
         match at {
             Some(at) => {
-                let body = self
+                let body: ScheduleCreated = self
                     .post(
                         &format!("{path}/{key}/schedule"),
                         json!({ "at": at, "change": change.0 }),
@@ -696,12 +679,12 @@ impl Client {
                     .await?;
                 println!(
                     "scheduled change {} to flag '{key}' of {project}/{environment} at {}",
-                    body["schedule_id"],
-                    body["at"].as_str().unwrap_or("")
+                    body.schedule_id,
+                    body.at.to_rfc3339()
                 );
             }
             None => {
-                let body = self
+                let body: FlagsChanged = self
                     .call(reqwest::Method::PATCH, &format!("{path}/{key}"), Some(change.0))
                     .await?;
                 self.print_changed(&format!("{project}/{environment}"), &body);
@@ -717,7 +700,7 @@ impl Client {
         key: &str,
     ) -> anyhow::Result<ExitCode> {
         let (project, path) = self.flags_path(project, environment).await?;
-        let body = self
+        let body: FlagsChanged = self
             .call(reqwest::Method::DELETE, &format!("{path}/{key}"), None)
             .await?;
         self.print_changed(&format!("{project}/{environment}"), &body);
@@ -736,7 +719,7 @@ impl Client {
             .put(self.url(&path))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(text);
-        let body: Value = self.send(request).await?.json().await?;
+        let body: FlagsChanged = self.read(request).await?;
         self.print_changed(&format!("{project}/{environment}"), &body);
         Ok(ExitCode::SUCCESS)
     }
@@ -759,35 +742,37 @@ impl Client {
         limit: u32,
     ) -> anyhow::Result<ExitCode> {
         let (_, path) = self.flags_path(project, environment).await?;
-        let body = self.get(&format!("{path}/history?limit={limit}")).await?;
-        for e in body["history"].as_array().into_iter().flatten() {
-            let at = e["at"].as_str().unwrap_or("");
-            match e["type"].as_str().unwrap_or("") {
-                "flags_changed" => {
-                    println!("{at}  {} changed flags:", e["by"].as_str().unwrap_or(""));
-                    for c in e["changes"].as_array().into_iter().flatten() {
-                        println!("    {}", c.as_str().unwrap_or(""));
+        let body: FlagHistory = self.get(&format!("{path}/history?limit={limit}")).await?;
+        for e in &body.history {
+            match e {
+                FlagHistoryEntry::FlagsChanged { at, by, changes, .. } => {
+                    println!("{}  {by} changed flags:", time(at));
+                    for c in changes {
+                        println!("    {c}");
                     }
                 }
-                "flag_key_created" => println!(
-                    "{at}  {} created evaluation key '{}'",
-                    e["by"].as_str().unwrap_or(""),
-                    e["name"].as_str().unwrap_or("")
+                FlagHistoryEntry::FlagKeyCreated { at, by, name, .. } => {
+                    println!("{}  {by} created evaluation key '{name}'", time(at))
+                }
+                FlagHistoryEntry::FlagChangeScheduled {
+                    at,
+                    by,
+                    schedule_id,
+                    flag,
+                    due_at,
+                    patch,
+                    ..
+                } => println!(
+                    "{}  {by} scheduled change {schedule_id} to '{flag}' for {due_at}: {patch}",
+                    time(at)
                 ),
-                "flag_change_scheduled" => println!(
-                    "{at}  {} scheduled change {} to '{}' for {}: {}",
-                    e["by"].as_str().unwrap_or(""),
-                    e["schedule_id"],
-                    e["flag"].as_str().unwrap_or(""),
-                    e["due_at"].as_str().unwrap_or(""),
-                    e["patch"]
-                ),
-                _ => println!(
-                    "{at}  scheduled change {} {}: {}",
-                    e["schedule_id"],
-                    e["status"].as_str().unwrap_or(""),
-                    e["outcome"].as_str().unwrap_or("")
-                ),
+                FlagHistoryEntry::FlagScheduleFinished {
+                    at,
+                    schedule_id,
+                    status,
+                    outcome,
+                    ..
+                } => println!("{}  scheduled change {schedule_id} {status}: {outcome}", time(at)),
             }
         }
         Ok(ExitCode::SUCCESS)
@@ -800,18 +785,12 @@ impl Client {
         idle_days: u32,
     ) -> anyhow::Result<ExitCode> {
         let (project, path) = self.flags_path(project, environment).await?;
-        let body = self.get(&format!("{path}/stale?idle_days={idle_days}")).await?;
-        let stale = body["stale"].as_array().cloned().unwrap_or_default();
-        if stale.is_empty() {
+        let body: StaleReport = self.get(&format!("{path}/stale?idle_days={idle_days}")).await?;
+        if body.stale.is_empty() {
             println!("{project}/{environment}: no stale flags");
         }
-        for f in &stale {
-            println!(
-                "{:<28} {:<9} {}",
-                f["key"].as_str().unwrap_or(""),
-                f["state"].as_str().unwrap_or(""),
-                f["reason"].as_str().unwrap_or("")
-            );
+        for f in &body.stale {
+            println!("{:<28} {:<9} {}", f.key, flag_state(f.state), f.reason);
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -822,23 +801,23 @@ impl Client {
         environment: &str,
     ) -> anyhow::Result<ExitCode> {
         let (_, path) = self.flags_path(project, environment).await?;
-        let body = self.get(&format!("{path}/schedules")).await?;
-        for s in body["schedules"].as_array().into_iter().flatten() {
+        let body: ScheduleList = self.get(&format!("{path}/schedules")).await?;
+        for s in &body.schedules {
             println!(
                 "{:>4}  {:<20} {:<24} {:<9} {} {}",
-                s["id"],
-                s["due_at"].as_str().unwrap_or(""),
-                s["flag"].as_str().unwrap_or(""),
-                s["status"].as_str().unwrap_or(""),
-                s["patch"],
-                s["outcome"].as_str().unwrap_or("")
+                s.id,
+                s.due_at,
+                s.flag,
+                s.status,
+                s.patch,
+                s.outcome.as_deref().unwrap_or("")
             );
         }
         Ok(ExitCode::SUCCESS)
     }
 
     pub async fn flags_cancel(&self, schedule: i64) -> anyhow::Result<ExitCode> {
-        self.call(
+        self.call::<conveyor_api::ScheduleCancelled>(
             reqwest::Method::DELETE,
             &format!("/api/v1/flag-schedules/{schedule}"),
             None,
@@ -855,12 +834,15 @@ impl Client {
         name: &str,
     ) -> anyhow::Result<ExitCode> {
         let (project, path) = self.flags_path(project, environment).await?;
-        let body = self
-            .post(&format!("{path}/keys"), json!({ "name": name }))
+        let body: KeyCreated = self
+            .post(
+                &format!("{path}/keys"),
+                conveyor_api::NewKey { name: name.into() },
+            )
             .await?;
         println!(
             "evaluation key '{name}' for {project}/{environment} (shown once — store it now):\n{}",
-            body["key"].as_str().unwrap_or("")
+            body.key
         );
         println!(
             "OpenFeature: OFREPProvider {{ baseUrl: '{}', headers: [['Authorization', 'Bearer <key>']] }}",
@@ -871,13 +853,13 @@ impl Client {
 
     pub async fn flags_keys(&self, project: Option<String>, environment: &str) -> anyhow::Result<ExitCode> {
         let (_, path) = self.flags_path(project, environment).await?;
-        let body = self.get(&format!("{path}/keys")).await?;
-        for k in body["keys"].as_array().into_iter().flatten() {
+        let body: FlagKeyList = self.get(&format!("{path}/keys")).await?;
+        for k in &body.keys {
             println!(
                 "{:<24} created by {} at {}",
-                k["name"].as_str().unwrap_or(""),
-                k["created_by"].as_str().unwrap_or(""),
-                k["created_at"].as_str().unwrap_or("")
+                k.name,
+                k.created_by,
+                time(&k.created_at)
             );
         }
         Ok(ExitCode::SUCCESS)

@@ -248,16 +248,128 @@ async fn the_api_answers_bad_requests_from_its_error_table() {
         .await;
     assert_eq!(status, 404);
 
-    let openapi = server.get("/api/v1/openapi.json").await;
-    assert_eq!(openapi["openapi"], "3.1.0");
-    for path in [
-        "/api/v1/projects",
-        "/api/v1/runs/{id}/logs/stream",
-        "/api/v1/audit/verify",
+    // The framework's own rejections answer from the same table, as JSON.
+    for (method, path, status) in [
+        (reqwest::Method::GET, "/api/v1/runs/abc", 400),
+        (reqwest::Method::GET, "/api/v1/runs?limit=many", 400),
+        (reqwest::Method::GET, "/api/v1/nothing-here", 404),
+        (reqwest::Method::DELETE, "/api/v1/runs", 405),
     ] {
-        assert!(openapi["paths"].get(path).is_some(), "{path} is documented");
+        let (got, answer) = server.request(method.clone(), path, None, true).await;
+        assert_eq!(got, status, "{method} {path}: {answer}");
+        assert!(
+            answer["code"].is_string() && answer["message"].is_string(),
+            "{answer}"
+        );
     }
+    let (status, answer) = server
+        .request(
+            reqwest::Method::POST,
+            "/api/v1/tokens",
+            Some(json!({ "name": 7 })),
+            true,
+        )
+        .await;
+    assert_eq!((status, answer["code"].as_str()), (400, Some("invalid_request")));
     assert_eq!(server.get("/readyz").await, json!("ready"));
+}
+
+/// Every route the server mounts (the router's own table) is in the generated OpenAPI document
+/// with schemas for its request and response bodies, nothing is documented that is not mounted,
+/// and the public reads answer what their schemas say.
+#[tokio::test]
+async fn every_mounted_route_is_documented_with_its_schemas() {
+    use conveyor_server::{Access, openapi::openapi_path};
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"));
+    let doc = server.get("/api/v1/openapi.json").await;
+    assert_eq!(doc["openapi"], "3.1.0");
+    let routes = conveyor_server::routes();
+    let resolve = |value: &serde_json::Value| match value["$ref"].as_str() {
+        Some(r) => {
+            let name = r.rsplit('/').next().unwrap();
+            doc["components"]["responses"][name].clone()
+        }
+        None => value.clone(),
+    };
+    for route in &routes {
+        let (method, path) = (route.method.as_str().to_lowercase(), openapi_path(&route.path));
+        let op = &doc["paths"][&path][&method];
+        if route.access == Access::Ofrep {
+            assert!(
+                op.is_null(),
+                "OFREP's {path} is left to the protocol's own document"
+            );
+            continue;
+        }
+        let what = format!("{} {path}", route.method);
+        assert!(op.is_object(), "{what} is mounted but not documented");
+        let responses = op["responses"].as_object().expect("responses");
+        assert!(
+            responses.keys().any(|s| s.starts_with('2')),
+            "{what}: no success response"
+        );
+        for (status, response) in responses {
+            let response = resolve(response);
+            if status == "204" {
+                continue;
+            }
+            let content = response["content"]
+                .as_object()
+                .unwrap_or_else(|| panic!("{what} {status}: no content"));
+            for (media, body) in content {
+                assert!(body["schema"].is_object(), "{what} {status} {media}: no schema");
+            }
+            if !status.starts_with('2') {
+                assert_eq!(
+                    content["application/json"]["schema"]["$ref"], "#/components/schemas/ErrorBody",
+                    "{what} {status}: errors are ErrorBody"
+                );
+            }
+        }
+        let token = matches!(route.access, Access::Token | Access::FlagToken);
+        assert_eq!(
+            op["security"][0].get("bearer").is_some(),
+            token,
+            "{what}: security"
+        );
+        assert_eq!(responses.contains_key("401"), token, "{what}: 401");
+        if path.contains('{') {
+            assert!(responses.contains_key("404"), "{what}: 404");
+        }
+        if let Some(body) = op.get("requestBody") {
+            for (media, content) in body["content"].as_object().expect("request content") {
+                assert!(content["schema"].is_object(), "{what} request {media}: no schema");
+            }
+        }
+    }
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            assert!(
+                routes.iter().any(|r| openapi_path(&r.path) == *path && r.method.as_str().eq_ignore_ascii_case(method)),
+                "{method} {path} is documented but not mounted"
+            );
+        }
+    }
+    // The public reads without parameters answer what their schema says.
+    for route in routes
+        .iter()
+        .filter(|r| r.access == Access::Public && r.method == reqwest::Method::GET && !r.path.contains('{'))
+    {
+        let op = &doc["paths"][&route.path]["get"];
+        let Some(schema) = op["responses"]["200"]["content"]["application/json"]["schema"].as_object() else {
+            continue;
+        };
+        let mut schema = serde_json::Value::Object(schema.clone());
+        schema["components"] = doc["components"].clone();
+        let validator = jsonschema::draft202012::new(&schema).expect("the document's schemas compile");
+        let body = server.get(&route.path).await;
+        let errors: Vec<String> = validator
+            .iter_errors(&body)
+            .map(|e| format!("{e} at {}", e.instance_path))
+            .collect();
+        assert!(errors.is_empty(), "GET {}: {errors:?}", route.path);
+    }
 }
 
 #[test]

@@ -1,0 +1,221 @@
+//! Environments, deployments, canary analysis, rollbacks and tokens.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::status::VersionRole;
+
+// === read models ===
+
+/// One running instance of a deployed version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InstanceRef {
+    #[schema(value_type = String, example = "127.0.0.1:41234")]
+    pub addr: SocketAddr,
+    pub pid: Option<u32>,
+}
+
+/// A deployment as the read model has it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeploymentView {
+    pub id: i64,
+    pub project: String,
+    pub environment: String,
+    pub release_id: i64,
+    pub status: String,
+    pub requested_by: String,
+    pub author: String,
+    pub rollback_of: Option<i64>,
+    /// The deployment that fixed this one forward (DORA: a change failure).
+    pub fixed_by: Option<i64>,
+    pub phases: Vec<String>,
+    pub phase_index: Option<u32>,
+    pub phase: Option<String>,
+    /// The new version's share of traffic, in percent.
+    pub traffic: u32,
+    pub gates: Vec<String>,
+    pub approvals: Vec<String>,
+    /// Instances of each version this deployment started, by version.
+    pub instances: BTreeMap<String, Vec<InstanceRef>>,
+    pub reason: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    pub finished_at: Option<String>,
+}
+
+/// One judgement of a canary analysis, with its evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JudgementView {
+    pub metric: String,
+    pub verdict: String,
+    /// The new version's share of traffic when judged, in percent.
+    pub traffic: u32,
+    pub summary: String,
+    /// The filled-in query or test, the values per version, the statistic, the threshold.
+    pub evidence: serde_json::Value,
+    /// RFC 3339.
+    pub at: String,
+}
+
+/// An environment as it runs now: its router and the versions behind it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EnvironmentStatus {
+    pub project: String,
+    pub environment: String,
+    /// Where the environment's router listens.
+    pub url: Option<String>,
+    pub versions: Vec<VersionStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct VersionStatus {
+    pub version: String,
+    pub release_id: i64,
+    pub role: VersionRole,
+    /// Share of the traffic, in percent.
+    pub traffic: u32,
+    pub instances: Vec<InstanceStatus>,
+}
+
+/// The state of one instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InstanceStatus {
+    pub index: u32,
+    #[schema(value_type = String, example = "127.0.0.1:41234")]
+    pub addr: SocketAddr,
+    pub pid: Option<u32>,
+    pub healthy: bool,
+    pub restarts: u32,
+}
+
+// === requests ===
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Promote {
+    pub environment: String,
+    /// A deployment of this environment that this one fixes forward (DORA: a change failure).
+    #[serde(default)]
+    pub fixes: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rollback {
+    /// The release to go back to; default: the one before the current.
+    #[serde(default)]
+    pub to: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resume {
+    /// Skip the remaining steps: all traffic to the new version.
+    #[serde(default)]
+    pub full: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    pub name: String,
+}
+
+/// `?limit=` of histories.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LimitQuery {
+    /// 1-1000 (values outside are clamped), default 50.
+    pub limit: Option<i64>,
+}
+
+impl LimitQuery {
+    /// The `limit` asked for, 50 by default, within 1..=1000.
+    pub fn get(&self) -> i64 {
+        self.limit.unwrap_or(50).clamp(1, 1000)
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DoraQuery {
+    pub project: Option<String>,
+    /// Default `production`.
+    pub environment: Option<String>,
+    /// 1-3650, default 90.
+    pub window_days: Option<u64>,
+}
+
+// === responses ===
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeploymentCreated {
+    pub deployment_id: i64,
+}
+
+/// An environment's status and its newest deployment.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EnvironmentView {
+    #[serde(flatten)]
+    pub status: EnvironmentStatus,
+    pub deployment: Option<DeploymentView>,
+}
+
+/// A flag change on an environment's timeline.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FlagChangeEntry {
+    pub seq: i64,
+    /// RFC 3339.
+    pub at: String,
+    pub by: String,
+    pub changes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeploymentHistory {
+    pub deployments: Vec<DeploymentView>,
+    pub flag_changes: Vec<FlagChangeEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AnalysisReport {
+    pub deployment_id: i64,
+    pub status: String,
+    pub reason: Option<String>,
+    pub judgements: Vec<JudgementView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Approved {
+    pub deployment_id: i64,
+    pub approved_by: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Pausing {
+    pub deployment_id: i64,
+    pub pausing: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Resuming {
+    pub deployment_id: i64,
+    pub resuming: bool,
+    pub full: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Aborting {
+    pub deployment_id: i64,
+    pub aborting: bool,
+}
+
+/// A new token, shown once.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenCreated {
+    pub name: String,
+    pub token: String,
+}

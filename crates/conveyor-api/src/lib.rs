@@ -1,0 +1,17 @@
+//! `conveyor-api` owns the shape of the HTTP API under `/api/v1`: every request body, query and
+//! response (the read models the store returns included), the `{code, message}` error body, and
+//! the status and role enums with their one `as_str`/`FromStr` pair. Types only, with their
+//! OpenAPI schemas (utoipa): no I/O here, and no dependency on the store, engine or server.
+
+pub mod delivery;
+pub mod dora;
+pub mod error;
+pub mod flags;
+pub mod runs;
+pub mod status;
+
+pub use delivery::*;
+pub use error::{ErrorBody, ErrorDetails};
+pub use flags::*;
+pub use runs::*;
+pub use status::{DeploymentStatus, JobStatus, RunStatus, StepStatus, UnknownStatus, Verdict, VersionRole};
