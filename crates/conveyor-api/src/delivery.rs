@@ -3,10 +3,11 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::status::VersionRole;
+use crate::status::{DeploymentStatus, Verdict, VersionRole};
 
 // === read models ===
 
@@ -25,7 +26,7 @@ pub struct DeploymentView {
     pub project: String,
     pub environment: String,
     pub release_id: i64,
-    pub status: String,
+    pub status: DeploymentStatus,
     pub requested_by: String,
     pub author: String,
     pub rollback_of: Option<i64>,
@@ -41,23 +42,21 @@ pub struct DeploymentView {
     /// Instances of each version this deployment started, by version.
     pub instances: BTreeMap<String, Vec<InstanceRef>>,
     pub reason: Option<String>,
-    /// RFC 3339.
-    pub created_at: String,
-    pub finished_at: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
 }
 
 /// One judgement of a canary analysis, with its evidence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JudgementView {
     pub metric: String,
-    pub verdict: String,
+    pub verdict: Verdict,
     /// The new version's share of traffic when judged, in percent.
     pub traffic: u32,
     pub summary: String,
     /// The filled-in query or test, the values per version, the statistic, the threshold.
     pub evidence: serde_json::Value,
-    /// RFC 3339.
-    pub at: String,
+    pub at: DateTime<Utc>,
 }
 
 /// An environment as it runs now: its router and the versions behind it.
@@ -168,8 +167,7 @@ pub struct EnvironmentView {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct FlagChangeEntry {
     pub seq: i64,
-    /// RFC 3339.
-    pub at: String,
+    pub at: DateTime<Utc>,
     pub by: String,
     pub changes: Vec<String>,
 }
@@ -183,7 +181,7 @@ pub struct DeploymentHistory {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AnalysisReport {
     pub deployment_id: i64,
-    pub status: String,
+    pub status: DeploymentStatus,
     pub reason: Option<String>,
     pub judgements: Vec<JudgementView>,
 }

@@ -6,6 +6,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::status::{JobStatus, RunStatus, StepStatus};
+
 // === read models ===
 
 /// An artifact produced by a job, as stored in the content-addressed store.
@@ -37,11 +39,11 @@ pub struct RunView {
     pub branch: String,
     /// What started it: `push`, `manual`, `schedule` or `local`.
     pub event: String,
-    pub status: String,
+    pub status: RunStatus,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
-    /// When the commit was made (RFC 3339), if known.
-    pub committed_at: Option<String>,
+    /// When the commit was made, if known.
+    pub committed_at: Option<DateTime<Utc>>,
     /// The `conveyor.yml` text the run follows (not sent).
     #[serde(skip)]
     pub pipeline: String,
@@ -56,7 +58,7 @@ pub struct RunView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobView {
     pub job: String,
-    pub status: String,
+    pub status: JobStatus,
     pub attempt: u32,
     pub reason: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
@@ -70,7 +72,7 @@ pub struct StepView {
     pub attempt: u32,
     pub index: u32,
     pub name: String,
-    pub status: String,
+    pub status: StepStatus,
     pub exit_code: Option<i32>,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -252,5 +254,5 @@ pub struct Validation {
 /// The last event of a run's log stream (`event: end`).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct StreamEnd {
-    pub status: String,
+    pub status: RunStatus,
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use conveyor_api::{EnvironmentStatus, VersionRole, VersionStatus};
 use conveyor_deploy::{DeployError, InstanceStatus, RunningVersion};
 use conveyor_router::{Backend, ConfigError, RouteConfig, Router, TOTAL_WEIGHT, VersionMetrics};
 use serde::{Deserialize, Serialize};
@@ -60,40 +61,6 @@ struct State {
     traffic: u32,
 }
 
-/// What `conveyor status` shows.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct EnvironmentStatus {
-    pub project: String,
-    pub environment: String,
-    /// Where the environment's router listens.
-    pub url: Option<String>,
-    pub versions: Vec<VersionStatus>,
-}
-
-/// A version's place in an environment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Serving (most of) the traffic.
-    Stable,
-    /// Being deployed.
-    Canary,
-    /// A fresh copy of the stable version that the canary analysis compares with.
-    Baseline,
-    /// The previous version, kept running for an instant rollback.
-    Warm,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct VersionStatus {
-    pub version: String,
-    pub release_id: i64,
-    pub role: Role,
-    /// Share of the traffic, in percent.
-    pub traffic: u32,
-    pub instances: Vec<InstanceStatus>,
-}
-
 /// The persisted form of a router, so it can serve again before anything else after a restart.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct SavedRouter {
@@ -141,12 +108,12 @@ impl Live {
         for (active, role, traffic) in [
             (
                 &state.stable,
-                Role::Stable,
+                VersionRole::Stable,
                 100 - canary_traffic - baseline_traffic,
             ),
-            (&state.canary, Role::Canary, canary_traffic),
-            (&state.baseline, Role::Baseline, baseline_traffic),
-            (&state.warm, Role::Warm, 0),
+            (&state.canary, VersionRole::Canary, canary_traffic),
+            (&state.baseline, VersionRole::Baseline, baseline_traffic),
+            (&state.warm, VersionRole::Warm, 0),
         ] {
             if let Some(a) = active {
                 versions.push(VersionStatus {
@@ -201,7 +168,7 @@ impl Live {
     }
 
     /// The version with `role`, if one runs.
-    pub fn with_role(&self, role: Role) -> Option<VersionStatus> {
+    pub fn with_role(&self, role: VersionRole) -> Option<VersionStatus> {
         self.status().versions.into_iter().find(|v| v.role == role)
     }
 

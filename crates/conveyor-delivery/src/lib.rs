@@ -7,6 +7,7 @@
 //! last route config first, re-adopts the stable instances, and rolls back interrupted deployments.
 
 mod analysis;
+mod dora;
 mod environment;
 mod error;
 mod instances;
@@ -23,7 +24,6 @@ use conveyor_spec::{Environment, ReleaseSpec};
 use conveyor_store::{DeploymentStatus, DeploymentView, Event, IdKind, Release};
 use tokio::sync::mpsc;
 
-pub use environment::{EnvironmentStatus, Role, VersionStatus};
 pub use error::{Category, DeliveryError};
 
 use conveyor_engine::{Engine, EngineError};
@@ -168,7 +168,7 @@ impl Delivery {
             let fixable = store.deployment(broken).await?.is_some_and(|d| {
                 d.project == cx.release.project
                     && d.environment == cx.environment.name
-                    && d.status == DeploymentStatus::Succeeded.as_str()
+                    && d.status == DeploymentStatus::Succeeded
                     && d.release_id != release_id
             });
             if !fixable {
@@ -183,7 +183,7 @@ impl Delivery {
                 .deployments(Some(&cx.release.project), Some(after), 1000)
                 .await?
                 .iter()
-                .any(|d| d.release_id == release_id && d.status == DeploymentStatus::Succeeded.as_str());
+                .any(|d| d.release_id == release_id && d.status == DeploymentStatus::Succeeded);
             if !passed {
                 return Err(DeliveryError::OutOfOrder {
                     release: release_id,
@@ -218,9 +218,7 @@ impl Delivery {
     ) -> Result<i64, DeliveryError> {
         let store = self.engine.store();
         let history = store.deployments(Some(project), Some(environment), 1000).await?;
-        let mut succeeded = history
-            .iter()
-            .filter(|d| d.status == DeploymentStatus::Succeeded.as_str());
+        let mut succeeded = history.iter().filter(|d| d.status == DeploymentStatus::Succeeded);
         let current = succeeded
             .next()
             .ok_or_else(|| DeliveryError::NothingDeployed(environment.to_string()))?;
@@ -375,7 +373,7 @@ impl Delivery {
     }
 
     /// What runs in an environment now: versions, traffic split, instances, router address.
-    pub fn status(&self, project: &str, environment: &str) -> EnvironmentStatus {
+    pub fn status(&self, project: &str, environment: &str) -> conveyor_api::EnvironmentStatus {
         self.live(project, environment).status()
     }
 
@@ -411,63 +409,6 @@ impl Delivery {
                 version.running.stop().await;
             }
         }
-    }
-
-    /// DORA's four keys for deployments into `environment` (of `project`, or of every project)
-    /// that finished within `window` before now.
-    pub async fn dora(
-        &self,
-        project: Option<&str>,
-        environment: &str,
-        window: Duration,
-    ) -> Result<conveyor_analysis::dora::Report, DeliveryError> {
-        use conveyor_analysis::dora::{Deployment, Outcome};
-        let store = self.engine.store();
-        let parse = |t: &str| {
-            chrono::DateTime::parse_from_rfc3339(t)
-                .ok()
-                .map(|t| t.with_timezone(&chrono::Utc))
-        };
-        let mut records = Vec::new();
-        let mut commit_times: HashMap<i64, Option<chrono::DateTime<chrono::Utc>>> = HashMap::new();
-        for d in store.deployments(project, Some(environment), 100_000).await? {
-            let (Some(started), Some(finished)) =
-                (parse(&d.created_at), d.finished_at.as_deref().and_then(parse))
-            else {
-                continue;
-            };
-            let outcome = match (d.status.as_str(), d.phase_index) {
-                ("succeeded", _) => Outcome::Succeeded,
-                (_, Some(_)) => Outcome::Failed,
-                _ => Outcome::NotStarted,
-            };
-            let committed = match commit_times.get(&d.release_id) {
-                Some(known) => *known,
-                None => {
-                    let run = match store.release(d.release_id).await? {
-                        Some(release) => store.run(release.run_id).await?,
-                        None => None,
-                    };
-                    let time = run.and_then(|r| r.committed_at).as_deref().and_then(parse);
-                    commit_times.insert(d.release_id, time);
-                    time
-                }
-            };
-            records.push(Deployment {
-                id: d.id,
-                outcome,
-                started,
-                finished,
-                committed,
-                rollback_of: d.rollback_of,
-                fixed_by: d.fixed_by,
-            });
-        }
-        Ok(conveyor_analysis::dora::report(
-            &records,
-            chrono::Utc::now(),
-            window,
-        ))
     }
 
     /// Serves the last route config of every environment, re-adopts stable versions, and rolls

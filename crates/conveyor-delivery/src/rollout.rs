@@ -16,7 +16,9 @@ use conveyor_store::{DeploymentStatus, Event, InstanceRef};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::analysis::Analysis;
-use crate::environment::{Active, Live, Role};
+use conveyor_api::VersionRole;
+
+use crate::environment::{Active, Live};
 use crate::instances::{self, Files, version_name};
 use crate::{Context, Control, Delivery};
 
@@ -177,7 +179,7 @@ impl Rollout<'_> {
                     self.retire_baseline().await;
                 }
             }
-            let traffic = self.live.with_role(Role::Canary).map_or(0, |v| v.traffic);
+            let traffic = self.live.with_role(VersionRole::Canary).map_or(0, |v| v.traffic);
             self.record(Event::DeploymentPhase {
                 deployment_id: self.id,
                 index: index as u32,
@@ -305,7 +307,7 @@ impl Rollout<'_> {
                     None => return Err(Stop::Failed("the server is stopping".into())),
                 },
                 () = tokio::time::sleep(tick) => {
-                    if !self.live.canary_healthy() && self.live.with_role(Role::Canary).is_some() {
+                    if !self.live.canary_healthy() && self.live.with_role(VersionRole::Canary).is_some() {
                         return Err(Stop::Failed("the new version has no healthy instance left".into()));
                     }
                     let now = tokio::time::Instant::now();
@@ -336,7 +338,7 @@ impl Rollout<'_> {
     }
 
     async fn start_new(&mut self, instances: u32) -> Result<(), Stop> {
-        if self.live.with_role(Role::Canary).is_some() {
+        if self.live.with_role(VersionRole::Canary).is_some() {
             // Rolling: the next batch joins the instances already started.
             let grown = self.live.grow_canary(instances).await.map_err(Stop::failed)?;
             self.live

@@ -128,12 +128,5 @@ pub enum DeployError {
     Io(#[from] std::io::Error),
 }
 
-/// The state of one instance, for status displays and the controller.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct InstanceStatus {
-    pub index: u32,
-    pub addr: SocketAddr,
-    pub pid: Option<u32>,
-    pub healthy: bool,
-    pub restarts: u32,
-}
+/// The state of one instance, for status displays and the controller: the API's own type.
+pub use conveyor_api::InstanceStatus;

@@ -257,6 +257,12 @@ async fn instances_left_by_a_previous_server_are_adopted_and_supervised() {
     s.instances = 1;
     let (addr, leftover_pid) = leftover(dir.path(), Some(&format!("CONVEYOR_INSTANCE_OF={}", s.identity)));
     let port = addr.port();
+    // Until it has exec'd, a just-forked process shows its parent's environment: wait for it to
+    // serve, as a leftover of a crashed server long has.
+    eventually("the leftover listening", || {
+        std::net::TcpStream::connect(addr).is_ok()
+    })
+    .await;
     let recorded = vec![RecordedInstance {
         addr,
         pid: Some(leftover_pid),

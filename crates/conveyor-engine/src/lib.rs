@@ -72,9 +72,6 @@ pub enum EngineError {
     /// The signing key is unreadable or cannot be created.
     #[error("signing key: {0}")]
     Key(#[from] data_dir::KeyError),
-    /// The store holds a status this version cannot read.
-    #[error("corrupt state: {0}")]
-    Corrupt(String),
     #[error("run {0} does not exist")]
     NoSuchRun(i64),
     #[error("{0}")]

@@ -73,11 +73,8 @@ impl Engine {
             .run(run_id)
             .await?
             .ok_or(EngineError::NoSuchRun(run_id))?;
-        if run.status != RunStatus::Running.as_str() {
-            return run
-                .status
-                .parse()
-                .map_err(|e: conveyor_store::UnknownStatus| EngineError::Corrupt(e.to_string()));
+        if run.status != RunStatus::Running {
+            return Ok(run.status);
         }
         let pipeline = Arc::new(conveyor_spec::parse("conveyor.yml", &run.pipeline)?);
         let cancel = CancellationToken::new();
@@ -163,17 +160,14 @@ impl Engine {
         let mut outputs: HashMap<String, Vec<ArtifactRef>> = HashMap::new();
         for job in &pipeline.jobs {
             let view = run.jobs.iter().find(|j| j.job == job.id);
-            let state =
-                match view.map(|v| (v.status.as_str(), v)) {
-                    None | Some(("pending", _)) => JobState::Pending { first_attempt: 1 },
-                    Some(("running", view)) => self.interrupted(&run, job, view).await?,
-                    Some((status, view)) => {
-                        outputs.insert(job.id.clone(), view.artifacts.clone());
-                        JobState::Done(status.parse().map_err(|e: conveyor_store::UnknownStatus| {
-                            EngineError::Corrupt(e.to_string())
-                        })?)
-                    }
-                };
+            let state = match view.map(|v| (v.status, v)) {
+                None | Some((JobStatus::Pending, _)) => JobState::Pending { first_attempt: 1 },
+                Some((JobStatus::Running, view)) => self.interrupted(&run, job, view).await?,
+                Some((status, view)) => {
+                    outputs.insert(job.id.clone(), view.artifacts.clone());
+                    JobState::Done(status)
+                }
+            };
             states.insert(job.id.clone(), state);
         }
 
@@ -346,7 +340,7 @@ impl Engine {
         for step in view
             .steps
             .iter()
-            .filter(|s| s.attempt == view.attempt && s.status == "running")
+            .filter(|s| s.attempt == view.attempt && s.status == StepStatus::Running)
         {
             self.events()
                 .append(Event::StepFinished {

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use conveyor_api::{
     AddProject, AuditReport, ErrorBody, EventList, EventRecord, EventStreamQuery, EventsQuery, ListQuery,
     LogPage, LogQuery, Project, ProjectList, Release, ReleaseList, RunCancelled, RunDetail, RunList,
-    RunStarted, SetSecret, SigningKey, TriggerRun, Validation,
+    RunStarted, RunStatus, SetSecret, SigningKey, TriggerRun, Validation,
 };
 use futures_util::Stream;
 
@@ -247,7 +247,7 @@ pub async fn cancel_run(
     Params(id): Params<i64>,
 ) -> ApiResult<Json<RunCancelled>> {
     let run = find_run(&state, id).await?;
-    if run.status != "running" {
+    if run.status != RunStatus::Running {
         return Err(ApiError::Conflict(format!(
             "run {id} already ended ({})",
             run.status
@@ -312,7 +312,8 @@ pub async fn stream_logs(
             // Read the status first: lines written before a run ends are all on disk by then.
             let status = match c.state.engine.store().run(id).await {
                 Ok(Some(run)) => run.status,
-                _ => "unknown".to_string(),
+                // The run cannot be read any more: nothing will end it; stop here.
+                Ok(None) | Err(_) => return None,
             };
             let (lines, next) = c
                 .state
@@ -327,7 +328,7 @@ pub async fn stream_logs(
                 c.pending
                     .push_back(SseEvent::default().event("line").id(next.to_string()).data(data));
             }
-            if status != "running" && c.pending.is_empty() {
+            if status != RunStatus::Running && c.pending.is_empty() {
                 c.done = true;
                 c.pending.push_back(
                     SseEvent::default().event("end").data(

@@ -8,8 +8,8 @@ use axum::{Extension, Json};
 use conveyor_api::dora::DoraReport;
 use conveyor_api::{
     Aborting, AnalysisReport, Approved, DeploymentCreated, DeploymentHistory, DeploymentView, DoraQuery,
-    EnvironmentStatus, EnvironmentView, ErrorBody, FlagChangeEntry, InstanceStatus, LimitQuery, NewToken,
-    Pausing, Promote, Resume, Resuming, Rollback, TokenCreated, VersionRole, VersionStatus,
+    EnvironmentView, ErrorBody, FlagChangeEntry, LimitQuery, NewToken, Pausing, Promote, Resume, Resuming,
+    Rollback, TokenCreated,
 };
 
 use crate::auth::{ADMIN, Identity};
@@ -66,7 +66,7 @@ pub async fn environment(
     State(state): State<AppState>,
     Params((project, environment)): Params<(String, String)>,
 ) -> ApiResult<Json<EnvironmentView>> {
-    let status = environment_status(state.delivery.status(&project, &environment))?;
+    let status = state.delivery.status(&project, &environment);
     let latest = state
         .engine
         .store()
@@ -76,44 +76,6 @@ pub async fn environment(
         status,
         deployment: latest.into_iter().next(),
     }))
-}
-
-/// The engine's status in the API's types (until delivery returns them itself).
-fn environment_status(s: conveyor_delivery::EnvironmentStatus) -> ApiResult<EnvironmentStatus> {
-    let versions = s
-        .versions
-        .into_iter()
-        .map(|v| {
-            Ok(VersionStatus {
-                version: v.version,
-                release_id: v.release_id,
-                role: match v.role {
-                    conveyor_delivery::Role::Stable => VersionRole::Stable,
-                    conveyor_delivery::Role::Canary => VersionRole::Canary,
-                    conveyor_delivery::Role::Baseline => VersionRole::Baseline,
-                    conveyor_delivery::Role::Warm => VersionRole::Warm,
-                },
-                traffic: v.traffic,
-                instances: v
-                    .instances
-                    .into_iter()
-                    .map(|i| InstanceStatus {
-                        index: i.index,
-                        addr: i.addr,
-                        pid: i.pid,
-                        healthy: i.healthy,
-                        restarts: i.restarts,
-                    })
-                    .collect(),
-            })
-        })
-        .collect::<ApiResult<_>>()?;
-    Ok(EnvironmentStatus {
-        project: s.project,
-        environment: s.environment,
-        url: s.url,
-        versions,
-    })
 }
 
 /// An environment's timeline: deployments and flag changes, newest first.
@@ -139,15 +101,17 @@ pub async fn history(
         .await?
         .into_iter()
         .filter_map(|e| match e.event {
-            conveyor_store::Event::FlagsChanged { by, changes, .. } => Some(FlagChangeEntry {
-                seq: e.seq,
-                at: e.at,
-                by,
-                changes,
-            }),
+            conveyor_store::Event::FlagsChanged { by, changes, .. } => {
+                Some(crate::api::timestamp(&e.at).map(|at| FlagChangeEntry {
+                    seq: e.seq,
+                    at,
+                    by,
+                    changes,
+                }))
+            }
             _ => None,
         })
-        .collect();
+        .collect::<ApiResult<_>>()?;
     Ok(Json(DeploymentHistory {
         deployments,
         flag_changes,

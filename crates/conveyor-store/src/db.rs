@@ -31,6 +31,9 @@ pub enum StoreError {
     Decode { seq: i64, error: String },
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+    /// A read model holds a status this version does not know.
+    #[error("the store holds an {0}")]
+    Status(#[from] conveyor_api::UnknownStatus),
 }
 
 /// Which counter an appended event allocates an id from.
@@ -333,9 +336,9 @@ mod tests {
     async fn read_models_rebuild_to_exactly_what_the_log_says() {
         let (_dir, store, run_id) = store_with_a_run().await;
         let before = store.run(run_id).await.unwrap().unwrap();
-        assert_eq!(before.status, "success");
+        assert_eq!(before.status, RunStatus::Success);
         assert_eq!(before.jobs[0].artifacts.len(), 1);
-        assert_eq!(before.jobs[1].status, "skipped");
+        assert_eq!(before.jobs[1].status, JobStatus::Skipped);
         assert_eq!(store.log().rebuild_read_models().await.unwrap(), 7);
         assert_eq!(store.run(run_id).await.unwrap().unwrap(), before);
     }

@@ -6,6 +6,7 @@ use sqlx::sqlite::SqliteRow;
 
 use crate::db::{Store, StoreError};
 use crate::event::Event;
+use conveyor_api::UnknownStatus;
 
 pub use conveyor_api::{
     ArtifactRef, DeploymentView, JobView, JudgementView, Project, Release, RunView, StepView,
@@ -18,10 +19,19 @@ pub struct StoredEvent {
     pub event: Event,
 }
 
+/// A status column, read through its enum's one `FromStr`.
+fn status<T, I>(row: &SqliteRow, column: I) -> Result<T, StoreError>
+where
+    T: std::str::FromStr<Err = UnknownStatus>,
+    I: sqlx::ColumnIndex<SqliteRow>,
+{
+    Ok(row.try_get::<&str, _>(column)?.parse()?)
+}
+
 fn judgement_from_row(row: &SqliteRow) -> Result<JudgementView, StoreError> {
     Ok(JudgementView {
         metric: row.try_get("metric")?,
-        verdict: row.try_get("verdict")?,
+        verdict: status(row, "verdict")?,
         traffic: u32::try_from(row.try_get::<i64, _>("traffic")?).unwrap_or(0),
         summary: row.try_get("summary")?,
         evidence: serde_json::from_str(row.try_get("evidence")?).unwrap_or_default(),
@@ -50,7 +60,7 @@ fn deployment_from_row(row: &SqliteRow) -> Result<DeploymentView, StoreError> {
         project: row.get(1),
         environment: row.get(2),
         release_id: row.get(3),
-        status: row.get(4),
+        status: status(row, 4)?,
         requested_by: row.get(5),
         author: row.get(6),
         rollback_of: row.get(7),
@@ -70,22 +80,22 @@ fn deployment_from_row(row: &SqliteRow) -> Result<DeploymentView, StoreError> {
 
 const RUN_COLUMNS: &str = "id, project, source_uri, commit_sha, branch, event, status, created_at, finished_at, pipeline, source_digest, committed_at";
 
-fn run_from_row(row: &SqliteRow) -> RunView {
-    RunView {
+fn run_from_row(row: &SqliteRow) -> Result<RunView, StoreError> {
+    Ok(RunView {
         id: row.get(0),
         project: row.get(1),
         source_uri: row.get(2),
         commit: row.get(3),
         branch: row.get(4),
         event: row.get(5),
-        status: row.get(6),
+        status: status(row, 6)?,
         created_at: row.get(7),
         finished_at: row.get(8),
         pipeline: row.get(9),
         source_digest: row.get(10),
         committed_at: row.get(11),
         jobs: Vec::new(),
-    }
+    })
 }
 
 fn release_from_row(row: &SqliteRow) -> Result<Release, StoreError> {
@@ -140,7 +150,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(run_from_row).collect())
+        rows.iter().map(run_from_row).collect()
     }
 
     /// Runs the server had not finished, oldest first (for recovery after a crash).
@@ -152,7 +162,7 @@ impl Store {
         .await?;
         let mut runs = Vec::new();
         for row in &rows {
-            let mut run = run_from_row(row);
+            let mut run = run_from_row(row)?;
             run.jobs = self.jobs_of(run.id).await?;
             runs.push(run);
         }
@@ -166,7 +176,7 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         let Some(row) = row else { return Ok(None) };
-        let mut run = run_from_row(&row);
+        let mut run = run_from_row(&row)?;
         run.jobs = self.jobs_of(id).await?;
         Ok(Some(run))
     }
@@ -187,17 +197,19 @@ impl Store {
         .await?;
         let mut jobs: Vec<JobView> = rows
             .iter()
-            .map(|r| JobView {
-                job: r.get(0),
-                status: r.get(1),
-                attempt: r.get::<i64, _>(2) as u32,
-                reason: r.get(3),
-                started_at: r.get(4),
-                finished_at: r.get(5),
-                steps: Vec::new(),
-                artifacts: Vec::new(),
+            .map(|r| {
+                Ok(JobView {
+                    job: r.get(0),
+                    status: status(r, 1)?,
+                    attempt: r.get::<i64, _>(2) as u32,
+                    reason: r.get(3),
+                    started_at: r.get(4),
+                    finished_at: r.get(5),
+                    steps: Vec::new(),
+                    artifacts: Vec::new(),
+                })
             })
-            .collect();
+            .collect::<Result<_, StoreError>>()?;
         for s in &steps {
             let job: String = s.get(0);
             if let Some(j) = jobs.iter_mut().find(|j| j.job == job) {
@@ -205,7 +217,7 @@ impl Store {
                     attempt: s.get::<i64, _>(1) as u32,
                     index: s.get::<i64, _>(2) as u32,
                     name: s.get(3),
-                    status: s.get(4),
+                    status: status(s, 4)?,
                     exit_code: s.get(5),
                     started_at: s.get(6),
                     finished_at: s.get(7),

@@ -411,21 +411,26 @@ impl Client {
                 "/api/v1/projects/{project}/environments/{environment}/deployments"
             ))
             .await?;
-        // Deployments and flag changes, newest first (RFC 3339 UTC sorts as text).
+        // Deployments and flag changes, newest first.
         enum Entry<'a> {
             Deployment(&'a DeploymentView),
             Flags(&'a conveyor_api::FlagChangeEntry),
         }
-        let mut timeline: Vec<(&str, Entry<'_>)> = body
+        let mut timeline: Vec<(chrono::DateTime<chrono::Utc>, Entry<'_>)> = body
             .deployments
             .iter()
-            .map(|d| (d.created_at.as_str(), Entry::Deployment(d)))
-            .chain(body.flag_changes.iter().map(|f| (f.at.as_str(), Entry::Flags(f))))
+            .map(|d| (d.created_at, Entry::Deployment(d)))
+            .chain(body.flag_changes.iter().map(|f| (f.at, Entry::Flags(f))))
             .collect();
-        timeline.sort_by(|a, b| b.0.cmp(a.0));
+        timeline.sort_by_key(|entry| std::cmp::Reverse(entry.0));
         for (at, entry) in timeline {
             match entry {
-                Entry::Flags(f) => println!("  flags      {at} by {}: {}", f.by, f.changes.join("; ")),
+                Entry::Flags(f) => println!(
+                    "  flags      {} by {}: {}",
+                    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    f.by,
+                    f.changes.join("; ")
+                ),
                 Entry::Deployment(d) => print_deployment(d),
             }
         }
@@ -446,7 +451,7 @@ impl Client {
         for j in &body.judgements {
             println!(
                 "  {:<12} {:>3}%  {}",
-                j.verdict.to_uppercase(),
+                j.verdict.as_str().to_uppercase(),
                 j.traffic,
                 j.summary
             );

@@ -9,7 +9,9 @@ use conveyor_store::{Event, Verdict};
 
 use super::{DRAIN_LIMIT, Rollout, Stop};
 use crate::analysis::{Analysis, CheckFailed, Judgement, StepEnd, Subjects};
-use crate::environment::{Live, Role};
+use conveyor_api::VersionRole;
+
+use crate::environment::Live;
 use crate::instances::{self, Files, version_name};
 use crate::verify;
 
@@ -28,8 +30,8 @@ impl Rollout<'_> {
             return;
         };
         let version = |role| self.live.with_role(role).map(|v| v.version);
-        let baseline = version(Role::Baseline).or_else(|| version(Role::Stable));
-        let (Some(baseline), Some(canary)) = (baseline, version(Role::Canary)) else {
+        let baseline = version(VersionRole::Baseline).or_else(|| version(VersionRole::Stable));
+        let (Some(baseline), Some(canary)) = (baseline, version(VersionRole::Canary)) else {
             return;
         };
         let subjects = Subjects {
@@ -51,13 +53,13 @@ impl Rollout<'_> {
             .analysis
             .as_ref()
             .is_some_and(|a| a.baseline == Baseline::Fresh);
-        let Some(stable) = self.live.with_role(Role::Stable) else {
+        let Some(stable) = self.live.with_role(VersionRole::Stable) else {
             return Ok(());
         };
         if !fresh
             || percent >= 100
             || self.analysis.is_some()
-            || self.live.with_role(Role::Baseline).is_some()
+            || self.live.with_role(VersionRole::Baseline).is_some()
         {
             return Ok(());
         }
@@ -202,7 +204,7 @@ impl Rollout<'_> {
         let Some(spec) = self.cx.environment.verify.clone() else {
             return Ok(());
         };
-        let Some(version) = self.live.with_role(Role::Canary).map(|v| v.version) else {
+        let Some(version) = self.live.with_role(VersionRole::Canary).map(|v| v.version) else {
             return Ok(());
         };
         let Some(start) = self.live.metrics_of(&version) else {
