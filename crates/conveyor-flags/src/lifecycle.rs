@@ -5,7 +5,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::definition::{DefinitionError, FlagSet, Metadata, error};
+use crate::definition::{FlagSet, Metadata};
+use crate::error::{DefinitionError, error};
 use crate::path::JsonPath;
 
 /// The kinds Unleash and LaunchDarkly users know, with their usual expected lifetimes.
