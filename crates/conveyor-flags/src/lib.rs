@@ -20,6 +20,6 @@ pub use context::{ContextError, ContextLimits, EvaluationContext};
 pub use definition::{FlagInfo, FlagSet, FlagState, Limits, Metadata, VariantType};
 pub use error::DefinitionError;
 pub use evaluation::{Evaluation, EvaluationError, ValueType};
-pub use lifecycle::{FlagKind, Lifecycle, check_lifecycles};
+pub use lifecycle::{FlagKind, Lifecycle, LifecycleError, check_lifecycles};
 pub use murmur3::murmur3_x86_32;
 pub use reason::{ErrorCode, Reason};
