@@ -377,7 +377,7 @@ async fn supervise(
                         Err(error) => {
                             fail_streak += 1;
                             ok_streak = 0;
-                            last_error = error;
+                            last_error = error.to_string();
                         }
                     }
                     let (became_healthy, became_unhealthy) = {

@@ -6,7 +6,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::definition::{DefinitionError, FlagState, error};
+use crate::definition::FlagState;
+use crate::error::{DefinitionError, error};
 use crate::path::JsonPath;
 
 /// One change to one flag. Fields left out stay as they are; `definition` replaces (or adds)
@@ -210,7 +211,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::FlagSet;
+    use crate::definition::FlagSet;
 
     fn definition() -> Value {
         json!({"flags": {

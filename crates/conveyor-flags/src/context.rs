@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::evaluation::ErrorCode;
+use crate::reason::ErrorCode;
 
 /// How big a context may be. The defaults fit real contexts (a user, a few attributes, a
 /// list of groups) with a wide margin.

@@ -8,39 +8,13 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use crate::error::{DefinitionError, error};
 use crate::jsonlogic::Rule;
 use crate::jsonlogic::compile::Compiler;
 use crate::path::JsonPath;
 
 /// Flag or flag-set metadata: string, number or boolean values by key.
 pub type Metadata = Map<String, Value>;
-
-/// A definition refused at load: where, and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DefinitionError {
-    /// JSON path such as `flags.new-welcome.targeting.if[0]`; empty for the whole document.
-    pub path: String,
-    pub message: String,
-}
-
-impl fmt::Display for DefinitionError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
-    }
-}
-
-impl std::error::Error for DefinitionError {}
-
-pub(crate) fn error(path: &JsonPath, message: impl Into<String>) -> DefinitionError {
-    DefinitionError {
-        path: path.to_string(),
-        message: message.into(),
-    }
-}
 
 /// Bounds on definitions and on the work one evaluation may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

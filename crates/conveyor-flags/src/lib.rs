@@ -6,16 +6,20 @@
 mod change;
 mod context;
 mod definition;
+mod error;
 mod evaluation;
 mod jsonlogic;
 mod lifecycle;
 mod murmur3;
 mod path;
+mod reason;
 mod semver;
 
 pub use change::{Changes, FlagPatch, apply_patch, describe, remove_flag};
 pub use context::{ContextError, ContextLimits, EvaluationContext};
-pub use definition::{DefinitionError, FlagInfo, FlagSet, FlagState, Limits, Metadata, VariantType};
-pub use evaluation::{ErrorCode, Evaluation, EvaluationError, Reason, ValueType};
-pub use lifecycle::{FlagKind, Lifecycle, check_lifecycles};
+pub use definition::{FlagInfo, FlagSet, FlagState, Limits, Metadata, VariantType};
+pub use error::DefinitionError;
+pub use evaluation::{Evaluation, EvaluationError, ValueType};
+pub use lifecycle::{FlagKind, Lifecycle, LifecycleError, check_lifecycles};
 pub use murmur3::murmur3_x86_32;
+pub use reason::{ErrorCode, Reason};

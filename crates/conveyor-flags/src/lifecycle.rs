@@ -5,7 +5,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::definition::{DefinitionError, FlagSet, Metadata, error};
+use crate::definition::{FlagSet, Metadata};
+use crate::error::{DefinitionError, error};
 use crate::path::JsonPath;
 
 /// The kinds Unleash and LaunchDarkly users know, with their usual expected lifetimes.
@@ -51,6 +52,35 @@ impl FlagKind {
     }
 }
 
+/// Lifecycle metadata a definition's author got wrong; [`LifecycleError::key`] names the
+/// metadata key, the message says what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("unknown flag type '{name}'; expected one of {}", kind_names())]
+    UnknownType { name: String },
+    #[error("must be a string")]
+    TypeNotString,
+    #[error("must be a whole number of days from 1 to 3650")]
+    LifetimeOutOfRange,
+    #[error("must be a number of days")]
+    LifetimeNotNumber,
+}
+
+impl LifecycleError {
+    /// The metadata key at fault: `type` or `expectedLifetimeDays`.
+    pub fn key(&self) -> &'static str {
+        match self {
+            LifecycleError::UnknownType { .. } | LifecycleError::TypeNotString => "type",
+            LifecycleError::LifetimeOutOfRange | LifecycleError::LifetimeNotNumber => "expectedLifetimeDays",
+        }
+    }
+}
+
+fn kind_names() -> String {
+    let names: Vec<&str> = KINDS.iter().map(|(n, _)| *n).collect();
+    names.join(", ")
+}
+
 /// A flag's kind and expected lifetime, from its metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Lifecycle {
@@ -61,7 +91,7 @@ pub struct Lifecycle {
 
 impl Lifecycle {
     /// Reads `type` and `expectedLifetimeDays`; the error names the metadata key at fault.
-    pub fn from_metadata(metadata: &Metadata) -> Result<Lifecycle, (&'static str, String)> {
+    pub fn from_metadata(metadata: &Metadata) -> Result<Lifecycle, LifecycleError> {
         let kind = match metadata.get("type") {
             None => None,
             Some(Value::String(name)) => Some(
@@ -69,28 +99,17 @@ impl Lifecycle {
                     .iter()
                     .find(|(n, _)| n == name)
                     .map(|(_, k)| *k)
-                    .ok_or_else(|| {
-                        let names: Vec<&str> = KINDS.iter().map(|(n, _)| *n).collect();
-                        (
-                            "type",
-                            format!("unknown flag type '{name}'; expected one of {}", names.join(", ")),
-                        )
-                    })?,
+                    .ok_or_else(|| LifecycleError::UnknownType { name: name.clone() })?,
             ),
-            Some(_) => return Err(("type", "must be a string".into())),
+            Some(_) => return Err(LifecycleError::TypeNotString),
         };
         let lifetime = match metadata.get("expectedLifetimeDays") {
             None => kind.and_then(FlagKind::default_lifetime_days),
             Some(Value::Number(n)) => match n.as_u64() {
                 Some(days @ 1..=3650) => Some(days as u32),
-                _ => {
-                    return Err((
-                        "expectedLifetimeDays",
-                        "must be a whole number of days from 1 to 3650".into(),
-                    ));
-                }
+                _ => return Err(LifecycleError::LifetimeOutOfRange),
             },
-            Some(_) => return Err(("expectedLifetimeDays", "must be a number of days".into())),
+            Some(_) => return Err(LifecycleError::LifetimeNotNumber),
         };
         Ok(Lifecycle {
             kind,
@@ -119,13 +138,13 @@ impl Lifecycle {
 /// Checks every flag's lifecycle metadata; the error has the JSON path of the bad key.
 pub fn check_lifecycles(set: &FlagSet) -> Result<(), DefinitionError> {
     for flag in set.flags() {
-        if let Err((key, message)) = Lifecycle::from_metadata(flag.metadata) {
+        if let Err(refused) = Lifecycle::from_metadata(flag.metadata) {
             let path = JsonPath::root()
                 .key("flags")
                 .key(flag.key)
                 .key("metadata")
-                .key(key);
-            return Err(error(&path, message));
+                .key(refused.key());
+            return Err(error(&path, refused.to_string()));
         }
     }
     Ok(())
@@ -137,7 +156,7 @@ mod tests {
 
     use super::*;
 
-    fn lifecycle(metadata: Value) -> Result<Lifecycle, (&'static str, String)> {
+    fn lifecycle(metadata: Value) -> Result<Lifecycle, LifecycleError> {
         Lifecycle::from_metadata(metadata.as_object().unwrap())
     }
 
@@ -163,13 +182,13 @@ mod tests {
             let l = lifecycle(metadata.clone()).unwrap();
             assert_eq!((l.kind, l.expected_lifetime_days), (kind, days), "{metadata}");
         }
-        assert_eq!(lifecycle(json!({"type": "temporary"})).unwrap_err().0, "type");
+        assert_eq!(lifecycle(json!({"type": "temporary"})).unwrap_err().key(), "type");
         assert_eq!(
-            lifecycle(json!({"expectedLifetimeDays": 0})).unwrap_err().0,
+            lifecycle(json!({"expectedLifetimeDays": 0})).unwrap_err().key(),
             "expectedLifetimeDays"
         );
         assert_eq!(
-            lifecycle(json!({"expectedLifetimeDays": "9"})).unwrap_err().0,
+            lifecycle(json!({"expectedLifetimeDays": "9"})).unwrap_err().key(),
             "expectedLifetimeDays"
         );
     }
@@ -202,5 +221,9 @@ mod tests {
         .unwrap();
         let e = check_lifecycles(&set).unwrap_err();
         assert_eq!(e.path, "flags.f.metadata.type");
+        assert_eq!(
+            e.message,
+            "unknown flag type 'forever'; expected one of release, experiment, operational, kill-switch, permission"
+        );
     }
 }

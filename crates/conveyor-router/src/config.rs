@@ -1,16 +1,14 @@
 //! `RouteConfig`: which versions receive traffic, in what proportion, on which instances, and how a
-//! user is kept on one version. Validation and the atomic on-disk form live here; nothing here
-//! touches the network.
+//! user is kept on one version, and its validation. Pure: no clock, disk or network (the atomic
+//! on-disk form is `file`), so the pure `choose` can depend on it.
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 
 use http::HeaderName;
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
+use crate::hop_by_hop::is_hop_by_hop;
 
 /// The weights of all backends add up to this: weights are basis points of the traffic.
 pub const TOTAL_WEIGHT: u32 = 10_000;
@@ -188,61 +186,6 @@ impl RouteConfig {
         Ok(())
     }
 
-    /// Reads a config written by `save` and validates it.
-    pub fn load(path: &Path) -> Result<Self, Error> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        let config: Self = serde_json::from_slice(&bytes).map_err(|source| Error::Parse {
-            path: path.to_owned(),
-            source,
-        })?;
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// Writes the config as JSON, atomically: a temporary file beside `path` is written, synced
-    /// and renamed over it, so a crash leaves either the old or the new config, never a mix.
-    pub fn save(&self, path: &Path) -> Result<(), Error> {
-        self.validate()?;
-        let io = |source| Error::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let mut json = serde_json::to_vec_pretty(self).expect("a RouteConfig always serializes");
-        json.push(b'\n');
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
-            _ => PathBuf::from("."),
-        };
-        let file_name = path.file_name().ok_or_else(|| {
-            io(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "the path names no file",
-            ))
-        })?;
-        let mut tmp_name = file_name.to_owned();
-        tmp_name.push(format!(".tmp-{}-{}", std::process::id(), fastrand::u64(..)));
-        let tmp = dir.join(tmp_name);
-        let written = (|| {
-            let mut file = std::fs::File::create(&tmp)?;
-            file.write_all(&json)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, path)
-        })();
-        if let Err(error) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(io(error));
-        }
-        // Make the rename itself durable; a directory that cannot be opened (some platforms) is
-        // not an error: the rename already happened.
-        if let Ok(dir) = std::fs::File::open(&dir) {
-            dir.sync_all().map_err(io)?;
-        }
-        Ok(())
-    }
-
     /// The backend serving `version`, if the config lists it.
     pub fn backend(&self, version: &str) -> Option<&Backend> {
         self.backends.iter().find(|backend| backend.version == version)
@@ -282,7 +225,7 @@ fn check_header_name(what: &'static str, name: &str) -> Result<(), ConfigError> 
             what,
             name: name.to_owned(),
         })?;
-    if crate::proxy::is_hop_by_hop(&parsed) {
+    if is_hop_by_hop(&parsed) {
         return Err(ConfigError::HopByHopHeader {
             what,
             name: name.to_owned(),
@@ -478,44 +421,5 @@ mod tests {
             })
         );
         assert!(serde_json::from_str::<RouteConfig>(r#"{"backends":[],"extra":1}"#).is_err());
-    }
-
-    #[test]
-    fn save_then_load_round_trips_and_leaves_no_temp_file() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("routes.json");
-        let mut config = config(vec![backend("blue", 2500, &[1, 2]), backend("green", 7500, &[3])]);
-        config.sticky = Some(Sticky::Header {
-            name: "x-user-id".into(),
-        });
-        config.save(&path).expect("save");
-        assert_eq!(RouteConfig::load(&path).expect("load"), config);
-        config.backends[0].weight = 0;
-        config.backends[1].weight = 10_000;
-        config.save(&path).expect("save over");
-        assert_eq!(RouteConfig::load(&path).expect("load"), config);
-        let names: Vec<_> = std::fs::read_dir(dir.path())
-            .expect("list")
-            .map(|e| e.expect("entry").file_name())
-            .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("routes.json")]);
-    }
-
-    #[test]
-    fn load_reports_missing_garbled_and_invalid_files() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("routes.json");
-        assert!(matches!(RouteConfig::load(&path), Err(Error::Io { .. })));
-        std::fs::write(&path, "{").expect("write");
-        assert!(matches!(RouteConfig::load(&path), Err(Error::Parse { .. })));
-        std::fs::write(&path, r#"{"backends":[]}"#).expect("write");
-        assert!(matches!(
-            RouteConfig::load(&path),
-            Err(Error::Invalid(ConfigError::NoBackends))
-        ));
-        assert!(matches!(
-            config(vec![]).save(&path),
-            Err(Error::Invalid(ConfigError::NoBackends))
-        ));
     }
 }

@@ -7,13 +7,14 @@
 mod body;
 pub mod choose;
 mod config;
+mod file;
+mod hop_by_hop;
 mod metrics;
 mod proxy;
 mod upstream;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,7 @@ pub use config::{
     Backend, ConfigError, DEFAULT_COOKIE, DEFAULT_PIN_HEADER, MAX_BACKENDS, MAX_UPSTREAMS, MAX_VERSION_LEN,
     RouteConfig, Sticky, TOTAL_WEIGHT,
 };
+pub use file::Error;
 pub use metrics::{ExtraLabels, LATENCY_BUCKETS, LatencyHistogram, VersionMetrics, encode_labeled};
 pub use proxy::VERSION_HEADER;
 
@@ -35,20 +37,6 @@ use proxy::{Conn, Routes, Shared};
 
 /// How long `serve` waits for open connections to finish after the shutdown signal.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Failures of this crate: a refused config (the caller's mistake) or the config file.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Invalid(#[from] ConfigError),
-    #[error("route config {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("route config {path} is not valid JSON for a route config: {source}")]
-    Parse {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
-}
 
 /// The proxy: a swappable route config, a pooled upstream client and per-version metrics.
 /// Cloning is cheap and clones share everything.

@@ -17,6 +17,7 @@ use hyper_util::rt::TokioIo;
 use crate::body::ProxyBody;
 use crate::choose::{self, RequestKeys, StickyMode, Weighted};
 use crate::config::{RouteConfig, Sticky};
+use crate::hop_by_hop::strip_hop_by_hop;
 use crate::metrics::{MetricsRegistry, VersionStats};
 
 /// How long an instance that refused a connection is skipped by the round robin.
@@ -26,23 +27,6 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// The response header naming the version that answered.
 pub static VERSION_HEADER: HeaderName = HeaderName::from_static("x-conveyor-version");
-
-/// Headers that describe one connection, not the message: never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name)
-}
 
 // === Routes: a config compiled for the request path ===
 
@@ -417,29 +401,6 @@ fn has_token(value: &HeaderValue, token: &str) -> bool {
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
-/// Removes hop-by-hop headers and those the `Connection` header names. With `keep_upgrade`, the
-/// `Upgrade` header stays (the caller sets `Connection: upgrade` again).
-fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-            .filter_map(|token| HeaderName::from_bytes(token.trim_ascii()).ok())
-            .filter(|name| !(keep_upgrade && name == header::UPGRADE))
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
-    }
-    for name in &HOP_BY_HOP {
-        if keep_upgrade && name == header::UPGRADE {
-            continue;
-        }
-        headers.remove(name);
-    }
-}
-
 fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody::text(text));
     *response.status_mut() = status;
@@ -454,47 +415,9 @@ fn ms_since(epoch: Instant, now: Instant) -> u64 {
     u64::try_from(now.saturating_duration_since(epoch).as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The error and its causes on one line (hyper's top-level messages are terse).
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn strips_hop_by_hop_and_connection_named_headers() {
-        let mut headers = HeaderMap::new();
-        for (name, value) in [
-            ("connection", "keep-alive, x-secret"),
-            ("keep-alive", "timeout=5"),
-            ("transfer-encoding", "chunked"),
-            ("te", "trailers"),
-            ("upgrade", "websocket"),
-            ("x-secret", "1"),
-            ("x-user-id", "42"),
-            ("host", "example.com"),
-        ] {
-            headers.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
-        }
-        let mut kept = headers.clone();
-        strip_hop_by_hop(&mut headers, false);
-        let mut names: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
-        names.sort_unstable();
-        assert_eq!(names, ["host", "x-user-id"]);
-        strip_hop_by_hop(&mut kept, true);
-        let mut names: Vec<&str> = kept.keys().map(HeaderName::as_str).collect();
-        names.sort_unstable();
-        assert_eq!(names, ["host", "upgrade", "x-user-id"]);
-    }
 
     #[test]
     fn upgrade_detection() {

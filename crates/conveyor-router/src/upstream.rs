@@ -38,10 +38,22 @@ pub(crate) enum SendError {
 impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SendError::Connect(e) => write!(f, "connect: {}", crate::proxy::error_chain(e)),
-            SendError::Request(e) => write!(f, "request: {}", crate::proxy::error_chain(e)),
+            SendError::Connect(e) => write!(f, "connect: {}", error_chain(e)),
+            SendError::Request(e) => write!(f, "request: {}", error_chain(e)),
         }
     }
+}
+
+/// The error and its causes on one line (hyper's top-level messages are terse).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Sends `request` to `addr` on an idle connection, or on a new one.

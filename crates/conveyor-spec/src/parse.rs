@@ -401,7 +401,7 @@ impl Checker<'_> {
                     for (cron, item) in self.string_list("schedule", schedule) {
                         match check_cron(&cron) {
                             Ok(()) => on.schedule.push(cron),
-                            Err(message) => self.error(item, message),
+                            Err(refused) => self.error(item, refused.to_string()),
                         }
                     }
                 }
@@ -546,7 +546,7 @@ impl Checker<'_> {
             for (pattern, item) in self.string_list("artifacts", artifacts) {
                 match check_artifact(&pattern) {
                     Ok(()) => job.artifacts.push(pattern),
-                    Err(message) => self.error(item, message),
+                    Err(refused) => self.error(item, refused.to_string()),
                 }
             }
         }
@@ -818,41 +818,71 @@ fn parse_duration(text: &str) -> Option<Duration> {
     Some(total)
 }
 
-fn check_cron(expr: &str) -> Result<(), String> {
+/// A cron expression refused (`on.schedule`, a freeze window's `start`/`end`). Like everything
+/// this parser reports, the author's mistake: parsing has no internal failures.
+#[derive(Debug, thiserror::Error)]
+enum CronError {
+    #[error(
+        "invalid cron expression '{expr}': expected 5 fields (minute hour day month weekday) or 6 with seconds, found {fields}"
+    )]
+    FieldCount { expr: String, fields: usize },
+    #[error("invalid cron expression '{expr}': {}", .source.to_string().trim_end_matches('.'))]
+    Invalid {
+        expr: String,
+        source: croner::errors::CronError,
+    },
+}
+
+/// An `artifacts` pattern refused: the author's mistake.
+#[derive(Debug, thiserror::Error)]
+enum ArtifactError {
+    #[error("artifact pattern must not be empty")]
+    Empty,
+    #[error("artifact pattern '{0}' must be relative to the workspace")]
+    Absolute(String),
+    #[error("artifact pattern '{0}' must not contain '..'")]
+    ParentDir(String),
+    #[error("invalid artifact pattern '{pattern}': {}", .source.kind())]
+    Glob { pattern: String, source: globset::Error },
+}
+
+fn check_cron(expr: &str) -> Result<(), CronError> {
     let trimmed = expr.trim();
     let fields = trimmed.split_whitespace().count();
     // croner also takes 7 fields (years); the model promises 5 or 6.
     if !trimmed.starts_with('@') && !(5..=6).contains(&fields) {
-        return Err(format!(
-            "invalid cron expression '{expr}': expected 5 fields (minute hour day month weekday) or 6 with seconds, found {fields}"
-        ));
+        return Err(CronError::FieldCount {
+            expr: expr.to_owned(),
+            fields,
+        });
     }
-    trimmed.parse::<croner::Cron>().map(|_| ()).map_err(|e| {
-        let detail = e.to_string();
-        format!(
-            "invalid cron expression '{expr}': {}",
-            detail.trim_end_matches('.')
-        )
-    })
+    trimmed
+        .parse::<croner::Cron>()
+        .map(|_| ())
+        .map_err(|source| CronError::Invalid {
+            expr: expr.to_owned(),
+            source,
+        })
 }
 
-fn check_artifact(pattern: &str) -> Result<(), String> {
+fn check_artifact(pattern: &str) -> Result<(), ArtifactError> {
     if pattern.trim().is_empty() {
-        return Err("artifact pattern must not be empty".to_string());
+        return Err(ArtifactError::Empty);
     }
     let bytes = pattern.as_bytes();
     let drive = bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':';
     if pattern.starts_with('/') || pattern.starts_with('\\') || drive {
-        return Err(format!(
-            "artifact pattern '{pattern}' must be relative to the workspace"
-        ));
+        return Err(ArtifactError::Absolute(pattern.to_owned()));
     }
     if pattern.split(['/', '\\']).any(|part| part == "..") {
-        return Err(format!("artifact pattern '{pattern}' must not contain '..'"));
+        return Err(ArtifactError::ParentDir(pattern.to_owned()));
     }
     globset::Glob::new(pattern)
         .map(|_| ())
-        .map_err(|e| format!("invalid artifact pattern '{pattern}': {}", e.kind()))
+        .map_err(|source| ArtifactError::Glob {
+            pattern: pattern.to_owned(),
+            source,
+        })
 }
 
 /// The first non-blank line of `run`, trimmed to at most 60 characters.

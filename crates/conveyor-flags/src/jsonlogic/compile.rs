@@ -11,7 +11,7 @@ use super::{
     ArithmeticOp, BinaryOp, Buckets, CompareOp, FlagdProperty, Fractional, IterateOp, MAX_WEIGHT, Rule,
     Segment, Var, bucket_weight, semver_op,
 };
-use crate::definition::DefinitionError;
+use crate::error::{DefinitionError, error};
 use crate::path::JsonPath;
 
 /// Compiles targeting rules of one flag set; shared evaluators (`$evaluators`) are compiled
@@ -25,13 +25,6 @@ pub(crate) struct Compiler<'d> {
 }
 
 type Compiled = Result<(Rule, usize), DefinitionError>;
-
-fn error(path: &JsonPath, message: impl Into<String>) -> DefinitionError {
-    DefinitionError {
-        path: path.to_string(),
-        message: message.into(),
-    }
-}
 
 impl<'d> Compiler<'d> {
     pub fn new(evaluators: Option<&'d Map<String, Value>>, max_depth: usize) -> Compiler<'d> {

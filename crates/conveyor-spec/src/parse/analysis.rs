@@ -397,13 +397,13 @@ mod tests {
     use std::time::Duration;
 
     use crate::delivery::*;
-    use crate::parse;
+    use crate::{SpecErrors, parse};
 
     const HEAD: &str = "name: app\njobs:\n  build:\n    steps: [make]\nrelease: { run: ./app }\nenvironments:\n  prod:\n    strategy:\n      canary:\n        steps: [10, 50]\n        analysis:\n";
 
-    fn parse_analysis(body: &str) -> Result<Analysis, String> {
+    fn parse_analysis(body: &str) -> Result<Analysis, SpecErrors> {
         let source = format!("{HEAD}{body}");
-        let pipeline = parse("conveyor.yml", &source).map_err(|e| e.to_string())?;
+        let pipeline = parse("conveyor.yml", &source)?;
         let Strategy::Canary(canary) = &pipeline.environments[0].strategy else {
             panic!("canary")
         };
@@ -547,7 +547,7 @@ mod tests {
         let wrong: Vec<String> = cases
             .iter()
             .filter_map(|(body, want)| {
-                let got = parse_analysis(body).unwrap_err();
+                let got = parse_analysis(body).unwrap_err().to_string();
                 (got != *want).then(|| format!("{body}  got: {got}\n want: {want}"))
             })
             .collect();

@@ -586,8 +586,8 @@ impl Checker<'_> {
                 let text = this.string(key, value)?;
                 match super::check_cron(&text) {
                     Ok(()) => Some(text),
-                    Err(message) => {
-                        this.error(value, message);
+                    Err(refused) => {
+                        this.error(value, refused.to_string());
                         None
                     }
                 }

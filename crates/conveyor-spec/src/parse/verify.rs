@@ -256,12 +256,12 @@ mod tests {
     use std::time::Duration;
 
     use crate::delivery::*;
-    use crate::parse;
+    use crate::{SpecErrors, parse};
 
     const HEAD: &str = "name: app\njobs:\n  build:\n    steps: [make]\nrelease: { run: ./app }\nenvironments:\n  prod:\n    strategy: blue-green\n    verify:\n";
 
-    fn parse_verify(body: &str) -> Result<Verify, String> {
-        let pipeline = parse("conveyor.yml", &format!("{HEAD}{body}")).map_err(|e| e.to_string())?;
+    fn parse_verify(body: &str) -> Result<Verify, SpecErrors> {
+        let pipeline = parse("conveyor.yml", &format!("{HEAD}{body}"))?;
         Ok(pipeline.environments[0].verify.clone().expect("verify"))
     }
 
@@ -333,7 +333,7 @@ mod tests {
         let wrong: Vec<String> = cases
             .iter()
             .filter_map(|(body, want)| {
-                let got = parse_verify(body).unwrap_err();
+                let got = parse_verify(body).unwrap_err().to_string();
                 (got != *want).then(|| format!("{body}  got: {got}\n want: {want}"))
             })
             .collect();
