@@ -16,9 +16,9 @@ pub struct Pipeline {
     /// Jobs in the order they appear in the file.
     pub jobs: Vec<Job>,
     /// `release:` — how an instance of a release runs; `None` when the pipeline only builds.
-    pub release: Option<crate::ReleaseSpec>,
+    pub release: Option<crate::delivery::ReleaseSpec>,
     /// `environments:` in promotion order.
-    pub environments: Vec<crate::Environment>,
+    pub environments: Vec<crate::delivery::Environment>,
 }
 
 /// `on:` — what starts a run. When `on` is absent: push on every branch, and manual.
@@ -70,7 +70,7 @@ pub struct Step {
 }
 
 impl Pipeline {
-    pub fn environment(&self, name: &str) -> Option<&crate::Environment> {
+    pub fn environment(&self, name: &str) -> Option<&crate::delivery::Environment> {
         self.environments.iter().find(|e| e.name == name)
     }
 

@@ -6,9 +6,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use crate::expr::{Condition, scan_templates};
+use crate::error::{SpecError, SpecErrors};
+use crate::expr::{Condition, Vocabulary, scan_templates};
+use crate::model::{Concurrency, Job, Pipeline, PushTrigger, Step, Triggers};
 use crate::yaml::{self, Kind, Node};
-use crate::{Concurrency, Job, Pipeline, PushTrigger, SpecError, SpecErrors, Step, Triggers};
 
 /// Larger files are refused before parsing.
 pub const MAX_SOURCE_BYTES: usize = 1024 * 1024;
@@ -31,8 +32,6 @@ const STEP_KEYS: &[&str] = &["name", "run", "env", "timeout", "continue_on_error
 const MAX_RETRIES: u32 = 10;
 const MAX_STEP_NAME_CHARS: usize = 60;
 
-/// References allowed in `${{ }}` inside `run` and `env` values.
-const RUN_REFS: &str = "secrets.NAME, branch, sha, event, run_id, project, job";
 /// `concurrency.group` is resolved before any job runs, so only run-wide values make sense.
 const GROUP_REFS: &str = "branch, project";
 
@@ -231,7 +230,11 @@ impl Checker<'_> {
                 is_run_ref(&r.reference)
             };
             if !ok {
-                let allowed = if group { GROUP_REFS } else { RUN_REFS };
+                let allowed = if group {
+                    GROUP_REFS.to_string()
+                } else {
+                    format!("secrets.NAME, {}", Vocabulary::NAMES.join(", "))
+                };
                 self.error(
                     node,
                     format!(
@@ -764,10 +767,7 @@ fn is_identifier(s: &str, dash: bool) -> bool {
 fn is_run_ref(reference: &str) -> bool {
     match reference.strip_prefix("secrets.") {
         Some(name) => is_identifier(name, false),
-        None => matches!(
-            reference,
-            "branch" | "sha" | "event" | "run_id" | "project" | "job"
-        ),
+        None => Vocabulary::NAMES.contains(&reference),
     }
 }
 

@@ -4,8 +4,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use super::{Checker, Fields, default_step_name, is_identifier, suggest};
-use crate::Job;
 use crate::delivery::*;
+use crate::model::Job;
 use crate::yaml::{Kind, Node};
 
 const RELEASE_KEYS: &[&str] = &[
