@@ -1,5 +1,9 @@
 //! Evaluation of a compiled [`Rule`]. Values are `Cow`s: whatever comes from the context or
 //! the rule is borrowed, only computed values allocate. Every step is charged to a budget.
+//!
+//! Long on purpose: one `match` over every JsonLogic operator and flagd's extensions, each arm a
+//! few lines, sharing the budget and the value helpers below; split, the arms would only trade
+//! places with their imports.
 
 use std::borrow::Cow;
 use std::cell::Cell;

@@ -1,4 +1,9 @@
-//! `release:` and `environments:`.
+//! `release:` and `environments:`: the release spec, each environment's keys, strategies,
+//! approvals, freeze windows, hooks and checks.
+//!
+//! Long on purpose: it is the grammar of one section, read top to bottom in the order of
+//! `docs/pipeline.md`; the canary analysis and the verify gate, which stand on their own, are
+//! `parse::analysis` and `parse::verify`.
 
 use std::collections::HashSet;
 use std::time::Duration;

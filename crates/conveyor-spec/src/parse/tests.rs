@@ -1,4 +1,7 @@
 use super::*;
+use std::time::Duration;
+
+use crate::error::SpecError;
 use crate::expr::EvalContext;
 
 const FILE: &str = "conveyor.yml";
