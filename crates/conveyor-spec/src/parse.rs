@@ -39,6 +39,17 @@ const MAX_STEP_NAME_CHARS: usize = 60;
 /// `concurrency.group` is resolved before any job runs, so only run-wide values make sense.
 const GROUP_REFS: &str = "branch, project";
 
+/// Which `${{ }}` references a text may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refs {
+    /// A step's `run` or an `env` value: the whole vocabulary and secrets.
+    Run,
+    /// `concurrency.group`, resolved before any job runs.
+    Group,
+    /// A command line that outlives a step (`release.run`): no secrets.
+    CommandLine,
+}
+
 /// Parses and validates `source`; `file_name` prefixes every error.
 pub fn parse(file_name: &str, source: &str) -> Result<Pipeline, SpecErrors> {
     let mut cx = Checker {
@@ -74,34 +85,39 @@ pub fn parse(file_name: &str, source: &str) -> Result<Pipeline, SpecErrors> {
 }
 
 impl Checker<'_> {
-    fn templates(&mut self, what: &str, node: &Node, text: &str, group: bool) {
-        let refs = match scan_templates(text) {
-            Ok(refs) => refs,
+    fn templates(&mut self, what: &str, node: &Node, text: &str, refs: Refs) {
+        let found = match scan_templates(text) {
+            Ok(found) => found,
             Err(_) => {
                 self.error(node, format!("unterminated '${{{{' in {what} (missing '}}}}')"));
                 return;
             }
         };
-        for r in refs {
-            let ok = if group {
-                matches!(r.reference.as_str(), "branch" | "project")
-            } else {
-                is_run_ref(&r.reference)
+        for r in found {
+            let reference = r.reference.as_str();
+            let secret = reference.starts_with("secrets.");
+            let ok = match refs {
+                Refs::Group => matches!(reference, "branch" | "project"),
+                Refs::Run => is_run_ref(reference),
+                Refs::CommandLine => !secret && is_run_ref(reference),
             };
-            if !ok {
-                let allowed = if group {
-                    GROUP_REFS.to_string()
-                } else {
-                    format!("secrets.NAME, {}", Vocabulary::NAMES.join(", "))
-                };
-                self.error(
-                    node,
-                    format!(
-                        "unknown reference '${{{{ {} }}}}' in {what}; allowed: {allowed}",
-                        r.reference
-                    ),
-                );
+            if ok {
+                continue;
             }
+            let message = match refs {
+                Refs::CommandLine if secret && is_run_ref(reference) => format!(
+                    "'${{{{ {reference} }}}}' in {what}: a secret on a command line is readable by anyone who can list processes; pass it in release.env instead"
+                ),
+                Refs::Group => {
+                    format!("unknown reference '${{{{ {reference} }}}}' in {what}; allowed: {GROUP_REFS}")
+                }
+                Refs::Run | Refs::CommandLine => format!(
+                    "unknown reference '${{{{ {reference} }}}}' in {what}; allowed: {}{}",
+                    if refs == Refs::Run { "secrets.NAME, " } else { "" },
+                    Vocabulary::NAMES.join(", ")
+                ),
+            };
+            self.error(node, message);
         }
     }
 
@@ -132,7 +148,7 @@ impl Checker<'_> {
                     }
                 },
             };
-            self.templates(&format!("{what}.{name}"), value, &text, false);
+            self.templates(&format!("{what}.{name}"), value, &text, Refs::Run);
             out.insert(name.to_string(), text);
         }
         out
@@ -291,7 +307,7 @@ impl Checker<'_> {
             _ => node,
         };
         out.group = self.non_empty_string("concurrency.group", group_node)?;
-        self.templates("concurrency.group", group_node, &out.group, true);
+        self.templates("concurrency.group", group_node, &out.group, Refs::Group);
         Some(out)
     }
 
@@ -491,7 +507,7 @@ impl Checker<'_> {
             );
             return None;
         }
-        self.templates("run", run_node, &step.run, false);
+        self.templates("run", run_node, &step.run, Refs::Run);
         if step.name.is_empty() {
             step.name = default_step_name(&step.run);
         }

@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::{Checker, Fields, default_step_name, is_identifier, suggest};
+use super::{Checker, Fields, Refs, default_step_name, is_identifier, suggest};
 use crate::delivery::*;
 use crate::model::Job;
 use crate::yaml::{Kind, Node};
@@ -120,7 +120,7 @@ impl Checker<'_> {
         match fields.get("run") {
             Some(run) => {
                 spec.run = self.non_empty_string("release.run", run).unwrap_or_default();
-                self.templates("release.run", run, &spec.run, false);
+                self.templates("release.run", run, &spec.run, Refs::CommandLine);
             }
             None => self.error(
                 node,
@@ -656,7 +656,7 @@ impl Checker<'_> {
                     let Some(run) = self.non_empty_string("run", run_node) else {
                         continue;
                     };
-                    self.templates("run", run_node, &run, false);
+                    self.templates("run", run_node, &run, Refs::Run);
                     let name = match fields.get("name") {
                         Some(n) => self.string("name", n).unwrap_or_else(|| default_step_name(&run)),
                         None => default_step_name(&run),
@@ -668,7 +668,7 @@ impl Checker<'_> {
                     let Some(run) = self.non_empty_string(what, item) else {
                         continue;
                     };
-                    self.templates(what, item, &run, false);
+                    self.templates(what, item, &run, Refs::Run);
                     out.push((
                         Command {
                             name: default_step_name(&run),
@@ -702,6 +702,27 @@ mod tests {
             Ok(p) => panic!("expected errors, parsed {p:#?}"),
             Err(e) => e.to_string(),
         }
+    }
+
+    #[test]
+    fn release_run_may_use_the_vocabulary_but_no_secret() {
+        let p = ok("release:\n  run: ./app --name ${{ project }}-${{ sha }} --run ${{ run_id }}\n");
+        assert_eq!(
+            p.release.unwrap().run,
+            "./app --name ${{ project }}-${{ sha }} --run ${{ run_id }}"
+        );
+        let e = errors("release:\n  run: ./app --token ${{ secrets.TOKEN }}\n");
+        assert!(
+            e.contains("a secret on a command line is readable by anyone who can list processes"),
+            "{e}"
+        );
+        let e = errors("release:\n  run: ./app ${{ nope }}\n");
+        assert!(
+            e.contains("allowed: branch, sha, event, run_id, project, job"),
+            "{e}"
+        );
+        // In release.env a secret is fine: the environment is not on the command line.
+        ok("release:\n  run: ./app\n  env: { TOKEN: '${{ secrets.TOKEN }}' }\n");
     }
 
     #[test]
