@@ -4,35 +4,29 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use conveyor_deploy::VersionSpec;
+use conveyor_deploy::{ReleaseFile, VersionSpec};
 use conveyor_engine::command::{self, TemplateError};
 use conveyor_spec::expr::Vocabulary;
 use conveyor_store::StoreError;
 
 use crate::{Context, Delivery};
 
-/// Why a version's instances cannot be described or laid out.
+/// Why a version's instances cannot be described.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SpecError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{what}: {error}")]
     Template { what: String, error: TemplateError },
-    #[error("artifact {path} of release {release} is missing from the store")]
-    MissingArtifact { path: String, release: i64 },
-    #[error("cannot lay out release {release}: {error}")]
-    LayOut {
-        release: i64,
-        error: conveyor_deploy::DeployError,
-    },
 }
 
-/// Whether the release's files are to be laid out afresh, or were laid out by an earlier
-/// server process (adoption after a restart: nothing is rewritten under running instances).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Files {
-    LayOut,
-    AlreadyThere,
+/// The CAS as a target reads release files from it.
+pub struct CasBlobs(pub conveyor_store::Cas);
+
+impl conveyor_deploy::Blobs for CasBlobs {
+    fn path(&self, digest: &str) -> Option<PathBuf> {
+        self.0.path(digest).filter(|p| p.is_file())
+    }
 }
 
 /// How the router and the markers name a release's version.
@@ -49,14 +43,24 @@ pub(crate) fn identity(delivery: &Delivery, project: &str, environment: &str, ve
     format!("{data}/{project}/{environment}/{version}")
 }
 
-/// Where deployment `deployment` lays the release out (and runs its hooks).
+/// Where deployment `deployment` has the release laid out: `<project>/<environment>/r<id>-d<n>`.
+pub(crate) fn slot(cx: &Context, deployment: i64) -> String {
+    format!(
+        "{}/{}/{}-d{deployment}",
+        cx.release.project,
+        cx.environment.name,
+        version_name(cx.release.id)
+    )
+}
+
+/// Where deployment `deployment`'s hooks and checks run: the target's local copy of the
+/// release when it keeps one, else a directory of their own.
 pub(crate) fn release_dir(delivery: &Delivery, cx: &Context, deployment: i64) -> PathBuf {
+    let slot = slot(cx, deployment);
     delivery
-        .root
-        .join("releases")
-        .join(&cx.release.project)
-        .join(&cx.environment.name)
-        .join(format!("{}-d{deployment}", version_name(cx.release.id)))
+        .target
+        .local_dir(&slot)
+        .unwrap_or_else(|| delivery.root.join("hooks").join(slot))
 }
 
 /// The `${{ }}` vocabulary of a deployment of `cx`'s release.
@@ -105,20 +109,15 @@ pub(crate) async fn environment_of(
     Ok((env.into_iter().collect(), secrets.into_values().collect()))
 }
 
-/// Describes the instances of `version` of `cx`'s release as deployment `deployment` runs them,
-/// laying its files out first unless they are already there. `version` is how the router and
-/// the markers name it: `r<release>`, or `r<release>-baseline` for a fresh baseline.
+/// Describes the instances of `version` of `cx`'s release as deployment `deployment` runs them:
+/// the target lays their files out from the digests. `version` is how the router and the
+/// markers name it: `r<release>`, or `r<release>-baseline` for a fresh baseline.
 pub(crate) async fn version_spec(
     delivery: &Delivery,
     cx: &Context,
     deployment: i64,
     version: &str,
-    files: Files,
 ) -> Result<VersionSpec, SpecError> {
-    let dir = release_dir(delivery, cx, deployment);
-    if files == Files::LayOut {
-        lay_out(delivery, cx, &dir).await?;
-    }
     // No secrets on a command line: anyone who can list processes would read them.
     let command = command::fill(&vocabulary(cx, &BTreeMap::new()), &cx.spec.run).map_err(|error| {
         SpecError::Template {
@@ -130,8 +129,8 @@ pub(crate) async fn version_spec(
     Ok(VersionSpec {
         version: version.to_string(),
         identity: identity(delivery, &cx.release.project, &cx.environment.name, version),
-        log_dir: dir.join(".conveyor-logs"),
-        dir,
+        slot: slot(cx, deployment),
+        files: files(delivery, cx).await?,
         command,
         env,
         instances: cx.spec.instances,
@@ -141,35 +140,28 @@ pub(crate) async fn version_spec(
     })
 }
 
-/// Copies the release's artifacts (those of `release.from`'s jobs, or all) out of the CAS into
-/// a fresh `dir`.
-async fn lay_out(delivery: &Delivery, cx: &Context, dir: &std::path::Path) -> Result<(), SpecError> {
-    let store = delivery.engine.store();
+/// The release's files: the artifacts of `release.from`'s jobs, or all of them.
+async fn files(delivery: &Delivery, cx: &Context) -> Result<Vec<ReleaseFile>, SpecError> {
     let artifacts = if cx.spec.from.is_empty() {
         cx.release.artifacts.clone()
     } else {
         let mut picked = Vec::new();
         for job in &cx.spec.from {
-            picked.extend(store.artifacts_of(cx.release.run_id, job).await?);
+            picked.extend(
+                delivery
+                    .engine
+                    .store()
+                    .artifacts_of(cx.release.run_id, job)
+                    .await?,
+            );
         }
         picked
     };
-    let cas = &delivery.engine.data().cas;
-    let files: Vec<(String, PathBuf)> = artifacts
-        .iter()
-        .map(|a| {
-            cas.path(&a.digest)
-                .filter(|p| p.is_file())
-                .map(|p| (a.path.clone(), p))
-                .ok_or_else(|| SpecError::MissingArtifact {
-                    path: a.path.clone(),
-                    release: cx.release.id,
-                })
+    Ok(artifacts
+        .into_iter()
+        .map(|a| ReleaseFile {
+            path: a.path,
+            digest: a.digest,
         })
-        .collect::<Result<_, _>>()?;
-    let _ = std::fs::remove_dir_all(dir);
-    conveyor_deploy::lay_out(dir, &files).map_err(|error| SpecError::LayOut {
-        release: cx.release.id,
-        error,
-    })
+        .collect())
 }

@@ -25,6 +25,7 @@ use conveyor_store::{DeploymentStatus, DeploymentView, Event, IdKind, Release};
 use tokio::sync::mpsc;
 
 pub use error::{Category, DeliveryError};
+pub use instances::CasBlobs;
 
 use conveyor_engine::{Engine, EngineError};
 use tracing::Instrument as _;

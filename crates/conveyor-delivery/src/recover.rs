@@ -8,7 +8,7 @@ use conveyor_engine::EngineError;
 use conveyor_store::{DeploymentStatus, DeploymentView};
 
 use crate::environment::{Active, EnvironmentError, Live, SavedRouter};
-use crate::instances::{self, Files, SpecError, version_name};
+use crate::instances::{self, SpecError, version_name};
 use crate::rollout::finish;
 use crate::{Delivery, DeliveryError};
 
@@ -109,12 +109,7 @@ async fn readopt(
         return Err(ReadoptError::NothingRecorded(version));
     };
     let cx = delivery.context(release_id, &live.name).await?;
-    // Files under running instances are never rewritten; lost ones are laid out again.
-    let files = match instances::release_dir(delivery, &cx, started.id).is_dir() {
-        true => Files::AlreadyThere,
-        false => Files::LayOut,
-    };
-    let spec = instances::version_spec(delivery, &cx, started.id, &version, files).await?;
+    let spec = instances::version_spec(delivery, &cx, started.id, &version).await?;
     let recorded = started.instances[&version]
         .iter()
         .map(|i| RecordedInstance {

@@ -19,7 +19,7 @@ use crate::analysis::Analysis;
 use conveyor_api::VersionRole;
 
 use crate::environment::{Active, Live};
-use crate::instances::{self, Files, version_name};
+use crate::instances::{self, version_name};
 use crate::{Context, Control, Delivery};
 
 /// How long requests already sent to a version that traffic has left may take to finish before
@@ -362,7 +362,7 @@ impl Rollout<'_> {
                 .await;
         }
         let version = version_name(self.cx.release.id);
-        let mut spec = instances::version_spec(self.delivery, &self.cx, self.id, &version, Files::LayOut)
+        let mut spec = instances::version_spec(self.delivery, &self.cx, self.id, &version)
             .await
             .map_err(Stop::failed)?;
         spec.instances = instances;

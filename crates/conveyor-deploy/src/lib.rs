@@ -20,8 +20,8 @@ pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T
 /// process (so traffic survives its restart); a target tags each with its version's
 /// `VersionSpec::identity` and alone knows how to find, check and reap them afterwards.
 pub trait Target: Send + Sync {
-    /// Starts every instance of a version and returns once all are healthy (or fails, leaving
-    /// nothing running).
+    /// Lays the version's files out (from `VersionSpec::files`, by digest), starts every instance
+    /// and returns once all are healthy (or fails, leaving nothing running).
     fn start<'a>(&'a self, spec: VersionSpec) -> BoxFuture<'a, Result<Box<dyn RunningVersion>, DeployError>>;
 
     /// Brings back a version that a previous server process started, from the instances it
@@ -38,6 +38,10 @@ pub trait Target: Send + Sync {
     /// Stops every instance tagged `identity` that a previous server process left running;
     /// returns how many it stopped.
     fn reap(&self, identity: &str) -> usize;
+
+    /// Where this target keeps a slot's files on this machine, if it does: hooks and checks run
+    /// there.
+    fn local_dir(&self, slot: &str) -> Option<PathBuf>;
 }
 
 /// An instance as a deployment recorded it: where it listened, and the process it was.
@@ -64,27 +68,17 @@ pub trait RunningVersion: Send + Sync {
     fn shrink(&mut self, to: u32) -> BoxFuture<'static, ()>;
 }
 
-/// Lays `files` (relative path, source file) out under `dir`, the versioned directory a release
-/// runs from. Paths that are absolute or climb out with `..` are refused.
-pub fn lay_out(dir: &std::path::Path, files: &[(String, PathBuf)]) -> Result<(), DeployError> {
-    use std::path::Component;
-    std::fs::create_dir_all(dir)?;
-    for (relative, source) in files {
-        let path = std::path::Path::new(relative);
-        if !path.components().all(|c| matches!(c, Component::Normal(_))) {
-            return Err(DeployError::Io(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("release file '{relative}' is not a plain relative path"),
-            )));
-        }
-        let target = dir.join(path);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::copy(source, &target)?;
-        std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-    }
-    Ok(())
+/// Where a target reads a release's files from: the CAS, by digest.
+pub trait Blobs: Send + Sync {
+    /// A readable local file holding blob `digest`, if the store has it.
+    fn path(&self, digest: &str) -> Option<PathBuf>;
+}
+
+/// One file of a release: where it goes, relative to the version's directory, and its blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseFile {
+    pub path: String,
+    pub digest: String,
 }
 
 /// One version of a release to run in one environment.
@@ -95,8 +89,11 @@ pub struct VersionSpec {
     /// Tells this version's instances apart from every other process, across restarts of the
     /// server and among several servers on one machine (e.g. `<data dir>/shop/prod/r12`).
     pub identity: String,
-    /// The directory holding the release's files; instances start there.
-    pub dir: PathBuf,
+    /// Names this laying-out of the release, unique per deployment (a relative path such as
+    /// `shop/prod/r12-d7`); a target keeps the files there, and instances start there.
+    pub slot: String,
+    /// The release's files, by digest: the target lays them out itself.
+    pub files: Vec<ReleaseFile>,
     /// `release.run`; it gets `$PORT`.
     pub command: String,
     /// The instances' whole environment, `PORT` excepted.
@@ -105,8 +102,6 @@ pub struct VersionSpec {
     pub health: conveyor_spec::delivery::Health,
     pub stop_signal: conveyor_spec::delivery::StopSignal,
     pub stop_grace: std::time::Duration,
-    /// Where each instance's output goes: `<log_dir>/<index>.log`.
-    pub log_dir: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +119,8 @@ pub enum DeployError {
         index: u32,
         error: std::io::Error,
     },
+    #[error("release file {path} ({digest}) is missing from the store")]
+    MissingFile { path: String, digest: String },
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -1,6 +1,7 @@
 //! The local target: each instance is `sh -c COMMAND` in its own process group, on its own port.
 
 use std::net::SocketAddr;
+use std::path::{Component, Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,20 +14,42 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::{DeployError, InstanceStatus, VersionSpec, health};
+use crate::{Blobs, DeployError, InstanceStatus, ReleaseFile, VersionSpec, health};
 
 /// Longest wait between restarts of an instance that keeps dying.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// An instance's log is cut back to its newest half beyond this size.
 const MAX_LOG_BYTES: u64 = 8 * 1024 * 1024;
 
-#[derive(Debug, Clone, Default)]
-pub struct LocalTarget;
+/// Runs versions on this machine: each laid out under `root` (`<root>/<VersionSpec::slot>`) from
+/// the blobs of `blobs`.
+#[derive(Clone)]
+pub struct LocalTarget {
+    root: PathBuf,
+    blobs: Arc<dyn Blobs>,
+}
+
+/// Where an instance's output goes, inside its version's directory.
+const LOG_DIR: &str = ".conveyor-logs";
+
+/// A version placed on this machine: its spec and the directory its files are laid out in.
+struct Placed {
+    spec: VersionSpec,
+    dir: PathBuf,
+}
+
+impl std::ops::Deref for Placed {
+    type Target = VersionSpec;
+
+    fn deref(&self) -> &VersionSpec {
+        &self.spec
+    }
+}
 
 /// A running version: its supervised instances.
 pub struct LocalVersion {
     pub version: String,
-    spec: Arc<VersionSpec>,
+    spec: Arc<Placed>,
     instances: Vec<Instance>,
     stop: CancellationToken,
 }
@@ -39,12 +62,38 @@ struct Instance {
 }
 
 impl LocalTarget {
-    /// Starts every instance and waits until all are healthy; on failure, stops them all.
+    pub fn new(root: PathBuf, blobs: Arc<dyn Blobs>) -> Self {
+        LocalTarget { root, blobs }
+    }
+
+    /// Where a slot's files are laid out.
+    pub fn dir_of(&self, slot: &str) -> PathBuf {
+        self.root.join(slot)
+    }
+
+    /// Lays the version's files out afresh, starts every instance and waits until all are
+    /// healthy; on failure, stops them all.
     pub async fn start(&self, spec: VersionSpec) -> Result<LocalVersion, DeployError> {
-        let slots = (0..spec.instances)
+        let placed = self.place(spec)?;
+        lay_out(&placed.dir, &placed.files, self.blobs.as_ref())?;
+        let slots = (0..placed.instances)
             .map(|_| free_port().map(|addr| (addr, None)))
             .collect::<Result<_, _>>()?;
-        launch(spec, slots).await
+        launch(placed, slots).await
+    }
+
+    fn place(&self, spec: VersionSpec) -> Result<Placed, DeployError> {
+        let relative = Path::new(&spec.slot);
+        if !relative.components().all(|c| matches!(c, Component::Normal(_))) {
+            return Err(DeployError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("slot '{}' is not a plain relative path", spec.slot),
+            )));
+        }
+        Ok(Placed {
+            dir: self.root.join(relative),
+            spec,
+        })
     }
 
     /// `Target::recover`: instances a previous server process started outlive it in their own
@@ -67,7 +116,8 @@ impl LocalTarget {
             })
             .collect();
         if !recorded.is_empty() && ours.len() == recorded.len() {
-            return launch(spec, ours).await;
+            // Files under running instances are left as they are.
+            return launch(self.place(spec)?, ours).await;
         }
         self.reap(&spec.identity);
         self.start(spec).await
@@ -87,11 +137,8 @@ fn marker(identity: &str) -> String {
 }
 
 /// Supervises one instance per slot (its address, and the pid of a process to adopt).
-async fn launch(
-    spec: VersionSpec,
-    slots: Vec<(SocketAddr, Option<u32>)>,
-) -> Result<LocalVersion, DeployError> {
-    std::fs::create_dir_all(&spec.log_dir)?;
+async fn launch(spec: Placed, slots: Vec<(SocketAddr, Option<u32>)>) -> Result<LocalVersion, DeployError> {
+    std::fs::create_dir_all(spec.dir.join(LOG_DIR))?;
     let spec = Arc::new(spec);
     let stop = CancellationToken::new();
     let mut version = LocalVersion {
@@ -109,7 +156,7 @@ async fn launch(
 
 /// Starts a supervisor per slot, numbered from `first`; returns them with their readiness.
 fn spawn_instances(
-    spec: &Arc<VersionSpec>,
+    spec: &Arc<Placed>,
     version_stop: &CancellationToken,
     first: usize,
     slots: Vec<(SocketAddr, Option<u32>)>,
@@ -139,6 +186,33 @@ fn spawn_instances(
     (instances, ready)
 }
 
+/// Copies `files` (relative path, blob digest) out of `blobs` into a fresh `dir`, the versioned
+/// directory a release runs from. Paths that are absolute or climb out with `..` are refused.
+fn lay_out(dir: &Path, files: &[ReleaseFile], blobs: &dyn Blobs) -> Result<(), DeployError> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    for file in files {
+        let relative = Path::new(&file.path);
+        if !relative.components().all(|c| matches!(c, Component::Normal(_))) {
+            return Err(DeployError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("release file '{}' is not a plain relative path", file.path),
+            )));
+        }
+        let source = blobs.path(&file.digest).ok_or_else(|| DeployError::MissingFile {
+            path: file.path.clone(),
+            digest: file.digest.clone(),
+        })?;
+        let target = dir.join(relative);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::copy(source, &target)?;
+        std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    }
+    Ok(())
+}
+
 impl crate::Target for LocalTarget {
     fn start<'a>(
         &'a self,
@@ -163,6 +237,10 @@ impl crate::Target for LocalTarget {
 
     fn reap(&self, identity: &str) -> usize {
         LocalTarget::reap(self, identity)
+    }
+
+    fn local_dir(&self, slot: &str) -> Option<PathBuf> {
+        Some(self.dir_of(slot))
     }
 }
 
@@ -282,7 +360,7 @@ impl From<&str> for StartFailure {
 }
 
 impl StartFailure {
-    fn into_deploy_error(self, spec: &VersionSpec) -> DeployError {
+    fn into_deploy_error(self, spec: &Placed) -> DeployError {
         match self {
             StartFailure::Spawn(error, index) => DeployError::Start {
                 version: spec.version.clone(),
@@ -319,7 +397,7 @@ fn signal_of(stop: StopSignal) -> Signal {
 /// Runs one instance until `stop`: starts it, checks its health, restarts it with backoff when it
 /// exits. `ready` gets the outcome of the first start.
 async fn supervise(
-    spec: Arc<VersionSpec>,
+    spec: Arc<Placed>,
     status: Arc<Mutex<InstanceStatus>>,
     stop: CancellationToken,
     ready: oneshot::Sender<Result<(), StartFailure>>,
@@ -329,7 +407,7 @@ async fn supervise(
         let s = lock(&status);
         (s.index, s.addr)
     };
-    let log_path = spec.log_dir.join(format!("{index}.log"));
+    let log_path = spec.dir.join(LOG_DIR).join(format!("{index}.log"));
     let mut ready = Some(ready);
     let mut backoff = Duration::from_millis(500);
     loop {
@@ -484,7 +562,7 @@ async fn sleep_or_stop(stop: &CancellationToken, d: Duration) -> bool {
 }
 
 fn spawn(
-    spec: &VersionSpec,
+    spec: &Placed,
     addr: SocketAddr,
     log_path: &std::path::Path,
 ) -> std::io::Result<tokio::process::Child> {

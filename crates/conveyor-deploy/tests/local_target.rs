@@ -1,9 +1,10 @@
 //! The local target with real processes: a small Python HTTP service.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use conveyor_deploy::{DeployError, LocalTarget, RecordedInstance, VersionSpec};
+use conveyor_deploy::{Blobs, DeployError, LocalTarget, RecordedInstance, ReleaseFile, VersionSpec};
 use conveyor_spec::delivery::{Health, StopSignal};
 
 const APP: &str = r#"
@@ -31,8 +32,31 @@ print("listening", flush=True)
 http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
 "#;
 
+/// A test's blobs: files of a directory, named by their digest.
+struct BlobDir(PathBuf);
+
+impl Blobs for BlobDir {
+    fn path(&self, digest: &str) -> Option<PathBuf> {
+        Some(self.0.join(digest)).filter(|p| p.is_file())
+    }
+}
+
+/// A target laying versions out under `dir/releases`, from blobs in `dir/blobs` (the app is
+/// blob `app`).
+fn target(dir: &Path) -> LocalTarget {
+    std::fs::create_dir_all(dir.join("blobs")).unwrap();
+    std::fs::write(dir.join("blobs/app"), APP).unwrap();
+    LocalTarget::new(dir.join("releases"), Arc::new(BlobDir(dir.join("blobs"))))
+}
+
+fn file(path: &str, digest: &str) -> ReleaseFile {
+    ReleaseFile {
+        path: path.into(),
+        digest: digest.into(),
+    }
+}
+
 fn spec(dir: &Path, extra_env: &[(&str, &str)]) -> VersionSpec {
-    std::fs::write(dir.join("app.py"), APP).unwrap();
     let mut env = vec![
         ("PATH".to_string(), "/usr/local/bin:/usr/bin:/bin".to_string()),
         ("VERSION".to_string(), "r1".to_string()),
@@ -41,7 +65,8 @@ fn spec(dir: &Path, extra_env: &[(&str, &str)]) -> VersionSpec {
     VersionSpec {
         version: "r1".into(),
         identity: format!("{}/r1", dir.display()),
-        dir: dir.to_path_buf(),
+        slot: "r1".into(),
+        files: vec![file("app.py", "app")],
         command: "exec python3 app.py".into(),
         env,
         instances: 2,
@@ -53,7 +78,6 @@ fn spec(dir: &Path, extra_env: &[(&str, &str)]) -> VersionSpec {
         },
         stop_signal: StopSignal::Term,
         stop_grace: Duration::from_secs(5),
-        log_dir: dir.join("logs"),
     }
 }
 
@@ -84,7 +108,7 @@ async fn get(addr: std::net::SocketAddr) -> String {
 #[tokio::test]
 async fn instances_start_healthy_serve_and_stop_gracefully() {
     let dir = tempfile::tempdir().unwrap();
-    let version = LocalTarget.start(spec(dir.path(), &[])).await.unwrap();
+    let version = target(dir.path()).start(spec(dir.path(), &[])).await.unwrap();
     let addrs = version.healthy_addrs();
     assert_eq!(addrs.len(), 2);
     assert_ne!(addrs[0], addrs[1]);
@@ -96,7 +120,7 @@ async fn instances_start_healthy_serve_and_stop_gracefully() {
     for pid in pids {
         assert!(!alive(pid), "instance {pid} outlived stop");
     }
-    let log = std::fs::read_to_string(dir.path().join("logs/0.log")).unwrap();
+    let log = std::fs::read_to_string(dir.path().join("releases/r1/.conveyor-logs/0.log")).unwrap();
     assert!(
         log.contains("listening") && log.contains("request /healthz"),
         "{log}"
@@ -112,7 +136,7 @@ async fn a_crashed_instance_is_restarted() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = spec(dir.path(), &[]);
     s.instances = 1;
-    let version = LocalTarget.start(s).await.unwrap();
+    let version = target(dir.path()).start(s).await.unwrap();
     let first = version.status()[0].pid.unwrap();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(first as i32),
@@ -130,10 +154,10 @@ async fn a_crashed_instance_is_restarted() {
 #[tokio::test]
 async fn an_instance_that_never_gets_healthy_fails_the_start() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("unhealthy"), "").unwrap();
     let mut s = spec(dir.path(), &[]);
+    s.files.push(file("unhealthy", "app"));
     s.health.start_timeout = Duration::from_secs(1);
-    let err = LocalTarget.start(s).await.err().expect("the start fails");
+    let err = target(dir.path()).start(s).await.err().expect("the start fails");
     let DeployError::Unhealthy {
         version,
         last,
@@ -150,7 +174,7 @@ async fn an_instance_that_never_gets_healthy_fails_the_start() {
 #[tokio::test]
 async fn an_instance_that_exits_at_once_fails_the_start() {
     let dir = tempfile::tempdir().unwrap();
-    let err = LocalTarget
+    let err = target(dir.path())
         .start(spec(dir.path(), &[("EXIT_AT_ONCE", "1")]))
         .await
         .err()
@@ -168,43 +192,51 @@ async fn an_instance_ignoring_the_stop_signal_is_killed_after_the_grace_period()
     let mut s = spec(dir.path(), &[("IGNORE_TERM", "1")]);
     s.instances = 1;
     s.stop_grace = Duration::from_millis(300);
-    let version = LocalTarget.start(s).await.unwrap();
+    let version = target(dir.path()).start(s).await.unwrap();
     let pid = version.status()[0].pid.unwrap();
     version.stop().await;
     assert!(!alive(pid));
 }
 
 #[tokio::test]
-async fn through_the_target_trait_with_a_laid_out_release() {
+async fn through_the_target_trait_the_release_is_laid_out_from_its_blobs() {
     use conveyor_deploy::Target;
     let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("source.py");
-    std::fs::write(&source, APP).unwrap();
-    let release = dir.path().join("releases/r1");
-    conveyor_deploy::lay_out(&release, &[("build/app.py".into(), source.clone())]).unwrap();
-    let escape = conveyor_deploy::lay_out(&release, &[("../evil".into(), source)]);
-    assert!(
-        escape
-            .unwrap_err()
-            .to_string()
-            .contains("not a plain relative path")
-    );
+    let target: Box<dyn Target> = Box::new(target(dir.path()));
+    for (files, refused) in [
+        (vec![file("../evil", "app")], "not a plain relative path"),
+        (
+            vec![file("app.py", "nope")],
+            "release file app.py (nope) is missing from the store",
+        ),
+    ] {
+        let mut s = spec(dir.path(), &[]);
+        s.files = files;
+        let error = target.start(s).await.err().expect("refused").to_string();
+        assert!(error.contains(refused), "{error}");
+    }
+    assert!(!dir.path().join("evil").exists());
 
     let mut s = spec(dir.path(), &[]);
-    s.dir = release;
+    s.files = vec![file("build/app.py", "app")];
     s.command = "exec python3 build/app.py".into();
     s.instances = 1;
-    let target: Box<dyn Target> = Box::new(LocalTarget);
     let running = target.start(s).await.unwrap();
     assert_eq!(running.version(), "r1");
     assert_eq!(running.healthy_addrs().len(), 1);
+    assert_eq!(target.local_dir("r1"), Some(dir.path().join("releases/r1")));
+    assert!(dir.path().join("releases/r1/build/app.py").is_file());
     running.stop().await;
 }
 
-/// What a killed server leaves behind: an instance in its own process group, on a port of its
-/// own, carrying `marker` (`NAME=VALUE`) in its environment when given.
+/// What a killed server leaves behind: the version laid out in `dir/releases/r1` and an instance
+/// running from there in its own process group, on a port of its own, carrying `marker`
+/// (`NAME=VALUE`) in its environment when given.
 fn leftover(dir: &Path, marker: Option<&str>) -> (std::net::SocketAddr, u32) {
     use std::os::unix::process::CommandExt as _;
+    let laid_out = dir.join("releases/r1");
+    std::fs::create_dir_all(&laid_out).unwrap();
+    std::fs::write(laid_out.join("app.py"), APP).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -212,8 +244,8 @@ fn leftover(dir: &Path, marker: Option<&str>) -> (std::net::SocketAddr, u32) {
         .port();
     let mut command = std::process::Command::new("python3");
     command
-        .arg(dir.join("app.py"))
-        .current_dir(dir)
+        .arg("app.py")
+        .current_dir(&laid_out)
         .env("PORT", port.to_string())
         .env("VERSION", "r1")
         .process_group(0);
@@ -233,12 +265,13 @@ async fn a_process_that_is_not_ours_is_never_adopted() {
     let mut s = spec(dir.path(), &[]);
     s.instances = 1;
     // A process on the recorded pid without the version's marker: it reused the pid.
+    let target = target(dir.path());
     let (addr, stranger) = leftover(dir.path(), None);
     let recorded = vec![RecordedInstance {
         addr,
         pid: Some(stranger),
     }];
-    let version = LocalTarget.recover(s, recorded).await.unwrap();
+    let version = target.recover(s, recorded).await.unwrap();
     let started = version.status()[0].pid.unwrap();
     assert_ne!(started, stranger, "started afresh");
     assert!(alive(stranger), "a process that is not ours is left alone");
@@ -255,6 +288,7 @@ async fn instances_left_by_a_previous_server_are_adopted_and_supervised() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = spec(dir.path(), &[]);
     s.instances = 1;
+    let target = target(dir.path());
     let (addr, leftover_pid) = leftover(dir.path(), Some(&format!("CONVEYOR_INSTANCE_OF={}", s.identity)));
     let port = addr.port();
     // Until it has exec'd, a just-forked process shows its parent's environment: wait for it to
@@ -267,7 +301,7 @@ async fn instances_left_by_a_previous_server_are_adopted_and_supervised() {
         addr,
         pid: Some(leftover_pid),
     }];
-    let version = LocalTarget.recover(s, recorded).await.unwrap();
+    let version = target.recover(s, recorded).await.unwrap();
     assert_eq!(version.healthy_addrs(), vec![addr]);
     assert_eq!(
         version.status()[0].pid,
@@ -297,7 +331,7 @@ async fn a_version_grows_and_shrinks_one_instance_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = spec(dir.path(), &[]);
     s.instances = 1;
-    let mut version = LocalTarget.start(s).await.unwrap();
+    let mut version = target(dir.path()).start(s).await.unwrap();
     version.grow(3).await.unwrap();
     let all = version.status();
     assert_eq!(all.iter().map(|i| i.index).collect::<Vec<_>>(), vec![0, 1, 2]);

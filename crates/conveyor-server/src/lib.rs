@@ -303,11 +303,11 @@ pub async fn start_with_flags(
     config: ServerConfig,
     flags: flags::FlagsConfig,
 ) -> AppState {
-    let delivery = Delivery::new(
-        engine.clone(),
-        Arc::new(conveyor_deploy::LocalTarget),
-        DeliveryConfig::default(),
+    let target = conveyor_deploy::LocalTarget::new(
+        engine.data().root.join("releases"),
+        Arc::new(conveyor_delivery::CasBlobs(engine.data().cas.clone())),
     );
+    let delivery = Delivery::new(engine.clone(), Arc::new(target), DeliveryConfig::default());
     if let Err(error) = delivery.recover().await {
         tracing::error!(%error, "cannot recover environments");
     }

@@ -12,7 +12,7 @@ use crate::analysis::{Analysis, CheckFailed, Judgement, StepEnd, Subjects};
 use conveyor_api::VersionRole;
 
 use crate::environment::Live;
-use crate::instances::{self, Files, version_name};
+use crate::instances::{self, version_name};
 use crate::verify;
 
 impl Rollout<'_> {
@@ -70,7 +70,7 @@ impl Rollout<'_> {
             .await
             .map_err(|e| Stop::Failed(format!("cannot start a fresh baseline: {e}")))?;
         let version = format!("{}-baseline", version_name(stable_release));
-        let mut spec = instances::version_spec(self.delivery, &stable_cx, self.id, &version, Files::LayOut)
+        let mut spec = instances::version_spec(self.delivery, &stable_cx, self.id, &version)
             .await
             .map_err(Stop::failed)?;
         spec.instances = self.cx.spec.instances;
