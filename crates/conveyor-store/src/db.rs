@@ -1,25 +1,14 @@
 //! Opening the database, appending to the chain, verifying it, rebuilding the read models.
 
 use std::path::Path;
-use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{ConnectOptions as _, Row as _, SqlitePool};
+use sqlx::Row as _;
 
+use crate::backend::{self, Migration, Pool, Tx};
 use crate::event::Event;
 use crate::log::EventLog;
 use crate::projection;
-
-/// The embedded schema migrations, applied in order on open.
-const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../migrations/0001_init.sql")),
-    (2, include_str!("../migrations/0002_deployments.sql")),
-    (3, include_str!("../migrations/0003_commit_time.sql")),
-    (4, include_str!("../migrations/0004_judgements.sql")),
-    (5, include_str!("../migrations/0005_flags.sql")),
-    (6, include_str!("../migrations/0006_fix_forward.sql")),
-];
 
 const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -31,6 +20,13 @@ pub enum StoreError {
     Decode { seq: i64, error: String },
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+    /// A read model holds a value this version cannot read.
+    #[error("read model {table} holds a value of {id} that cannot be read: {error}")]
+    Corrupt {
+        table: &'static str,
+        id: i64,
+        error: String,
+    },
     /// A read model holds a status this version does not know.
     #[error("the store holds an {0}")]
     Status(#[from] conveyor_api::UnknownStatus),
@@ -82,11 +78,9 @@ impl std::fmt::Display for AuditProblem {
 /// The reading side of the store (read models, the log, secrets); every write goes through its
 /// `EventLog`.
 pub struct Store {
-    pub(crate) pool: SqlitePool,
+    pub(crate) pool: Pool,
     log: EventLog,
 }
-
-pub(crate) type Tx<'a> = sqlx::Transaction<'a, sqlx::Sqlite>;
 
 /// The newest event's sequence number and hash (genesis for an empty log).
 pub(crate) async fn chain_head(tx: &mut Tx<'_>) -> Result<(i64, String), StoreError> {
@@ -133,7 +127,7 @@ pub(crate) async fn append_in(
         .bind(&hash)
         .execute(&mut **tx)
         .await?;
-    projection::apply(tx, event, &at).await?;
+    projection::apply(tx, seq, event, &at).await?;
     *head = (seq, hash);
     Ok((seq, at))
 }
@@ -147,50 +141,45 @@ pub(crate) fn chain_hash(prev: &str, seq: i64, at: &str, kind: &str, data: &str)
     hex::encode(h.finalize())
 }
 
-/// Applies the embedded migrations not applied yet, each in its own transaction.
-async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+/// Applies the backend's migrations not applied yet, all in one transaction; when one of them
+/// reshaped read models, folds the log into them again before the commit, so an existing data
+/// directory comes up with the same views (or, on failure, unchanged).
+async fn migrate(pool: &Pool, migrations: &[Migration]) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
     sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
-    for (version, sql) in MIGRATIONS {
+    let mut rebuild = false;
+    for migration in migrations {
         let applied = sqlx::query("SELECT 1 FROM schema_migrations WHERE version = $1")
-            .bind(version)
-            .fetch_optional(pool)
+            .bind(migration.version)
+            .fetch_optional(&mut *tx)
             .await?
             .is_some();
         if applied {
             continue;
         }
-        let mut tx = pool.begin().await?;
-        sqlx::raw_sql(sql).execute(&mut *tx).await?;
+        sqlx::raw_sql(migration.sql).execute(&mut *tx).await?;
         sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)")
-            .bind(version)
+            .bind(migration.version)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
+        rebuild |= migration.rebuilds;
     }
+    if rebuild {
+        let events = projection::rebuild(&mut tx).await?;
+        tracing::info!(events, "read models rebuilt from the log after a schema change");
+    }
+    tx.commit().await?;
     Ok(())
 }
 
 impl Store {
-    /// Opens (creating if needed) the SQLite database at `path` and applies migrations.
+    /// Opens (creating if needed) the database at `path` and applies migrations (rebuilding the
+    /// read models when one reshaped them).
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true)
-            // Per-statement logging costs more than the statement on the step path.
-            .disable_statement_logging();
-        let pool = SqlitePoolOptions::new()
-            .test_before_acquire(false)
-            .max_connections(4)
-            .min_connections(1)
-            .connect_with(options)
-            .await?;
-        migrate(&pool).await?;
+        let pool = backend::connect(path).await?;
+        migrate(&pool, backend::MIGRATIONS).await?;
         let head = sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(seq), 0) FROM events")
             .fetch_one(&pool)
             .await?;
@@ -324,7 +313,8 @@ mod tests {
                 pipeline: "name: p".into(),
                 source_digest: "00".repeat(32),
                 committed_at: None,
-                jobs: vec!["build".into(), "deploy".into()],
+                // Not in name order: a run's jobs keep the pipeline's order.
+                jobs: vec!["build".into(), "deploy".into(), "audit".into()],
             })
             .await
             .unwrap();
@@ -339,6 +329,10 @@ mod tests {
         assert_eq!(before.status, RunStatus::Success);
         assert_eq!(before.jobs[0].artifacts.len(), 1);
         assert_eq!(before.jobs[1].status, JobStatus::Skipped);
+        assert_eq!(
+            before.jobs.iter().map(|j| j.job.as_str()).collect::<Vec<_>>(),
+            ["build", "deploy", "audit"]
+        );
         assert_eq!(store.log().rebuild_read_models().await.unwrap(), 7);
         assert_eq!(store.run(run_id).await.unwrap().unwrap(), before);
     }
@@ -395,72 +389,274 @@ mod tests {
         assert_eq!(store.audit().await.unwrap(), (count, vec![]));
     }
 
-    #[tokio::test]
-    async fn a_deployment_folds_into_its_read_model_and_rebuilds() {
+    /// A store whose log holds a bit of everything a read model folds: a project with heads, the
+    /// run, a release, a finished deployment (approvals, phases, instances of two versions and a
+    /// version without any) and a gated one, flag changes.
+    async fn store_with_history() -> (tempfile::TempDir, Store, Vec<i64>) {
         use crate::event::{DeploymentStatus, InstanceRef};
-        let (_dir, store, _) = store_with_a_run().await;
-        let id = store
-            .log()
-            .append_new(IdKind::Deployment, |deployment_id| Event::DeploymentRequested {
-                deployment_id,
+        let (dir, store, run_id) = store_with_a_run().await;
+        let log = store.log();
+        log.append(Event::ProjectAdded {
+            project: "p".into(),
+            source_uri: "/src".into(),
+            poll_seconds: 60,
+            heads: [("main".into(), "c0ffee".into()), ("dev".into(), "beef".into())].into(),
+        })
+        .await
+        .unwrap();
+        let artifact = |path: &str, digest: &str| ArtifactRef {
+            path: path.into(),
+            digest: digest.repeat(32),
+            size: 3,
+        };
+        log.append_new(IdKind::Release, |release_id| Event::ReleaseCreated {
+            release_id,
+            run_id,
+            project: "p".into(),
+            commit: "c0ffee".into(),
+            branch: "main".into(),
+            // Not in path order: the release's order is kept.
+            artifacts: vec![artifact("dist/z", "ab"), artifact("dist/a", "cd")],
+            envelope: serde_json::json!({"payloadType": "application/vnd.in-toto+json", "signatures": []}),
+        })
+        .await
+        .unwrap();
+        let requested = |deployment_id| Event::DeploymentRequested {
+            deployment_id,
+            project: "p".into(),
+            environment: "production".into(),
+            release_id: 1,
+            requested_by: "alice".into(),
+            author: "alice".into(),
+            rollback_of: None,
+            phases: vec!["start 2 instances".into(), "shift 100%".into()],
+        };
+        let first = log.append_new(IdKind::Deployment, requested).await.unwrap();
+        let at = |addr: &str, pid| InstanceRef {
+            addr: addr.parse().unwrap(),
+            pid,
+        };
+        log.append_all(vec![
+            Event::DeploymentGated {
+                deployment_id: first,
+                gates: vec!["needs 2 approvals".into(), "frozen until 10:00".into()],
+            },
+            Event::DeploymentApproved {
+                deployment_id: first,
+                by: "carol".into(),
+            },
+            Event::DeploymentApproved {
+                deployment_id: first,
+                by: "bob".into(),
+            },
+            Event::DeploymentPhase {
+                deployment_id: first,
+                index: 0,
+                phase: "start 2 instances".into(),
+                traffic: 0,
+            },
+            Event::DeploymentInstances {
+                deployment_id: first,
+                version: "r1".into(),
+                instances: vec![at("127.0.0.1:9001", Some(42)), at("[::1]:9000", None)],
+            },
+            Event::DeploymentInstances {
+                deployment_id: first,
+                version: "r0".into(),
+                instances: vec![at("127.0.0.1:9002", Some(7))],
+            },
+            // Recorded again: the newest list replaces the one before.
+            Event::DeploymentInstances {
+                deployment_id: first,
+                version: "r0".into(),
+                instances: vec![at("127.0.0.1:9003", Some(8))],
+            },
+            Event::DeploymentInstances {
+                deployment_id: first,
+                version: "r-empty".into(),
+                instances: vec![],
+            },
+            Event::DeploymentPhase {
+                deployment_id: first,
+                index: 1,
+                phase: "shift 100%".into(),
+                traffic: 100,
+            },
+            Event::DeploymentFinished {
+                deployment_id: first,
+                status: DeploymentStatus::Succeeded,
+                reason: None,
+            },
+        ])
+        .await
+        .unwrap();
+        let second = log.append_new(IdKind::Deployment, requested).await.unwrap();
+        log.append(Event::DeploymentGated {
+            deployment_id: second,
+            gates: vec!["needs 1 approval".into()],
+        })
+        .await
+        .unwrap();
+        for (environment, key) in [("production", "web"), ("staging", "app")] {
+            log.append(Event::FlagsChanged {
                 project: "p".into(),
-                environment: "production".into(),
-                release_id: 1,
-                requested_by: "alice".into(),
-                author: "alice".into(),
-                rollback_of: None,
-                phases: vec!["start 1 instance".into(), "shift 100%".into()],
+                environment: environment.into(),
+                by: "alice".into(),
+                definition: serde_json::json!({"flags": {}}),
+                changes: vec![],
+                touched: vec![],
+                removed: vec![],
             })
             .await
             .unwrap();
-        let addr = "127.0.0.1:9000".parse().unwrap();
-        store
-            .log()
-            .append_all(vec![
-                Event::DeploymentGated {
-                    deployment_id: id,
-                    gates: vec!["needs 1 approval".into()],
-                },
-                Event::DeploymentApproved {
-                    deployment_id: id,
-                    by: "bob".into(),
-                },
-                Event::DeploymentPhase {
-                    deployment_id: id,
-                    index: 0,
-                    phase: "start 1 instance".into(),
-                    traffic: 0,
-                },
-                Event::DeploymentInstances {
-                    deployment_id: id,
-                    version: "r1".into(),
-                    instances: vec![InstanceRef { addr, pid: Some(42) }],
-                },
-                Event::DeploymentPhase {
-                    deployment_id: id,
-                    index: 1,
-                    phase: "shift 100%".into(),
-                    traffic: 100,
-                },
-                Event::DeploymentFinished {
-                    deployment_id: id,
-                    status: DeploymentStatus::Succeeded,
-                    reason: None,
-                },
-            ])
+            log.append(Event::FlagKeyCreated {
+                project: "p".into(),
+                environment: environment.into(),
+                name: key.into(),
+                hash: key.repeat(20),
+                by: "admin".into(),
+            })
             .await
             .unwrap();
-        let view = store.deployment(id).await.unwrap().unwrap();
+        }
+        (dir, store, vec![run_id, first, second])
+    }
+
+    /// Everything the read models answer about `store_with_history`, as the API would send it.
+    async fn views(store: &Store, ids: &[i64]) -> serde_json::Value {
+        let mut deployments = Vec::new();
+        for id in &ids[1..] {
+            deployments.push(store.deployment(*id).await.unwrap());
+        }
+        serde_json::json!({
+            "projects": store.projects().await.unwrap(),
+            "run": store.run(ids[0]).await.unwrap(),
+            "releases": store.releases(None, 10).await.unwrap(),
+            "release_of_run": store.release_of_run(ids[0]).await.unwrap(),
+            "deployments": store.deployments(None, None, 10).await.unwrap(),
+            "deployments_in_production": store.deployments(Some("p"), Some("production"), 1).await.unwrap(),
+            "deployment": deployments,
+            "unfinished": store.unfinished_deployments().await.unwrap(),
+            "flag_history": store.flag_history("p", "production", 10).await.unwrap(),
+            "flag_sets": store.flag_sets().await.unwrap(),
+            "flag_keys": store.flag_keys().await.unwrap(),
+        })
+    }
+
+    #[tokio::test]
+    async fn deployments_fold_into_their_read_model_and_rebuild() {
+        let (_dir, store, ids) = store_with_history().await;
+        let (first, second) = (ids[1], ids[2]);
+        let view = store.deployment(first).await.unwrap().unwrap();
         assert_eq!(
             (view.status.as_str(), view.traffic, view.phase_index),
             ("succeeded", 100, Some(1))
         );
-        assert_eq!(view.approvals, vec!["bob"]);
+        assert_eq!(view.phases, ["start 2 instances", "shift 100%"]);
+        assert_eq!(view.approvals, ["carol", "bob"]);
         assert!(view.gates.is_empty());
-        assert_eq!(view.instances["r1"], vec![InstanceRef { addr, pid: Some(42) }]);
+        let addrs = |version: &str| {
+            view.instances[version]
+                .iter()
+                .map(|i| (i.addr.to_string(), i.pid))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            addrs("r1"),
+            [
+                ("127.0.0.1:9001".to_string(), Some(42)),
+                ("[::1]:9000".to_string(), None)
+            ]
+        );
+        assert_eq!(addrs("r0"), [("127.0.0.1:9003".to_string(), Some(8))]);
+        assert_eq!(view.instances.keys().collect::<Vec<_>>(), ["r-empty", "r0", "r1"]);
+        let gated = store.deployment(second).await.unwrap().unwrap();
+        assert_eq!(gated.gates, ["needs 1 approval"]);
+        assert_eq!(store.unfinished_deployments().await.unwrap(), [gated]);
         assert_eq!(store.current_release("p", "production").await.unwrap(), Some(1));
+        let release = store.release(1).await.unwrap().unwrap();
+        assert_eq!(
+            release
+                .artifacts
+                .iter()
+                .map(|a| a.path.as_str())
+                .collect::<Vec<_>>(),
+            ["dist/z", "dist/a"]
+        );
+        let project = store.project("p").await.unwrap().unwrap();
+        assert_eq!(project.heads.keys().collect::<Vec<_>>(), ["dev", "main"]);
+        assert_eq!(store.flag_history("p", "production", 10).await.unwrap().len(), 2);
+
+        let before = views(&store, &ids).await;
         store.log().rebuild_read_models().await.unwrap();
-        assert_eq!(store.deployment(id).await.unwrap().unwrap(), view);
-        assert!(store.unfinished_deployments().await.unwrap().is_empty());
+        assert_eq!(views(&store, &ids).await, before);
+    }
+
+    #[tokio::test]
+    async fn a_data_directory_of_the_old_schema_comes_up_with_the_same_views() {
+        let (dir, store, ids) = store_with_history().await;
+        let want = views(&store, &ids).await;
+
+        // The same log in a database of schema 6, its read models written the old way (JSON
+        // columns), as an existing data directory has it.
+        let path = dir.path().join("old.db");
+        let pool = backend::connect(&path).await.unwrap();
+        sqlx::query("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        for migration in &backend::MIGRATIONS[..6] {
+            sqlx::raw_sql(migration.sql).execute(&pool).await.unwrap();
+            sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)")
+                .bind(migration.version)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        let events: Vec<(i64, String, String, String, String, String)> =
+            sqlx::query_as("SELECT seq, at, kind, data, prev_hash, hash FROM events ORDER BY seq")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        for (seq, at, kind, data, prev_hash, hash) in &events {
+            sqlx::query(
+                "INSERT INTO events (seq, at, kind, data, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(seq)
+            .bind(at)
+            .bind(kind)
+            .bind(data)
+            .bind(prev_hash)
+            .bind(hash)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        let (seq, _, _, _, _, hash) = events.last().unwrap();
+        for sql in [
+            format!("INSERT INTO chain_head (id, seq, hash) VALUES (1, {seq}, '{hash}')"),
+            "INSERT INTO projects (name, source_uri, poll_seconds, heads, created_at)
+             VALUES ('p', '/src', 60, '{\"main\":\"c0ffee\"}', '2024-01-01T00:00:00.000Z')"
+                .into(),
+            "INSERT INTO releases (id, run_id, project, commit_sha, branch, artifacts, envelope, created_at)
+             VALUES (1, 1, 'p', 'c0ffee', 'main', '[]', '{}', '2024-01-01T00:00:00.000Z')"
+                .into(),
+            "INSERT INTO deployments (id, project, environment, release_id, status, requested_by, author, phases,
+                traffic, gates, approvals, instances, created_at)
+             VALUES (1, 'p', 'production', 1, 'running', 'alice', 'alice', '[\"old\"]', 0, '[]', '[\"bob\"]',
+                '{\"r1\":[{\"addr\":\"127.0.0.1:1\",\"pid\":1}]}', '2024-01-01T00:00:00.000Z')"
+                .into(),
+        ] {
+            sqlx::query(&sql).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+
+        let reopened = Store::open(&path).await.unwrap();
+        assert_eq!(views(&reopened, &ids).await, want);
+        assert_eq!(reopened.audit().await.unwrap(), (events.len(), vec![]));
+        // Opened again, nothing is migrated or rebuilt twice.
+        drop(reopened);
+        let again = Store::open(&path).await.unwrap();
+        assert_eq!(views(&again, &ids).await, want);
     }
 }

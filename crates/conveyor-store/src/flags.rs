@@ -1,10 +1,10 @@
 //! Reads of the feature-flag read models: definitions per project environment, flag ages,
-//! evaluation keys, scheduled changes, and the flag history from the log.
+//! evaluation keys, scheduled changes, and the flag history (an index into the log).
 
 use serde::Serialize;
 use sqlx::Row as _;
-use sqlx::sqlite::SqliteRow;
 
+use crate::backend::Row;
 use crate::db::{Store, StoreError};
 use crate::query::{StoredEvent, stored_event};
 
@@ -31,10 +31,6 @@ pub struct FlagAge {
     pub changed_at: String,
 }
 
-/// The kinds of events the flag history shows.
-const HISTORY_KINDS: &str =
-    "'flags_changed', 'flag_key_created', 'flag_change_scheduled', 'flag_schedule_finished'";
-
 fn decode_json(seq: i64, text: &str) -> Result<serde_json::Value, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Decode {
         seq,
@@ -42,7 +38,7 @@ fn decode_json(seq: i64, text: &str) -> Result<serde_json::Value, StoreError> {
     })
 }
 
-fn flag_set_from_row(row: &SqliteRow) -> Result<FlagSetRow, StoreError> {
+fn flag_set_from_row(row: &Row) -> Result<FlagSetRow, StoreError> {
     let version: i64 = row.get(3);
     Ok(FlagSetRow {
         project: row.get(0),
@@ -59,7 +55,7 @@ const FLAG_SET_COLUMNS: &str = "project, environment, definition, version, updat
 const SCHEDULE_COLUMNS: &str =
     "id, project, environment, flag, due_at, patch, created_by, created_at, status, outcome, finished_at";
 
-fn schedule_from_row(row: &SqliteRow) -> Result<FlagScheduleView, StoreError> {
+fn schedule_from_row(row: &Row) -> Result<FlagScheduleView, StoreError> {
     let id: i64 = row.get(0);
     Ok(FlagScheduleView {
         id,
@@ -188,12 +184,11 @@ impl Store {
         environment: &str,
         limit: i64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT seq, at, data FROM events
-             WHERE kind IN ({HISTORY_KINDS})
-               AND json_extract(data, '$.project') = $1 AND json_extract(data, '$.environment') = $2
-             ORDER BY seq DESC LIMIT $3"
-        ))
+        let rows = sqlx::query(
+            "SELECT e.seq, e.at, e.data FROM flag_history h JOIN events e ON e.seq = h.seq
+             WHERE h.project = $1 AND h.environment = $2
+             ORDER BY h.seq DESC LIMIT $3",
+        )
         .bind(project)
         .bind(environment)
         .bind(limit)

@@ -1,8 +1,10 @@
 //! `conveyor-store` owns persistence. The append-only, hash-chained event log is the one source
 //! of truth; the read models (projects, runs, jobs, steps, releases) are folded from it in the same
 //! transaction and can be rebuilt from it at any time. Beside the database: the content-addressed
-//! artifact store and the step logs. SQLite (WAL) is the embedded default; the SQL stays portable.
+//! artifact store and the step logs. SQLite (WAL) is the embedded default, behind the
+//! `backend` boundary; the SQL everywhere else is portable.
 
+mod backend;
 pub mod cas;
 mod db;
 mod event;

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use sqlx::SqlitePool;
 use tokio::sync::broadcast;
 
-use crate::db::{Tx, append_in, chain_head, save_head};
+use crate::backend::Pool;
+use crate::db::{append_in, chain_head, save_head};
 use crate::event::Event;
 use crate::query::{StoredEvent, stored_event};
 use crate::{IdKind, StoreError, projection};
@@ -22,8 +22,8 @@ const CATCH_UP_BATCH: i64 = 512;
 /// The writing side of the store: append (one event, a batch, or one with a new id) and
 /// subscribe.
 pub struct EventLog {
-    pool: SqlitePool,
-    /// SQLite has one writer; serialising appends in-process avoids lock-upgrade failures.
+    pool: Pool,
+    /// The database may have one writer (SQLite); serialising appends in-process avoids lock-upgrade failures.
     write: tokio::sync::Mutex<()>,
     appended: broadcast::Sender<Arc<StoredEvent>>,
     /// The newest event subscribers have been told of; moves with `appended`, under `write`.
@@ -32,7 +32,7 @@ pub struct EventLog {
 
 impl EventLog {
     /// The log of `pool`, whose newest event is `head`.
-    pub(crate) fn new(pool: SqlitePool, head: i64) -> Self {
+    pub(crate) fn new(pool: Pool, head: i64) -> Self {
         EventLog {
             pool,
             write: tokio::sync::Mutex::new(()),
@@ -125,17 +125,10 @@ impl EventLog {
     /// Drops every read model and folds the whole log into them again.
     pub async fn rebuild_read_models(&self) -> Result<usize, StoreError> {
         let _guard = self.write.lock().await;
-        let mut tx: Tx<'_> = self.pool.begin().await?;
-        projection::clear(&mut tx).await?;
-        let rows = sqlx::query("SELECT seq, at, data FROM events ORDER BY seq")
-            .fetch_all(&mut *tx)
-            .await?;
-        for row in &rows {
-            let stored = stored_event(row)?;
-            projection::apply(&mut tx, &stored.event, &stored.at).await?;
-        }
+        let mut tx = self.pool.begin().await?;
+        let events = projection::rebuild(&mut tx).await?;
         tx.commit().await?;
-        Ok(rows.len())
+        Ok(events)
     }
 
     /// Every event appended from now on, in order.
@@ -175,7 +168,7 @@ impl EventLog {
 /// longer holds is read back from the log, a batch at a time.
 pub struct Subscription {
     receiver: broadcast::Receiver<Arc<StoredEvent>>,
-    pool: SqlitePool,
+    pool: Pool,
     /// The newest event handed out.
     last: i64,
     backlog: std::collections::VecDeque<Arc<StoredEvent>>,

@@ -1,38 +1,79 @@
 //! Folds events into the read models. Used both on append and on rebuild, so the read models are
-//! always exactly what the log says.
+//! always exactly what the log says. Lists and maps live in child tables with an explicit order
+//! (`idx`), written with plain SQL every backend runs.
 
-use sqlx::{Sqlite, Transaction};
-
-use crate::event::{DeploymentStatus, Event, JobStatus, RunStatus, StepStatus};
-
-type Tx<'a> = Transaction<'a, Sqlite>;
+use crate::StoreError;
+use crate::backend::Tx;
+use crate::event::{ArtifactRef, DeploymentStatus, Event, JobStatus, RunStatus, StepStatus};
+use crate::query::stored_event;
 
 const READ_MODELS: &[&str] = &[
     "projects",
+    "project_heads",
     "runs",
     "jobs",
     "steps",
     "artifacts",
     "releases",
+    "release_artifacts",
     "tokens",
     "deployments",
+    "deployment_phases",
+    "deployment_gates",
+    "deployment_approvals",
+    "deployment_versions",
+    "deployment_instances",
     "judgements",
     "flag_sets",
     "flag_ages",
     "flag_keys",
     "flag_schedules",
+    "flag_history",
 ];
 
-pub(crate) async fn clear(tx: &mut Tx<'_>) -> Result<(), sqlx::Error> {
+/// Empties every read model and folds the whole log into them again; returns how many events.
+pub(crate) async fn rebuild(tx: &mut Tx<'_>) -> Result<usize, StoreError> {
     for table in READ_MODELS {
         sqlx::query(&format!("DELETE FROM {table}"))
+            .execute(&mut **tx)
+            .await?;
+    }
+    let rows = sqlx::query("SELECT seq, at, data FROM events ORDER BY seq")
+        .fetch_all(&mut **tx)
+        .await?;
+    for row in &rows {
+        let stored = stored_event(row)?;
+        apply(tx, stored.seq, &stored.event, &stored.at).await?;
+    }
+    Ok(rows.len())
+}
+
+/// Replaces a deployment's list in `table` (`deployment_id, idx, {column}`) with `items`.
+async fn set_list(
+    tx: &mut Tx<'_>,
+    table: &str,
+    column: &str,
+    deployment_id: i64,
+    items: &[String],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!("DELETE FROM {table} WHERE deployment_id = $1"))
+        .bind(deployment_id)
+        .execute(&mut **tx)
+        .await?;
+    let insert = format!("INSERT INTO {table} (deployment_id, idx, {column}) VALUES ($1, $2, $3)");
+    for (idx, item) in items.iter().enumerate() {
+        sqlx::query(&insert)
+            .bind(deployment_id)
+            .bind(idx as i64)
+            .bind(item)
             .execute(&mut **tx)
             .await?;
     }
     Ok(())
 }
 
-pub(crate) async fn apply(tx: &mut Tx<'_>, event: &Event, at: &str) -> Result<(), sqlx::Error> {
+/// Folds the event `seq` (appended at `at`) into the read models.
+pub(crate) async fn apply(tx: &mut Tx<'_>, seq: i64, event: &Event, at: &str) -> Result<(), sqlx::Error> {
     match event {
         Event::ProjectAdded {
             project,
@@ -41,17 +82,28 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, event: &Event, at: &str) -> Result<()
             heads,
         } => {
             sqlx::query(
-                "INSERT INTO projects (name, source_uri, poll_seconds, heads, created_at) VALUES ($1, $2, $3, $4, $5)
+                "INSERT INTO projects (name, source_uri, poll_seconds, created_at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (name) DO UPDATE SET source_uri = excluded.source_uri,
-                    poll_seconds = excluded.poll_seconds, heads = excluded.heads",
+                    poll_seconds = excluded.poll_seconds",
             )
             .bind(project)
             .bind(source_uri)
             .bind(*poll_seconds as i64)
-            .bind(serde_json::to_string(heads).expect("heads serialize"))
             .bind(at)
             .execute(&mut **tx)
             .await?;
+            sqlx::query("DELETE FROM project_heads WHERE project = $1")
+                .bind(project)
+                .execute(&mut **tx)
+                .await?;
+            for (branch, sha) in heads {
+                sqlx::query("INSERT INTO project_heads (project, branch, sha) VALUES ($1, $2, $3)")
+                    .bind(project)
+                    .bind(branch)
+                    .bind(sha)
+                    .execute(&mut **tx)
+                    .await?;
+            }
         }
         Event::SecretSet { .. } | Event::RunCancelRequested { .. } => {}
         Event::TokenCreated { name, hash } => {
@@ -95,13 +147,16 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, event: &Event, at: &str) -> Result<()
             .bind(committed_at)
             .execute(&mut **tx)
             .await?;
-            for job in jobs {
-                sqlx::query("INSERT INTO jobs (run_id, job, status, attempt) VALUES ($1, $2, $3, 0)")
-                    .bind(run_id)
-                    .bind(job)
-                    .bind(JobStatus::Pending.as_str())
-                    .execute(&mut **tx)
-                    .await?;
+            for (idx, job) in jobs.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO jobs (run_id, idx, job, status, attempt) VALUES ($1, $2, $3, $4, 0)",
+                )
+                .bind(run_id)
+                .bind(idx as i64)
+                .bind(job)
+                .bind(JobStatus::Pending.as_str())
+                .execute(&mut **tx)
+                .await?;
             }
         }
         Event::JobStarted { run_id, job, attempt } => {
@@ -221,19 +276,30 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, event: &Event, at: &str) -> Result<()
             envelope,
         } => {
             sqlx::query(
-                "INSERT INTO releases (id, run_id, project, commit_sha, branch, artifacts, envelope, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                "INSERT INTO releases (id, run_id, project, commit_sha, branch, envelope, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(release_id)
             .bind(run_id)
             .bind(project)
             .bind(commit)
             .bind(branch)
-            .bind(serde_json::to_string(artifacts).expect("artifact refs serialize"))
             .bind(envelope.to_string())
             .bind(at)
             .execute(&mut **tx)
             .await?;
+            for (idx, ArtifactRef { path, digest, size }) in artifacts.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO release_artifacts (release_id, idx, path, digest, size) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(release_id)
+                .bind(idx as i64)
+                .bind(path)
+                .bind(digest)
+                .bind(*size as i64)
+                .execute(&mut **tx)
+                .await?;
+            }
         }
         Event::DeploymentRequested {
             deployment_id,
@@ -247,8 +313,8 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, event: &Event, at: &str) -> Result<()
         } => {
             sqlx::query(
                 "INSERT INTO deployments (id, project, environment, release_id, status, requested_by, author,
-                    rollback_of, phases, traffic, gates, approvals, instances, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, '[]', '[]', '{}', $10)",
+                    rollback_of, traffic, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9)",
             )
             .bind(deployment_id)
             .bind(project)
@@ -258,22 +324,23 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, event: &Event, at: &str) -> Result<()
             .bind(requested_by)
             .bind(author)
             .bind(rollback_of)
-            .bind(serde_json::to_string(phases).expect("phases serialize"))
             .bind(at)
             .execute(&mut **tx)
             .await?;
+            set_list(tx, "deployment_phases", "phase", *deployment_id, phases).await?;
         }
         Event::DeploymentGated { deployment_id, gates } => {
-            sqlx::query("UPDATE deployments SET status = $2, gates = $3 WHERE id = $1")
+            sqlx::query("UPDATE deployments SET status = $2 WHERE id = $1")
                 .bind(deployment_id)
                 .bind(DeploymentStatus::Pending.as_str())
-                .bind(serde_json::to_string(gates).expect("gates serialize"))
                 .execute(&mut **tx)
                 .await?;
+            set_list(tx, "deployment_gates", "gate", *deployment_id, gates).await?;
         }
         Event::DeploymentApproved { deployment_id, by } => {
             sqlx::query(
-                "UPDATE deployments SET approvals = json_insert(approvals, '$[#]', $2) WHERE id = $1",
+                "INSERT INTO deployment_approvals (deployment_id, idx, approver)
+                 SELECT $1, COUNT(*), $2 FROM deployment_approvals WHERE deployment_id = $1",
             )
             .bind(deployment_id)
             .bind(by)
@@ -287,8 +354,7 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, event: &Event, at: &str) -> Result<()
             traffic,
         } => {
             sqlx::query(
-                "UPDATE deployments SET status = $2, phase_index = $3, phase = $4, traffic = $5, gates = '[]'
-                 WHERE id = $1",
+                "UPDATE deployments SET status = $2, phase_index = $3, phase = $4, traffic = $5 WHERE id = $1",
             )
             .bind(deployment_id)
             .bind(DeploymentStatus::Running.as_str())
@@ -297,6 +363,7 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, event: &Event, at: &str) -> Result<()
             .bind(*traffic as i64)
             .execute(&mut **tx)
             .await?;
+            set_list(tx, "deployment_gates", "gate", *deployment_id, &[]).await?;
         }
         Event::DeploymentInstances {
             deployment_id,
@@ -304,13 +371,30 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, event: &Event, at: &str) -> Result<()
             instances,
         } => {
             sqlx::query(
-                "UPDATE deployments SET instances = json_set(instances, '$.' || $2, json($3)) WHERE id = $1",
+                "INSERT INTO deployment_versions (deployment_id, version) VALUES ($1, $2)
+                 ON CONFLICT (deployment_id, version) DO NOTHING",
             )
             .bind(deployment_id)
-            .bind(format!("\"{version}\""))
-            .bind(serde_json::to_string(instances).expect("instances serialize"))
+            .bind(version)
             .execute(&mut **tx)
             .await?;
+            sqlx::query("DELETE FROM deployment_instances WHERE deployment_id = $1 AND version = $2")
+                .bind(deployment_id)
+                .bind(version)
+                .execute(&mut **tx)
+                .await?;
+            for (idx, instance) in instances.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO deployment_instances (deployment_id, version, idx, addr, pid) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(deployment_id)
+                .bind(version)
+                .bind(idx as i64)
+                .bind(instance.addr.to_string())
+                .bind(instance.pid.map(i64::from))
+                .execute(&mut **tx)
+                .await?;
+            }
         }
         Event::DeploymentPaused { deployment_id, .. } => {
             sqlx::query("UPDATE deployments SET status = $2 WHERE id = $1")
@@ -331,13 +415,14 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, event: &Event, at: &str) -> Result<()
             status,
             reason,
         } => {
-            sqlx::query("UPDATE deployments SET status = $2, reason = $3, finished_at = $4, gates = '[]' WHERE id = $1")
+            sqlx::query("UPDATE deployments SET status = $2, reason = $3, finished_at = $4 WHERE id = $1")
                 .bind(deployment_id)
                 .bind(status.as_str())
                 .bind(reason)
                 .bind(at)
                 .execute(&mut **tx)
                 .await?;
+            set_list(tx, "deployment_gates", "gate", *deployment_id, &[]).await?;
         }
         Event::DeploymentFixedForward {
             deployment_id,
@@ -476,5 +561,32 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, event: &Event, at: &str) -> Result<()
             .await?;
         }
     }
+    if let Some((project, environment)) = flag_history_scope(event) {
+        sqlx::query("INSERT INTO flag_history (seq, project, environment) VALUES ($1, $2, $3)")
+            .bind(seq)
+            .bind(project)
+            .bind(environment)
+            .execute(&mut **tx)
+            .await?;
+    }
     Ok(())
+}
+
+/// The project environment whose flag history shows `event`, if it is a flag event.
+fn flag_history_scope(event: &Event) -> Option<(&str, &str)> {
+    match event {
+        Event::FlagsChanged {
+            project, environment, ..
+        }
+        | Event::FlagKeyCreated {
+            project, environment, ..
+        }
+        | Event::FlagChangeScheduled {
+            project, environment, ..
+        }
+        | Event::FlagScheduleFinished {
+            project, environment, ..
+        } => Some((project, environment)),
+        _ => None,
+    }
 }

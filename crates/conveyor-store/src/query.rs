@@ -1,11 +1,13 @@
 //! Reads of the read models. The views the API sends as they are live in `conveyor-api`.
 
+use std::collections::{BTreeMap, HashMap};
+
 use serde::Serialize;
 use sqlx::Row as _;
-use sqlx::sqlite::SqliteRow;
 
+use crate::backend::{Query, Row};
 use crate::db::{Store, StoreError};
-use crate::event::Event;
+use crate::event::{Event, InstanceRef};
 use conveyor_api::UnknownStatus;
 
 pub use conveyor_api::{
@@ -20,15 +22,15 @@ pub struct StoredEvent {
 }
 
 /// A status column, read through its enum's one `FromStr`.
-fn status<T, I>(row: &SqliteRow, column: I) -> Result<T, StoreError>
+fn status<T, I>(row: &Row, column: I) -> Result<T, StoreError>
 where
     T: std::str::FromStr<Err = UnknownStatus>,
-    I: sqlx::ColumnIndex<SqliteRow>,
+    I: sqlx::ColumnIndex<Row>,
 {
     Ok(row.try_get::<&str, _>(column)?.parse()?)
 }
 
-fn judgement_from_row(row: &SqliteRow) -> Result<JudgementView, StoreError> {
+fn judgement_from_row(row: &Row) -> Result<JudgementView, StoreError> {
     Ok(JudgementView {
         metric: row.try_get("metric")?,
         verdict: status(row, "verdict")?,
@@ -39,24 +41,94 @@ fn judgement_from_row(row: &SqliteRow) -> Result<JudgementView, StoreError> {
     })
 }
 
-const DEPLOYMENT_COLUMNS: &str = "id, project, environment, release_id, status, requested_by, author, rollback_of, \
-    phases, phase_index, phase, traffic, gates, approvals, instances, reason, created_at, finished_at, fixed_by";
+// === Picking parents and their children ===
 
-/// A JSON column whose shape the projection controls; an unexpected shape reads as empty.
-fn decode<T: serde::de::DeserializeOwned + Default>(value: serde_json::Value) -> T {
-    serde_json::from_value(value).unwrap_or_default()
+/// A value a `Pick` binds.
+#[derive(Debug, Clone, Copy)]
+enum Bind<'a> {
+    Text(Option<&'a str>),
+    Int(i64),
 }
 
-fn deployment_from_row(row: &SqliteRow) -> Result<DeploymentView, StoreError> {
-    let id: i64 = row.get(0);
-    let json = |i: usize| -> Result<serde_json::Value, StoreError> {
-        serde_json::from_str(row.get::<&str, _>(i)).map_err(|e| StoreError::Decode {
-            seq: id,
-            error: e.to_string(),
-        })
-    };
+/// Which rows of a parent table (`deployments`, `releases`) a read wants: a condition over its
+/// columns with the order and limit, and the binds of its `$1`, `$2`, … Reading the parents and
+/// each child table with the same pick takes one query per table, however many parents.
+struct Pick<'a> {
+    table: &'static str,
+    condition: &'static str,
+    binds: Vec<Bind<'a>>,
+}
+
+impl<'a> Pick<'a> {
+    fn one(table: &'static str, id: i64) -> Self {
+        Pick {
+            table,
+            condition: "id = $1",
+            binds: vec![Bind::Int(id)],
+        }
+    }
+
+    fn bind<'q>(&self, mut query: Query<'q>) -> Query<'q>
+    where
+        'a: 'q,
+    {
+        for bind in &self.binds {
+            query = match *bind {
+                Bind::Text(text) => query.bind(text),
+                Bind::Int(int) => query.bind(int),
+            };
+        }
+        query
+    }
+
+    /// The picked parents' rows of `columns`, in the pick's order.
+    async fn parents(&self, store: &Store, columns: &str) -> Result<Vec<Row>, StoreError> {
+        let sql = format!("SELECT {columns} FROM {} WHERE {}", self.table, self.condition);
+        Ok(self.bind(sqlx::query(&sql)).fetch_all(&store.pool).await?)
+    }
+
+    /// The rows of `select` (whose first column is `key`, the parent's id) that belong to the
+    /// picked parents, each read by `read`, by parent id, in `order` within a parent.
+    async fn children<T>(
+        &self,
+        store: &Store,
+        select: &str,
+        key: &str,
+        order: &str,
+        read: impl Fn(&Row) -> Result<T, StoreError>,
+    ) -> Result<HashMap<i64, Vec<T>>, StoreError> {
+        let sql = format!(
+            "{select} WHERE {key} IN (SELECT id FROM {} WHERE {}) ORDER BY {key}, {order}",
+            self.table, self.condition
+        );
+        let mut children: HashMap<i64, Vec<T>> = HashMap::new();
+        for row in self.bind(sqlx::query(&sql)).fetch_all(&store.pool).await? {
+            children.entry(row.try_get(0)?).or_default().push(read(&row)?);
+        }
+        Ok(children)
+    }
+}
+
+/// A one-column list of each picked deployment (`deployment_id, idx, {column}`).
+async fn deployment_lists(
+    store: &Store,
+    pick: &Pick<'_>,
+    table: &str,
+    column: &str,
+) -> Result<HashMap<i64, Vec<String>>, StoreError> {
+    let select = format!("SELECT deployment_id, {column} FROM {table}");
+    pick.children(store, &select, "deployment_id", "idx", |row| Ok(row.try_get(1)?))
+        .await
+}
+
+// === Deployments ===
+
+const DEPLOYMENT_COLUMNS: &str = "id, project, environment, release_id, status, requested_by, author, rollback_of, \
+    phase_index, phase, traffic, reason, created_at, finished_at, fixed_by";
+
+fn deployment_from_row(row: &Row) -> Result<DeploymentView, StoreError> {
     Ok(DeploymentView {
-        id,
+        id: row.get(0),
         project: row.get(1),
         environment: row.get(2),
         release_id: row.get(3),
@@ -64,23 +136,69 @@ fn deployment_from_row(row: &SqliteRow) -> Result<DeploymentView, StoreError> {
         requested_by: row.get(5),
         author: row.get(6),
         rollback_of: row.get(7),
-        phases: decode(json(8)?),
-        phase_index: row.get::<Option<i64>, _>(9).map(|i| i as u32),
-        phase: row.get(10),
-        traffic: row.get::<i64, _>(11) as u32,
-        gates: decode(json(12)?),
-        approvals: decode(json(13)?),
-        instances: decode(json(14)?),
-        reason: row.get(15),
-        created_at: row.get(16),
-        finished_at: row.get(17),
-        fixed_by: row.get(18),
+        phases: Vec::new(),
+        phase_index: row.get::<Option<i64>, _>(8).map(|i| i as u32),
+        phase: row.get(9),
+        traffic: row.get::<i64, _>(10) as u32,
+        gates: Vec::new(),
+        approvals: Vec::new(),
+        instances: BTreeMap::new(),
+        reason: row.get(11),
+        created_at: row.get(12),
+        finished_at: row.get(13),
+        fixed_by: row.get(14),
     })
+}
+
+/// The picked deployments with their phases, gates, approvals and instances.
+async fn deployments_of(store: &Store, pick: Pick<'_>) -> Result<Vec<DeploymentView>, StoreError> {
+    let rows = pick.parents(store, DEPLOYMENT_COLUMNS).await?;
+    let mut phases = deployment_lists(store, &pick, "deployment_phases", "phase").await?;
+    let mut gates = deployment_lists(store, &pick, "deployment_gates", "gate").await?;
+    let mut approvals = deployment_lists(store, &pick, "deployment_approvals", "approver").await?;
+    // Every version started, with its instances (none is a version without instances).
+    let mut instances = pick
+        .children(
+            store,
+            "SELECT v.deployment_id, v.version, i.addr, i.pid FROM deployment_versions v
+             LEFT JOIN deployment_instances i ON i.deployment_id = v.deployment_id AND i.version = v.version",
+            "v.deployment_id",
+            "v.version, i.idx",
+            |row| {
+                let version: String = row.try_get(1)?;
+                let Some(addr) = row.try_get::<Option<&str>, _>(2)? else {
+                    return Ok((version, None));
+                };
+                let addr = addr
+                    .parse()
+                    .map_err(|e: std::net::AddrParseError| StoreError::Corrupt {
+                        table: "deployment_instances",
+                        id: row.get(0),
+                        error: format!("address {addr:?}: {e}"),
+                    })?;
+                let pid = row.try_get::<Option<i64>, _>(3)?.map(|pid| pid as u32);
+                Ok((version, Some(InstanceRef { addr, pid })))
+            },
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let mut view = deployment_from_row(row)?;
+            view.phases = phases.remove(&view.id).unwrap_or_default();
+            view.gates = gates.remove(&view.id).unwrap_or_default();
+            view.approvals = approvals.remove(&view.id).unwrap_or_default();
+            for (version, instance) in instances.remove(&view.id).unwrap_or_default() {
+                let of_version = view.instances.entry(version).or_default();
+                of_version.extend(instance);
+            }
+            Ok(view)
+        })
+        .collect()
 }
 
 const RUN_COLUMNS: &str = "id, project, source_uri, commit_sha, branch, event, status, created_at, finished_at, pipeline, source_digest, committed_at";
 
-fn run_from_row(row: &SqliteRow) -> Result<RunView, StoreError> {
+fn run_from_row(row: &Row) -> Result<RunView, StoreError> {
     Ok(RunView {
         id: row.get(0),
         project: row.get(1),
@@ -98,41 +216,78 @@ fn run_from_row(row: &SqliteRow) -> Result<RunView, StoreError> {
     })
 }
 
-fn release_from_row(row: &SqliteRow) -> Result<Release, StoreError> {
+// === Releases ===
+
+fn release_from_row(row: &Row) -> Result<Release, StoreError> {
     let id: i64 = row.get(0);
-    let decode = |e: serde_json::Error| StoreError::Decode {
-        seq: id,
-        error: e.to_string(),
-    };
     Ok(Release {
         id,
         run_id: row.get(1),
         project: row.get(2),
         commit: row.get(3),
         branch: row.get(4),
-        artifacts: serde_json::from_str(row.get::<&str, _>(5)).map_err(decode)?,
-        envelope: serde_json::from_str(row.get::<&str, _>(6)).map_err(decode)?,
-        created_at: row.get(7),
+        artifacts: Vec::new(),
+        envelope: serde_json::from_str(row.get::<&str, _>(5)).map_err(|e| StoreError::Decode {
+            seq: id,
+            error: e.to_string(),
+        })?,
+        created_at: row.get(6),
     })
 }
 
-const RELEASE_COLUMNS: &str = "id, run_id, project, commit_sha, branch, artifacts, envelope, created_at";
+const RELEASE_COLUMNS: &str = "id, run_id, project, commit_sha, branch, envelope, created_at";
+
+/// The picked releases with their artifacts.
+async fn releases_of(store: &Store, pick: Pick<'_>) -> Result<Vec<Release>, StoreError> {
+    let rows = pick.parents(store, RELEASE_COLUMNS).await?;
+    let mut artifacts = pick
+        .children(
+            store,
+            "SELECT release_id, path, digest, size FROM release_artifacts",
+            "release_id",
+            "idx",
+            |row| {
+                Ok(ArtifactRef {
+                    path: row.try_get(1)?,
+                    digest: row.try_get(2)?,
+                    size: row.try_get::<i64, _>(3)? as u64,
+                })
+            },
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let mut release = release_from_row(row)?;
+            release.artifacts = artifacts.remove(&release.id).unwrap_or_default();
+            Ok(release)
+        })
+        .collect()
+}
 
 impl Store {
     pub async fn projects(&self) -> Result<Vec<Project>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT name, source_uri, poll_seconds, heads, created_at FROM projects ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows =
+            sqlx::query("SELECT name, source_uri, poll_seconds, created_at FROM projects ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut heads: HashMap<String, BTreeMap<String, String>> = HashMap::new();
+        for row in sqlx::query("SELECT project, branch, sha FROM project_heads")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            heads
+                .entry(row.try_get(0)?)
+                .or_default()
+                .insert(row.try_get(1)?, row.try_get(2)?);
+        }
         Ok(rows
             .iter()
             .map(|r| Project {
                 name: r.get(0),
                 source_uri: r.get(1),
                 poll_seconds: r.get::<i64, _>(2) as u64,
-                heads: serde_json::from_str(r.get::<&str, _>(3)).unwrap_or_default(),
-                created_at: r.get(4),
+                heads: heads.remove(r.get::<&str, _>(0)).unwrap_or_default(),
+                created_at: r.get(3),
             })
             .collect())
     }
@@ -183,7 +338,7 @@ impl Store {
 
     async fn jobs_of(&self, run_id: i64) -> Result<Vec<JobView>, StoreError> {
         let rows = sqlx::query(
-            "SELECT job, status, attempt, reason, started_at, finished_at FROM jobs WHERE run_id = $1 ORDER BY rowid",
+            "SELECT job, status, attempt, reason, started_at, finished_at FROM jobs WHERE run_id = $1 ORDER BY idx",
         )
         .bind(run_id)
         .fetch_all(&self.pool)
@@ -260,22 +415,16 @@ impl Store {
     }
 
     pub async fn releases(&self, project: Option<&str>, limit: i64) -> Result<Vec<Release>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {RELEASE_COLUMNS} FROM releases WHERE ($1 IS NULL OR project = $1) ORDER BY id DESC LIMIT $2"
-        ))
-        .bind(project)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(release_from_row).collect()
+        let pick = Pick {
+            table: "releases",
+            condition: "($1 IS NULL OR project = $1) ORDER BY id DESC LIMIT $2",
+            binds: vec![Bind::Text(project), Bind::Int(limit)],
+        };
+        releases_of(self, pick).await
     }
 
     pub async fn release(&self, id: i64) -> Result<Option<Release>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(release_from_row).transpose()
+        Ok(releases_of(self, Pick::one("releases", id)).await?.pop())
     }
 
     pub async fn release_of_run(&self, run_id: i64) -> Result<Option<Release>, StoreError> {
@@ -296,27 +445,16 @@ impl Store {
         environment: Option<&str>,
         limit: i64,
     ) -> Result<Vec<DeploymentView>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments
-             WHERE ($1 IS NULL OR project = $1) AND ($2 IS NULL OR environment = $2)
-             ORDER BY id DESC LIMIT $3"
-        ))
-        .bind(project)
-        .bind(environment)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(deployment_from_row).collect()
+        let pick = Pick {
+            table: "deployments",
+            condition: "($1 IS NULL OR project = $1) AND ($2 IS NULL OR environment = $2) ORDER BY id DESC LIMIT $3",
+            binds: vec![Bind::Text(project), Bind::Text(environment), Bind::Int(limit)],
+        };
+        deployments_of(self, pick).await
     }
 
     pub async fn deployment(&self, id: i64) -> Result<Option<DeploymentView>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(deployment_from_row).transpose()
+        Ok(deployments_of(self, Pick::one("deployments", id)).await?.pop())
     }
 
     /// The judgements of a deployment's canary analysis, oldest first.
@@ -357,12 +495,12 @@ impl Store {
 
     /// Deployments not finished (pending, running or paused), oldest first.
     pub async fn unfinished_deployments(&self) -> Result<Vec<DeploymentView>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE finished_at IS NULL ORDER BY id"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(deployment_from_row).collect()
+        let pick = Pick {
+            table: "deployments",
+            condition: "finished_at IS NULL ORDER BY id",
+            binds: Vec::new(),
+        };
+        deployments_of(self, pick).await
     }
 
     /// The release an environment runs: that of its newest succeeded deployment.
@@ -404,7 +542,7 @@ impl Store {
 }
 
 /// A `seq, at, data` row of `events`, decoded.
-pub(crate) fn stored_event(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
+pub(crate) fn stored_event(row: &Row) -> Result<StoredEvent, StoreError> {
     let seq: i64 = row.get(0);
     let event = serde_json::from_str(row.get::<&str, _>(2)).map_err(|e| StoreError::Decode {
         seq,

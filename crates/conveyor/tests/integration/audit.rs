@@ -124,15 +124,12 @@ async fn verify_catches_a_changed_artifact() {
     assert!(out.contains("release 1 verified"), "{out}");
 
     let mut db = sqlite(&data).await;
-    let artifacts: String = sqlx::query_scalar("SELECT artifacts FROM releases WHERE id = 1")
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
+    let digest: String =
+        sqlx::query_scalar("SELECT digest FROM release_artifacts WHERE release_id = 1 AND idx = 0")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
     db.close().await.unwrap();
-    let digest = serde_json::from_str::<serde_json::Value>(&artifacts).unwrap()[0]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let blob = data.join("cas/sha256").join(&digest[..2]).join(&digest[2..]);
     std::fs::set_permissions(&blob, std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::write(&blob, "tampered\n").unwrap();

@@ -1,0 +1,42 @@
+//! The SQLite backend: one database file in WAL mode, its connection pool, and its schema in
+//! SQLite's dialect (`migrations/sqlite`). The embedded default.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::ConnectOptions as _;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use super::{Migration, Pool};
+
+pub(crate) type Db = sqlx::Sqlite;
+
+/// The schema, in order. 7 reshaped the read models (JSON columns became child tables).
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration::new(1, include_str!("../../migrations/sqlite/0001_init.sql")),
+    Migration::new(2, include_str!("../../migrations/sqlite/0002_deployments.sql")),
+    Migration::new(3, include_str!("../../migrations/sqlite/0003_commit_time.sql")),
+    Migration::new(4, include_str!("../../migrations/sqlite/0004_judgements.sql")),
+    Migration::new(5, include_str!("../../migrations/sqlite/0005_flags.sql")),
+    Migration::new(6, include_str!("../../migrations/sqlite/0006_fix_forward.sql")),
+    Migration::new(7, include_str!("../../migrations/sqlite/0007_child_tables.sql")).rebuilding(),
+];
+
+/// Opens (creating if needed) the database file at `path`.
+pub(crate) async fn connect(path: &Path) -> Result<Pool, sqlx::Error> {
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true)
+        // Per-statement logging costs more than the statement on the step path.
+        .disable_statement_logging();
+    SqlitePoolOptions::new()
+        .test_before_acquire(false)
+        .max_connections(4)
+        .min_connections(1)
+        .connect_with(options)
+        .await
+}
