@@ -17,6 +17,43 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+/// The server refused a request, with the `ErrorBody` it answered with (if it sent one).
+#[derive(Debug)]
+pub struct ApiError {
+    /// The request's path and query.
+    pub path: String,
+    pub status: reqwest::StatusCode,
+    pub body: Option<ErrorBody>,
+}
+
+impl ApiError {
+    /// The server's sentence for people.
+    pub fn message(&self) -> &str {
+        self.body.as_ref().map_or("no message", |b| b.message.as_str())
+    }
+}
+
+/// `code (status): message`, then the details and what to do about a missing token.
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let code = self.body.as_ref().map_or("error", |b| b.code.as_str());
+        write!(f, "{code} ({}): {}", self.status, self.message())?;
+        let details = self.body.as_ref().and_then(|b| b.details.as_ref());
+        if let Some(path) = details.and_then(|d| d.path.as_deref()).filter(|p| !p.is_empty()) {
+            write!(f, "\n  at {path}")?;
+        }
+        for e in details.and_then(|d| d.errors.as_deref()).unwrap_or_default() {
+            write!(f, "\n  {e}")?;
+        }
+        if self.status == reqwest::StatusCode::UNAUTHORIZED {
+            f.write_str("\n  (set CONVEYOR_TOKEN or pass --token)")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ApiError {}
+
 pub struct Client {
     base: String,
     token: Option<String>,
@@ -52,23 +89,14 @@ impl Client {
         if response.status().is_success() {
             return Ok(response);
         }
+        let url = response.url();
+        let path = match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_string(),
+        };
         let status = response.status();
         let body: Option<ErrorBody> = response.json().await.ok();
-        let (code, message) = body
-            .as_ref()
-            .map_or(("error", "no message"), |b| (b.code.as_str(), b.message.as_str()));
-        let mut text = format!("{code} ({status}): {message}");
-        let details = body.as_ref().and_then(|b| b.details.as_ref());
-        if let Some(path) = details.and_then(|d| d.path.as_deref()).filter(|p| !p.is_empty()) {
-            text.push_str(&format!("\n  at {path}"));
-        }
-        for e in details.and_then(|d| d.errors.as_deref()).unwrap_or_default() {
-            text.push_str(&format!("\n  {e}"));
-        }
-        if status == reqwest::StatusCode::UNAUTHORIZED {
-            text.push_str("\n  (set CONVEYOR_TOKEN or pass --token)");
-        }
-        bail!(text)
+        Err(ApiError { path, status, body }.into())
     }
 
     /// A response body, read as the API type it is documented to be.
@@ -81,11 +109,11 @@ impl Client {
             .with_context(|| format!("the server sent a malformed answer to {url}"))
     }
 
-    async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.read(self.http.get(self.url(path))).await
     }
 
-    async fn post<T: DeserializeOwned>(&self, path: &str, body: impl Serialize) -> anyhow::Result<T> {
+    pub async fn post<T: DeserializeOwned>(&self, path: &str, body: impl Serialize) -> anyhow::Result<T> {
         self.read(self.http.post(self.url(path)).json(&body)).await
     }
 
