@@ -61,11 +61,7 @@ impl Client {
     }
 
     pub async fn list_runs(&self, project: Option<&str>) -> anyhow::Result<ExitCode> {
-        let path = match project {
-            Some(p) => format!("/api/v1/runs?project={p}"),
-            None => "/api/v1/runs".into(),
-        };
-        let body: RunList = self.get(&path).await?;
+        let body: RunList = self.get(&of_project("/api/v1/runs", project)).await?;
         for r in &body.runs {
             println!(
                 "{:>5}  {:<20} {:<10} {:<12} {:<9} {}",
@@ -156,11 +152,7 @@ impl Client {
     }
 
     pub async fn list_releases(&self, project: Option<&str>) -> anyhow::Result<ExitCode> {
-        let path = match project {
-            Some(p) => format!("/api/v1/releases?project={p}"),
-            None => "/api/v1/releases".into(),
-        };
-        let body: ReleaseList = self.get(&path).await?;
+        let body: ReleaseList = self.get(&of_project("/api/v1/releases", project)).await?;
         for r in &body.releases {
             println!(
                 "{:>5}  {:<20} {:<10} {:<12} run {:<5} {} artifact(s)",
@@ -223,4 +215,12 @@ impl Client {
 
 fn print_line(line: &LogLine) {
     println!("{} {} │ {}", line.t, line.job, line.line);
+}
+
+/// A list's path, narrowed to one project when one is given.
+fn of_project(path: &str, project: Option<&str>) -> String {
+    match project {
+        Some(p) => format!("{path}?project={p}"),
+        None => path.to_string(),
+    }
 }
