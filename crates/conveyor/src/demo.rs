@@ -37,7 +37,9 @@ fn explain(error: &anyhow::Error) -> String {
 }
 
 pub async fn demo(config: &Config, example: &Path, exit: bool) -> anyhow::Result<ExitCode> {
-    let root = std::env::temp_dir().join(format!("conveyor-demo-{}", std::process::id()));
+    let root = config
+        .temp_dir
+        .join(format!("conveyor-demo-{}", std::process::id()));
     let data = root.join("data");
     let repo = root.join("hello");
     say(format!(

@@ -21,9 +21,7 @@ use crate::config::{Config, Overrides};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The one place the process environment is read.
-    #[allow(clippy::disallowed_methods)]
-    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let env = config::environment();
     // The demo tells its own story on stdout; the server's log only speaks up for problems.
     let default_log = if matches!(cli.command, Command::Demo { .. }) {
         "warn"
