@@ -45,6 +45,14 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// What steps inherit from Conveyor's own environment.
     pub base_env: Vec<(String, String)>,
+    /// Where scratch directories go (the demo's): `$TMPDIR`, else `/tmp`.
+    pub temp_dir: PathBuf,
+}
+
+/// The process environment: read here, once, by `main`, and passed down.
+pub fn environment() -> BTreeMap<String, String> {
+    #[allow(clippy::disallowed_methods)]
+    std::env::vars().collect()
 }
 
 /// Variables a step gets from the environment Conveyor was started in; nothing else leaks in.
@@ -91,6 +99,10 @@ impl Config {
                 .iter()
                 .filter_map(|k| env.get(*k).map(|v| (k.to_string(), v.clone())))
                 .collect(),
+            temp_dir: env
+                .get("TMPDIR")
+                .filter(|v| !v.is_empty())
+                .map_or_else(|| PathBuf::from("/tmp"), PathBuf::from),
         })
     }
 
@@ -160,6 +172,9 @@ mod tests {
         let c = Config::resolve(&Overrides::default(), &env(&[("HOME", "/home/u")])).unwrap();
         assert_eq!(c.data, PathBuf::from("/home/u/.local/share/conveyor"));
         assert_eq!(c.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.temp_dir, PathBuf::from("/tmp"));
+        let c = Config::resolve(&Overrides::default(), &env(&[("TMPDIR", "/scratch")])).unwrap();
+        assert_eq!(c.temp_dir, PathBuf::from("/scratch"));
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("bad.toml");
         std::fs::write(&file, "dta = 1\n").unwrap();

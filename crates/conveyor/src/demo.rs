@@ -4,68 +4,42 @@
 //! load generator shows the traffic moving; canary analysis promotes the good change and rolls a
 //! third, bad one back by itself. Everything goes through the real HTTP API.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use serde_json::{Value, json};
+use conveyor_api::dora::DoraReport;
+use conveyor_api::{
+    AddProject, AnalysisReport, Approved, DeploymentCreated, DeploymentHistory, DeploymentStatus,
+    DeploymentView, EnvironmentView, JobStatus, NewToken, Project, Promote, Release, RunDetail, RunStarted,
+    RunStatus, TokenCreated, TriggerRun,
+};
+use serde_json::json;
 
+use crate::client::{ApiError, Client};
 use crate::config::Config;
 
 const REVIEWER: &str = "reviewer";
-
-struct Api {
-    base: String,
-    token: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-        token: &str,
-    ) -> anyhow::Result<Value> {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await?;
-        let status = response.status();
-        let value: Value = response.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            bail!(
-                "{path}: {status}: {}",
-                value["message"].as_str().unwrap_or("no message")
-            );
-        }
-        Ok(value)
-    }
-
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        self.call(reqwest::Method::GET, path, None, &self.token).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        self.call(reqwest::Method::POST, path, Some(body), &self.token)
-            .await
-    }
-}
 
 fn say(text: impl AsRef<str>) {
     println!("{}", text.as_ref());
 }
 
+/// An error as the demo tells it: a refusal of the API as `PATH: STATUS: message`.
+fn explain(error: &anyhow::Error) -> String {
+    match error.downcast_ref::<ApiError>() {
+        Some(refusal) => format!("{}: {}: {}", refusal.path, refusal.status, refusal.message()),
+        None => format!("{error:#}"),
+    }
+}
+
 pub async fn demo(config: &Config, example: &Path, exit: bool) -> anyhow::Result<ExitCode> {
-    let root = std::env::temp_dir().join(format!("conveyor-demo-{}", std::process::id()));
+    let root = config
+        .temp_dir
+        .join(format!("conveyor-demo-{}", std::process::id()));
     let data = root.join("data");
     let repo = root.join("hello");
     say(format!(
@@ -96,24 +70,17 @@ pub async fn demo(config: &Config, example: &Path, exit: bool) -> anyhow::Result
     let delivery = state.delivery.clone();
     tokio::spawn(conveyor_server::serve(state, listener, std::future::pending()));
     say(format!("  server   {base}   (admin token {token})"));
-    let api = Api {
-        base: base.clone(),
-        token,
-        http: reqwest::Client::new(),
-    };
+    let api = Client::new(&base, Some(token.clone()))?;
 
-    let outcome = walk(&api, &repo).await;
+    let outcome = walk(&api, &base, &repo).await;
     if let Err(error) = &outcome {
-        say(format!("✗ the demo stopped: {error:#}"));
+        say(format!("✗ the demo stopped: {}", explain(error)));
     }
     // Someone at a terminal gets the server to explore; a script gets its exit status.
     let keep = !exit && std::io::IsTerminal::is_terminal(&std::io::stdin());
     if keep && outcome.is_ok() {
         say("\nThe server keeps running; press Ctrl-C to stop it (and every instance).");
-        say(format!(
-            "  export CONVEYOR_SERVER={base} CONVEYOR_TOKEN={}",
-            api.token
-        ));
+        say(format!("  export CONVEYOR_SERVER={base} CONVEYOR_TOKEN={token}"));
         say("  conveyor status production   conveyor rollback production   conveyor dora");
         let _ = tokio::signal::ctrl_c().await;
     }
@@ -126,25 +93,36 @@ pub async fn demo(config: &Config, example: &Path, exit: bool) -> anyhow::Result
     })
 }
 
-async fn walk(api: &Api, repo: &Path) -> anyhow::Result<()> {
-    api.post(
+/// `api` is the admin's client; a reviewer, who approves what the admin promotes, gets a token
+/// and a client of their own on `base`.
+async fn walk(api: &Client, base: &str, repo: &Path) -> anyhow::Result<()> {
+    api.post::<Project>(
         "/api/v1/projects",
-        json!({ "name": "hello", "source": repo.display().to_string(), "poll_seconds": 3600 }),
+        AddProject {
+            name: "hello".into(),
+            source: repo.display().to_string(),
+            poll_seconds: Some(3600),
+        },
     )
     .await?;
     say(format!(
         "  project  hello ← {} (a git repository made from the example)",
         repo.display()
     ));
-    let reviewer = api.post("/api/v1/tokens", json!({ "name": REVIEWER })).await?["token"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let reviewer: TokenCreated = api
+        .post(
+            "/api/v1/tokens",
+            NewToken {
+                name: REVIEWER.into(),
+            },
+        )
+        .await?;
+    let reviewer = Client::new(base, Some(reviewer.token))?;
 
     say("\n▶ First change: build, release, deliver");
     let first = build(api).await?;
     let staged = follow(api, await_deployment(api, "staging", first).await?).await?;
-    if staged != "succeeded" {
+    if staged != DeploymentStatus::Succeeded {
         bail!("the staging deployment ended {staged}");
     }
     let staging_url = env_url(api, "staging").await?;
@@ -157,7 +135,7 @@ async fn walk(api: &Api, repo: &Path) -> anyhow::Result<()> {
     say("\n▶ Second change: a new commit goes the same way, then a canary in production");
     git(repo, &["commit", "-q", "--allow-empty", "-m", "second change"]).await?;
     let (_, done) = canary_under_load(api, &reviewer, &production_url).await?;
-    if done != "succeeded" {
+    if done != DeploymentStatus::Succeeded {
         bail!("the production deployment ended {done}");
     }
 
@@ -171,30 +149,29 @@ async fn walk(api: &Api, repo: &Path) -> anyhow::Result<()> {
     )
     .await?;
     let (_, done) = canary_under_load(api, &reviewer, &production_url).await?;
-    if done != "failed" {
+    if done != DeploymentStatus::Failed {
         bail!("the bad change was not caught: its production deployment ended {done}");
     }
-    let status = api.get("/api/v1/projects/hello/environments/production").await?;
-    let serving: Vec<String> = status["versions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|v| v["traffic"].as_u64().unwrap_or(0) > 0)
-        .map(|v| format!("{} {}%", v["version"].as_str().unwrap_or("?"), v["traffic"]))
+    let production: EnvironmentView = api.get("/api/v1/projects/hello/environments/production").await?;
+    let serving: Vec<String> = production
+        .status
+        .versions
+        .iter()
+        .filter(|v| v.traffic > 0)
+        .map(|v| format!("{} {}%", v.version, v.traffic))
         .collect();
     say(format!("  production serves {} again", serving.join(", ")));
 
-    let dora = api
+    let DoraReport { report: dora, .. } = api
         .get("/api/v1/dora?environment=production&window_days=1")
         .await?;
     say(format!(
         "\n▶ DORA (production, today): {} deployments, {:.0}/day ({}), change failure rate {}",
-        dora["deployments"],
-        dora["deployment_frequency"]["per_day"].as_f64().unwrap_or(0.0),
-        dora["deployment_frequency"]["level"].as_str().unwrap_or("-"),
-        dora["change_failure_rate"]["ratio"]
-            .as_f64()
-            .map_or("n/a".into(), |r| format!("{:.0}%", r * 100.0)),
+        dora.deployments,
+        dora.deployment_frequency.per_day,
+        dora.deployment_frequency.level.as_str(),
+        dora.change_failure_rate
+            .map_or("n/a".into(), |c| format!("{:.0}%", c.ratio * 100.0)),
     ));
     say(format!(
         "\n✓ Delivered. staging: {staging_url}   production: {production_url}"
@@ -254,72 +231,71 @@ async fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
 }
 
 /// Triggers a run of the head of main, shows its jobs as they end, returns its release.
-async fn build(api: &Api) -> anyhow::Result<i64> {
-    let started = api
-        .post("/api/v1/projects/hello/runs", json!({ "branch": "main" }))
+async fn build(api: &Client) -> anyhow::Result<i64> {
+    let started: RunStarted = api
+        .post(
+            "/api/v1/projects/hello/runs",
+            TriggerRun {
+                branch: Some("main".into()),
+                commit: None,
+            },
+        )
         .await?;
-    let run_id = started["run_id"].as_i64().context("a run id")?;
+    let run_id = started.run_id;
     say(format!(
         "  run {run_id} of commit {}",
-        started["commit"]
-            .as_str()
-            .unwrap_or_default()
-            .get(..12)
-            .unwrap_or_default()
+        started.commit.get(..12).unwrap_or_default()
     ));
-    let mut shown = BTreeMap::new();
+    let mut shown = BTreeSet::new();
     loop {
-        let run = api.get(&format!("/api/v1/runs/{run_id}")).await?;
-        for job in run["jobs"].as_array().into_iter().flatten() {
-            let (name, status) = (
-                job["job"].as_str().unwrap_or(""),
-                job["status"].as_str().unwrap_or(""),
+        let RunDetail { run, release_id } = api.get(&format!("/api/v1/runs/{run_id}")).await?;
+        for job in &run.jobs {
+            let ended = matches!(
+                job.status,
+                JobStatus::Success | JobStatus::Failed | JobStatus::Skipped | JobStatus::Cancelled
             );
-            if matches!(status, "success" | "failed" | "skipped" | "cancelled")
-                && shown.insert(name.to_string(), ()).is_none()
-            {
-                let mark = if status == "success" { "✓" } else { "✗" };
-                say(format!("    {mark} {name} {status}"));
+            if ended && shown.insert(job.job.clone()) {
+                let mark = if job.status == JobStatus::Success {
+                    "✓"
+                } else {
+                    "✗"
+                };
+                say(format!("    {mark} {} {}", job.job, job.status));
             }
         }
-        match run["status"].as_str() {
-            Some("running") => tokio::time::sleep(Duration::from_millis(200)).await,
-            Some("success") => {
-                let release = run["release_id"]
-                    .as_i64()
-                    .context("a successful run has a release")?;
-                let r = api.get(&format!("/api/v1/releases/{release}")).await?;
+        match run.status {
+            RunStatus::Running => tokio::time::sleep(Duration::from_millis(200)).await,
+            RunStatus::Success => {
+                let release = release_id.context("a successful run has a release")?;
+                let r: Release = api.get(&format!("/api/v1/releases/{release}")).await?;
+                let envelope: conveyor_attest::Envelope = serde_json::from_value(r.envelope)
+                    .with_context(|| format!("release {release} is not signed in a DSSE envelope"))?;
                 say(format!(
                     "  release {release}: {} artifacts, SLSA provenance signed ({})",
-                    r["artifacts"].as_array().map_or(0, Vec::len),
-                    r["envelope"]["payloadType"].as_str().unwrap_or("")
+                    r.artifacts.len(),
+                    envelope.payload_type
                 ));
                 return Ok(release);
             }
-            other => bail!("run {run_id} ended {}", other.unwrap_or("?")),
+            other => bail!("run {run_id} ended {other}"),
         }
     }
 }
 
 /// The deployment continuous deployment started for `release` in `environment`.
-async fn await_deployment(api: &Api, environment: &str, release: i64) -> anyhow::Result<i64> {
+async fn await_deployment(api: &Client, environment: &str, release: i64) -> anyhow::Result<i64> {
     for _ in 0..300 {
-        let list = api
+        let history: DeploymentHistory = api
             .get(&format!(
                 "/api/v1/projects/hello/environments/{environment}/deployments"
             ))
             .await?;
-        if let Some(d) = list["deployments"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|d| d["release_id"] == release)
-        {
+        if let Some(d) = history.deployments.iter().find(|d| d.release_id == release) {
             say(format!(
                 "  {environment}: deployment {} of release {release} started by continuous deployment",
-                d["id"]
+                d.id
             ));
-            return d["id"].as_i64().context("a deployment id");
+            return Ok(d.id);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -327,50 +303,46 @@ async fn await_deployment(api: &Api, environment: &str, release: i64) -> anyhow:
 }
 
 /// Promotes to production; the author (admin) may not approve, the reviewer does.
-async fn promote(api: &Api, release: i64, reviewer: &str) -> anyhow::Result<i64> {
-    let d = api
+async fn promote(api: &Client, release: i64, reviewer: &Client) -> anyhow::Result<i64> {
+    let DeploymentCreated { deployment_id: id } = api
         .post(
             &format!("/api/v1/releases/{release}/promote"),
-            json!({ "environment": "production" }),
+            Promote {
+                environment: "production".into(),
+                fixes: None,
+            },
         )
         .await?;
-    let id = d["deployment_id"].as_i64().context("a deployment id")?;
     say(format!(
         "  production: deployment {id} of release {release} requested by admin"
     ));
     for _ in 0..100 {
-        let view = api.get(&format!("/api/v1/deployments/{id}")).await?;
-        if let Some(gate) = view["gates"].as_array().and_then(|g| g.first()) {
-            say(format!("    gate: {}", gate.as_str().unwrap_or("")));
+        let view: DeploymentView = api.get(&format!("/api/v1/deployments/{id}")).await?;
+        if let Some(gate) = view.gates.first() {
+            say(format!("    gate: {gate}"));
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let own = api
-        .call(
-            reqwest::Method::POST,
-            &format!("/api/v1/deployments/{id}/approve"),
-            None,
-            &api.token,
-        )
-        .await;
-    if let Err(refused) = own {
-        say(format!("    admin tries to approve: refused ({refused})"));
+    let approve = format!("/api/v1/deployments/{id}/approve");
+    if let Err(refused) = api.post::<Approved>(&approve, json!({})).await {
+        say(format!(
+            "    admin tries to approve: refused ({})",
+            explain(&refused)
+        ));
     }
-    api.call(
-        reqwest::Method::POST,
-        &format!("/api/v1/deployments/{id}/approve"),
-        None,
-        reviewer,
-    )
-    .await?;
+    reviewer.post::<Approved>(&approve, json!({})).await?;
     say(format!("    approved by {REVIEWER}"));
     Ok(id)
 }
 
 /// Builds the head of main, lets continuous deployment take it through staging, then promotes it
 /// to production while the load generator runs; returns the production deployment and its end.
-async fn canary_under_load(api: &Api, reviewer: &str, production_url: &str) -> anyhow::Result<(i64, String)> {
+async fn canary_under_load(
+    api: &Client,
+    reviewer: &Client,
+    production_url: &str,
+) -> anyhow::Result<(i64, DeploymentStatus)> {
     let release = build(api).await?;
     follow(api, await_deployment(api, "staging", release).await?).await?;
     let load = Load::start(production_url.to_string());
@@ -386,14 +358,14 @@ async fn canary_under_load(api: &Api, reviewer: &str, production_url: &str) -> a
 }
 
 /// Prints a deployment's canary-analysis judgements.
-async fn show_analysis(api: &Api, id: i64) -> anyhow::Result<()> {
-    let analysis = api.get(&format!("/api/v1/deployments/{id}/analysis")).await?;
-    for j in analysis["judgements"].as_array().into_iter().flatten() {
+async fn show_analysis(api: &Client, id: i64) -> anyhow::Result<()> {
+    let analysis: AnalysisReport = api.get(&format!("/api/v1/deployments/{id}/analysis")).await?;
+    for j in &analysis.judgements {
         say(format!(
             "    analysis at {}%: {} {}",
-            j["traffic"],
-            j["verdict"].as_str().unwrap_or("?").to_uppercase(),
-            j["summary"].as_str().unwrap_or("")
+            j.traffic,
+            j.verdict.as_str().to_uppercase(),
+            j.summary
         ));
     }
     say(format!("    (evidence: conveyor analysis {id} --evidence)"));
@@ -401,34 +373,29 @@ async fn show_analysis(api: &Api, id: i64) -> anyhow::Result<()> {
 }
 
 /// Shows a deployment's phases as it enters them; returns how it ended.
-async fn follow(api: &Api, id: i64) -> anyhow::Result<String> {
+async fn follow(api: &Client, id: i64) -> anyhow::Result<DeploymentStatus> {
     let mut shown = 0usize;
     loop {
-        let d = api.get(&format!("/api/v1/deployments/{id}")).await?;
-        let phases = d["phases"].as_array().cloned().unwrap_or_default();
-        let reached = d["phase_index"].as_u64().map_or(0, |i| i as usize + 1);
-        while shown < reached.min(phases.len()) {
-            say(format!("    → {}", phases[shown].as_str().unwrap_or("")));
-            shown += 1;
+        let d: DeploymentView = api.get(&format!("/api/v1/deployments/{id}")).await?;
+        let reached = d.phase_index.map_or(0, |i| i as usize + 1).min(d.phases.len());
+        for phase in d.phases.get(shown..reached).unwrap_or_default() {
+            say(format!("    → {phase}"));
         }
-        if !d["finished_at"].is_null() {
-            let status = d["status"].as_str().unwrap_or("").to_string();
-            let reason = d["reason"].as_str().map(|r| format!(": {r}")).unwrap_or_default();
-            say(format!("    deployment {id} {status}{reason}"));
-            return Ok(status);
+        shown = shown.max(reached);
+        if d.finished_at.is_some() {
+            let reason = d.reason.map(|r| format!(": {r}")).unwrap_or_default();
+            say(format!("    deployment {id} {}{reason}", d.status));
+            return Ok(d.status);
         }
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
 }
 
-async fn env_url(api: &Api, environment: &str) -> anyhow::Result<String> {
-    let s = api
+async fn env_url(api: &Client, environment: &str) -> anyhow::Result<String> {
+    let view: EnvironmentView = api
         .get(&format!("/api/v1/projects/hello/environments/{environment}"))
         .await?;
-    s["url"]
-        .as_str()
-        .map(String::from)
-        .context("the environment has a router")
+    view.status.url.context("the environment has a router")
 }
 
 /// Requests and 5xx answers per version.
