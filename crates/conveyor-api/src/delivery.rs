@@ -11,12 +11,43 @@ use crate::status::{DeploymentStatus, Verdict, VersionRole};
 
 // === read models ===
 
+/// How the target running an instance names it; opaque to everything but that target (the local
+/// target's is the instance's process id, an SSH target's could be `host:pid`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = String, example = "48213")]
+pub struct InstanceId(pub String);
+
+/// Logs written before instance ids were opaque recorded a local pid as a number.
+impl<'de> Deserialize<'de> for InstanceId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Text(String),
+            Pid(u64),
+        }
+        Ok(match Written::deserialize(deserializer)? {
+            Written::Text(text) => InstanceId(text),
+            Written::Pid(pid) => InstanceId(pid.to_string()),
+        })
+    }
+}
+
+impl std::fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// One running instance of a deployed version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct InstanceRef {
     #[schema(value_type = String, example = "127.0.0.1:41234")]
     pub addr: SocketAddr,
-    pub pid: Option<u32>,
+    /// `pid` in logs written before ids were opaque.
+    #[serde(alias = "pid")]
+    pub id: Option<InstanceId>,
 }
 
 /// A deployment as the read model has it.
@@ -85,7 +116,8 @@ pub struct InstanceStatus {
     pub index: u32,
     #[schema(value_type = String, example = "127.0.0.1:41234")]
     pub addr: SocketAddr,
-    pub pid: Option<u32>,
+    /// `None` while the instance is not running (between restarts).
+    pub id: Option<InstanceId>,
     pub healthy: bool,
     pub restarts: u32,
 }
@@ -216,4 +248,23 @@ pub struct Aborting {
 pub struct TokenCreated {
     pub name: String,
     pub token: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instance_recorded_with_a_pid_before_ids_were_opaque_still_reads() {
+        let old: InstanceRef = serde_json::from_str(r#"{"addr":"127.0.0.1:9001","pid":42}"#).unwrap();
+        let new: InstanceRef = serde_json::from_str(r#"{"addr":"127.0.0.1:9001","id":"42"}"#).unwrap();
+        assert_eq!(old, new);
+        assert_eq!(old.id, Some(InstanceId("42".into())));
+        assert_eq!(
+            serde_json::to_string(&old).unwrap(),
+            r#"{"addr":"127.0.0.1:9001","id":"42"}"#
+        );
+        let gone: InstanceRef = serde_json::from_str(r#"{"addr":"127.0.0.1:9001","pid":null}"#).unwrap();
+        assert_eq!(gone.id, None);
+    }
 }

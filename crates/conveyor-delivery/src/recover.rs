@@ -114,7 +114,7 @@ async fn readopt(
         .iter()
         .map(|i| RecordedInstance {
             addr: i.addr,
-            pid: i.pid,
+            id: i.id.clone(),
         })
         .collect();
     let running = delivery.target.recover(spec, recorded).await?;

@@ -350,7 +350,7 @@ impl Rollout<'_> {
                 .iter()
                 .map(|s| InstanceRef {
                     addr: s.addr,
-                    pid: s.pid,
+                    id: s.id.clone(),
                 })
                 .collect();
             return self
@@ -391,7 +391,7 @@ impl Rollout<'_> {
             .iter()
             .map(|s| InstanceRef {
                 addr: s.addr,
-                pid: s.pid,
+                id: s.id.clone(),
             })
             .collect();
         place(

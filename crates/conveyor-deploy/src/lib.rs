@@ -44,11 +44,11 @@ pub trait Target: Send + Sync {
     fn local_dir(&self, slot: &str) -> Option<PathBuf>;
 }
 
-/// An instance as a deployment recorded it: where it listened, and the process it was.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An instance as a deployment recorded it: where it listened, and the target's own name for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedInstance {
     pub addr: SocketAddr,
-    pub pid: Option<u32>,
+    pub id: Option<InstanceId>,
 }
 
 /// A version's instances, running on a target.
@@ -126,4 +126,4 @@ pub enum DeployError {
 }
 
 /// The state of one instance, for status displays and the controller: the API's own type.
-pub use conveyor_api::InstanceStatus;
+pub use conveyor_api::{InstanceId, InstanceStatus};

@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Blobs, DeployError, InstanceStatus, ReleaseFile, VersionSpec, health};
+use crate::{Blobs, DeployError, InstanceId, InstanceStatus, ReleaseFile, VersionSpec, health};
 
 /// Longest wait between restarts of an instance that keeps dying.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -110,7 +110,8 @@ impl LocalTarget {
         let ours: Vec<(SocketAddr, Option<u32>)> = recorded
             .iter()
             .filter_map(|i| {
-                i.pid
+                i.id.as_ref()
+                    .and_then(pid_of)
                     .filter(|pid| process::carries(*pid, &marker))
                     .map(|pid| (i.addr, Some(pid)))
             })
@@ -127,6 +128,15 @@ impl LocalTarget {
     pub fn reap(&self, identity: &str) -> usize {
         process::kill_marked(&marker(identity))
     }
+}
+
+/// A local instance's id is its process id.
+fn id_of(pid: u32) -> InstanceId {
+    InstanceId(pid.to_string())
+}
+
+fn pid_of(id: &InstanceId) -> Option<u32> {
+    id.0.parse().ok()
 }
 
 /// The variable in an instance's environment that names its version's identity.
@@ -167,7 +177,7 @@ fn spawn_instances(
         let status = Arc::new(Mutex::new(InstanceStatus {
             index: (first + offset) as u32,
             addr,
-            pid: adopted,
+            id: adopted.map(id_of),
             healthy: false,
             restarts: 0,
         }));
@@ -431,7 +441,7 @@ async fn supervise(
             }
         };
         let group = child.id().map(|id| Pid::from_raw(id as i32));
-        lock(&status).pid = child.id();
+        lock(&status).id = child.id().map(id_of);
         let started = tokio::time::Instant::now();
         let (mut ok_streak, mut fail_streak) = (0u32, 0u32);
         let mut last_error = String::from("not checked yet");
@@ -496,7 +506,7 @@ async fn supervise(
         {
             let mut s = lock(&status);
             s.healthy = false;
-            s.pid = None;
+            s.id = None;
         }
         let code = exit;
         if let Some(ready) = ready.take() {

@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use conveyor_deploy::{Blobs, DeployError, LocalTarget, RecordedInstance, ReleaseFile, VersionSpec};
+use conveyor_deploy::{
+    Blobs, DeployError, InstanceId, InstanceStatus, LocalTarget, RecordedInstance, ReleaseFile, VersionSpec,
+};
 use conveyor_spec::delivery::{Health, StopSignal};
 
 const APP: &str = r#"
@@ -81,6 +83,11 @@ fn spec(dir: &Path, extra_env: &[(&str, &str)]) -> VersionSpec {
     }
 }
 
+/// The local target names an instance by its process id.
+fn pid(status: &InstanceStatus) -> Option<u32> {
+    status.id.as_ref().and_then(|id| id.0.parse().ok())
+}
+
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
         s.rsplit_once(')')
@@ -115,7 +122,7 @@ async fn instances_start_healthy_serve_and_stop_gracefully() {
     for addr in &addrs {
         assert!(get(*addr).await.ends_with(&format!("r1 on {}", addr.port())));
     }
-    let pids: Vec<u32> = version.status().iter().map(|s| s.pid.unwrap()).collect();
+    let pids: Vec<u32> = version.status().iter().map(|s| pid(s).unwrap()).collect();
     version.stop().await;
     for pid in pids {
         assert!(!alive(pid), "instance {pid} outlived stop");
@@ -137,7 +144,7 @@ async fn a_crashed_instance_is_restarted() {
     let mut s = spec(dir.path(), &[]);
     s.instances = 1;
     let version = target(dir.path()).start(s).await.unwrap();
-    let first = version.status()[0].pid.unwrap();
+    let first = pid(&version.status()[0]).unwrap();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(first as i32),
         nix::sys::signal::Signal::SIGKILL,
@@ -145,7 +152,7 @@ async fn a_crashed_instance_is_restarted() {
     .unwrap();
     eventually("a restart", || {
         let st = &version.status()[0];
-        st.restarts == 1 && st.healthy && st.pid.is_some_and(|p| p != first)
+        st.restarts == 1 && st.healthy && pid(st).is_some_and(|p| p != first)
     })
     .await;
     version.stop().await;
@@ -193,7 +200,7 @@ async fn an_instance_ignoring_the_stop_signal_is_killed_after_the_grace_period()
     s.instances = 1;
     s.stop_grace = Duration::from_millis(300);
     let version = target(dir.path()).start(s).await.unwrap();
-    let pid = version.status()[0].pid.unwrap();
+    let pid = pid(&version.status()[0]).unwrap();
     version.stop().await;
     assert!(!alive(pid));
 }
@@ -269,10 +276,10 @@ async fn a_process_that_is_not_ours_is_never_adopted() {
     let (addr, stranger) = leftover(dir.path(), None);
     let recorded = vec![RecordedInstance {
         addr,
-        pid: Some(stranger),
+        id: Some(InstanceId(stranger.to_string())),
     }];
     let version = target.recover(s, recorded).await.unwrap();
-    let started = version.status()[0].pid.unwrap();
+    let started = pid(&version.status()[0]).unwrap();
     assert_ne!(started, stranger, "started afresh");
     assert!(alive(stranger), "a process that is not ours is left alone");
     version.stop().await;
@@ -299,12 +306,12 @@ async fn instances_left_by_a_previous_server_are_adopted_and_supervised() {
     .await;
     let recorded = vec![RecordedInstance {
         addr,
-        pid: Some(leftover_pid),
+        id: Some(InstanceId(leftover_pid.to_string())),
     }];
     let version = target.recover(s, recorded).await.unwrap();
     assert_eq!(version.healthy_addrs(), vec![addr]);
     assert_eq!(
-        version.status()[0].pid,
+        pid(&version.status()[0]),
         Some(leftover_pid),
         "the same process, not a new one"
     );
@@ -317,11 +324,11 @@ async fn instances_left_by_a_previous_server_are_adopted_and_supervised() {
     .unwrap();
     eventually("a replacement", || {
         let st = &version.status()[0];
-        st.restarts == 1 && st.healthy && st.pid.is_some_and(|p| p != leftover_pid)
+        st.restarts == 1 && st.healthy && pid(st).is_some_and(|p| p != leftover_pid)
     })
     .await;
     assert!(get(addr).await.ends_with(&format!("r1 on {port}")));
-    let pid = version.status()[0].pid.unwrap();
+    let pid = pid(&version.status()[0]).unwrap();
     version.stop().await;
     assert!(!alive(pid));
 }
@@ -341,8 +348,8 @@ async fn a_version_grows_and_shrinks_one_instance_at_a_time() {
     assert_eq!(version.healthy_addrs(), vec![all[0].addr]);
     stopping.await;
     for gone in &all[1..] {
-        assert!(!alive(gone.pid.unwrap()));
+        assert!(!alive(pid(gone).unwrap()));
     }
-    assert!(alive(all[0].pid.unwrap()));
+    assert!(alive(pid(&all[0]).unwrap()));
     version.stop().await;
 }

@@ -432,9 +432,9 @@ mod tests {
             phases: vec!["start 2 instances".into(), "shift 100%".into()],
         };
         let first = log.append_new(IdKind::Deployment, requested).await.unwrap();
-        let at = |addr: &str, pid| InstanceRef {
+        let at = |addr: &str, pid: Option<u32>| InstanceRef {
             addr: addr.parse().unwrap(),
-            pid,
+            id: pid.map(|pid| conveyor_api::InstanceId(pid.to_string())),
         };
         log.append_all(vec![
             Event::DeploymentGated {
@@ -558,17 +558,20 @@ mod tests {
         let addrs = |version: &str| {
             view.instances[version]
                 .iter()
-                .map(|i| (i.addr.to_string(), i.pid))
+                .map(|i| (i.addr.to_string(), i.id.as_ref().map(|id| id.0.clone())))
                 .collect::<Vec<_>>()
         };
         assert_eq!(
             addrs("r1"),
             [
-                ("127.0.0.1:9001".to_string(), Some(42)),
+                ("127.0.0.1:9001".to_string(), Some("42".to_string())),
                 ("[::1]:9000".to_string(), None)
             ]
         );
-        assert_eq!(addrs("r0"), [("127.0.0.1:9003".to_string(), Some(8))]);
+        assert_eq!(
+            addrs("r0"),
+            [("127.0.0.1:9003".to_string(), Some("8".to_string()))]
+        );
         assert_eq!(view.instances.keys().collect::<Vec<_>>(), ["r-empty", "r0", "r1"]);
         let gated = store.deployment(second).await.unwrap().unwrap();
         assert_eq!(gated.gates, ["needs 1 approval"]);

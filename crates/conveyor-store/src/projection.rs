@@ -385,13 +385,13 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, seq: i64, event: &Event, at: &str) ->
                 .await?;
             for (idx, instance) in instances.iter().enumerate() {
                 sqlx::query(
-                    "INSERT INTO deployment_instances (deployment_id, version, idx, addr, pid) VALUES ($1, $2, $3, $4, $5)",
+                    "INSERT INTO deployment_instances (deployment_id, version, idx, addr, instance_id) VALUES ($1, $2, $3, $4, $5)",
                 )
                 .bind(deployment_id)
                 .bind(version)
                 .bind(idx as i64)
                 .bind(instance.addr.to_string())
-                .bind(instance.pid.map(i64::from))
+                .bind(instance.id.as_ref().map(|id| id.0.as_str()))
                 .execute(&mut **tx)
                 .await?;
             }

@@ -8,7 +8,7 @@ use sqlx::Row as _;
 use crate::backend::{Query, Row};
 use crate::db::{Store, StoreError};
 use crate::event::{Event, InstanceRef};
-use conveyor_api::UnknownStatus;
+use conveyor_api::{InstanceId, UnknownStatus};
 
 pub use conveyor_api::{
     ArtifactRef, DeploymentView, JobView, JudgementView, Project, Release, RunView, StepView,
@@ -160,7 +160,7 @@ async fn deployments_of(store: &Store, pick: Pick<'_>) -> Result<Vec<DeploymentV
     let mut instances = pick
         .children(
             store,
-            "SELECT v.deployment_id, v.version, i.addr, i.pid FROM deployment_versions v
+            "SELECT v.deployment_id, v.version, i.addr, i.instance_id FROM deployment_versions v
              LEFT JOIN deployment_instances i ON i.deployment_id = v.deployment_id AND i.version = v.version",
             "v.deployment_id",
             "v.version, i.idx",
@@ -176,8 +176,8 @@ async fn deployments_of(store: &Store, pick: Pick<'_>) -> Result<Vec<DeploymentV
                         id: row.get(0),
                         error: format!("address {addr:?}: {e}"),
                     })?;
-                let pid = row.try_get::<Option<i64>, _>(3)?.map(|pid| pid as u32);
-                Ok((version, Some(InstanceRef { addr, pid })))
+                let id = row.try_get::<Option<String>, _>(3)?.map(InstanceId);
+                Ok((version, Some(InstanceRef { addr, id })))
             },
         )
         .await?;

@@ -57,7 +57,8 @@ CREATE TABLE deployment_instances (
     version       TEXT NOT NULL,
     idx           INTEGER NOT NULL,
     addr          TEXT NOT NULL,
-    pid           INTEGER,
+    -- The target's own name for the instance (a local pid, as text), if it runs.
+    instance_id   TEXT,
     PRIMARY KEY (deployment_id, version, idx)
 );
 ALTER TABLE deployments DROP COLUMN phases;

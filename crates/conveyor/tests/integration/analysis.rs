@@ -413,7 +413,7 @@ async fn a_fresh_baseline_gets_the_canarys_share_and_stops_with_the_canary() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|i| i["pid"].as_i64().unwrap() as i32)
+        .map(|i| instance_pid(i) as i32)
         .collect();
     assert_eq!(pids.len(), 2);
     shop.server

@@ -479,7 +479,7 @@ fn instance_pids(status: &Value, version: &str) -> Vec<u64> {
         .iter()
         .filter(|v| v["version"] == version)
         .flat_map(|v| v["instances"].as_array().unwrap())
-        .map(|i| i["pid"].as_u64().expect("a running instance has a pid"))
+        .map(instance_pid)
         .collect()
 }
 
@@ -525,7 +525,7 @@ async fn a_server_killed_mid_rollout_comes_back_serving_the_stable_version() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|i| i["pid"].as_u64().unwrap())
+        .map(instance_pid)
         .collect();
 
     let Shop {
@@ -562,7 +562,7 @@ async fn a_server_killed_mid_rollout_comes_back_serving_the_stable_version() {
         (instance["restarts"].as_u64() >= Some(1) && instance["healthy"] == true).then_some(instance)
     })
     .await;
-    assert_ne!(restarted["pid"].as_u64(), Some(stable_pids[0]));
+    assert_ne!(instance_pid(&restarted), stable_pids[0]);
     assert_eq!(sample(&url, 20).await, BTreeMap::from([("v1".to_string(), 20)]));
 }
 

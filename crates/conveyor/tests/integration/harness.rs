@@ -267,6 +267,14 @@ pub fn is_dead(pid: i32) -> bool {
     }
 }
 
+/// The process of an instance in the API's JSON (the local target names instances by pid).
+pub fn instance_pid(instance: &Value) -> u64 {
+    instance["id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("a running local instance has its pid as id: {instance}"))
+}
+
 /// SIGKILL to one process, like a crash.
 pub fn kill9_pid(pid: i32) {
     let killed = Command::new("kill")
