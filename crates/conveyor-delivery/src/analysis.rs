@@ -533,6 +533,7 @@ pub(crate) fn since(now: &VersionMetrics, then: &VersionMetrics) -> VersionMetri
         version: now.version.clone(),
         requests: now.requests.saturating_sub(then.requests),
         errors_5xx: now.errors_5xx.saturating_sub(then.errors_5xx),
+        pinned: now.pinned.saturating_sub(then.pinned),
         latency: conveyor_router::LatencyHistogram {
             buckets: now
                 .latency

@@ -216,6 +216,7 @@ mod tests {
             version: "r2".into(),
             requests,
             errors_5xx: errors,
+            pinned: 0,
             latency: LatencyHistogram {
                 buckets: vec![(0.1, requests / 2), (0.2, requests), (f64::INFINITY, requests)],
                 sum_seconds: 0.0,

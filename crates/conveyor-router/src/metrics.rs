@@ -38,6 +38,8 @@ pub(crate) struct VersionStats {
     /// Requests forwarded and not answered yet, so a version is stopped only once drained.
     in_flight: AtomicU64,
     errors_5xx: AtomicU64,
+    /// Requests routed by the pin header: counted apart, never in the statistics.
+    pinned: AtomicU64,
     sum_nanos: AtomicU64,
     /// Non-cumulative counts per bucket; the last is `+Inf`. Their total is the request count.
     buckets: [AtomicU64; LATENCY_BUCKETS.len()],
@@ -71,6 +73,13 @@ impl VersionStats {
         }
     }
 
+    /// Records one finished request that the pin header routed: a tester's traffic reaches the
+    /// version but is no evidence about it (anyone could flood a canary with pinned requests to
+    /// force or prevent a rollback).
+    pub(crate) fn record_pinned(&self) {
+        self.pinned.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn snapshot(&self, version: &str) -> VersionMetrics {
         let mut cumulative = 0;
         let buckets = LATENCY_BUCKETS
@@ -85,6 +94,7 @@ impl VersionStats {
             version: version.to_owned(),
             requests: cumulative,
             errors_5xx: self.errors_5xx.load(Ordering::Relaxed),
+            pinned: self.pinned.load(Ordering::Relaxed),
             latency: LatencyHistogram {
                 buckets,
                 sum_seconds: self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9,
@@ -102,6 +112,9 @@ pub struct VersionMetrics {
     pub requests: u64,
     /// Of those, answers with status 500..=599, including the router's own 502s.
     pub errors_5xx: u64,
+    /// Requests the pin header routed here, answered but left out of `requests`, `errors_5xx`
+    /// and `latency`: what the canary analysis judges is the traffic the weights sent.
+    pub pinned: u64,
     /// Time from receiving the request to sending the response head.
     pub latency: LatencyHistogram,
 }
@@ -163,6 +176,9 @@ impl MetricsRegistry {
 /// Labels put before `version` on every series (e.g. the project and environment a router serves).
 pub type ExtraLabels = Vec<(String, String)>;
 
+/// A counter series of the exposition: its name, its help, and its value in a snapshot.
+type Counter = (&'static str, &'static str, fn(&VersionMetrics) -> u64);
+
 /// Adapts a snapshot to prometheus-client's `Collector`, so the exposition format is the crate's.
 #[derive(Debug)]
 struct SnapshotCollector(Vec<(ExtraLabels, VersionMetrics)>);
@@ -175,28 +191,27 @@ fn labels_of(extra: &ExtraLabels, m: &VersionMetrics) -> Vec<(String, String)> {
 
 impl Collector for SnapshotCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        {
-            let mut family = encoder.encode_descriptor(
+        let counters: [Counter; 3] = [
+            (
                 "conveyor_router_requests",
-                "Requests answered, per version.",
-                None,
-                MetricType::Counter,
-            )?;
-            for (extra, m) in &self.0 {
-                let labels = labels_of(extra, m);
-                ConstCounter::new(m.requests).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        {
-            let mut family = encoder.encode_descriptor(
+                "Requests answered, per version (pinned ones apart).",
+                |m| m.requests,
+            ),
+            (
                 "conveyor_router_responses_5xx",
                 "Responses with a 5xx status (including the router's own 502s), per version.",
-                None,
-                MetricType::Counter,
-            )?;
+                |m| m.errors_5xx,
+            ),
+            (
+                "conveyor_router_pinned_requests",
+                "Requests routed by the pin header, per version: not in the other series.",
+                |m| m.pinned,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             for (extra, m) in &self.0 {
-                let labels = labels_of(extra, m);
-                ConstCounter::new(m.errors_5xx).encode(family.encode_family(&labels)?)?;
+                ConstCounter::new(value(m)).encode(family.encode_family(&labels_of(extra, m))?)?;
             }
         }
         let mut family = encoder.encode_descriptor(

@@ -127,8 +127,9 @@ impl Routes {
         }
     }
 
-    /// The version for this request (pure, see `choose::choose`) and whether to set the cookie.
-    fn choose(&self, headers: &HeaderMap) -> (Arc<Slot>, bool) {
+    /// The version for this request (pure, see `choose::choose`), whether to set the cookie, and
+    /// whether the pin header chose it.
+    fn choose(&self, headers: &HeaderMap) -> (Arc<Slot>, bool, bool) {
         let cookie = self.cookie_name.as_deref().and_then(|name| {
             headers
                 .get_all(header::COOKIE)
@@ -147,7 +148,8 @@ impl Routes {
         let bucket = fastrand::u32(..crate::config::TOTAL_WEIGHT);
         let decision = choose::choose(&self.slots, self.mode, &keys, bucket)
             .expect("a validated config's weights cover every bucket");
-        (self.slots[decision.index].clone(), decision.set_cookie)
+        let pinned = decision.reason == choose::Reason::Pinned;
+        (self.slots[decision.index].clone(), decision.set_cookie, pinned)
     }
 }
 
@@ -197,7 +199,7 @@ impl Conn {
     /// Answers one request: choose, forward, label, count. Never fails: errors become 502s.
     pub(crate) async fn handle(&self, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
         let start = Instant::now();
-        let (slot, set_cookie) = self.shared.routes.load().choose(req.headers());
+        let (slot, set_cookie, pinned) = self.shared.routes.load().choose(req.headers());
         let in_flight = slot.stats.begin();
         let mut response = self.forward(&slot, req, start).await;
         drop(in_flight);
@@ -206,7 +208,11 @@ impl Conn {
         if set_cookie && let Some(cookie) = &slot.set_cookie {
             headers.append(header::SET_COOKIE, cookie.clone());
         }
-        slot.stats.record(response.status().as_u16(), start.elapsed());
+        if pinned {
+            slot.stats.record_pinned();
+        } else {
+            slot.stats.record(response.status().as_u16(), start.elapsed());
+        }
         Ok(response)
     }
 
