@@ -1,47 +1,69 @@
-//! Anytime-valid sequential tests: canary vs baseline, looked at as often as one likes.
+//! Anytime-valid sequential tests: canary vs baseline, looked at as often as one likes, passing
+//! only on evidence that the canary is not worse and failing only on evidence that it is.
 //!
-//! **Rate metrics** (errors over requests). Each look brings, per version, the requests served
-//! since the previous look and how many of them were "events" (errors, or slow requests for the
-//! latency test). Conditioned on the events of a look, the share that fell on the canary is
-//! Binomial with `θ(r) = r·n_c / (r·n_c + n_b)`, where `n_c`, `n_b` are the look's requests and
-//! `r` is the ratio of the canary's event rate to the baseline's (the Poisson approximation,
-//! exact enough for rates of a few percent; hypergeometric truth only makes the test more
-//! conservative). The null hypothesis is `r ≤ r₀ = 1 + tolerance`; the alternatives are a fixed
-//! grid of ratios above `r₀`. For each alternative the product of per-look likelihood ratios
-//! against `r₀` is a nonnegative supermartingale under the null, whatever the traffic split of
-//! each look — weights may change between canary steps — and so is their average (the e-process
-//! `E`). Ville's inequality bounds `P(sup E ≥ 1/α) ≤ α`: failing as soon as `E ≥ 1/α` keeps the
-//! false-alarm rate under `α` however often one looks. The always-valid p-value is
-//! `min(1, 1 / sup E)`. Only "worse" can fail: a better canary drives `E` towards 0.
+//! **The margin.** A canary is acceptable when its event rate (errors, or slow requests for
+//! latency) is at most `max(p_b·(1 + relative), p_b + absolute)`, `p_b` being the baseline's: a
+//! relative margin alone says nothing when neither version fails, an absolute one alone is too
+//! loose for a busy service, so the larger allowance counts. The acceptable region is the union
+//! of "ratio `r = p_c/p_b ≤ 1 + relative`" and "difference `d = p_c − p_b ≤ absolute`".
 //!
-//! This is the discrete-mixture form of the sequential multinomial test of Lindon & Malek
-//! ("Anytime-valid inference for multinomial count data", NeurIPS 2022) for two arms; the grid
-//! replaces their Dirichlet prior because a changing split makes the conjugate update inexact.
+//! **The ratio.** Each look brings, per version, the requests served since the previous look
+//! and how many were events. Conditioned on the events of a look, the share that fell on the
+//! canary is Binomial with `θ(r) = r·n_c / (r·n_c + n_b)` (the Poisson approximation, exact
+//! enough for rates of a few percent). For a null ratio `r₀`, the product over looks of the
+//! likelihood ratios of an alternative against `r₀` is a nonnegative supermartingale under the
+//! null whatever the split of each look — weights change between canary steps — and so is the
+//! average over a grid of alternatives (an e-process). Ville's inequality bounds the chance that
+//! it ever reaches `1/α` by `α`. Alternatives above `r₀` test "harm" (`r ≤ r₀` is the null);
+//! alternatives below test "safety" (`r ≥ r₀` is the null). This is the discrete-mixture form of
+//! Lindon & Malek's sequential multinomial test ("Anytime-valid inference for multinomial count
+//! data", NeurIPS 2022) for two arms; inverting it over `r₀` gives a confidence sequence.
 //!
-//! **Latency** reuses it: a request is an event when it is slower than a threshold read off
-//! the baseline's own latency histogram (the bucket bound at its chosen quantile, from looks
-//! before the current one, so the threshold is predictable). If the canary's latency is no
-//! worse than the baseline's scaled by `1 + tolerance`, a slow request is no likelier on the
-//! canary, and the rate test applies unchanged.
+//! **The difference.** Each version's own rate has an anytime-valid confidence sequence
+//! ([`bernoulli`]); `d` lies between the canary's lower bound minus the baseline's upper bound
+//! and the canary's upper bound minus the baseline's lower bound.
+//!
+//! **Decisions.** *Fail* once both the ratio's lower bound exceeds `1 + relative` (harm e-process
+//! at `α`) and the difference's lower bound exceeds `absolute` (each version's bound at `α/2`):
+//! when the canary is acceptable one of the two is a false rejection, so the false-alarm rate
+//! stays at most `α` however often one looks. *Pass* (once the horizon is reached and
+//! `min_samples` are in) when either the ratio's upper bound is at most `1 + relative` (safety
+//! e-process at `β/2`, `β = 1 − confidence`) or the difference's upper bound is at most
+//! `absolute` (each version's bound at `β/4`): a canary worse than the margin passes with
+//! probability at most `β`. Otherwise *continue*: the step is extended.
+
+mod bernoulli;
+mod latency;
+#[cfg(test)]
+mod tests;
 
 use serde::Serialize;
 
-/// Alternatives, as multiples of the null ratio `r₀`: from a small regression (×1.5, the power
-/// target) to a gross one (×10), equally weighted. Measured in `docs/benchmarks.md`: within a few
-/// seconds of an oracle test that knew the regression's size.
-const ALTERNATIVE_RATIOS: [f64; 5] = [1.5, 2.0, 3.0, 5.0, 10.0];
+use bernoulli::Tally;
+pub use latency::{Histogram, LatencyEvidence, LatencyTest};
+
+/// Alternatives, as multiples (harm) or fractions (safety) of the null ratio `r₀`: from a small
+/// change (×1.1: a canary a little inside the margin must still be shown inside it) to a gross
+/// one (×10), equally weighted. Measured in `docs/benchmarks.md`: within a few seconds of an
+/// oracle test that knew the change's size.
+const ALTERNATIVE_RATIOS: [f64; 7] = [1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0];
+/// The ratios searched when inverting the tests into an interval.
+const RATIO_RANGE: (f64, f64) = (1e-3, 1e3);
+/// Canary requests beyond which a projection stops: a decision that far away is "never".
+const PROJECTION_LIMIT: f64 = 1e9;
 
 /// What a look at the evidence concludes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
-    /// The canary is worse than the baseline beyond the tolerance, at false-alarm rate `α`.
+    /// The canary is worse than the baseline beyond the margin, at false-alarm rate `α`.
     Fail,
-    /// The horizon is reached with enough samples and no regression was found.
+    /// The horizon is reached and the canary is shown within the margin at the confidence.
     Pass,
-    /// The horizon is reached without enough samples to say.
+    /// The horizon is reached with fewer canary requests than `min_samples`.
     NoData,
-    /// Keep looking.
+    /// Keep looking: before the horizon, or at it while the evidence shows neither harm nor
+    /// its absence (the step is extended).
     Continue,
 }
 
@@ -69,16 +91,39 @@ impl Counts {
     pub fn rate(&self) -> Option<f64> {
         (self.requests > 0).then(|| self.events as f64 / self.requests as f64)
     }
+
+    fn tally(&self) -> Tally {
+        Tally {
+            events: self.events as f64,
+            requests: self.requests as f64,
+        }
+    }
+}
+
+/// How much worse than the baseline the canary may be; the larger allowance counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Margin {
+    /// `0.5`: up to 50% more events than the baseline.
+    pub relative: f64,
+    /// `0.005`: up to 0.5 percentage points more events than the baseline.
+    pub absolute: f64,
+}
+
+impl Margin {
+    /// The highest acceptable canary rate next to a baseline rate.
+    pub fn allowance(&self, baseline_rate: f64) -> f64 {
+        (baseline_rate * (1.0 + self.relative)).max(baseline_rate + self.absolute)
+    }
 }
 
 /// The parameters every sequential test shares.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct TestConfig {
-    /// The false-alarm bound.
+    /// The false-alarm bound of this test (a deployment's bound divided among its tests).
     pub alpha: f64,
-    /// How much worse the canary may be before it fails: `0.1` tolerates a 10% higher rate
-    /// (or 10% slower requests for latency).
-    pub tolerance: f64,
+    /// A pass needs the canary shown within the margin at this confidence.
+    pub confidence: f64,
+    pub margin: Margin,
     /// Canary requests needed before the horizon may pass.
     pub min_samples: u64,
 }
@@ -87,20 +132,98 @@ impl Default for TestConfig {
     fn default() -> Self {
         Self {
             alpha: 0.01,
-            tolerance: 0.0,
+            confidence: 0.95,
+            margin: Margin::default(),
             min_samples: 100,
         }
     }
+}
+
+impl TestConfig {
+    fn beta(&self) -> f64 {
+        1.0 - self.confidence
+    }
+    fn null_ratio(&self) -> f64 {
+        1.0 + self.margin.relative.max(0.0)
+    }
+    fn harm_threshold(&self) -> f64 {
+        1.0 / self.alpha
+    }
+    fn safety_threshold(&self) -> f64 {
+        2.0 / self.beta()
+    }
+}
+
+/// A bound of `None` is unbounded on that side.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Interval {
+    /// The bound a failure needs above the margin (at the false-alarm level).
+    pub lower: Option<f64>,
+    /// The bound a pass needs within the margin (at the confidence).
+    pub upper: Option<f64>,
+}
+
+/// One look's counts on both sides, as reals (projections add expected counts).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Look {
+    canary: Tally,
+    baseline: Tally,
+}
+
+impl Look {
+    /// The log likelihood ratio of ratio `alternative` against `null`, conditioned on the
+    /// look's events.
+    fn log_ratio(&self, null: f64, alternative: f64) -> f64 {
+        let (n_c, n_b) = (self.canary.requests, self.baseline.requests);
+        let share = |ratio: f64| ratio * n_c / (ratio * n_c + n_b);
+        let (null_share, alternative_share) = (share(null), share(alternative));
+        self.canary.events * (alternative_share / null_share).ln()
+            + self.baseline.events * ((1.0 - alternative_share) / (1.0 - null_share)).ln()
+    }
+
+    /// Whether the look says anything about the ratio: requests on both sides, some event.
+    fn informative(&self) -> bool {
+        self.canary.requests > 0.0
+            && self.baseline.requests > 0.0
+            && self.canary.events + self.baseline.events > 0.0
+    }
+}
+
+/// Log likelihood ratios of the harm alternatives (`r₀·m`) and the safety ones (`r₀/m`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Mixtures {
+    harm: [f64; ALTERNATIVE_RATIOS.len()],
+    safety: [f64; ALTERNATIVE_RATIOS.len()],
+}
+
+impl Mixtures {
+    fn add(&mut self, look: &Look, null: f64) {
+        for (i, m) in ALTERNATIVE_RATIOS.iter().enumerate() {
+            self.harm[i] += look.log_ratio(null, null * m);
+            self.safety[i] += look.log_ratio(null, null / m);
+        }
+    }
+    fn harm(&self) -> f64 {
+        mean_exp(&self.harm)
+    }
+    fn safety(&self) -> f64 {
+        mean_exp(&self.safety)
+    }
+}
+
+fn mean_exp(logs: &[f64]) -> f64 {
+    logs.iter().map(|l| l.exp()).sum::<f64>() / logs.len() as f64
 }
 
 /// The anytime-valid one-sided test for an event rate, canary vs baseline.
 #[derive(Debug, Clone)]
 pub struct RateTest {
     config: TestConfig,
-    null_ratio: f64,
-    /// Per alternative: the log likelihood ratio against the null so far.
-    log_ratios: [f64; ALTERNATIVE_RATIOS.len()],
-    max_e_value: f64,
+    /// The e-processes at the margin's ratio, updated at every look.
+    at_margin: Mixtures,
+    max_harm: f64,
+    /// Looks that carry evidence about the ratio, kept to invert the test into an interval.
+    informative: Vec<Look>,
     canary: Counts,
     baseline: Counts,
     looks: u64,
@@ -113,13 +236,26 @@ pub struct RateEvidence {
     pub baseline: Counts,
     pub canary_rate: Option<f64>,
     pub baseline_rate: Option<f64>,
-    /// The e-process now; the test fails when it reaches `threshold`.
+    pub margin: Margin,
+    /// Canary rate − baseline rate.
+    pub difference: Interval,
+    /// Canary rate / baseline rate.
+    pub ratio: Interval,
+    /// The harm e-process at the margin's ratio now; the ratio's side of a failure needs
+    /// `threshold`.
     pub e_value: f64,
     pub threshold: f64,
-    /// `min(1, 1 / sup e)`: valid at any look.
+    /// The safety e-process at the margin's ratio; the ratio's side of a pass needs
+    /// `safety_threshold`.
+    pub safety_e_value: f64,
+    pub safety_threshold: f64,
+    /// `min(1, 1 / sup harm e)`: valid at any look.
     pub p_value: f64,
     pub alpha: f64,
-    pub tolerance: f64,
+    pub confidence: f64,
+    /// More canary requests a decision needs if the rates stay as observed; `None` when none
+    /// is in sight (the canary sits on the margin, or nothing was served yet).
+    pub needed: Option<u64>,
     pub looks: u64,
 }
 
@@ -127,478 +263,241 @@ impl RateTest {
     pub fn new(config: TestConfig) -> Self {
         Self {
             config,
-            null_ratio: 1.0 + config.tolerance.max(0.0),
-            log_ratios: [0.0; ALTERNATIVE_RATIOS.len()],
-            max_e_value: 1.0,
+            at_margin: Mixtures::default(),
+            max_harm: 1.0,
+            informative: Vec::new(),
             canary: Counts::default(),
             baseline: Counts::default(),
             looks: 0,
         }
     }
 
-    /// Takes one look's counts. A look where either version served nothing carries no evidence
-    /// about the ratio and only adds to the totals.
+    /// Takes one look's counts. A look where either version served nothing, or nothing was an
+    /// event, says nothing about the ratio; its requests still count toward each version's own
+    /// bounds.
     pub fn observe(&mut self, canary: Counts, baseline: Counts) {
         self.looks += 1;
         self.canary.add(canary);
         self.baseline.add(baseline);
-        let events = canary.events + baseline.events;
-        if canary.requests == 0 || baseline.requests == 0 || events == 0 {
-            return;
+        let look = Look {
+            canary: canary.tally(),
+            baseline: baseline.tally(),
+        };
+        if look.informative() {
+            self.at_margin.add(&look, self.config.null_ratio());
+            self.max_harm = self.max_harm.max(self.at_margin.harm());
+            self.informative.push(look);
         }
-        let (n_c, n_b) = (canary.requests as f64, baseline.requests as f64);
-        let (x_c, x_b) = (canary.events as f64, baseline.events as f64);
-        let share = |ratio: f64| ratio * n_c / (ratio * n_c + n_b);
-        let null_share = share(self.null_ratio);
-        for (log_ratio, multiple) in self.log_ratios.iter_mut().zip(ALTERNATIVE_RATIOS) {
-            let alternative_share = share(self.null_ratio * multiple);
-            *log_ratio += x_c * (alternative_share / null_share).ln()
-                + x_b * ((1.0 - alternative_share) / (1.0 - null_share)).ln();
-        }
-        self.max_e_value = self.max_e_value.max(self.e_value());
     }
 
-    /// The e-process: the average likelihood ratio over the alternatives.
+    /// The harm e-process now.
     pub fn e_value(&self) -> f64 {
-        let sum: f64 = self.log_ratios.iter().map(|l| l.exp()).sum();
-        sum / self.log_ratios.len() as f64
+        self.at_margin.harm()
     }
 
     pub fn p_value(&self) -> f64 {
-        (1.0 / self.max_e_value).min(1.0)
+        (1.0 / self.max_harm).min(1.0)
     }
 
-    /// Fails as soon as the evidence allows; at the horizon, passes with enough canary requests.
+    /// Fails as soon as the evidence allows; at the horizon, passes on evidence of
+    /// non-inferiority, with `min_samples` canary requests.
     pub fn decision(&self, horizon_reached: bool) -> Decision {
-        if self.max_e_value >= 1.0 / self.config.alpha {
+        let (canary, baseline) = (self.canary.tally(), self.baseline.tally());
+        if self.fails(self.max_harm, canary, baseline) {
             Decision::Fail
         } else if !horizon_reached {
             Decision::Continue
-        } else if self.canary.requests >= self.config.min_samples {
+        } else if self.canary.requests < self.config.min_samples {
+            Decision::NoData
+        } else if self.passes(self.at_margin.safety(), canary, baseline) {
             Decision::Pass
         } else {
-            Decision::NoData
+            Decision::Continue
         }
     }
 
+    fn fails(&self, harm: f64, canary: Tally, baseline: Tally) -> bool {
+        let config = &self.config;
+        harm >= config.harm_threshold()
+            && difference_lower(canary, baseline, config.alpha) > config.margin.absolute
+    }
+
+    fn passes(&self, safety: f64, canary: Tally, baseline: Tally) -> bool {
+        let config = &self.config;
+        safety >= config.safety_threshold()
+            || difference_upper(canary, baseline, config.beta()) <= config.margin.absolute
+    }
+
+    /// The ratio interval: every `r₀` that neither the harm nor the safety test rejects.
+    fn ratio_interval(&self) -> Interval {
+        let mixtures = |null: f64| {
+            let mut m = Mixtures::default();
+            for look in &self.informative {
+                m.add(look, null);
+            }
+            m
+        };
+        let (floor, ceiling) = RATIO_RANGE;
+        let harm_rejects = |r: f64| mixtures(r).harm() >= self.config.harm_threshold();
+        let safety_rejects = |r: f64| mixtures(r).safety() >= self.config.safety_threshold();
+        // The harm e-value falls as r₀ grows, the safety one rises.
+        let lower = if !harm_rejects(floor) {
+            0.0
+        } else if harm_rejects(ceiling) {
+            ceiling
+        } else {
+            bisect_log(floor, ceiling, |r| !harm_rejects(r))
+        };
+        let upper = if !safety_rejects(ceiling) {
+            None
+        } else if safety_rejects(floor) {
+            Some(floor)
+        } else {
+            Some(bisect_log(floor, ceiling, safety_rejects))
+        };
+        Interval {
+            lower: Some(lower),
+            upper,
+        }
+    }
+
+    /// Canary requests to add, at the observed rates and split, until pass or fail.
+    fn needed(&self) -> Option<u64> {
+        if self.canary.requests == 0 || self.baseline.requests == 0 {
+            return None;
+        }
+        let (canary, baseline) = (self.canary.tally(), self.baseline.tally());
+        let decided = |extra: f64| {
+            let split = baseline.requests / canary.requests;
+            let look = Look {
+                canary: Tally {
+                    requests: extra,
+                    events: extra * canary.events / canary.requests,
+                },
+                baseline: Tally {
+                    requests: extra * split,
+                    events: extra * split * baseline.events / baseline.requests,
+                },
+            };
+            let mut mixtures = self.at_margin;
+            if look.informative() {
+                mixtures.add(&look, self.config.null_ratio());
+            }
+            let (c, b) = (plus(canary, look.canary), plus(baseline, look.baseline));
+            let enough = self.canary.requests as f64 + extra >= self.config.min_samples as f64;
+            self.fails(self.max_harm.max(mixtures.harm()), c, b)
+                || (enough && self.passes(mixtures.safety(), c, b))
+        };
+        if decided(0.0) {
+            return Some(0);
+        }
+        let mut high = 16.0;
+        while !decided(high) {
+            high *= 2.0;
+            if high > PROJECTION_LIMIT {
+                return None;
+            }
+        }
+        let mut low = high / 2.0;
+        while high - low > 1.0 {
+            let middle = ((low + high) / 2.0).floor();
+            if decided(middle) {
+                high = middle;
+            } else {
+                low = middle;
+            }
+        }
+        Some(high as u64)
+    }
+
     pub fn evidence(&self) -> RateEvidence {
+        let config = &self.config;
+        let (canary, baseline) = (self.canary.tally(), self.baseline.tally());
         RateEvidence {
             canary: self.canary,
             baseline: self.baseline,
             canary_rate: self.canary.rate(),
             baseline_rate: self.baseline.rate(),
+            margin: config.margin,
+            difference: Interval {
+                lower: Some(difference_lower(canary, baseline, config.alpha)),
+                upper: Some(difference_upper(canary, baseline, config.beta())),
+            },
+            ratio: self.ratio_interval(),
             e_value: self.e_value(),
-            threshold: 1.0 / self.config.alpha,
+            threshold: config.harm_threshold(),
+            safety_e_value: self.at_margin.safety(),
+            safety_threshold: config.safety_threshold(),
             p_value: self.p_value(),
-            alpha: self.config.alpha,
-            tolerance: self.config.tolerance,
+            alpha: config.alpha,
+            confidence: config.confidence,
+            needed: self.needed(),
             looks: self.looks,
         }
     }
 }
 
-/// Cumulative request counts at a set of latency bucket bounds (seconds, ascending; the last
-/// bound may be `+Inf`), as Prometheus histograms carry them.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Histogram {
-    pub bounds: Vec<f64>,
-    /// `cumulative[i]`: requests that took at most `bounds[i]`.
-    pub cumulative: Vec<u64>,
-    /// All requests (the `+Inf` count).
-    pub total: u64,
-}
-
-impl Histogram {
-    /// Requests slower than `bounds[bucket]`.
-    fn slower_than(&self, bucket: usize) -> u64 {
-        self.total.saturating_sub(self.cumulative[bucket])
-    }
-
-    /// The counts added between `earlier` and `self` (same bounds), saturating at zero when a
-    /// counter went backwards (a restarted process).
-    pub fn since(&self, earlier: &Histogram) -> Histogram {
-        Histogram {
-            bounds: self.bounds.clone(),
-            cumulative: self
-                .cumulative
-                .iter()
-                .zip(&earlier.cumulative)
-                .map(|(now, then)| now.saturating_sub(*then))
-                .collect(),
-            total: self.total.saturating_sub(earlier.total),
-        }
-    }
-
-    /// The `q`-quantile estimated as Prometheus's `histogram_quantile` does: linear within the
-    /// bucket that holds it (from 0 for the first), the highest finite bound when it falls in
-    /// `+Inf`. `None` without requests.
-    pub fn quantile(&self, q: f64) -> Option<f64> {
-        if self.total == 0 {
-            return None;
-        }
-        let rank = q.clamp(0.0, 1.0) * self.total as f64;
-        let bucket = self.cumulative.iter().position(|&c| c as f64 >= rank)?;
-        let upper = self.bounds[bucket];
-        if upper.is_infinite() {
-            return self.bounds.iter().rev().find(|b| b.is_finite()).copied();
-        }
-        let (lower, below) = match bucket {
-            0 => (0.0, 0),
-            i => (self.bounds[i - 1], self.cumulative[i - 1]),
-        };
-        let inside = (self.cumulative[bucket] - below) as f64;
-        if inside == 0.0 {
-            return Some(upper);
-        }
-        Some(lower + (upper - lower) * (rank - below as f64) / inside)
-    }
-
-    /// The index of the largest finite bound with at least `1 − quantile` of the requests slower
-    /// than it: so the baseline's slow share is at least the quantile's tail.
-    fn threshold_bucket(&self, quantile: f64) -> Option<usize> {
-        if self.total == 0 {
-            return None;
-        }
-        let tail = (1.0 - quantile) * self.total as f64;
-        (0..self.bounds.len())
-            .filter(|&i| self.bounds[i].is_finite())
-            .rfind(|&i| self.slower_than(i) as f64 >= tail)
-    }
-}
-
-/// The anytime-valid one-sided latency test: is the canary's latency at a quantile worse than
-/// the baseline's by more than the tolerance?
-#[derive(Debug, Clone)]
-pub struct LatencyTest {
-    quantile: f64,
-    tolerance: f64,
-    rate: RateTest,
-    /// The baseline's histogram over every look so far, for the threshold.
-    baseline_seen: Option<Histogram>,
-    /// The thresholds of the latest look (baseline, canary), seconds.
-    thresholds: Option<(f64, f64)>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct LatencyEvidence {
-    pub quantile: f64,
-    /// A baseline request slower than this was an event in the latest look (seconds).
-    pub baseline_threshold: Option<f64>,
-    /// The canary's threshold: the baseline's, scaled by `1 + tolerance`, up to a bucket bound.
-    pub canary_threshold: Option<f64>,
-    /// Requests and slow requests per version.
-    #[serde(flatten)]
-    pub rate: RateEvidence,
-}
-
-impl LatencyTest {
-    /// `quantile` in `(0, 1)`, e.g. `0.99`.
-    pub fn new(quantile: f64, config: TestConfig) -> Self {
-        Self {
-            quantile,
-            tolerance: config.tolerance.max(0.0),
-            rate: RateTest::new(TestConfig {
-                tolerance: 0.0,
-                ..config
-            }),
-            baseline_seen: None,
-            thresholds: None,
-        }
-    }
-
-    /// Takes one look: the histograms of the requests served since the previous look.
-    pub fn observe(&mut self, canary: &Histogram, baseline: &Histogram) {
-        let buckets = self.baseline_seen.as_ref().and_then(|seen| {
-            let base = seen.threshold_bucket(self.quantile)?;
-            let scaled = seen.bounds[base] * (1.0 + self.tolerance);
-            let canary_bucket = canary.bounds.iter().position(|&b| b >= scaled)?;
-            Some((base, canary_bucket))
-        });
-        match buckets {
-            Some((base, canary_bucket)) if base < baseline.cumulative.len() => {
-                self.thresholds = Some((baseline.bounds[base], canary.bounds[canary_bucket]));
-                self.rate.observe(
-                    Counts::new(canary.total, canary.slower_than(canary_bucket)),
-                    Counts::new(baseline.total, baseline.slower_than(base)),
-                );
-            }
-            // No threshold yet: the requests count, the events cannot.
-            _ => self
-                .rate
-                .observe(Counts::new(canary.total, 0), Counts::new(baseline.total, 0)),
-        }
-        match &mut self.baseline_seen {
-            Some(seen) => {
-                seen.total += baseline.total;
-                for (sum, add) in seen.cumulative.iter_mut().zip(&baseline.cumulative) {
-                    *sum += add;
-                }
-            }
-            None => self.baseline_seen = Some(baseline.clone()),
-        }
-    }
-
-    pub fn decision(&self, horizon_reached: bool) -> Decision {
-        self.rate.decision(horizon_reached)
-    }
-
-    pub fn evidence(&self) -> LatencyEvidence {
-        let mut rate = self.rate.evidence();
-        rate.tolerance = self.tolerance;
-        LatencyEvidence {
-            quantile: self.quantile,
-            baseline_threshold: self.thresholds.map(|t| t.0),
-            canary_threshold: self.thresholds.map(|t| t.1),
-            rate,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rand::rngs::StdRng;
-    use rand::{RngExt, SeedableRng};
-    use rand_distr::{Binomial, Distribution, LogNormal, Poisson};
-
-    fn look(rng: &mut StdRng, requests_per_look: f64, rate: f64) -> Counts {
-        let requests = Poisson::new(requests_per_look).unwrap().sample(rng) as u64;
-        let events = Binomial::new(requests, rate).unwrap().sample(rng);
-        Counts::new(requests, events)
-    }
-
-    /// Looks after every handful of requests (each assigned to the canary at random), so
-    /// nearly every error is its own look; returns whether the test ever failed.
-    fn aa_run_looking_at_every_error(rng: &mut StdRng, rate: f64, canary_share: f64) -> bool {
-        let mut test = RateTest::new(TestConfig::default());
-        for _ in 0..2000 {
-            let (mut canary, mut baseline) = (Counts::default(), Counts::default());
-            for _ in 0..10 {
-                let event = u64::from(rng.random_bool(rate));
-                let arm = if rng.random_bool(canary_share) {
-                    &mut canary
-                } else {
-                    &mut baseline
-                };
-                arm.add(Counts::new(1, event));
-            }
-            test.observe(canary, baseline);
-            if test.decision(false) == Decision::Fail {
-                return true;
-            }
-        }
-        false
-    }
-
-    #[test]
-    fn identical_versions_fail_at_most_alpha_of_the_time_looking_every_second() {
-        let mut rng = StdRng::seed_from_u64(1);
-        let runs = 2000;
-        let mut false_alarms = 0;
-        for run in 0..runs {
-            let mut test = RateTest::new(TestConfig::default());
-            // The split changes between steps, as in a canary: 5% → 25% → 50%.
-            for second in 0..600 {
-                let share = [0.05, 0.25, 0.5][second / 200];
-                let rate = if run % 2 == 0 { 0.01 } else { 0.05 };
-                test.observe(
-                    look(&mut rng, 200.0 * share, rate),
-                    look(&mut rng, 200.0 * (1.0 - share), rate),
-                );
-                if test.decision(false) == Decision::Fail {
-                    false_alarms += 1;
-                    break;
-                }
-            }
-        }
-        let rate = false_alarms as f64 / runs as f64;
-        // α = 1%; with 2,000 runs the binomial standard error at 1% is 0.22%.
-        assert!(rate <= 0.01 + 3.0 * 0.0022, "false alarms {rate}");
-    }
-
-    #[test]
-    fn identical_versions_fail_at_most_alpha_of_the_time_looking_after_every_error() {
-        let mut rng = StdRng::seed_from_u64(2);
-        let runs = 2000;
-        let alarms = (0..runs)
-            .filter(|_| aa_run_looking_at_every_error(&mut rng, 0.05, 0.2))
-            .count();
-        let rate = alarms as f64 / runs as f64;
-        assert!(rate <= 0.01 + 3.0 * 0.0022, "false alarms {rate}");
-    }
-
-    #[test]
-    fn a_better_canary_never_fails_and_a_tripled_error_rate_does() {
-        let mut rng = StdRng::seed_from_u64(3);
-        let mut better = RateTest::new(TestConfig::default());
-        let mut worse = RateTest::new(TestConfig::default());
-        let mut failed_at = None;
-        for second in 0..600 {
-            better.observe(look(&mut rng, 20.0, 0.005), look(&mut rng, 180.0, 0.01));
-            worse.observe(look(&mut rng, 20.0, 0.03), look(&mut rng, 180.0, 0.01));
-            if failed_at.is_none() && worse.decision(false) == Decision::Fail {
-                failed_at = Some(second);
-            }
-        }
-        assert_eq!(better.decision(true), Decision::Pass);
-        assert!(better.e_value() < 1.0);
-        assert!(failed_at.is_some_and(|s| s < 200), "{failed_at:?}");
-        let evidence = worse.evidence();
-        assert!(evidence.p_value <= 0.01);
-        assert_eq!(evidence.threshold, 100.0);
-    }
-
-    #[test]
-    fn tolerance_allows_a_slightly_worse_canary() {
-        let mut rng = StdRng::seed_from_u64(4);
-        let config = TestConfig {
-            tolerance: 0.5,
-            ..TestConfig::default()
-        };
-        let mut alarms = 0;
-        for _ in 0..200 {
-            let mut test = RateTest::new(config);
-            for _ in 0..600 {
-                // 1.2× worse, inside the 1.5× tolerance.
-                test.observe(look(&mut rng, 50.0, 0.012), look(&mut rng, 150.0, 0.01));
-            }
-            alarms += usize::from(test.decision(true) == Decision::Fail);
-        }
-        assert!(alarms <= 4, "{alarms}");
-    }
-
-    #[test]
-    fn decisions_follow_the_horizon_and_the_sample_size() {
-        let table = [
-            // (canary requests, horizon reached, expected)
-            (0, false, Decision::Continue),
-            (0, true, Decision::NoData),
-            (99, true, Decision::NoData),
-            (100, true, Decision::Pass),
-            (100, false, Decision::Continue),
-        ];
-        for (requests, horizon, expected) in table {
-            let mut test = RateTest::new(TestConfig::default());
-            test.observe(Counts::new(requests, 0), Counts::new(1000, 0));
-            assert_eq!(test.decision(horizon), expected, "{requests} {horizon}");
-        }
-    }
-
-    #[test]
-    fn a_canary_with_errors_where_the_baseline_has_none_fails_within_a_few_errors() {
-        let mut test = RateTest::new(TestConfig::default());
-        let mut looks = 0;
-        while test.decision(false) != Decision::Fail {
-            test.observe(Counts::new(10, 1), Counts::new(90, 0));
-            looks += 1;
-        }
-        // With a 10% split each canary error carries at most ln 10 of evidence.
-        assert!((3..=8).contains(&looks), "{looks}");
-    }
-
-    #[test]
-    fn a_look_without_traffic_on_one_side_carries_no_evidence() {
-        let mut test = RateTest::new(TestConfig::default());
-        test.observe(Counts::new(0, 0), Counts::new(100, 50));
-        test.observe(Counts::new(100, 50), Counts::new(0, 0));
-        assert_eq!(test.e_value(), 1.0);
-        assert_eq!(test.evidence().canary, Counts::new(100, 50));
-        assert_eq!(test.evidence().looks, 2);
-    }
-
-    const BOUNDS: [f64; 8] = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, f64::INFINITY];
-
-    fn histogram(rng: &mut StdRng, requests: f64, median: f64) -> Histogram {
-        let latency = LogNormal::new(median.ln(), 0.5).unwrap();
-        let n = Poisson::new(requests).unwrap().sample(rng) as u64;
-        let mut cumulative = vec![0; BOUNDS.len()];
-        for _ in 0..n {
-            let seconds = latency.sample(rng);
-            for (count, bound) in cumulative.iter_mut().zip(BOUNDS) {
-                *count += u64::from(seconds <= bound);
-            }
-        }
-        Histogram {
-            bounds: BOUNDS.to_vec(),
-            cumulative,
-            total: n,
-        }
-    }
-
-    #[test]
-    fn the_latency_threshold_is_the_largest_bound_with_the_quantiles_tail_above_it() {
-        let h = Histogram {
-            bounds: BOUNDS.to_vec(),
-            cumulative: vec![10, 500, 900, 980, 995, 1000, 1000, 1000],
-            total: 1000,
-        };
-        // 20 requests above 0.1 s (2%), 5 above 0.2 s (0.5%): p99's bucket bound is 0.1 s.
-        assert_eq!(h.threshold_bucket(0.99), Some(3));
-        assert_eq!(h.threshold_bucket(0.9), Some(2));
-        assert_eq!(h.threshold_bucket(0.999), Some(4));
-        let empty = Histogram {
-            total: 0,
-            cumulative: vec![0; 8],
-            bounds: BOUNDS.to_vec(),
-        };
-        assert_eq!(empty.threshold_bucket(0.99), None);
-        assert_eq!(empty.quantile(0.5), None);
-        // Prometheus's histogram_quantile over the same buckets.
-        let close = |a: Option<f64>, b: f64| a.is_some_and(|a| (a - b).abs() < 1e-12);
-        assert!(close(h.quantile(0.5), 0.02), "{:?}", h.quantile(0.5)); // rank 500: top of (0.01, 0.02]
-        assert!(close(h.quantile(0.7), 0.035), "{:?}", h.quantile(0.7)); // rank 700: half-way in (0.02, 0.05]
-        assert!(close(h.quantile(0.005), 0.005), "{:?}", h.quantile(0.005)); // rank 5: half of (0, 0.01]
-        assert!(close(h.quantile(0.999), 0.44), "{:?}", h.quantile(0.999)); // rank 999: 4 of 5 into (0.2, 0.5]
-        assert_eq!(h.since(&h).total, 0);
-    }
-
-    #[test]
-    fn identical_latencies_rarely_fail_and_a_slower_canary_does() {
-        let mut rng = StdRng::seed_from_u64(5);
-        let mut alarms = 0;
-        for _ in 0..300 {
-            let mut test = LatencyTest::new(0.99, TestConfig::default());
-            for _ in 0..120 {
-                test.observe(
-                    &histogram(&mut rng, 20.0, 0.05),
-                    &histogram(&mut rng, 180.0, 0.05),
-                );
-            }
-            alarms += usize::from(test.decision(true) == Decision::Fail);
-        }
-        assert!(alarms <= 6, "{alarms} of 300");
-
-        let mut slower = LatencyTest::new(0.99, TestConfig::default());
-        for _ in 0..120 {
-            slower.observe(
-                &histogram(&mut rng, 20.0, 0.075),
-                &histogram(&mut rng, 180.0, 0.05),
-            );
-        }
-        assert_eq!(slower.decision(true), Decision::Fail);
-        let evidence = slower.evidence();
-        assert_eq!(evidence.baseline_threshold, Some(0.1));
-        assert_eq!(evidence.canary_threshold, Some(0.1));
-    }
-
-    #[test]
-    fn latency_tolerance_moves_the_canarys_threshold_up_a_bucket() {
-        let mut rng = StdRng::seed_from_u64(6);
-        let mut test = LatencyTest::new(
-            0.99,
-            TestConfig {
-                tolerance: 0.5,
-                ..TestConfig::default()
-            },
+/// The fewest canary requests a step needs to pass even in the best case: a canary without a
+/// single event, next to a baseline with nine times its traffic and events at `baseline_rate`.
+/// `None` when no amount will do (a zero margin against a baseline without events).
+pub fn requests_to_pass(config: TestConfig, baseline_rate: f64) -> Option<u64> {
+    let passes = |n: u64| {
+        let mut test = RateTest::new(config);
+        let baseline = 9 * n;
+        test.observe(
+            Counts::new(n, 0),
+            Counts::new(baseline, (baseline as f64 * baseline_rate).round() as u64),
         );
-        for _ in 0..120 {
-            test.observe(
-                &histogram(&mut rng, 20.0, 0.06),
-                &histogram(&mut rng, 180.0, 0.05),
-            );
-        }
-        let evidence = test.evidence();
-        assert_eq!(evidence.canary_threshold, Some(0.2));
-        assert_ne!(test.decision(true), Decision::Fail);
+        test.decision(true) == Decision::Pass
+    };
+    let limit = PROJECTION_LIMIT as u64;
+    let mut high = config.min_samples.max(1);
+    while !passes(high) {
+        high = high.checked_mul(2).filter(|&h| h <= limit)?;
     }
+    let mut low = high / 2;
+    while high - low > 1 {
+        let middle = low + (high - low) / 2;
+        if passes(middle) {
+            high = middle;
+        } else {
+            low = middle;
+        }
+    }
+    Some(high)
+}
+
+fn plus(a: Tally, b: Tally) -> Tally {
+    Tally {
+        events: a.events + b.events,
+        requests: a.requests + b.requests,
+    }
+}
+
+/// The difference's lower bound for a failure at `alpha` (half to each version).
+fn difference_lower(canary: Tally, baseline: Tally, alpha: f64) -> f64 {
+    bernoulli::lower(canary, alpha / 2.0) - bernoulli::upper(baseline, alpha / 2.0)
+}
+
+/// The difference's upper bound for a pass: the pass's `beta` gives half to the ratio, a
+/// quarter to each version here.
+fn difference_upper(canary: Tally, baseline: Tally, beta: f64) -> f64 {
+    bernoulli::upper(canary, beta / 4.0) - bernoulli::lower(baseline, beta / 4.0)
+}
+
+/// The boundary between `low` (where `beyond` is false) and `high` (true) on a log scale,
+/// returning the `high` side.
+fn bisect_log(mut low: f64, mut high: f64, beyond: impl Fn(f64) -> bool) -> f64 {
+    for _ in 0..50 {
+        let middle = (low * high).sqrt();
+        if beyond(middle) {
+            high = middle;
+        } else {
+            low = middle;
+        }
+        if high / low < 1.0 + 1e-4 {
+            break;
+        }
+    }
+    high
 }

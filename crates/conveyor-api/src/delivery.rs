@@ -216,6 +216,21 @@ pub struct AnalysisReport {
     pub status: DeploymentStatus,
     pub reason: Option<String>,
     pub judgements: Vec<JudgementView>,
+    /// While the canary analysis runs: where each metric stands at the latest look.
+    #[serde(default)]
+    pub live: Vec<MetricStanding>,
+}
+
+/// Where one metric of a running canary analysis stands: not a judgement yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MetricStanding {
+    pub metric: String,
+    /// `passing` (shown within its margin), `failing`, `undecided` (the step waits for more
+    /// evidence) or `too_few_samples`.
+    pub standing: String,
+    /// The interval, the margin, the decision rule and what a decision still needs.
+    pub summary: String,
+    pub evidence: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -7,11 +7,13 @@ pub mod delivery;
 pub mod dora;
 pub mod error;
 pub mod flags;
+mod human;
 pub mod runs;
 pub mod status;
 
 pub use delivery::*;
 pub use error::{ErrorBody, ErrorDetails};
 pub use flags::*;
+pub use human::human_duration;
 pub use runs::*;
 pub use status::{DeploymentStatus, JobStatus, RunStatus, StepStatus, UnknownStatus, Verdict, VersionRole};

@@ -8,7 +8,9 @@ use std::time::Duration;
 use conveyor_analysis::judge::{
     Classification, Direction as JudgeDirection, MetricConfig, MetricResult, classify,
 };
-use conveyor_analysis::sequential::{Counts, Decision, Histogram, LatencyTest, RateTest, TestConfig};
+use conveyor_analysis::sequential::{
+    Counts, Decision, Histogram, Interval, LatencyTest, Margin, RateEvidence, RateTest, TestConfig,
+};
 use conveyor_router::VersionMetrics;
 use conveyor_spec::delivery::{Analysis as AnalysisSpec, Metric, MetricSource, NoData};
 use conveyor_store::Verdict;
@@ -71,6 +73,9 @@ pub(crate) struct Analysis {
     metrics: Vec<Tracked>,
     /// The router's counters at the previous look, `(baseline, canary)`.
     previous: Option<(VersionMetrics, VersionMetrics)>,
+    /// The canary's requests per second lately (a moving average over looks), to turn the
+    /// requests a decision needs into time.
+    canary_rate: Option<f64>,
     http: reqwest::Client,
 }
 
@@ -93,21 +98,14 @@ impl Analysis {
         subjects: Subjects,
         start: Option<(VersionMetrics, VersionMetrics)>,
     ) -> Self {
-        let config = |tolerance: f64, min_samples: u64| TestConfig {
-            alpha: spec.alpha,
-            tolerance,
-            min_samples,
-        };
         let metrics = spec
             .metrics
             .iter()
             .map(|m| {
                 let state = match &m.source {
-                    MetricSource::ErrorRate { tolerance } => {
-                        State::Rate(RateTest::new(config(*tolerance, m.min_samples)))
-                    }
-                    MetricSource::Latency { quantile, tolerance } => {
-                        State::Latency(LatencyTest::new(*quantile, config(*tolerance, m.min_samples)))
+                    MetricSource::ErrorRate { .. } => State::Rate(RateTest::new(test_config(&spec, m))),
+                    MetricSource::Latency { quantile, .. } => {
+                        State::Latency(LatencyTest::new(*quantile, test_config(&spec, m)))
                     }
                     MetricSource::Prometheus(q) if q.compare.is_some() => State::Compare {
                         canary_query: fill_placeholders(&q.query, &subjects),
@@ -141,6 +139,7 @@ impl Analysis {
             subjects,
             metrics,
             previous: start,
+            canary_rate: None,
             http: reqwest::Client::new(),
         }
     }
@@ -169,6 +168,11 @@ impl Analysis {
         if router.is_some() {
             self.previous = router;
         }
+        if let Some((_, canary)) = &increments {
+            let now = canary.requests as f64 / self.spec.interval.as_secs_f64().max(1e-3);
+            // About the last 30 looks.
+            self.canary_rate = Some(self.canary_rate.map_or(now, |rate| rate + (now - rate) / 30.0));
+        }
         let mut failed = Vec::new();
         for index in 0..self.metrics.len() {
             if self.metrics[index].failed {
@@ -190,9 +194,9 @@ impl Analysis {
                 }
             }
             let tracked = &mut self.metrics[index];
-            if continuous_verdict(tracked, false) == Some(Verdict::Fail) {
+            if standing(tracked, false) == Standing::Decided(Verdict::Fail) {
                 tracked.failed = true;
-                failed.push(judge(tracked, Verdict::Fail, &self.subjects));
+                failed.push(self.judge(index, Verdict::Fail));
             }
         }
         failed
@@ -289,8 +293,9 @@ impl Analysis {
         *runs += 1;
         let error = outcome.err()?.to_string();
         tracked.failed = true;
-        let mut judgement = judge(tracked, Verdict::Fail, &self.subjects);
-        judgement.summary = format!("{}: {error}", tracked.spec.name);
+        let index = self.metrics.iter().position(|t| t.spec.name == name)?;
+        let mut judgement = self.judge(index, Verdict::Fail);
+        judgement.summary = format!("{name}: {error}");
         judgement.evidence["error"] = json!(error);
         Some(judgement)
     }
@@ -300,21 +305,23 @@ impl Analysis {
     pub(crate) fn end_step(&self, out_of_time: bool) -> StepEnd {
         let mut judgements = Vec::new();
         let (mut fail, mut inconclusive) = (false, false);
-        for tracked in &self.metrics {
+        for (index, tracked) in self.metrics.iter().enumerate() {
             if tracked.failed {
                 fail |= tracked.spec.critical;
                 continue;
             }
-            let (verdict, no_data) = match continuous_verdict(tracked, true) {
-                Some(verdict) => (verdict, false),
-                None if !out_of_time => return StepEnd::NeedMoreData,
-                None => match tracked.spec.no_data {
+            let (verdict, no_data) = match standing(tracked, true) {
+                Standing::Decided(verdict) => (verdict, false),
+                Standing::Undecided | Standing::NoData if !out_of_time => return StepEnd::NeedMoreData,
+                // Neither harm nor its absence shown within `max_duration`.
+                Standing::Undecided => (Verdict::Inconclusive, false),
+                Standing::NoData => match tracked.spec.no_data {
                     NoData::Pass => (Verdict::Pass, true),
                     NoData::Fail => (Verdict::Fail, true),
                     NoData::Inconclusive => (Verdict::Inconclusive, true),
                 },
             };
-            let mut judgement = judge(tracked, verdict, &self.subjects);
+            let mut judgement = self.judge(index, verdict);
             fail |= judgement.verdict == Verdict::Fail;
             inconclusive |= judgement.verdict == Verdict::Inconclusive;
             if no_data {
@@ -339,8 +346,92 @@ impl Analysis {
     }
 }
 
-/// A metric's verdict from its data alone; `None` when it lacks samples at the horizon.
-fn continuous_verdict(tracked: &Tracked, horizon: bool) -> Option<Verdict> {
+/// A sequential metric's test parameters. The deployment's false-alarm bound is shared by its
+/// sequential tests, so plain `analysis:` with two metrics still alarms at most `alpha` of the
+/// time, not twice it.
+fn test_config(spec: &AnalysisSpec, metric: &Metric) -> TestConfig {
+    let sequential = spec.metrics.iter().filter(|m| is_sequential(&m.source)).count();
+    let (relative, absolute) = match &metric.source {
+        MetricSource::ErrorRate { tolerance, absolute } => (*tolerance, *absolute),
+        MetricSource::Latency {
+            tolerance, absolute, ..
+        } => (*tolerance, absolute.as_secs_f64()),
+        _ => (0.0, 0.0),
+    };
+    TestConfig {
+        alpha: spec.alpha / sequential.max(1) as f64,
+        confidence: spec.confidence,
+        margin: Margin { relative, absolute },
+        min_samples: metric.min_samples,
+    }
+}
+
+fn is_sequential(source: &MetricSource) -> bool {
+    matches!(
+        source,
+        MetricSource::ErrorRate { .. } | MetricSource::Latency { .. }
+    )
+}
+
+/// What `conveyor validate` warns about an environment's analysis: steps that cannot pass on
+/// the traffic they will get. For each router metric, the fewest canary requests a step needs
+/// even when the canary never fails (or is never slow), and the service traffic that takes for
+/// the first step to decide within its pause, and within `max_duration` past it.
+pub fn evidence_warnings(environment: &conveyor_spec::delivery::Environment) -> Vec<String> {
+    let conveyor_spec::delivery::Strategy::Canary(canary) = &environment.strategy else {
+        return Vec::new();
+    };
+    let (Some(spec), Some(first)) = (&canary.analysis, canary.steps.first()) else {
+        return Vec::new();
+    };
+    let pause = match first.pause {
+        conveyor_spec::delivery::Pause::For(d) => d,
+        conveyor_spec::delivery::Pause::UntilPromoted => Duration::ZERO,
+    };
+    let share = f64::from(first.weight) / 100.0;
+    let mut warnings = Vec::new();
+    for metric in spec.metrics.iter().filter(|m| is_sequential(&m.source)) {
+        let config = test_config(spec, metric);
+        // Latency: the baseline's slow share is what the canary's is held to.
+        let baseline_rate = match metric.source {
+            MetricSource::Latency { quantile, .. } => 1.0 - quantile,
+            _ => 0.0,
+        };
+        let name = format!("environment '{}', metric '{}'", environment.name, metric.name);
+        let Some(needed) = conveyor_analysis::sequential::requests_to_pass(config, baseline_rate) else {
+            warnings.push(format!(
+                "{name}: a zero margin can never be shown, so no step can pass; give the metric a tolerance or an absolute margin"
+            ));
+            continue;
+        };
+        if first.weight >= 100 || needed <= metric.min_samples.saturating_mul(2) {
+            continue;
+        }
+        let per_second = |seconds: f64| needed as f64 / share / seconds.max(1.0);
+        warnings.push(format!(
+            "{name}: a step needs at least {needed} canary requests to pass (min_samples is {}); the first step ({}% of traffic) decides within its {} pause only from ≈ {:.0} requests/s of service traffic, and within max_duration ({}) from ≈ {:.1}/s",
+            metric.min_samples,
+            first.weight,
+            conveyor_api::human_duration(pause),
+            per_second(pause.as_secs_f64()),
+            conveyor_api::human_duration(spec.max_duration),
+            per_second((pause + spec.max_duration).as_secs_f64()),
+        ));
+    }
+    warnings
+}
+
+/// Where a metric stands on its data alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    Decided(Verdict),
+    /// Samples enough, evidence not yet: the step is extended (before the horizon: look on).
+    Undecided,
+    /// Short of `min_samples` at the horizon.
+    NoData,
+}
+
+fn standing(tracked: &Tracked, horizon: bool) -> Standing {
     let decision = match &tracked.state {
         State::Rate(test) => test.decision(horizon),
         State::Latency(test) => test.decision(horizon),
@@ -373,53 +464,87 @@ fn continuous_verdict(tracked: &Tracked, horizon: bool) -> Option<Verdict> {
         },
     };
     match decision {
-        Decision::Fail => Some(Verdict::Fail),
-        Decision::Pass => Some(Verdict::Pass),
-        Decision::Continue => Some(Verdict::Inconclusive).filter(|_| horizon),
-        Decision::NoData => None,
+        Decision::Fail => Standing::Decided(Verdict::Fail),
+        Decision::Pass => Standing::Decided(Verdict::Pass),
+        Decision::Continue => Standing::Undecided,
+        Decision::NoData => Standing::NoData,
     }
 }
 
-fn judge(tracked: &Tracked, verdict: Verdict, subjects: &Subjects) -> Judgement {
+impl Analysis {
+    fn judge(&self, index: usize, verdict: Verdict) -> Judgement {
+        let tracked = &self.metrics[index];
+        let (summary, evidence) = describe(tracked, &self.subjects, self.canary_rate);
+        Judgement {
+            metric: tracked.spec.name.clone(),
+            // A non-critical metric that fails is a warning: recorded, the rollout goes on.
+            verdict: match verdict {
+                Verdict::Fail if !tracked.spec.critical => Verdict::Warning,
+                other => other,
+            },
+            summary,
+            evidence,
+        }
+    }
+
+    /// Where each metric stands now, for `conveyor status` and the analysis endpoint while
+    /// the deployment runs: its summary (interval, margin, what a decision needs) and evidence.
+    pub(crate) fn standings(&self) -> Vec<conveyor_api::MetricStanding> {
+        self.metrics
+            .iter()
+            .map(|tracked| {
+                let (summary, evidence) = describe(tracked, &self.subjects, self.canary_rate);
+                let standing = match (tracked.failed, standing(tracked, true)) {
+                    (true, _) | (_, Standing::Decided(Verdict::Fail)) => "failing",
+                    (_, Standing::Decided(_)) => "passing",
+                    (_, Standing::Undecided) => "undecided",
+                    (_, Standing::NoData) => "too_few_samples",
+                };
+                conveyor_api::MetricStanding {
+                    metric: tracked.spec.name.clone(),
+                    standing: standing.to_string(),
+                    summary,
+                    evidence,
+                }
+            })
+            .collect()
+    }
+}
+
+/// A metric's summary line and evidence as it stands.
+fn describe(tracked: &Tracked, subjects: &Subjects, canary_rate: Option<f64>) -> (String, Value) {
     let name = &tracked.spec.name;
     let versions = json!({ "canary": subjects.canary, "baseline": subjects.baseline });
-    let percent = |rate: Option<f64>| rate.map_or("-".to_string(), |r| format!("{:.2}%", r * 100.0));
     let (summary, mut evidence) = match &tracked.state {
         State::Rate(test) => {
             let e = test.evidence();
             (
                 format!(
-                    "{name}: canary {} of {} requests failed ({}) vs baseline {} ({}); e = {:.3} (fails at {}), p = {:.4}",
+                    "{name}: canary {} of {} requests failed ({}) vs baseline {} ({}); {}",
                     e.canary.events,
                     e.canary.requests,
                     percent(e.canary_rate),
                     e.baseline.events,
                     percent(e.baseline_rate),
-                    e.e_value,
-                    e.threshold,
-                    e.p_value
+                    rule(&e, "", canary_rate),
                 ),
                 json!({ "test": "anytime-valid rate test (5xx / requests)", "statistic": e }),
             )
         }
         State::Latency(test) => {
             let e = test.evidence();
-            let ms =
-                |s: Option<f64>| s.map_or("-".to_string(), |s| format!("{} ms", (s * 1e6).round() / 1e3));
             (
                 format!(
-                    "{name}: p{} — canary {} of {} requests slower than {} ({}) vs baseline {} slower than {} ({}); e = {:.3} (fails at {}), p = {:.4}",
+                    "{name}: p{} — canary {} of {} requests slower than {} ({}) vs baseline {} slower than {} ({}); {}",
                     e.quantile * 100.0,
                     e.rate.canary.events,
                     e.rate.canary.requests,
-                    ms(e.canary_threshold),
+                    millis(e.canary_threshold),
                     percent(e.rate.canary_rate),
                     e.rate.baseline.events,
-                    ms(e.baseline_threshold),
+                    millis(e.baseline_threshold),
                     percent(e.rate.baseline_rate),
-                    e.rate.e_value,
-                    e.rate.threshold,
-                    e.rate.p_value
+                    rule(&e.rate, "slow-share ", canary_rate),
                 ),
                 json!({ "test": "anytime-valid latency test (share of slow requests)", "statistic": e }),
             )
@@ -495,16 +620,49 @@ fn judge(tracked: &Tracked, verdict: Verdict, subjects: &Subjects) -> Judgement 
     evidence["versions"] = versions;
     evidence["critical"] = json!(tracked.spec.critical);
     evidence["min_samples"] = json!(tracked.spec.min_samples);
-    Judgement {
-        metric: name.clone(),
-        // A non-critical metric that fails is a warning: recorded, the rollout goes on.
-        verdict: match verdict {
-            Verdict::Fail if !tracked.spec.critical => Verdict::Warning,
-            other => other,
-        },
-        summary,
-        evidence,
+    (summary, evidence)
+}
+
+fn percent(rate: Option<f64>) -> String {
+    rate.map_or("-".to_string(), |r| format!("{:.2}%", r * 100.0))
+}
+
+fn millis(seconds: Option<f64>) -> String {
+    seconds.map_or("-".to_string(), |s| format!("{} ms", (s * 1e6).round() / 1e3))
+}
+
+/// The interval, the decision rule and, while undecided, what a decision needs: "difference
+/// −0.40..+0.90 pp, ratio 0.00..2.10; passes when difference ≤ +1.00 pp or ratio ≤ 1.50 (95%
+/// confidence), fails when both are exceeded (false alarms ≤ 0.5%); ≈ 1,200 more canary
+/// requests (≈ 3m at 6.1/s)".
+fn rule(e: &RateEvidence, what: &str, canary_rate: Option<f64>) -> String {
+    let points = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{:+.2}", v * 100.0));
+    let ratio = |v: Option<f64>| v.map_or("∞".to_string(), |v| format!("{v:.2}"));
+    let Interval { lower, upper } = e.difference;
+    let mut text = format!(
+        "{what}difference {}..{} pp, ratio {}..{}; passes when difference ≤ {} pp or ratio ≤ {:.2} ({}% confidence), fails when both are exceeded (false alarms ≤ {}%)",
+        points(lower),
+        points(upper),
+        ratio(e.ratio.lower),
+        ratio(e.ratio.upper),
+        points(Some(e.margin.absolute)),
+        1.0 + e.margin.relative,
+        e.confidence * 100.0,
+        e.alpha * 100.0,
+    );
+    match (e.needed, canary_rate) {
+        (Some(0), _) => {}
+        (Some(requests), Some(rate)) if rate > 0.0 => {
+            let seconds = requests as f64 / rate;
+            text.push_str(&format!(
+                "; ≈ {requests} more canary requests (≈ {} at {rate:.1}/s)",
+                conveyor_api::human_duration(Duration::from_secs(seconds.ceil() as u64))
+            ));
+        }
+        (Some(requests), _) => text.push_str(&format!("; ≈ {requests} more canary requests")),
+        (None, _) => text.push_str("; no decision in sight at the current rates"),
     }
+    text
 }
 
 /// The NetflixACAJudge's classification of a compared metric (baseline = control).

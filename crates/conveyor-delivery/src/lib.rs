@@ -24,6 +24,7 @@ use conveyor_spec::{Environment, ReleaseSpec};
 use conveyor_store::{DeploymentStatus, DeploymentView, Event, IdKind, Release};
 use tokio::sync::mpsc;
 
+pub use analysis::evidence_warnings;
 pub use error::{Category, DeliveryError};
 pub use instances::CasBlobs;
 
@@ -69,6 +70,9 @@ pub struct Delivery {
     pub(crate) root: std::path::PathBuf,
     environments: Mutex<HashMap<(String, String), Arc<environment::Live>>>,
     controls: Mutex<HashMap<i64, mpsc::UnboundedSender<Control>>>,
+    /// Where each running deployment's canary metrics stand at the latest look (in memory:
+    /// progress, not history — the judgements are the record).
+    standings: Mutex<HashMap<i64, Vec<conveyor_api::MetricStanding>>>,
 }
 
 /// Everything a deployment needs to know about what it deploys and where.
@@ -88,6 +92,7 @@ impl Delivery {
             config,
             environments: Mutex::new(HashMap::new()),
             controls: Mutex::new(HashMap::new()),
+            standings: Mutex::new(HashMap::new()),
         });
         tokio::spawn(continuous_deployment(
             engine.events().subscribe(),
@@ -374,6 +379,20 @@ impl Delivery {
     }
 
     /// What runs in an environment now: versions, traffic split, instances, router address.
+    /// Where a running deployment's canary metrics stand now; empty once it ended.
+    pub fn standings(&self, deployment: i64) -> Vec<conveyor_api::MetricStanding> {
+        let all = self.standings.lock().unwrap_or_else(|p| p.into_inner());
+        all.get(&deployment).cloned().unwrap_or_default()
+    }
+
+    pub(crate) fn set_standings(&self, deployment: i64, now: Option<Vec<conveyor_api::MetricStanding>>) {
+        let mut all = self.standings.lock().unwrap_or_else(|p| p.into_inner());
+        match now {
+            Some(now) => all.insert(deployment, now),
+            None => all.remove(&deployment),
+        };
+    }
+
     pub fn status(&self, project: &str, environment: &str) -> conveyor_api::EnvironmentStatus {
         self.live(project, environment).status()
     }

@@ -102,6 +102,7 @@ pub(crate) async fn finish(
     status: DeploymentStatus,
     reason: Option<String>,
 ) -> Result<(), EngineError> {
+    delivery.set_standings(id, None);
     delivery
         .engine
         .events()

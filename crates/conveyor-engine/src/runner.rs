@@ -194,11 +194,13 @@ impl LocalRunner {
                     StepStatus::TimedOut,
                     None,
                     Some(match (job_timed_out_first, deadline) {
-                        (true, Some((_, t))) => format!("job timed out after {}", human(t)),
+                        (true, Some((_, t))) => {
+                            format!("job timed out after {}", conveyor_api::human_duration(t))
+                        }
                         _ => format!(
                             "step '{}' timed out after {}",
                             step.name,
-                            human(timeout.unwrap_or_default())
+                            conveyor_api::human_duration(timeout.unwrap_or_default())
                         ),
                     }),
                 ),
@@ -266,38 +268,4 @@ enum RunnerError {
     Workspace(#[from] workspace::WorkspaceError),
     #[error("the workspace task panicked: {0}")]
     Panicked(#[from] tokio::task::JoinError),
-}
-
-/// `90s`, `10m`, `1h30m`, `500ms`.
-fn human(d: Duration) -> String {
-    let secs = d.as_secs();
-    if secs == 0 {
-        return format!("{}ms", d.as_millis());
-    }
-    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
-    let mut out = String::new();
-    for (n, unit) in [(h, "h"), (m, "m"), (s, "s")] {
-        if n > 0 {
-            out.push_str(&format!("{n}{unit}"));
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn human_durations() {
-        use std::time::Duration;
-        let cases = [
-            (0, "0ms"),
-            (500, "500ms"),
-            (90_000, "1m30s"),
-            (3_600_000, "1h"),
-            (5_400_000, "1h30m"),
-        ];
-        for (ms, want) in cases {
-            assert_eq!(super::human(Duration::from_millis(ms)), want);
-        }
-    }
 }

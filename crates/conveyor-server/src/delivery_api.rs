@@ -174,6 +174,7 @@ pub async fn analysis(
         status: d.status,
         reason: d.reason,
         judgements,
+        live: state.delivery.standings(id),
     }))
 }
 

@@ -180,8 +180,11 @@ pub struct Canary {
 pub struct Analysis {
     /// Time between two looks at the metrics.
     pub interval: Duration,
-    /// The false-alarm bound of the sequential tests.
+    /// The false-alarm bound of a whole deployment: divided among its sequential tests.
     pub alpha: f64,
+    /// A step passes only once every sequential test shows the canary within its margin at
+    /// this confidence.
+    pub confidence: f64,
     /// How long a step may wait past its pause for enough data before the metric's `no_data`.
     pub max_duration: Duration,
     /// What an inconclusive judgement does.
@@ -222,10 +225,18 @@ pub struct Metric {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum MetricSource {
-    /// The router's 5xx share, canary vs stable, by the anytime-valid rate test.
-    ErrorRate { tolerance: f64 },
-    /// The router's latency at `quantile`, canary vs stable, by the anytime-valid latency test.
-    Latency { quantile: f64, tolerance: f64 },
+    /// The router's 5xx share, canary vs stable, by the anytime-valid rate test: the canary
+    /// may fail up to `tolerance` more (relative) or `absolute` more (a share), whichever
+    /// allows more.
+    ErrorRate { tolerance: f64, absolute: f64 },
+    /// The router's latency at `quantile`, canary vs stable, by the anytime-valid latency test:
+    /// the canary may be `tolerance` slower (relative) or `absolute` slower, whichever allows
+    /// more.
+    Latency {
+        quantile: f64,
+        tolerance: f64,
+        absolute: Duration,
+    },
     /// A PromQL query, run at every look: the canary's value checked against a range, or the
     /// canary's values compared with the baseline's (Kayenta's judge) at the end of each step.
     Prometheus(PrometheusQuery),

@@ -49,6 +49,13 @@ pub fn validate(file: &Path) -> ExitCode {
                 p.name,
                 p.jobs.len()
             );
+            for warning in p
+                .environments
+                .iter()
+                .flat_map(conveyor_delivery::evidence_warnings)
+            {
+                eprintln!("{name}: warning: {warning}");
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => {

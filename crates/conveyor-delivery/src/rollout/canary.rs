@@ -21,6 +21,7 @@ impl Rollout<'_> {
     pub(super) fn follow_analysis(&mut self, percent: u32) {
         if percent >= 100 {
             self.analysis = None;
+            self.delivery.set_standings(self.id, None);
             return;
         }
         let Strategy::Canary(canary) = &self.cx.environment.strategy else {
@@ -98,6 +99,7 @@ impl Rollout<'_> {
             return Ok(());
         };
         let failed = analysis.look(self.live.version_metrics()).await;
+        self.delivery.set_standings(self.id, Some(analysis.standings()));
         self.judged(failed).await
     }
 

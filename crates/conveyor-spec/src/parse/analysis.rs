@@ -9,6 +9,7 @@ use crate::yaml::{Kind, Node};
 const ANALYSIS_KEYS: &[&str] = &[
     "interval",
     "alpha",
+    "confidence",
     "max_duration",
     "inconclusive",
     "baseline",
@@ -17,8 +18,8 @@ const ANALYSIS_KEYS: &[&str] = &[
 /// Keys every metric may have, besides its one source key.
 const METRIC_KEYS: &[&str] = &["name", "critical", "min_samples", "no_data"];
 const SOURCES: &[&str] = &["error_rate", "latency", "prometheus", "webhook", "command"];
-const ERROR_RATE_KEYS: &[&str] = &["tolerance"];
-const LATENCY_KEYS: &[&str] = &["quantile", "tolerance"];
+const ERROR_RATE_KEYS: &[&str] = &["tolerance", "absolute"];
+const LATENCY_KEYS: &[&str] = &["quantile", "tolerance", "absolute"];
 const PROMETHEUS_KEYS: &[&str] = &["address", "query", "min", "max", "compare"];
 const DIRECTIONS: &[&str] = &["increase", "decrease", "either"];
 const WEBHOOK_KEYS: &[&str] = &["url", "timeout", "retries"];
@@ -31,10 +32,21 @@ const QUERY_PLACEHOLDERS: &[&str] = &["version", "baseline", "project", "environ
 const MAX_METRICS: usize = 32;
 const MAX_RETRIES: u32 = 10;
 const DEFAULT_LOOK_INTERVAL: Duration = Duration::from_secs(1);
-const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(600);
+const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(900);
 const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
-/// Without `metrics:`, a canary is judged on the router's error rate and p99 latency.
+const DEFAULT_ALPHA: f64 = 0.01;
+/// A pass is a claim that the canary is not worse: 95%, like a one-sided Kayenta interval.
+const DEFAULT_CONFIDENCE: f64 = 0.95;
+/// Up to 50% more errors, or one more failed request in a hundred — Flagger's documented
+/// example holds a canary to a 99% success rate — whichever allows more: a relative margin
+/// alone can never be shown when neither version fails, an absolute one alone is loose for a
+/// service that fails 10% of its requests.
+const DEFAULT_ERROR_TOLERANCE: f64 = 0.5;
+const DEFAULT_ERROR_ABSOLUTE: f64 = 0.01;
+/// Up to 25% slower at the quantile, or 5 ms: below a few milliseconds scheduling noise on a
+/// shared host moves a fast service's p99 more than any release does.
 const DEFAULT_LATENCY_TOLERANCE: f64 = 0.25;
+const DEFAULT_LATENCY_ABSOLUTE: Duration = Duration::from_millis(5);
 
 impl Checker<'_> {
     pub(super) fn analysis(&mut self, node: &Node) -> Option<Analysis> {
@@ -44,19 +56,17 @@ impl Checker<'_> {
             _ => Some(self.fields(node, "analysis", ANALYSIS_KEYS)?),
         };
         let get = |key: &str| fields.as_ref().and_then(|f| f.get(key));
-        let mut analysis = Analysis {
-            interval: DEFAULT_LOOK_INTERVAL,
-            alpha: 0.01,
-            max_duration: DEFAULT_MAX_DURATION,
-            inconclusive: Inconclusive::Pause,
-            baseline: Baseline::Stable,
-            metrics: Vec::new(),
-        };
+        let mut analysis = default_analysis();
         if let Some(d) = get("interval").and_then(|n| self.duration("analysis.interval", n)) {
             analysis.interval = d;
         }
         if let Some(alpha) = get("alpha").and_then(|n| self.number("analysis.alpha", n, 1e-6, 0.5)) {
             analysis.alpha = alpha;
+        }
+        if let Some(confidence) =
+            get("confidence").and_then(|n| self.number("analysis.confidence", n, 0.5, 0.999999))
+        {
+            analysis.confidence = confidence;
         }
         if let Some(d) = get("max_duration").and_then(|n| self.duration("analysis.max_duration", n)) {
             analysis.max_duration = d;
@@ -73,38 +83,36 @@ impl Checker<'_> {
                 _ => Baseline::Stable,
             };
         }
-        match get("metrics") {
-            None => analysis.metrics = default_metrics(),
-            Some(list) => {
-                let Kind::Seq(items) = &list.kind else {
-                    self.type_error("analysis.metrics", "a list of metrics", list);
-                    return Some(analysis);
+        if let Some(list) = get("metrics") {
+            analysis.metrics.clear();
+            let Kind::Seq(items) = &list.kind else {
+                self.type_error("analysis.metrics", "a list of metrics", list);
+                return Some(analysis);
+            };
+            if items.is_empty() {
+                self.error(
+                    list,
+                    "analysis.metrics must not be empty (leave it out for the defaults)",
+                );
+            }
+            if items.len() > MAX_METRICS {
+                self.error(
+                    list,
+                    format!("at most {MAX_METRICS} metrics, found {}", items.len()),
+                );
+            }
+            for item in items.iter().take(MAX_METRICS) {
+                let Some(metric) = self.metric(item) else {
+                    continue;
                 };
-                if items.is_empty() {
+                if analysis.metrics.iter().any(|m| m.name == metric.name) {
                     self.error(
-                        list,
-                        "analysis.metrics must not be empty (leave it out for the defaults)",
+                        item,
+                        format!("two metrics are named '{}'; give one a 'name'", metric.name),
                     );
+                    continue;
                 }
-                if items.len() > MAX_METRICS {
-                    self.error(
-                        list,
-                        format!("at most {MAX_METRICS} metrics, found {}", items.len()),
-                    );
-                }
-                for item in items.iter().take(MAX_METRICS) {
-                    let Some(metric) = self.metric(item) else {
-                        continue;
-                    };
-                    if analysis.metrics.iter().any(|m| m.name == metric.name) {
-                        self.error(
-                            item,
-                            format!("two metrics are named '{}'; give one a 'name'", metric.name),
-                        );
-                        continue;
-                    }
-                    analysis.metrics.push(metric);
-                }
+                analysis.metrics.push(metric);
             }
         }
         Some(analysis)
@@ -151,11 +159,16 @@ impl Checker<'_> {
         let source = match kind {
             "error_rate" => {
                 let f = options.and_then(|o| self.fields(o, "error_rate", ERROR_RATE_KEYS));
+                let f = f.as_ref();
                 let tolerance = f
                     .and_then(|f| f.get("tolerance"))
                     .and_then(|n| self.number("tolerance", n, 0.0, 10.0))
-                    .unwrap_or(0.0);
-                MetricSource::ErrorRate { tolerance }
+                    .unwrap_or(DEFAULT_ERROR_TOLERANCE);
+                let absolute = f
+                    .and_then(|f| f.get("absolute"))
+                    .and_then(|n| self.share("error_rate.absolute", n))
+                    .unwrap_or(DEFAULT_ERROR_ABSOLUTE);
+                MetricSource::ErrorRate { tolerance, absolute }
             }
             "latency" => {
                 let f = options.and_then(|o| self.fields(o, "latency", LATENCY_KEYS));
@@ -168,7 +181,15 @@ impl Checker<'_> {
                     .and_then(|f| f.get("tolerance"))
                     .and_then(|n| self.number("tolerance", n, 0.0, 10.0))
                     .unwrap_or(DEFAULT_LATENCY_TOLERANCE);
-                MetricSource::Latency { quantile, tolerance }
+                let absolute = f
+                    .and_then(|f| f.get("absolute"))
+                    .and_then(|n| self.duration("latency.absolute", n))
+                    .unwrap_or(DEFAULT_LATENCY_ABSOLUTE);
+                MetricSource::Latency {
+                    quantile,
+                    tolerance,
+                    absolute,
+                }
             }
             "prometheus" => MetricSource::Prometheus(self.prometheus(fields.get(kind)?)?),
             "webhook" => {
@@ -341,6 +362,25 @@ impl Checker<'_> {
         }
     }
 
+    /// A share of requests in `0..=1`: a number (`0.005`) or a percentage (`'0.5%'`).
+    fn share(&mut self, what: &str, node: &Node) -> Option<f64> {
+        if let Kind::Str(text) = &node.kind
+            && let Some(percent) = text.trim().strip_suffix('%')
+        {
+            return match percent.trim().parse::<f64>() {
+                Ok(p) if (0.0..=100.0).contains(&p) => Some(p / 100.0),
+                _ => {
+                    self.error(
+                        node,
+                        format!("{what} must be a percentage from 0% to 100%, found '{text}'"),
+                    );
+                    None
+                }
+            };
+        }
+        self.number(what, node, 0.0, 1.0)
+    }
+
     /// A number in `min..=max`.
     pub(super) fn number(&mut self, what: &str, node: &Node, min: f64, max: f64) -> Option<f64> {
         let value = match &node.kind {
@@ -372,6 +412,20 @@ fn placeholders(query: &str) -> Vec<String> {
     names
 }
 
+/// `analysis:` with nothing under it.
+pub(super) fn default_analysis() -> Analysis {
+    Analysis {
+        interval: DEFAULT_LOOK_INTERVAL,
+        alpha: DEFAULT_ALPHA,
+        confidence: DEFAULT_CONFIDENCE,
+        max_duration: DEFAULT_MAX_DURATION,
+        inconclusive: Inconclusive::Pause,
+        baseline: Baseline::Stable,
+        metrics: default_metrics(),
+    }
+}
+
+/// Without `metrics:`, a canary is judged on the router's error rate and p99 latency.
 fn default_metrics() -> Vec<Metric> {
     let metric = |name: &str, source| Metric {
         name: name.into(),
@@ -381,12 +435,19 @@ fn default_metrics() -> Vec<Metric> {
         no_data: NoData::Inconclusive,
     };
     vec![
-        metric("error_rate", MetricSource::ErrorRate { tolerance: 0.0 }),
+        metric(
+            "error_rate",
+            MetricSource::ErrorRate {
+                tolerance: DEFAULT_ERROR_TOLERANCE,
+                absolute: DEFAULT_ERROR_ABSOLUTE,
+            },
+        ),
         metric(
             "latency",
             MetricSource::Latency {
                 quantile: 0.99,
                 tolerance: DEFAULT_LATENCY_TOLERANCE,
+                absolute: DEFAULT_LATENCY_ABSOLUTE,
             },
         ),
     ]
@@ -419,7 +480,7 @@ mod tests {
           inconclusive: rollback
           baseline: fresh
           metrics:
-            - error_rate: { tolerance: 0.1 }
+            - error_rate: { tolerance: 0.1, absolute: '0.5%' }
             - name: p95
               latency: { quantile: 0.95 }
               critical: false
@@ -449,13 +510,17 @@ mod tests {
         );
         assert_eq!(
             analysis.metrics[0].source,
-            MetricSource::ErrorRate { tolerance: 0.1 }
+            MetricSource::ErrorRate {
+                tolerance: 0.1,
+                absolute: 0.005
+            }
         );
         assert_eq!(
             analysis.metrics[1].source,
             MetricSource::Latency {
                 quantile: 0.95,
-                tolerance: 0.25
+                tolerance: 0.25,
+                absolute: Duration::from_millis(5)
             }
         );
         assert!(!analysis.metrics[1].critical);
@@ -534,6 +599,18 @@ mod tests {
             (
                 "          metrics: [{ latency: { quantile: 99 } }]\n",
                 "conveyor.yml:12:44: quantile must be between 0.5 and 0.9999, found 99",
+            ),
+            (
+                "          metrics: [{ error_rate: { absolute: '150%' } }]\n",
+                "conveyor.yml:12:47: error_rate.absolute must be a percentage from 0% to 100%, found '150%'",
+            ),
+            (
+                "          metrics: [{ error_rate: { absolute: 2 } }]\n",
+                "conveyor.yml:12:47: error_rate.absolute must be between 0 and 1, found 2",
+            ),
+            (
+                "          confidence: 0.2\n",
+                "conveyor.yml:12:23: analysis.confidence must be between 0.5 and 0.999999, found 0.2",
             ),
             (
                 "          inconclusive: wait\n",

@@ -260,11 +260,13 @@ impl Checker<'_> {
         if let Some(target) = fields.get("target") {
             self.one_of("target", target, TARGETS);
         }
-        if let Some(strategy) = fields.get("strategy") {
-            env.strategy = self.strategy(strategy).unwrap_or(Strategy::Recreate);
-        }
         if let Some(production) = fields.get("production") {
             env.production = self.boolean("production", production).unwrap_or(false);
+        }
+        if let Some(strategy) = fields.get("strategy") {
+            env.strategy = self
+                .strategy(strategy, env.production)
+                .unwrap_or(Strategy::Recreate);
         }
         env.approval = match fields.get("approval") {
             Some(approval) => self.approval(approval),
@@ -326,15 +328,26 @@ impl Checker<'_> {
         if let Some(sticky) = fields.get("sticky") {
             env.sticky = self.sticky(sticky);
         }
-        if let Some(verify) = fields.get("verify") {
-            env.verify = self.verify(verify);
-            if matches!(env.strategy, Strategy::Recreate | Strategy::Rolling { .. }) {
-                self.error(
-                    verify,
-                    "verify needs a strategy that keeps the previous version running to take the traffic back: blue-green or canary",
-                );
+        let keeps_previous = !matches!(env.strategy, Strategy::Recreate | Strategy::Rolling { .. });
+        env.verify = match fields.get("verify") {
+            // `verify: false` switches the production default off.
+            Some(Node {
+                kind: Kind::Bool(false),
+                ..
+            }) => None,
+            Some(verify) => {
+                if !keeps_previous {
+                    self.error(
+                        verify,
+                        "verify needs a strategy that keeps the previous version running to take the traffic back: blue-green or canary",
+                    );
+                }
+                self.verify(verify)
             }
-        }
+            // Production is held to an error budget once the new version has all the traffic.
+            None if env.production && keeps_previous => Some(super::verify::production_default()),
+            None => None,
+        };
         if let Some(vars) = fields.get("env") {
             env.env = self.env("env", vars);
         }
@@ -393,7 +406,8 @@ impl Checker<'_> {
         None
     }
 
-    fn strategy(&mut self, node: &Node) -> Option<Strategy> {
+    /// `production`: a canary without `analysis:` gets the default analysis.
+    fn strategy(&mut self, node: &Node, production: bool) -> Option<Strategy> {
         let (name, options) = match &node.kind {
             Kind::Map(entries) if entries.len() == 1 => {
                 let (key, value) = &entries[0];
@@ -429,11 +443,11 @@ impl Checker<'_> {
                 }
                 Strategy::Rolling { max_surge }
             }
-            _ => Strategy::Canary(self.canary(options)),
+            _ => Strategy::Canary(self.canary(options, production)),
         })
     }
 
-    fn canary(&mut self, options: Option<&Node>) -> Canary {
+    fn canary(&mut self, options: Option<&Node>, production: bool) -> Canary {
         let default_weights = [10, 50, 100];
         let fields = options.and_then(|o| self.fields(o, "canary", CANARY_KEYS));
         let fields = fields.as_ref();
@@ -493,9 +507,17 @@ impl Checker<'_> {
                 pause: Pause::For(Duration::ZERO),
             });
         }
-        let analysis = fields
-            .and_then(|f| f.get("analysis"))
-            .and_then(|a| self.analysis(a));
+        let analysis = match fields.and_then(|f| f.get("analysis")) {
+            // `analysis: false` switches the production default off.
+            Some(Node {
+                kind: Kind::Bool(false),
+                ..
+            }) => None,
+            Some(a) => self.analysis(a),
+            // A production canary advances on evidence unless told otherwise.
+            None if production => Some(super::analysis::default_analysis()),
+            None => None,
+        };
         Canary { steps, analysis }
     }
 
@@ -830,6 +852,43 @@ environments:
             vec![10, 50, 100]
         );
         assert_eq!(p.environments[1].approval, None, "required: 0 turns approval off");
+    }
+
+    #[test]
+    fn production_is_judged_on_evidence_and_held_to_an_error_budget_unless_told_otherwise() {
+        let environment = |body: &str| {
+            let p = ok(&format!(
+                "release:\n  run: ./app\nenvironments:\n  prod:\n    approval: {{ required: 0 }}\n{body}"
+            ));
+            let env = p.environments[0].clone();
+            let analysis = match &env.strategy {
+                Strategy::Canary(canary) => canary.analysis.clone(),
+                _ => None,
+            };
+            (analysis, env.verify)
+        };
+        // (environment body, analysis expected, verify expected)
+        let table = [
+            ("    production: true\n    strategy: canary\n", true, true),
+            ("    production: true\n    strategy: blue-green\n", false, true),
+            ("    production: true\n    strategy: rolling\n", false, false),
+            ("    strategy: canary\n", false, false),
+            (
+                "    production: true\n    strategy: { canary: { analysis: false } }\n    verify: false\n",
+                false,
+                false,
+            ),
+        ];
+        for (body, analysis, verify) in table {
+            let (got_analysis, got_verify) = environment(body);
+            assert_eq!(got_analysis.is_some(), analysis, "{body}");
+            assert_eq!(got_verify.is_some(), verify, "{body}");
+        }
+        let (analysis, verify) = environment("    production: true\n    strategy: canary\n");
+        let names: Vec<String> = analysis.unwrap().metrics.into_iter().map(|m| m.name).collect();
+        assert_eq!(names, ["error_rate", "latency"]);
+        let budget = verify.unwrap().error_budget.unwrap();
+        assert_eq!((budget.target, budget.max_burn_rate), (0.99, 5.0));
     }
 
     #[test]

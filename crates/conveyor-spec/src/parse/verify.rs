@@ -27,6 +27,23 @@ const DEFAULT_DURATION: Duration = Duration::from_secs(60);
 /// The SRE workbook's fastest paging burn rate (2% of a 30-day budget in an hour).
 const DEFAULT_MAX_BURN_RATE: f64 = 14.4;
 
+/// The error budget a production environment without `verify:` is held to: 99% of requests
+/// succeeding, failing at 5× the budget's burn — once more than 5% of requests fail, over the
+/// whole minute and its last twelfth. A net for the release that breaks under all the traffic
+/// (a leak, a cache that only fills at scale), loose enough for a service's own noise.
+const PRODUCTION_BUDGET: ErrorBudget = ErrorBudget {
+    target: 0.99,
+    max_burn_rate: 5.0,
+};
+
+pub(super) fn production_default() -> Verify {
+    Verify {
+        duration: DEFAULT_DURATION,
+        slo: None,
+        error_budget: Some(PRODUCTION_BUDGET),
+    }
+}
+
 impl Checker<'_> {
     pub(super) fn verify(&mut self, node: &Node) -> Option<Verify> {
         let fields = self.fields(node, "verify", VERIFY_KEYS)?;

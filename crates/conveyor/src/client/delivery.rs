@@ -89,6 +89,12 @@ impl Client {
         }
         if let Some(d) = &s.deployment {
             print_deployment(d);
+            if d.finished_at.is_none() {
+                let analysis: AnalysisReport = self
+                    .get(&format!("/api/v1/deployments/{}/analysis", d.id))
+                    .await?;
+                print_standings(&analysis.live);
+            }
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -131,7 +137,7 @@ impl Client {
         if let Some(reason) = &body.reason {
             println!("  {reason}");
         }
-        if body.judgements.is_empty() {
+        if body.judgements.is_empty() && body.live.is_empty() {
             println!("  no judgements (no canary analysis ran)");
         }
         for j in &body.judgements {
@@ -143,6 +149,12 @@ impl Client {
             );
             if evidence {
                 println!("{}", serde_json::to_string_pretty(&j.evidence)?);
+            }
+        }
+        print_standings(&body.live);
+        if evidence {
+            for standing in &body.live {
+                println!("{}", serde_json::to_string_pretty(&standing.evidence)?);
             }
         }
         Ok(ExitCode::SUCCESS)
@@ -173,7 +185,7 @@ impl Client {
         let measure = |m: &Option<Measure>| match m {
             Some(m) => format!(
                 "median {} ({} samples)  {}",
-                human(m.median_seconds),
+                conveyor_api::human_duration(std::time::Duration::from_secs(m.median_seconds)),
                 m.samples,
                 m.level.as_str()
             ),
@@ -203,19 +215,14 @@ impl Client {
     }
 }
 
-/// `3d 4h`, `2h 5m`, `42s`.
-fn human(seconds: u64) -> String {
-    let (d, h, m, s) = (
-        seconds / 86_400,
-        seconds % 86_400 / 3600,
-        seconds % 3600 / 60,
-        seconds % 60,
-    );
-    match (d, h, m) {
-        (0, 0, 0) => format!("{s}s"),
-        (0, 0, _) => format!("{m}m {s}s"),
-        (0, _, _) => format!("{h}h {m}m"),
-        _ => format!("{d}d {h}h"),
+/// The running analysis, a line per metric: where it stands and what a decision needs.
+fn print_standings(live: &[conveyor_api::MetricStanding]) {
+    if live.is_empty() {
+        return;
+    }
+    println!("  analysis now:");
+    for standing in live {
+        println!("    {:<15} {}", standing.standing, standing.summary);
     }
 }
 
