@@ -303,18 +303,19 @@ mod tests {
             bool,
             Expected,
         );
+        let what_the_router_saw: Expected = [
+            ("x-forwarded-for", &["198.51.100.4"]),
+            ("x-forwarded-proto", &["http"]),
+            ("x-forwarded-host", &["shop.example"]),
+            ("forwarded", &[]),
+            ("x-real-ip", &[]),
+        ];
         let cases: [Case; 5] = [
             (
                 "untrusted, nothing sent",
                 &[("host", "shop.example")],
                 false,
-                [
-                    ("x-forwarded-for", &["198.51.100.4"]),
-                    ("x-forwarded-proto", &["http"]),
-                    ("x-forwarded-host", &["shop.example"]),
-                    ("forwarded", &[]),
-                    ("x-real-ip", &[]),
-                ],
+                what_the_router_saw,
             ),
             (
                 "untrusted, spoofed: replaced",
@@ -328,13 +329,7 @@ mod tests {
                     ("x-real-ip", "10.0.0.1"),
                 ],
                 false,
-                [
-                    ("x-forwarded-for", &["198.51.100.4"]),
-                    ("x-forwarded-proto", &["http"]),
-                    ("x-forwarded-host", &["shop.example"]),
-                    ("forwarded", &[]),
-                    ("x-real-ip", &[]),
-                ],
+                what_the_router_saw,
             ),
             (
                 "untrusted, no host: no forwarded host either",
@@ -374,13 +369,7 @@ mod tests {
                 "trusted, nothing sent: what the router saw",
                 &[("host", "shop.example")],
                 true,
-                [
-                    ("x-forwarded-for", &["198.51.100.4"]),
-                    ("x-forwarded-proto", &["http"]),
-                    ("x-forwarded-host", &["shop.example"]),
-                    ("forwarded", &[]),
-                    ("x-real-ip", &[]),
-                ],
+                what_the_router_saw,
             ),
         ];
         for (name, sent, trusted, expected) in cases {

@@ -7,21 +7,18 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 
-use conveyor_router::{Backend, Sticky};
+use conveyor_router::Sticky;
 
 use crate::harness::{
-    Running, assert_binomial, backend, client, config, dead_addr, eventually, get, read, start, upstream,
+    Running, assert_binomial, backend, backend_at, client, config, dead_addr, eventually, get, read, start,
+    upstream,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_failure_fails_over_to_another_instance_of_the_same_version() {
     let (live, green) = (upstream("blue").await, upstream("green").await);
     let dead = dead_addr().await;
-    let blue = Backend {
-        version: "blue".into(),
-        weight: 10_000,
-        upstreams: vec![dead, live.addr],
-    };
+    let blue = backend_at("blue", 10_000, vec![dead, live.addr]);
     let router = start(config(vec![blue, backend("green", 0, &[&green])], None)).await;
     let client = client();
     for _ in 0..50 {
@@ -43,11 +40,7 @@ async fn connect_failure_fails_over_to_another_instance_of_the_same_version() {
 async fn a_request_with_a_body_fails_over_too() {
     let live = upstream("blue").await;
     let dead = dead_addr().await;
-    let blue = Backend {
-        version: "blue".into(),
-        weight: 10_000,
-        upstreams: vec![dead, live.addr],
-    };
+    let blue = backend_at("blue", 10_000, vec![dead, live.addr]);
     let router = start(config(vec![blue], None)).await;
     let client = client();
     let post = || {
@@ -68,11 +61,7 @@ async fn a_request_with_a_body_fails_over_too() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_instance_down_is_a_502_counted_as_5xx() {
     let dead = [dead_addr().await, dead_addr().await];
-    let blue = Backend {
-        version: "blue".into(),
-        weight: 10_000,
-        upstreams: dead.to_vec(),
-    };
+    let blue = backend_at("blue", 10_000, dead.to_vec());
     let router = start(config(vec![blue], None)).await;
     let client = client();
     for _ in 0..3 {
@@ -127,11 +116,7 @@ async fn versions_answering(router: &Running, n: usize, headers: &[(&str, &str)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_whose_instances_left_the_config_sends_its_share_to_the_other() {
     let green = upstream("green").await;
-    let blue = Backend {
-        version: "blue".into(),
-        weight: 5000,
-        upstreams: vec![],
-    };
+    let blue = backend_at("blue", 5000, vec![]);
     let router = start(config(vec![blue, backend("green", 5000, &[&green])], None)).await;
     let versions = versions_answering(&router, 60, &[]).await;
     assert!(versions.iter().all(|v| v == "green"), "{versions:?}");
@@ -159,11 +144,7 @@ async fn a_version_whose_instances_left_the_config_sends_its_share_to_the_other(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_whose_instances_all_refuse_sends_its_share_to_the_others() {
     let (green, red) = (upstream("green").await, upstream("red").await);
-    let blue = Backend {
-        version: "blue".into(),
-        weight: 6000,
-        upstreams: vec![dead_addr().await, dead_addr().await],
-    };
+    let blue = backend_at("blue", 6000, vec![dead_addr().await, dead_addr().await]);
     let router = start(config(
         vec![
             blue,
@@ -198,11 +179,7 @@ async fn a_version_whose_instances_all_refuse_sends_its_share_to_the_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sticky_user_of_a_version_without_instances_moves_to_one_that_has_some() {
     let green = upstream("green").await;
-    let blue = Backend {
-        version: "blue".into(),
-        weight: 9000,
-        upstreams: vec![dead_addr().await],
-    };
+    let blue = backend_at("blue", 9000, vec![dead_addr().await]);
     let sticky = Some(Sticky::Cookie { name: "cv".into() });
     let router = start(config(vec![blue, backend("green", 1000, &[&green])], sticky)).await;
     let client = client();
@@ -225,11 +202,7 @@ async fn a_sticky_user_of_a_version_without_instances_moves_to_one_that_has_some
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_back_in_the_config_take_their_share_again() {
     let (blue, green) = (upstream("blue").await, upstream("green").await);
-    let empty_blue = Backend {
-        version: "blue".into(),
-        weight: 5000,
-        upstreams: vec![],
-    };
+    let empty_blue = backend_at("blue", 5000, vec![]);
     let router = start(config(vec![empty_blue, backend("green", 5000, &[&green])], None)).await;
     assert!(
         versions_answering(&router, 20, &[])

@@ -123,10 +123,15 @@ pub async fn dead_addr() -> SocketAddr {
 }
 
 pub fn backend(version: &str, weight: u32, upstreams: &[&Upstream]) -> Backend {
+    backend_at(version, weight, upstreams.iter().map(|u| u.addr).collect())
+}
+
+/// A version on instances given by address (dead ones, hung ones, or none at all).
+pub fn backend_at(version: &str, weight: u32, upstreams: Vec<SocketAddr>) -> Backend {
     Backend {
         version: version.into(),
         weight,
-        upstreams: upstreams.iter().map(|u| u.addr).collect(),
+        upstreams,
     }
 }
 

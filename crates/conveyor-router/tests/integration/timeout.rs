@@ -2,18 +2,12 @@
 
 use std::time::Duration;
 
-use conveyor_router::Backend;
-
-use crate::harness::{backend, client, config, get, hung_upstream, start, upstream};
+use crate::harness::{backend, backend_at, client, config, get, hung_upstream, start, upstream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_that_never_answers_gets_a_504_counted_as_5xx_and_is_cut_off() {
     let mut hung = hung_upstream().await;
-    let blue = Backend {
-        version: "blue".into(),
-        weight: 10_000,
-        upstreams: vec![hung.addr],
-    };
+    let blue = backend_at("blue", 10_000, vec![hung.addr]);
     let mut routes = config(vec![blue], None);
     routes.response_timeout = Duration::from_millis(300);
     let router = start(routes).await;
