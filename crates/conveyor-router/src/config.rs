@@ -4,10 +4,12 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use http::HeaderName;
 use serde::{Deserialize, Serialize};
 
+use crate::forwarded::Cidr;
 use crate::hop_by_hop::is_hop_by_hop;
 
 /// The weights of all backends add up to this: weights are basis points of the traffic.
@@ -22,6 +24,17 @@ pub const MAX_VERSION_LEN: usize = 128;
 pub const MAX_UPSTREAMS: usize = 1024;
 /// Most versions one config may list.
 pub const MAX_BACKENDS: usize = 64;
+/// Most entries `trusted_proxies` may list.
+pub const MAX_TRUSTED_PROXIES: usize = 64;
+/// How long the router waits for an upstream's response head when the config does not say.
+///
+/// 30 s: far above what an interactive request takes, so only a hung instance meets it, and
+/// below the 60 s at which the proxies and load balancers commonly put in front of a router give
+/// up (nginx's `proxy_read_timeout`, an AWS ALB's idle timeout) — the router answers the 504
+/// itself and counts it against the version, instead of the client's side giving up unseen.
+/// Longer than Envoy's 15 s route timeout because that one covers the whole response, and this
+/// one only the wait for its head.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How traffic is split between versions: the router's whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +48,19 @@ pub struct RouteConfig {
     /// A request carrying this header with a version's name goes to that version (for testers).
     #[serde(default = "default_pin_header")]
     pub pin_header: String,
+    /// How long an upstream may take, from the request's arrival, to send its response head
+    /// (the request body included); then the router answers 504, counted as the version's 5xx,
+    /// and closes that upstream connection. In JSON, whole milliseconds (`response_timeout_ms`).
+    #[serde(
+        rename = "response_timeout_ms",
+        with = "millis",
+        default = "default_response_timeout"
+    )]
+    pub response_timeout: Duration,
+    /// Peers whose `X-Forwarded-For`, `-Proto` and `-Host` are believed (proxies in front of the
+    /// router); from anyone else these headers are replaced by what the router saw.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 /// One version and the instances that serve it.
@@ -46,7 +72,9 @@ pub struct Backend {
     /// Share of the traffic in basis points, `0..=10000`. A version with weight 0 is reached only by
     /// the pin header.
     pub weight: u32,
-    /// The instances of this version, used in turn (round robin).
+    /// The instances of this version, used in turn (round robin). When none is left (the list is
+    /// empty, or none accepts a connection), the traffic its weight would get goes to the versions
+    /// that have instances, in proportion to their weights; only pinned requests still reach it.
     pub upstreams: Vec<SocketAddr>,
 }
 
@@ -71,6 +99,25 @@ fn default_pin_header() -> String {
     DEFAULT_PIN_HEADER.to_owned()
 }
 
+fn default_response_timeout() -> Duration {
+    DEFAULT_RESPONSE_TIMEOUT
+}
+
+/// A `Duration` as whole milliseconds: JSON has no duration type, and `{secs, nanos}` is noise.
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        u64::deserialize(deserializer).map(Duration::from_millis)
+    }
+}
+
 /// A config the router refuses, with the exact reason. These are the caller's mistakes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -89,8 +136,6 @@ pub enum ConfigError {
     WeightTooLarge { version: String, weight: u32 },
     #[error("the weights add up to {sum} basis points; they must add up to {TOTAL_WEIGHT}")]
     WeightSum { sum: u64 },
-    #[error("version {version:?} lists no upstream instance")]
-    NoUpstreams { version: String },
     #[error("version {version:?} lists {count} upstreams; at most {MAX_UPSTREAMS} are allowed")]
     TooManyUpstreams { version: String, count: usize },
     #[error("version {version:?} lists upstream {upstream} twice")]
@@ -101,6 +146,10 @@ pub enum ConfigError {
     InvalidHeaderName { what: &'static str, name: String },
     #[error("{what} {name:?} is a hop-by-hop header, which a proxy does not forward")]
     HopByHopHeader { what: &'static str, name: String },
+    #[error("the response timeout must be at least 1 ms")]
+    ZeroResponseTimeout,
+    #[error("the config lists {count} trusted proxies; at most {MAX_TRUSTED_PROXIES} are allowed")]
+    TooManyTrustedProxies { count: usize },
 }
 
 // === impl RouteConfig ===
@@ -116,6 +165,8 @@ impl RouteConfig {
             }],
             sticky: None,
             pin_header: default_pin_header(),
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            trusted_proxies: Vec::new(),
         }
     }
 
@@ -150,11 +201,6 @@ impl RouteConfig {
                 });
             }
             sum += u64::from(backend.weight);
-            if backend.upstreams.is_empty() {
-                return Err(ConfigError::NoUpstreams {
-                    version: backend.version.clone(),
-                });
-            }
             if backend.upstreams.len() > MAX_UPSTREAMS {
                 return Err(ConfigError::TooManyUpstreams {
                     version: backend.version.clone(),
@@ -182,6 +228,14 @@ impl RouteConfig {
             }
             Some(Sticky::Cookie { .. }) => {}
             Some(Sticky::Header { name }) => check_header_name("sticky header", name)?,
+        }
+        if self.response_timeout < Duration::from_millis(1) {
+            return Err(ConfigError::ZeroResponseTimeout);
+        }
+        if self.trusted_proxies.len() > MAX_TRUSTED_PROXIES {
+            return Err(ConfigError::TooManyTrustedProxies {
+                count: self.trusted_proxies.len(),
+            });
         }
         Ok(())
     }
@@ -253,8 +307,7 @@ mod tests {
     fn config(backends: Vec<Backend>) -> RouteConfig {
         RouteConfig {
             backends,
-            sticky: None,
-            pin_header: DEFAULT_PIN_HEADER.into(),
+            ..RouteConfig::single("unused", vec![])
         }
     }
 
@@ -328,9 +381,9 @@ mod tests {
                 Err(ConfigError::WeightSum { sum: 20_000 }),
             ),
             (
-                "no upstreams",
+                "a version without instances is allowed (its traffic goes elsewhere)",
                 with(&|c| c.backends[0].upstreams.clear()),
-                Err(ConfigError::NoUpstreams { version: "r1".into() }),
+                Ok(()),
             ),
             (
                 "duplicate upstream",
@@ -391,6 +444,21 @@ mod tests {
                     name: String::new(),
                 }),
             ),
+            (
+                "zero response timeout",
+                with(&|c| c.response_timeout = Duration::from_micros(999)),
+                Err(ConfigError::ZeroResponseTimeout),
+            ),
+            (
+                "trusted proxies",
+                with(&|c| c.trusted_proxies = vec!["10.0.0.0/8".parse().expect("block")]),
+                Ok(()),
+            ),
+            (
+                "too many trusted proxies",
+                with(&|c| c.trusted_proxies = vec!["10.0.0.0/8".parse().expect("block"); 65]),
+                Err(ConfigError::TooManyTrustedProxies { count: 65 }),
+            ),
         ];
         for (name, config, expected) in cases {
             assert_eq!(config.validate(), expected, "case {name:?}");
@@ -421,5 +489,24 @@ mod tests {
             })
         );
         assert!(serde_json::from_str::<RouteConfig>(r#"{"backends":[],"extra":1}"#).is_err());
+    }
+
+    #[test]
+    fn configs_saved_before_the_timeout_and_trusted_proxies_still_parse() {
+        let old = r#"{"backends":[{"version":"r12","weight":10000,"upstreams":["127.0.0.1:8001"]}],
+                      "pin_header":"x-conveyor-version"}"#;
+        let config: RouteConfig = serde_json::from_str(old).expect("an old config parses");
+        assert_eq!(config.response_timeout, DEFAULT_RESPONSE_TIMEOUT);
+        assert!(config.trusted_proxies.is_empty());
+        let mut new = config.clone();
+        new.response_timeout = Duration::from_millis(2500);
+        new.trusted_proxies = vec!["10.0.0.0/8".parse().expect("block")];
+        let json = serde_json::to_value(&new).expect("serializes");
+        assert_eq!(json["response_timeout_ms"], 2500);
+        assert_eq!(json["trusted_proxies"], serde_json::json!(["10.0.0.0/8"]));
+        assert_eq!(
+            serde_json::from_value::<RouteConfig>(json).expect("round trip"),
+            new
+        );
     }
 }

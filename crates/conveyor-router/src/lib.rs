@@ -1,6 +1,8 @@
 //! `conveyor-router` is Conveyor's data plane: a reverse proxy in front of an environment's
 //! instances that splits traffic between versions by weight, keeps users on one version (cookie or
-//! header hash), honours a tester's pin header, and counts requests, 5xx and latency per version.
+//! header hash), honours a tester's pin header, sends a version's share to the others while it has
+//! no instance, answers 504 for an upstream that does not answer in time, and counts requests,
+//! 5xx and latency per version.
 //! It must never block on the control plane: a config is swapped in whole (`Router::update`) and
 //! the last one keeps serving; it never reads the environment and writes only its own config file.
 
@@ -8,6 +10,7 @@ mod body;
 pub mod choose;
 mod config;
 mod file;
+mod forwarded;
 mod hop_by_hop;
 mod metrics;
 mod proxy;
@@ -26,10 +29,11 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 pub use config::{
-    Backend, ConfigError, DEFAULT_COOKIE, DEFAULT_PIN_HEADER, MAX_BACKENDS, MAX_UPSTREAMS, MAX_VERSION_LEN,
-    RouteConfig, Sticky, TOTAL_WEIGHT,
+    Backend, ConfigError, DEFAULT_COOKIE, DEFAULT_PIN_HEADER, DEFAULT_RESPONSE_TIMEOUT, MAX_BACKENDS,
+    MAX_TRUSTED_PROXIES, MAX_UPSTREAMS, MAX_VERSION_LEN, RouteConfig, Sticky, TOTAL_WEIGHT,
 };
 pub use file::Error;
+pub use forwarded::{Cidr, CidrError};
 pub use metrics::{ExtraLabels, LATENCY_BUCKETS, LatencyHistogram, VersionMetrics, encode_labeled};
 pub use proxy::VERSION_HEADER;
 

@@ -1,11 +1,12 @@
-//! Per-version counters and latency histograms. The request path only does relaxed atomic adds on
-//! a version's own `VersionStats`; the registry of versions is locked only when the config
-//! changes or when a snapshot / Prometheus text is taken.
+//! Per-version counters, latency histograms and latency sketches. The request path only does
+//! relaxed atomic adds on a version's own `VersionStats`; the registry of versions is locked only
+//! when the config changes or when a snapshot / Prometheus text is taken.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use conveyor_sketch::{AtomicSketch, LatencySketch};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -43,6 +44,8 @@ pub(crate) struct VersionStats {
     sum_nanos: AtomicU64,
     /// Non-cumulative counts per bucket; the last is `+Inf`. Their total is the request count.
     buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    /// The same latencies at 1% relative accuracy.
+    sketch: AtomicSketch,
 }
 
 /// One request on its way to a version: counted in flight until dropped (answered, failed or
@@ -68,6 +71,7 @@ impl VersionStats {
         let bucket = BUCKET_MICROS.partition_point(|&bound| bound < micros);
         self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.sketch.record(elapsed);
         if status >= 500 {
             self.errors_5xx.fetch_add(1, Ordering::Relaxed);
         }
@@ -100,6 +104,7 @@ impl VersionStats {
                 sum_seconds: self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9,
                 count: cumulative,
             },
+            latency_sketch: self.sketch.snapshot(),
         }
     }
 }
@@ -110,13 +115,17 @@ pub struct VersionMetrics {
     pub version: String,
     /// Requests answered (by the upstream or by the router on the version's behalf).
     pub requests: u64,
-    /// Of those, answers with status 500..=599, including the router's own 502s.
+    /// Of those, answers with status 500..=599, including the router's own 502, 503 and 504 answers.
     pub errors_5xx: u64,
     /// Requests the pin header routed here, answered but left out of `requests`, `errors_5xx`
     /// and `latency`: what the canary analysis judges is the traffic the weights sent.
     pub pinned: u64,
     /// Time from receiving the request to sending the response head.
     pub latency: LatencyHistogram,
+    /// The same latencies in a sketch with 1% relative accuracy (quantiles and exact counts above
+    /// a boundary, `conveyor_sketch`); `latency_sketch.count()` is `requests`, give or take the
+    /// requests answered while the snapshot was taken.
+    pub latency_sketch: LatencySketch,
 }
 
 /// A Prometheus-style histogram: cumulative counts per upper bound (seconds; the last is `+Inf`).
@@ -199,7 +208,7 @@ impl Collector for SnapshotCollector {
             ),
             (
                 "conveyor_router_responses_5xx",
-                "Responses with a 5xx status (including the router's own 502s), per version.",
+                "Responses with a 5xx status (including the router's own 502, 503 and 504 answers), per version.",
                 |m| m.errors_5xx,
             ),
             (

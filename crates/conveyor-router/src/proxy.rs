@@ -1,8 +1,9 @@
 //! The request path: compiled routes, choosing a version and an instance, rewriting headers,
-//! forwarding through the pooled client, failover on connect errors, and upgrades.
+//! forwarding through the pooled client, failover on connect errors (to another instance, then to
+//! another version), the response timeout, and upgrades.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -10,21 +11,22 @@ use std::time::{Duration, Instant};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body::Body as _;
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 use crate::body::ProxyBody;
-use crate::choose::{self, RequestKeys, StickyMode, Weighted};
+use crate::choose::{self, Available, RequestKeys, StickyMode, Weighted};
 use crate::config::{RouteConfig, Sticky};
+use crate::forwarded::set_forwarded;
 use crate::hop_by_hop::strip_hop_by_hop;
 use crate::metrics::{MetricsRegistry, VersionStats};
+use crate::upstream::SendError;
 
-/// How long an instance that refused a connection is skipped by the round robin.
+/// How long an instance that refused a connection is skipped by the round robin, and a version
+/// all of whose instances refused is skipped by the weights.
 pub(crate) const EJECT_FOR: Duration = Duration::from_secs(1);
 
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// The response header naming the version that answered.
 pub static VERSION_HEADER: HeaderName = HeaderName::from_static("x-conveyor-version");
 
@@ -34,7 +36,7 @@ pub static VERSION_HEADER: HeaderName = HeaderName::from_static("x-conveyor-vers
 #[derive(Debug)]
 pub(crate) struct Routes {
     pub(crate) config: Arc<RouteConfig>,
-    slots: Vec<Arc<Slot>>,
+    slots: Vec<Slot>,
     mode: StickyMode,
     pin_header: HeaderName,
     sticky_header: Option<HeaderName>,
@@ -50,6 +52,9 @@ struct Slot {
     set_cookie: Option<HeaderValue>,
     upstreams: Vec<Upstream>,
     next: AtomicUsize,
+    /// Milliseconds since the router's epoch until which the version counts as having no instance
+    /// (every one refused a connection): meanwhile the weights send its traffic elsewhere.
+    down_until: AtomicU64,
     stats: Arc<VersionStats>,
 }
 
@@ -61,13 +66,24 @@ struct Upstream {
     down_until: AtomicU64,
 }
 
-impl Weighted for Arc<Slot> {
+impl Weighted for Slot {
     fn version(&self) -> &str {
         &self.version
     }
     fn weight(&self) -> u32 {
         self.weight
     }
+}
+
+/// The version a request goes to, and how it was chosen.
+struct Choice<'a> {
+    index: usize,
+    slot: &'a Slot,
+    set_cookie: bool,
+    /// The pin header chose it: it is the one the request goes to, instances or not.
+    pinned: bool,
+    /// It has an instance to try and had not been tried for this request.
+    available: bool,
 }
 
 impl Routes {
@@ -88,7 +104,7 @@ impl Routes {
                     ))
                     .expect("validated cookie and version names are valid header values")
                 });
-                Arc::new(Slot {
+                Slot {
                     version: backend.version.clone(),
                     weight: backend.weight,
                     version_value: HeaderValue::try_from(backend.version.as_str())
@@ -105,8 +121,9 @@ impl Routes {
                         })
                         .collect(),
                     next: AtomicUsize::new(0),
+                    down_until: AtomicU64::new(0),
                     stats: metrics.stats(&backend.version),
-                })
+                }
             })
             .collect();
         let (mode, sticky_header) = match &config.sticky {
@@ -127,9 +144,9 @@ impl Routes {
         }
     }
 
-    /// The version for this request (pure, see `choose::choose`), whether to set the cookie, and
-    /// whether the pin header chose it.
-    fn choose(&self, headers: &HeaderMap) -> (Arc<Slot>, bool, bool) {
+    /// The version for this request (pure, see `choose::choose`), the weights going only to the
+    /// `untried` versions that have an instance at `now_ms`.
+    fn choose(&self, headers: &HeaderMap, now_ms: u64, untried: Available) -> Choice<'_> {
         let cookie = self.cookie_name.as_deref().and_then(|name| {
             headers
                 .get_all(header::COOKIE)
@@ -145,16 +162,39 @@ impl Routes {
                 .and_then(|name| headers.get(name))
                 .map(HeaderValue::as_bytes),
         };
+        let available = Available::from_fn(self.slots.len(), |i| {
+            untried.contains(i) && self.slots[i].has_instance(now_ms)
+        });
         let bucket = fastrand::u32(..crate::config::TOTAL_WEIGHT);
-        let decision = choose::choose(&self.slots, self.mode, &keys, bucket)
+        let decision = choose::choose(&self.slots, available, self.mode, &keys, bucket)
             .expect("a validated config's weights cover every bucket");
-        let pinned = decision.reason == choose::Reason::Pinned;
-        (self.slots[decision.index].clone(), decision.set_cookie, pinned)
+        Choice {
+            index: decision.index,
+            slot: &self.slots[decision.index],
+            set_cookie: decision.set_cookie,
+            pinned: decision.reason == choose::Reason::Pinned,
+            available: available.contains(decision.index),
+        }
+    }
+
+    /// Whether `peer` is one of the config's trusted proxies.
+    fn trusts(&self, peer: IpAddr) -> bool {
+        self.config
+            .trusted_proxies
+            .iter()
+            .any(|block| block.contains(peer))
     }
 }
 
 impl Slot {
+    /// Whether the version has an instance to try: it lists one, and they did not all refuse
+    /// connections within the last `EJECT_FOR`.
+    fn has_instance(&self, now_ms: u64) -> bool {
+        !self.upstreams.is_empty() && self.down_until.load(Ordering::Relaxed) <= now_ms
+    }
+
     /// The first instance in round-robin order that is not ejected (or the first, if all are).
+    /// The version must list an instance.
     fn pick(&self, now_ms: u64) -> usize {
         let n = self.upstreams.len();
         if n == 1 {
@@ -187,28 +227,98 @@ pub(crate) struct Shared {
 #[derive(Debug)]
 pub(crate) struct Conn {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) peer_ip: HeaderValue,
+    peer: IpAddr,
+    peer_ip: HeaderValue,
+}
+
+/// Why no instance of a version answered.
+enum Unanswered {
+    /// None took the connection (or it lists none): nothing was sent, here is the request back
+    /// (boxed, like `SendError::Connect`'s).
+    NoInstance(Box<Request<ProxyBody>>),
+    /// The request went out and failed.
+    Failed,
 }
 
 impl Conn {
     pub(crate) fn new(shared: Arc<Shared>, peer: SocketAddr) -> Self {
-        let peer_ip = HeaderValue::try_from(peer.ip().to_string()).expect("an IP address is a header value");
-        Self { shared, peer_ip }
+        // An IPv4 client of a dual-stack listener shows as `::ffff:a.b.c.d`: the upstream and the
+        // trusted proxies are told the IPv4 address it is.
+        let peer = peer.ip().to_canonical();
+        let peer_ip = HeaderValue::try_from(peer.to_string()).expect("an IP address is a header value");
+        Self {
+            shared,
+            peer,
+            peer_ip,
+        }
     }
 
-    /// Answers one request: choose, forward, label, count. Never fails: errors become 502s.
+    /// Answers one request: choose, forward, label, count. Never fails: errors become 5xx answers.
+    /// When no instance of the chosen version takes the connection, the request goes to another
+    /// version (unless pinned), and is counted for the version that answered.
     pub(crate) async fn handle(&self, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
         let start = Instant::now();
-        let (slot, set_cookie, pinned) = self.shared.routes.load().choose(req.headers());
-        let in_flight = slot.stats.begin();
-        let mut response = self.forward(&slot, req, start).await;
+        let routes = self.shared.routes.load_full();
+        let mut choice = routes.choose(req.headers(), ms_since(self.shared.epoch, start), Available::ALL);
+        let mut in_flight = choice.slot.stats.begin();
+        let mut response = if req.method() == Method::CONNECT {
+            plain(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not proxied\n")
+        } else {
+            let (mut request, client_upgrade) = self.prepare(req, &routes);
+            let deadline = tokio::time::Instant::from_std(start) + routes.config.response_timeout;
+            let mut untried = Available::ALL;
+            loop {
+                match tokio::time::timeout_at(deadline, self.send(choice.slot, request)).await {
+                    Ok(Ok(response)) => break finish(response, client_upgrade),
+                    Ok(Err(Unanswered::Failed)) => {
+                        break plain(StatusCode::BAD_GATEWAY, "bad gateway: the upstream failed\n");
+                    }
+                    Ok(Err(Unanswered::NoInstance(back))) => {
+                        untried = untried.without(choice.index);
+                        let next = (!choice.pinned)
+                            .then(|| {
+                                let now_ms = ms_since(self.shared.epoch, Instant::now());
+                                routes.choose(back.headers(), now_ms, untried)
+                            })
+                            .filter(|next| next.available);
+                        let Some(next) = next else {
+                            break no_instance(choice.slot);
+                        };
+                        tracing::debug!(
+                            from = %choice.slot.version,
+                            to = %next.slot.version,
+                            "no instance of the version took the request; sent to another version"
+                        );
+                        in_flight = next.slot.stats.begin();
+                        choice = next;
+                        request = *back;
+                    }
+                    // Dropping the attempt closes its upstream connection: an instance that
+                    // accepted the request and never answers holds nothing of the router's.
+                    Err(_elapsed) => {
+                        tracing::warn!(
+                            version = %choice.slot.version,
+                            timeout_ms = routes.config.response_timeout.as_millis(),
+                            "the upstream sent no response head within the response timeout"
+                        );
+                        break plain(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            "gateway timeout: the upstream did not answer in time\n",
+                        );
+                    }
+                }
+            }
+        };
         drop(in_flight);
+        let slot = choice.slot;
         let headers = response.headers_mut();
         headers.insert(VERSION_HEADER.clone(), slot.version_value.clone());
-        if set_cookie && let Some(cookie) = &slot.set_cookie {
+        if choice.set_cookie
+            && let Some(cookie) = &slot.set_cookie
+        {
             headers.append(header::SET_COOKIE, cookie.clone());
         }
-        if pinned {
+        if choice.pinned {
             slot.stats.record_pinned();
         } else {
             slot.stats.record(response.status().as_u16(), start.elapsed());
@@ -216,10 +326,13 @@ impl Conn {
         Ok(response)
     }
 
-    async fn forward(&self, slot: &Slot, mut req: Request<Incoming>, start: Instant) -> Response<ProxyBody> {
-        if req.method() == Method::CONNECT {
-            return plain(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not proxied\n");
-        }
+    /// The request as upstreams get it — hop-by-hop headers stripped, `Host` and the
+    /// `X-Forwarded-*` headers set, the URI in origin form — and the client's side of an upgrade.
+    fn prepare(
+        &self,
+        mut req: Request<Incoming>,
+        routes: &Routes,
+    ) -> (Request<ProxyBody>, Option<OnUpgrade>) {
         let upgrade = is_upgrade(&req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
@@ -235,112 +348,100 @@ impl Conn {
         {
             parts.headers.insert(header::HOST, host);
         }
-        self.add_forwarded(&mut parts.headers);
+        set_forwarded(&mut parts.headers, &self.peer_ip, routes.trusts(self.peer));
+        // Origin form (`/path?query`), as an HTTP/1.1 request to a server carries it.
         let path = parts
             .uri
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = Uri::from(path);
+        parts.version = Version::HTTP_11;
+        (
+            Request::from_parts(parts, ProxyBody::Incoming(body)),
+            client_upgrade,
+        )
+    }
 
-        // Only a request whose body is already complete can be sent again after a connect error:
-        // the failed attempt consumed nothing, and an empty body is rebuilt for free.
-        let body_done = body.is_end_stream();
-        let mut body = if body_done {
-            ProxyBody::empty()
-        } else {
-            ProxyBody::Incoming(body)
-        };
+    /// Sends `request` to an instance of `slot`: round robin over the instances not ejected, and on
+    /// to the next one when an instance refuses the connection (nothing was sent, so any request
+    /// may go again). When none takes it, the version is skipped for `EJECT_FOR` and the request
+    /// comes back.
+    async fn send(
+        &self,
+        slot: &Slot,
+        mut request: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, Unanswered> {
         let n = slot.upstreams.len();
-        let retry_copy = (body_done && n > 1).then(|| (parts.method.clone(), parts.headers.clone()));
-        let now_ms = ms_since(self.shared.epoch, start);
-        let mut index = slot.pick(now_ms);
+        if n == 0 {
+            return Err(Unanswered::NoInstance(Box::new(request)));
+        }
+        let mut index = slot.pick(ms_since(self.shared.epoch, Instant::now()));
         let mut attempts = 1;
         loop {
             let upstream = &slot.upstreams[index];
-            // Origin form (`/path?query`), as an HTTP/1.1 request to a server carries it.
-            parts.uri = Uri::from(path.clone());
-            if !parts.headers.contains_key(header::HOST)
+            if !request.headers().contains_key(header::HOST)
                 && let Ok(host) = HeaderValue::try_from(upstream.authority.as_str())
             {
-                parts.headers.insert(header::HOST, host);
+                request.headers_mut().insert(header::HOST, host);
             }
-            parts.version = Version::HTTP_11;
-            let request = Request::from_parts(parts, body);
-            let result = crate::upstream::send(upstream.addr, request).await;
-            match result {
-                Ok(response) => return finish(response, client_upgrade),
-                Err(error @ crate::upstream::SendError::Connect(_)) => {
+            match crate::upstream::send(upstream.addr, request).await {
+                Ok(response) => return Ok(response),
+                Err(SendError::Connect { error, request: back }) => {
                     let now_ms = ms_since(self.shared.epoch, Instant::now());
-                    upstream
-                        .down_until
-                        .store(now_ms + EJECT_FOR.as_millis() as u64, Ordering::Relaxed);
+                    let until = now_ms + EJECT_FOR.as_millis() as u64;
+                    upstream.down_until.store(until, Ordering::Relaxed);
                     tracing::warn!(
                         version = %slot.version,
                         upstream = %upstream.addr,
                         %error,
                         "upstream connect failed; skipping this instance for a while"
                     );
-                    let next = retry_copy
-                        .as_ref()
-                        .filter(|_| attempts < n)
-                        .and_then(|copy| slot.next_live(index + 1, n - 1, now_ms).map(|next| (next, copy)));
-                    let Some((next, (method, headers))) = next else {
-                        return plain(
-                            StatusCode::BAD_GATEWAY,
-                            "bad gateway: no instance of this version answered\n",
+                    let next = slot.next_live(index + 1, n - 1, now_ms).filter(|_| attempts < n);
+                    let Some(next) = next else {
+                        slot.down_until.store(until, Ordering::Relaxed);
+                        tracing::warn!(
+                            version = %slot.version,
+                            "no instance of this version took a connection; its traffic goes to the \
+                             other versions for a while"
                         );
+                        return Err(Unanswered::NoInstance(back));
                     };
-                    let mut retry = Request::new(());
-                    *retry.method_mut() = method.clone();
-                    *retry.headers_mut() = headers.clone();
-                    (parts, _) = retry.into_parts();
-                    body = ProxyBody::empty();
+                    request = *back;
                     index = next;
                     attempts += 1;
                 }
-                Err(error) => {
+                Err(error @ SendError::Request(_)) => {
                     tracing::warn!(
                         version = %slot.version,
                         upstream = %upstream.addr,
                         %error,
                         "upstream request failed"
                     );
-                    return plain(StatusCode::BAD_GATEWAY, "bad gateway: the upstream failed\n");
+                    return Err(Unanswered::Failed);
                 }
             }
-        }
-    }
-
-    fn add_forwarded(&self, headers: &mut HeaderMap) {
-        match headers.entry(&X_FORWARDED_FOR) {
-            header::Entry::Vacant(entry) => {
-                entry.insert(self.peer_ip.clone());
-            }
-            header::Entry::Occupied(mut entry) => {
-                let mut joined = entry.get().as_bytes().to_vec();
-                joined.extend_from_slice(b", ");
-                joined.extend_from_slice(self.peer_ip.as_bytes());
-                match HeaderValue::from_bytes(&joined) {
-                    Ok(value) => {
-                        entry.insert(value);
-                    }
-                    Err(_) => {
-                        entry.insert(self.peer_ip.clone());
-                    }
-                }
-            }
-        }
-        if !headers.contains_key(&X_FORWARDED_PROTO) {
-            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
         }
     }
 }
 
+/// The answer when no instance of `slot` took the request (it lists none, or all refused).
+fn no_instance(slot: &Slot) -> Response<ProxyBody> {
+    if slot.upstreams.is_empty() {
+        plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service unavailable: this version has no instance\n",
+        )
+    } else {
+        plain(
+            StatusCode::BAD_GATEWAY,
+            "bad gateway: no instance of this version answered\n",
+        )
+    }
+}
+
 /// Turns the upstream's response into the client's, splicing the two connections on a 101.
-fn finish(
-    response: Response<Incoming>,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-) -> Response<ProxyBody> {
+fn finish(response: Response<Incoming>, client_upgrade: Option<OnUpgrade>) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
     match client_upgrade {
@@ -371,7 +472,7 @@ fn finish(
 }
 
 /// Copies bytes both ways between the upgraded client and upstream connections until both close.
-async fn splice(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+async fn splice(client: OnUpgrade, upstream: OnUpgrade) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
         Err(error) => {

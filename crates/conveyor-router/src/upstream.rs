@@ -29,8 +29,12 @@ thread_local! {
 /// Why a request got no response.
 #[derive(Debug)]
 pub(crate) enum SendError {
-    /// No connection could be made: the instance is down (safe to try another).
-    Connect(std::io::Error),
+    /// No connection could be made: the instance is down. Nothing was sent, so the request comes
+    /// back whole, body and all, for another instance (boxed: only this rare path pays for it).
+    Connect {
+        error: std::io::Error,
+        request: Box<Request<ProxyBody>>,
+    },
     /// The request went out and failed.
     Request(hyper::Error),
 }
@@ -38,7 +42,7 @@ pub(crate) enum SendError {
 impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SendError::Connect(e) => write!(f, "connect: {}", error_chain(e)),
+            SendError::Connect { error, .. } => write!(f, "connect: {}", error_chain(error)),
             SendError::Request(e) => write!(f, "request: {}", error_chain(e)),
         }
     }
@@ -75,7 +79,15 @@ pub(crate) async fn send(
             },
         }
     }
-    let mut sender = connect(addr).await?;
+    let mut sender = match connect(addr).await {
+        Ok(sender) => sender,
+        Err(error) => {
+            return Err(SendError::Connect {
+                error,
+                request: Box::new(request),
+            });
+        }
+    };
     match sender.try_send_request(request).await {
         Ok(response) => {
             checkin(addr, sender);
@@ -116,20 +128,15 @@ fn checkin(addr: SocketAddr, sender: SendRequest<ProxyBody>) {
     });
 }
 
-async fn connect(addr: SocketAddr) -> Result<SendRequest<ProxyBody>, SendError> {
+async fn connect(addr: SocketAddr) -> Result<SendRequest<ProxyBody>, std::io::Error> {
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
         .await
-        .map_err(|_| {
-            SendError::Connect(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "connect timed out",
-            ))
-        })?
-        .map_err(SendError::Connect)?;
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     let _ = stream.set_nodelay(true);
+    // An HTTP/1.1 handshake does no I/O; should it fail, nothing was sent either.
     let (sender, connection) = http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(SendError::Request)?;
+        .map_err(std::io::Error::other)?;
     tokio::spawn(async move {
         if let Err(error) = connection.with_upgrades().await {
             tracing::debug!(%addr, %error, "upstream connection ended with an error");

@@ -11,14 +11,16 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use conveyor_router::{Backend, RouteConfig, Router, Sticky};
 
 /// A small HTTP/1.1 server that answers every request with its version name. It also reports what
-/// it received: `x-seen-forwarded-for`, `x-seen-host`, `x-seen-connection` response headers.
-/// `/status/NNN` answers with that status; `POST /echo` echoes the body.
+/// it received: `x-seen-forwarded-for`, `x-seen-forwarded-proto`, `x-seen-forwarded-host`,
+/// `x-seen-host`, `x-seen-connection` response headers. `/status/NNN` answers with that status;
+/// `/sleep/MS` answers after that many milliseconds; `POST /echo` echoes the body.
 pub struct Upstream {
     pub addr: SocketAddr,
     _stop: oneshot::Sender<()>,
@@ -61,6 +63,8 @@ async fn answer(
     let mut response = Response::builder()
         .header("x-upstream-version", version)
         .header("x-seen-forwarded-for", seen("x-forwarded-for"))
+        .header("x-seen-forwarded-proto", seen("x-forwarded-proto"))
+        .header("x-seen-forwarded-host", seen("x-forwarded-host"))
         .header("x-seen-host", seen("host"))
         .header("x-seen-connection", seen("connection"))
         .header("connection", "keep-alive")
@@ -68,6 +72,10 @@ async fn answer(
     let path = req.uri().path().to_owned();
     let body = if let Some(code) = path.strip_prefix("/status/") {
         response = response.status(code.parse::<u16>().expect("a status code in the path"));
+        Bytes::from_static(version.as_bytes())
+    } else if let Some(ms) = path.strip_prefix("/sleep/") {
+        let ms = ms.parse().expect("milliseconds in the path");
+        tokio::time::sleep(Duration::from_millis(ms)).await;
         Bytes::from_static(version.as_bytes())
     } else if path == "/echo" {
         req.into_body()
@@ -81,6 +89,33 @@ async fn answer(
     Ok(response.body(Full::new(body)).expect("a valid response"))
 }
 
+/// An instance that accepts connections, reads requests and never answers. `closed` hears once for
+/// each connection the other side closed.
+pub struct Hung {
+    pub addr: SocketAddr,
+    pub closed: tokio::sync::mpsc::UnboundedReceiver<()>,
+}
+
+pub async fn hung_upstream() -> Hung {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind hung upstream");
+    let addr = listener.local_addr().expect("hung upstream address");
+    let (tell, closed) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let tell = tell.clone();
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                // Read (and ignore) whatever comes until the peer closes the connection.
+                while matches!(stream.read(&mut buffer).await, Ok(1..)) {}
+                let _ = tell.send(());
+            });
+        }
+    });
+    Hung { addr, closed }
+}
+
 /// A binding that nothing listens on (connections are refused).
 pub async fn dead_addr() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -88,10 +123,15 @@ pub async fn dead_addr() -> SocketAddr {
 }
 
 pub fn backend(version: &str, weight: u32, upstreams: &[&Upstream]) -> Backend {
+    backend_at(version, weight, upstreams.iter().map(|u| u.addr).collect())
+}
+
+/// A version on instances given by address (dead ones, hung ones, or none at all).
+pub fn backend_at(version: &str, weight: u32, upstreams: Vec<SocketAddr>) -> Backend {
     Backend {
         version: version.into(),
         weight,
-        upstreams: upstreams.iter().map(|u| u.addr).collect(),
+        upstreams,
     }
 }
 
@@ -99,7 +139,8 @@ pub fn config(backends: Vec<Backend>, sticky: Option<Sticky>) -> RouteConfig {
     RouteConfig {
         backends,
         sticky,
-        pin_header: conveyor_router::DEFAULT_PIN_HEADER.into(),
+        // The defaults: pin header, response timeout, no trusted proxies.
+        ..RouteConfig::single("defaults", vec![])
     }
 }
 

@@ -7,4 +7,5 @@ mod failover;
 mod metrics;
 mod protocols;
 mod routing;
+mod timeout;
 mod update;

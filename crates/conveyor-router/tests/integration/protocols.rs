@@ -9,9 +9,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
-use conveyor_router::Backend;
-
-use crate::harness::{backend, config, read, start, upstream};
+use crate::harness::{backend, backend_at, config, read, start, upstream};
 
 /// A WebSocket server that echoes every text and binary message.
 async fn ws_echo() -> std::net::SocketAddr {
@@ -37,11 +35,7 @@ async fn ws_echo() -> std::net::SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_echo_through_the_router() {
     let upstream = ws_echo().await;
-    let backend = Backend {
-        version: "ws".into(),
-        weight: 10_000,
-        upstreams: vec![upstream],
-    };
+    let backend = backend_at("ws", 10_000, vec![upstream]);
     let router = start(config(vec![backend], None)).await;
     let (mut ws, response) = tokio_tungstenite::connect_async(format!("ws://{}/socket", router.addr))
         .await

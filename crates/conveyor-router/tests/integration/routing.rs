@@ -154,7 +154,7 @@ async fn header_stickiness_is_stable_per_user() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forwards_client_address_and_host_and_strips_hop_by_hop_headers() {
+async fn forwards_what_the_router_saw_replacing_spoofed_headers_and_strips_hop_by_hop_ones() {
     let blue = upstream("blue").await;
     let router = start(config(vec![backend("blue", 10_000, &[&blue])], None)).await;
     let client = client();
@@ -164,6 +164,43 @@ async fn forwards_client_address_and_host_and_strips_hop_by_hop_headers() {
     // The upstream's own `keep-alive` header describes its connection to the router, not ours.
     assert_eq!(answer.header("keep-alive"), "");
     assert_eq!(answer.version(), "blue");
-    let chained = get(&client, router.addr, "/", &[("x-forwarded-for", "203.0.113.9")]).await;
-    assert_eq!(chained.header("x-seen-forwarded-for"), "203.0.113.9, 127.0.0.1");
+    assert_eq!(answer.header("x-seen-forwarded-proto"), "http");
+    assert_eq!(answer.header("x-seen-forwarded-host"), router.addr.to_string());
+    // A client cannot make the upstream believe it is someone else: what it claims is replaced.
+    let spoofed = [
+        ("x-forwarded-for", "203.0.113.9"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "admin.example"),
+    ];
+    let replaced = get(&client, router.addr, "/", &spoofed).await;
+    assert_eq!(replaced.header("x-seen-forwarded-for"), "127.0.0.1");
+    assert_eq!(replaced.header("x-seen-forwarded-proto"), "http");
+    assert_eq!(replaced.header("x-seen-forwarded-host"), router.addr.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxys_forwarded_headers_are_extended_and_kept() {
+    let blue = upstream("blue").await;
+    let mut routes = config(vec![backend("blue", 10_000, &[&blue])], None);
+    // The test client connects from 127.0.0.1: it plays the proxy in front of the router.
+    routes.trusted_proxies = vec!["127.0.0.0/8".parse().expect("a block")];
+    let router = start(routes).await;
+    let client = client();
+    let from_proxy = [
+        ("x-forwarded-for", "203.0.113.9"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "shop.example"),
+    ];
+    let answer = get(&client, router.addr, "/", &from_proxy).await;
+    assert_eq!(answer.header("x-seen-forwarded-for"), "203.0.113.9, 127.0.0.1");
+    assert_eq!(answer.header("x-seen-forwarded-proto"), "https");
+    assert_eq!(answer.header("x-seen-forwarded-host"), "shop.example");
+
+    // Trust is the config's: once the proxy is no longer listed, its claims are replaced.
+    let mut untrusting = router.router.config().as_ref().clone();
+    untrusting.trusted_proxies = vec!["10.0.0.0/8".parse().expect("a block")];
+    router.router.update(untrusting).expect("valid");
+    let answer = get(&client, router.addr, "/", &from_proxy).await;
+    assert_eq!(answer.header("x-seen-forwarded-for"), "127.0.0.1");
+    assert_eq!(answer.header("x-seen-forwarded-proto"), "http");
 }
