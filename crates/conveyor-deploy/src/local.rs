@@ -300,7 +300,11 @@ impl LocalVersion {
         self.status()
             .into_iter()
             .map(|status| {
-                let usage = status.id.as_ref().and_then(pid_of).and_then(|pid| table.usage(pid));
+                let usage = status
+                    .id
+                    .as_ref()
+                    .and_then(pid_of)
+                    .and_then(|pid| table.usage(pid));
                 let usage = usage.unwrap_or_default();
                 InstanceResources {
                     index: status.index,

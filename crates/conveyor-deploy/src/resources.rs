@@ -181,8 +181,20 @@ mod tests {
         let table = [
             (line("python3", "S"), Some(expected)),
             (line("a) (b", "R"), Some(expected)),
-            (line("sh", "Z"), Some(Stat { zombie: true, ..expected })),
-            (line("sh", "X"), Some(Stat { zombie: true, ..expected })),
+            (
+                line("sh", "Z"),
+                Some(Stat {
+                    zombie: true,
+                    ..expected
+                }),
+            ),
+            (
+                line("sh", "X"),
+                Some(Stat {
+                    zombie: true,
+                    ..expected
+                }),
+            ),
             ("4242 (sh) S 17 4242".to_string(), None),
             ("garbage".to_string(), None),
             (String::new(), None),
@@ -216,7 +228,12 @@ mod tests {
         let mut tree = Vec::new();
         for _ in 0..200 {
             let table = ProcessTable::scan();
-            tree = table.tree(root).unwrap_or_default().iter().map(|s| s.pid).collect();
+            tree = table
+                .tree(root)
+                .unwrap_or_default()
+                .iter()
+                .map(|s| s.pid)
+                .collect();
             if tree.len() == 3 {
                 break;
             }
@@ -232,7 +249,14 @@ mod tests {
         child.wait().unwrap();
         assert_eq!(tree.len(), 3, "the shell and both sleepers: {tree:?}");
         assert_eq!(usage.map(|u| u.processes), Some(3));
-        assert!(usage.is_some_and(|u| u.rss_bytes > 0 && u.open_fds >= 3), "{usage:?}");
-        assert_eq!(ProcessTable::scan().usage(root), None, "a root that exited has no tree");
+        assert!(
+            usage.is_some_and(|u| u.rss_bytes > 0 && u.open_fds >= 3),
+            "{usage:?}"
+        );
+        assert_eq!(
+            ProcessTable::scan().usage(root),
+            None,
+            "a root that exited has no tree"
+        );
     }
 }

@@ -396,13 +396,19 @@ exec python3 app.py"
     let version = target(dir.path()).start(s).await.unwrap();
     let addrs = version.healthy_addrs();
     eventually("both trees with their worker", || {
-        version.resources().iter().all(|r| r.processes == 2 && r.rss_bytes > 16 * MIB)
+        version
+            .resources()
+            .iter()
+            .all(|r| r.processes == 2 && r.rss_bytes > 16 * MIB)
     })
     .await;
     let before = version.resources();
     assert_eq!(before.iter().map(|r| r.index).collect::<Vec<_>>(), vec![0, 1]);
     for r in &before {
-        assert!(r.cpu_seconds >= 0.29, "the exited burner's CPU time counts: {r:?}");
+        assert!(
+            r.cpu_seconds >= 0.29,
+            "the exited burner's CPU time counts: {r:?}"
+        );
         assert!(r.open_fds >= 3 * 2, "stdio of both processes at least: {r:?}");
         assert_eq!(r.restarts, 0);
         assert_eq!(r.id, version.status()[r.index as usize].id);
@@ -421,7 +427,10 @@ exec python3 app.py"
     let other = after[1].rss_bytes as f64 - before[1].rss_bytes as f64;
     assert!(other.abs() < 4.0 * MIB as f64, "the other instance: {other}");
     let opened = after[0].open_fds - before[0].open_fds;
-    assert!((40..=43).contains(&opened), "40 files opened, {opened} more descriptors");
+    assert!(
+        (40..=43).contains(&opened),
+        "40 files opened, {opened} more descriptors"
+    );
     let burnt = after[1].cpu_seconds - before[1].cpu_seconds;
     assert!(burnt >= 0.45, "0.5 s of CPU burnt, {burnt} s counted");
     let idle = after[0].cpu_seconds - before[0].cpu_seconds;
