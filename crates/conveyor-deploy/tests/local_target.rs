@@ -105,6 +105,15 @@ fn alive(pid: u32) -> bool {
     })
 }
 
+/// SIGKILL to one process, as a crash or the OOM killer would.
+fn kill(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let end = Instant::now() + Duration::from_secs(15);
     while !check() {
@@ -161,11 +170,7 @@ async fn a_crashed_instance_is_restarted() {
     s.instances = 1;
     let version = target(dir.path()).start(s).await.unwrap();
     let first = pid(&version.status()[0]).unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(first as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    kill(first);
     eventually("a restart", || {
         let st = &version.status()[0];
         st.restarts == 1 && st.healthy && pid(st).is_some_and(|p| p != first)
@@ -308,11 +313,7 @@ async fn a_process_that_is_not_ours_is_never_adopted() {
     assert_ne!(started, stranger, "started afresh");
     assert!(alive(stranger), "a process that is not ours is left alone");
     version.stop().await;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(stranger as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    kill(stranger);
 }
 
 #[tokio::test]
@@ -342,11 +343,7 @@ async fn instances_left_by_a_previous_server_are_adopted_and_supervised() {
     );
 
     // Adopted processes are supervised too: killed, it is replaced on the same port.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(leftover_pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    kill(leftover_pid);
     eventually("a replacement", || {
         let st = &version.status()[0];
         st.restarts == 1 && st.healthy && pid(st).is_some_and(|p| p != leftover_pid)
@@ -438,11 +435,7 @@ exec python3 app.py"
 
     // Killed, the instance is replaced: a new tree whose counters start again, and a restart.
     let first = pid(&version.status()[1]).unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(first as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    kill(first);
     eventually("a restarted tree", || {
         let r = &version.resources()[1];
         r.restarts == 1 && r.processes == 2 && r.id.as_ref().is_some_and(|id| id.0 != first.to_string())
