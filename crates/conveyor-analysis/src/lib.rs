@@ -4,6 +4,7 @@
 
 pub mod dora;
 pub mod judge;
+pub mod resources;
 pub mod sequential;
 pub mod slo;
 pub mod special;

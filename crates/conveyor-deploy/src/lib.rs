@@ -1,13 +1,14 @@
 //! `conveyor-deploy` owns where releases run. The `Target` trait is the seam; `LocalTarget` (the
 //! embedded default) runs each instance of a version as a supervised local process on its own
 //! port: started with `$PORT`, health-checked, restarted with backoff when it dies, stopped
-//! gracefully (signal, grace period, SIGKILL), its output kept in a capped log. SSH, Docker and
-//! Kubernetes targets go beside it. `plan` turns a strategy into the phases of a deployment and
+//! gracefully (signal, grace period, SIGKILL), its output kept in a capped log, what its
+//! processes use read from `/proc` (`resources`). SSH, Docker and Kubernetes targets go beside it. `plan` turns a strategy into the phases of a deployment and
 //! evaluates its gates (approvals, freeze windows), purely. Moving traffic is the router's job.
 
 pub mod health;
 mod local;
 pub mod plan;
+mod resources;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -66,6 +67,31 @@ pub trait RunningVersion: Send + Sync {
     /// Removes the instances beyond `to` from the version at once and returns what stops them:
     /// the caller moves traffic off them in between.
     fn shrink(&mut self, to: u32) -> BoxFuture<'static, ()>;
+
+    /// What each instance uses now, one sample per instance in index order, for the canary
+    /// analysis to compare versions by. Cheap enough to call every second.
+    fn resources(&self) -> Vec<InstanceResources>;
+}
+
+/// One instance's resources at a moment, summed over its whole process tree (what its command
+/// runs and every process that forks). Memory and descriptors are gauges; CPU time is a counter
+/// that starts again from zero when the instance is restarted, which `restarts` tells.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct InstanceResources {
+    pub index: u32,
+    /// The instance sampled; `None` while it is not running (between restarts).
+    pub id: Option<InstanceId>,
+    /// Live processes in its tree; 0 when it was not running at the sample, and then every
+    /// figure below but `restarts` is 0 too.
+    pub processes: u32,
+    /// Resident memory, summed over the processes.
+    pub rss_bytes: u64,
+    /// User and system CPU time, including the descendants that already exited and were waited
+    /// for inside the tree.
+    pub cpu_seconds: f64,
+    pub open_fds: u64,
+    /// Times the instance was restarted so far (as in `InstanceStatus`).
+    pub restarts: u32,
 }
 
 /// Where a target reads a release's files from: the CAS, by digest.

@@ -14,7 +14,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Blobs, DeployError, InstanceId, InstanceStatus, ReleaseFile, VersionSpec, health};
+use crate::resources::{self, ProcessTable};
+use crate::{
+    Blobs, DeployError, InstanceId, InstanceResources, InstanceStatus, ReleaseFile, VersionSpec, health,
+};
 
 /// Longest wait between restarts of an instance that keeps dying.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -278,11 +281,42 @@ impl crate::RunningVersion for LocalVersion {
     fn shrink(&mut self, to: u32) -> crate::BoxFuture<'static, ()> {
         Box::pin(LocalVersion::shrink(self, to))
     }
+
+    fn resources(&self) -> Vec<InstanceResources> {
+        LocalVersion::resources(self)
+    }
 }
 
 impl LocalVersion {
     pub fn status(&self) -> Vec<InstanceStatus> {
         self.instances.iter().map(|i| lock(&i.status).clone()).collect()
+    }
+
+    /// What each instance's process tree uses now: one pass over `/proc` for them all. An
+    /// instance between processes (exited, or replaced since its status was read) shows no
+    /// processes and zero figures.
+    pub fn resources(&self) -> Vec<InstanceResources> {
+        let table = ProcessTable::scan();
+        self.status()
+            .into_iter()
+            .map(|status| {
+                let usage = status
+                    .id
+                    .as_ref()
+                    .and_then(pid_of)
+                    .and_then(|pid| table.usage(pid));
+                let usage = usage.unwrap_or_default();
+                InstanceResources {
+                    index: status.index,
+                    id: status.id.filter(|_| usage.processes > 0),
+                    processes: usage.processes,
+                    rss_bytes: usage.rss_bytes,
+                    cpu_seconds: usage.cpu_seconds,
+                    open_fds: usage.open_fds,
+                    restarts: status.restarts,
+                }
+            })
+            .collect()
     }
 
     /// Adds instances on `slots` and waits until they are healthy; on failure they are stopped
@@ -504,9 +538,14 @@ async fn supervise(
             let _ = killpg(group, Signal::SIGKILL);
         }
         {
+            // The restart is counted as the process goes, so that no status (nor resource
+            // sample) shows the instance gone without the restart that replaces it.
             let mut s = lock(&status);
             s.healthy = false;
             s.id = None;
+            if ready.is_none() {
+                s.restarts += 1;
+            }
         }
         let code = exit;
         if let Some(ready) = ready.take() {
@@ -517,7 +556,6 @@ async fn supervise(
             let _ = ready.send(Err(StartFailure::Unhealthy(why, index)));
             return;
         }
-        lock(&status).restarts += 1;
         tracing::warn!(version = %spec.version, index, ?code, backoff_ms = backoff.as_millis() as u64, "instance exited; restarting");
         if sleep_or_stop(&stop, backoff).await {
             return;
@@ -546,21 +584,13 @@ impl Process {
         match self {
             Process::Child(child) => child.wait().await.ok().and_then(|s| s.code()),
             Process::Adopted(pid) => {
-                while process_alive(*pid) {
+                while resources::alive(*pid) {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 None
             }
         }
     }
-}
-
-/// Whether `pid` runs (a zombie does not count: it has exited).
-pub(crate) fn process_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
-    })
 }
 
 /// Sleeps; true when `stop` fired meanwhile.

@@ -10,7 +10,7 @@ use conveyor_deploy::{
 use conveyor_spec::delivery::{Health, StopSignal};
 
 const APP: &str = r#"
-import http.server, os, signal, sys
+import http.server, os, signal, sys, time
 def bye(*_):
     print("stopping gracefully", flush=True)
     sys.exit(0)
@@ -20,8 +20,18 @@ else:
     signal.signal(signal.SIGTERM, bye)
 if os.environ.get("EXIT_AT_ONCE"):
     sys.exit(3)
+held = []
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
+        if self.path == "/grow":
+            # Written, so resident: 32 MiB more.
+            held.append(bytearray(b"\x01") * (32 << 20))
+        elif self.path == "/burn":
+            end = time.process_time() + 0.5
+            while time.process_time() < end:
+                pass
+        elif self.path == "/open":
+            held.extend(open(os.devnull) for _ in range(40))
         code = 500 if os.path.exists("unhealthy") else 200
         body = f"{os.environ.get('VERSION')} on {os.environ['PORT']}".encode()
         self.send_response(code)
@@ -95,6 +105,15 @@ fn alive(pid: u32) -> bool {
     })
 }
 
+/// SIGKILL to one process, as a crash or the OOM killer would.
+fn kill(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let end = Instant::now() + Duration::from_secs(15);
     while !check() {
@@ -104,9 +123,15 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 }
 
 async fn get(addr: std::net::SocketAddr) -> String {
+    get_path(addr, "/").await
+}
+
+async fn get_path(addr: std::net::SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     out
@@ -145,11 +170,7 @@ async fn a_crashed_instance_is_restarted() {
     s.instances = 1;
     let version = target(dir.path()).start(s).await.unwrap();
     let first = pid(&version.status()[0]).unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(first as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    kill(first);
     eventually("a restart", || {
         let st = &version.status()[0];
         st.restarts == 1 && st.healthy && pid(st).is_some_and(|p| p != first)
@@ -233,6 +254,9 @@ async fn through_the_target_trait_the_release_is_laid_out_from_its_blobs() {
     assert_eq!(running.healthy_addrs().len(), 1);
     assert_eq!(target.local_dir("r1"), Some(dir.path().join("releases/r1")));
     assert!(dir.path().join("releases/r1/build/app.py").is_file());
+    let sampled = running.resources();
+    assert_eq!(sampled.len(), 1);
+    assert_eq!(sampled[0].processes, 1);
     running.stop().await;
 }
 
@@ -274,6 +298,12 @@ async fn a_process_that_is_not_ours_is_never_adopted() {
     // A process on the recorded pid without the version's marker: it reused the pid.
     let target = target(dir.path());
     let (addr, stranger) = leftover(dir.path(), None);
+    // Started, as a leftover long has: else laying the version out afresh could remove its
+    // script before it was read, and it would exit by itself.
+    eventually("the stranger listening", || {
+        std::net::TcpStream::connect(addr).is_ok()
+    })
+    .await;
     let recorded = vec![RecordedInstance {
         addr,
         id: Some(InstanceId(stranger.to_string())),
@@ -283,11 +313,7 @@ async fn a_process_that_is_not_ours_is_never_adopted() {
     assert_ne!(started, stranger, "started afresh");
     assert!(alive(stranger), "a process that is not ours is left alone");
     version.stop().await;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(stranger as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    kill(stranger);
 }
 
 #[tokio::test]
@@ -317,11 +343,7 @@ async fn instances_left_by_a_previous_server_are_adopted_and_supervised() {
     );
 
     // Adopted processes are supervised too: killed, it is replaced on the same port.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(leftover_pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    kill(leftover_pid);
     eventually("a replacement", || {
         let st = &version.status()[0];
         st.restarts == 1 && st.healthy && pid(st).is_some_and(|p| p != leftover_pid)
@@ -351,5 +373,76 @@ async fn a_version_grows_and_shrinks_one_instance_at_a_time() {
         assert!(!alive(pid(gone).unwrap()));
     }
     assert!(alive(pid(&all[0]).unwrap()));
+    version.stop().await;
+}
+
+const MIB: u64 = 1 << 20;
+
+#[tokio::test]
+async fn resources_are_summed_over_each_instances_process_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(dir.path(), &[]);
+    // Under `sh -c`: a child that burns 0.3 s of CPU and exits (waited for by the shell, which
+    // then becomes the app), and a worker forked beside the app that holds 16 MiB.
+    s.command = "python3 -c 'import time
+end = time.process_time() + 0.3
+while time.process_time() < end: pass'
+python3 -c 'import time; held = bytearray(b\"\\1\") * (16 << 20); time.sleep(600)' &
+exec python3 app.py"
+        .into();
+    let version = target(dir.path()).start(s).await.unwrap();
+    let addrs = version.healthy_addrs();
+    eventually("both trees with their worker", || {
+        version
+            .resources()
+            .iter()
+            .all(|r| r.processes == 2 && r.rss_bytes > 16 * MIB)
+    })
+    .await;
+    let before = version.resources();
+    assert_eq!(before.iter().map(|r| r.index).collect::<Vec<_>>(), vec![0, 1]);
+    for r in &before {
+        assert!(
+            r.cpu_seconds >= 0.29,
+            "the exited burner's CPU time counts: {r:?}"
+        );
+        assert!(r.open_fds >= 3 * 2, "stdio of both processes at least: {r:?}");
+        assert_eq!(r.restarts, 0);
+        assert_eq!(r.id, version.status()[r.index as usize].id);
+    }
+
+    get_path(addrs[0], "/grow").await;
+    get_path(addrs[0], "/open").await;
+    get_path(addrs[1], "/burn").await;
+    let after = version.resources();
+    let grown = after[0].rss_bytes as f64 - before[0].rss_bytes as f64;
+    assert!(
+        (31.0..40.0).contains(&(grown / MIB as f64)),
+        "32 MiB allocated, RSS grew by {} MiB",
+        grown / MIB as f64
+    );
+    let other = after[1].rss_bytes as f64 - before[1].rss_bytes as f64;
+    assert!(other.abs() < 4.0 * MIB as f64, "the other instance: {other}");
+    let opened = after[0].open_fds - before[0].open_fds;
+    assert!(
+        (40..=43).contains(&opened),
+        "40 files opened, {opened} more descriptors"
+    );
+    let burnt = after[1].cpu_seconds - before[1].cpu_seconds;
+    assert!(burnt >= 0.45, "0.5 s of CPU burnt, {burnt} s counted");
+    let idle = after[0].cpu_seconds - before[0].cpu_seconds;
+    assert!(idle < burnt / 2.0, "the other one {idle} s, the burner {burnt} s");
+
+    // Killed, the instance is replaced: a new tree whose counters start again, and a restart.
+    let first = pid(&version.status()[1]).unwrap();
+    kill(first);
+    eventually("a restarted tree", || {
+        let r = &version.resources()[1];
+        r.restarts == 1 && r.processes == 2 && r.id.as_ref().is_some_and(|id| id.0 != first.to_string())
+    })
+    .await;
+    let restarted = &version.resources()[1];
+    assert!(restarted.cpu_seconds < after[1].cpu_seconds, "{restarted:?}");
+    assert_eq!(version.resources()[0].restarts, 0);
     version.stop().await;
 }
