@@ -306,14 +306,14 @@ class Scenario:
         polls = []  # (wall time, status, phase, traffic)
         outcome_override = None
         deadline = started + self.max_seconds
-        last_phase = None
+        last_phase = None  # (phase, traffic)
         while True:
             d = server.api("GET", f"/api/v1/deployments/{dep_id}")
             now = time.time()
             polls.append((now, d["status"], d.get("phase"), d.get("traffic", 0)))
-            if d.get("phase") != last_phase:
-                last_phase = d.get("phase")
-                log(f"  +{now - t_promote:5.1f}s {d['status']} traffic {d.get('traffic', 0)}% phase {last_phase}")
+            if (d.get("phase"), d.get("traffic"), d["status"]) != last_phase:
+                last_phase = (d.get("phase"), d.get("traffic"), d["status"])
+                log(f"  +{now - t_promote:5.1f}s {d['status']}, traffic {d.get('traffic', 0)}%, phase: {d.get('phase')}")
             try:
                 watch.sample(self.env_view())
             except RuntimeError:
@@ -401,6 +401,8 @@ def summarize(*, variant, level, rate, stable_v, new_v, deployment, analysis, ev
         outcome = "promoted"
     elif status in ("failed", "aborted") and route_max == 0 and not new:
         outcome = "failed before traffic"
+    elif status in ("failed", "aborted") and route_max >= 100:
+        outcome = "rolled back in verify"  # after it had all the traffic
     elif status in ("failed", "aborted"):
         outcome = "rolled back"
     else:
@@ -453,11 +455,14 @@ def summarize(*, variant, level, rate, stable_v, new_v, deployment, analysis, ev
         "time_to_full_seconds": (t_full - t_promote) if t_full else None,
         "late_requests": sum(1 for r in records if r[1] > 1.0),
         "instances": instances,
+        # Each instance's CPU from its first reading (the stable's: before the load started; the
+        # new version's: once it ran, before it had traffic) over every request it answered.
         "cpu_ms_per_request": {
             v: (1000.0 * i["cpu_seconds"] / n) if n else None
             for v, i in instances.items()
-            for n in [sum(1 for r in after if r[3] == v)]
+            for n in [sum(1 for r in records if r[3] == v)]
         },
+        "behaviour": {v: behaviour(records, v) for v in (stable_v, new_v)},
         "phases": [{"at": e["at"], "index": e["event"]["index"], "phase": e["event"]["phase"], "traffic": e["event"]["traffic"]} for e in phase_events],
         "final_versions": [{"version": v["version"], "role": v["role"], "traffic": v["traffic"]} for v in final_env["versions"]],
         "wall_seconds": wall_seconds,
@@ -467,6 +472,25 @@ def summarize(*, variant, level, rate, stable_v, new_v, deployment, analysis, ev
     result["goal_promoted"] = (outcome == "promoted") if not bad else None
     result["goal_failed_share"] = share <= GOAL_FAILED_SHARE
     return result
+
+
+def quantile(sorted_values, q):
+    if not sorted_values:
+        return None
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def behaviour(records, version):
+    """What a version did as the load generator saw it: requests, 5xx share, latency quantiles."""
+    mine = [r for r in records if r[3] == version]
+    lat = sorted(r[1] for r in mine)
+    failed = sum(1 for r in mine if r[2] >= 500)
+    return {
+        "requests": len(mine),
+        "5xx_share": failed / len(mine) if mine else None,
+        "p50_ms": common.ms(quantile(lat, 0.5)) if lat else None,
+        "p99_ms": common.ms(quantile(lat, 0.99)) if lat else None,
+    }
 
 
 def per_second(records, t0, new_v):
@@ -496,7 +520,8 @@ def short_reason(r):
         j = r["failing_judgements"][-1]
         text = f"{j['metric']} inconclusive at {j['traffic']}%"
     text = " ".join(text.split())
-    return text if len(text) <= 90 else text[:87] + "…"
+    text = text.split("; see /")[0]  # the log's path
+    return text if len(text) <= 120 else text[:117] + "…"
 
 
 def table(results):
@@ -523,6 +548,34 @@ def table(results):
         lines.append(
             f"| {r['variant']} | {r['traffic_level']} ({r['rate']}/s) | {r['outcome']} | {short_reason(r)} | "
             f"{r['route_max_traffic']}% / {seen} | {failed} | {t} | {goal} |"
+        )
+    return "\n".join(lines)
+
+
+def check_table(results):
+    """The new version against the stable one, as measured: did the variant misbehave as designed?"""
+    lines = [
+        "| variant | traffic | requests (new / stable) | 5xx (new / stable) | p50 ms (new / stable) | p99 ms (new / stable) | CPU ms per request (new / stable) | peak RSS MiB (new / stable) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def pair(a, b, fmt):
+        f = lambda x: "–" if x is None else fmt(x)
+        return f"{f(a)} / {f(b)}"
+
+    for r in results:
+        if r.get("error"):
+            continue
+        n, s = r["behaviour"][r["new_version"]], r["behaviour"][r["stable_version"]]
+        cpu = r["cpu_ms_per_request"]
+        rss = {v: i["rss_peak_kib"] / 1024 for v, i in r["instances"].items()}
+        lines.append(
+            f"| {r['variant']} | {r['traffic_level']} | {n['requests']} / {s['requests']} | "
+            f"{pair(n['5xx_share'], s['5xx_share'], lambda x: f'{100 * x:.1f}%')} | "
+            f"{pair(n['p50_ms'], s['p50_ms'], lambda x: f'{x:.0f}')} | "
+            f"{pair(n['p99_ms'], s['p99_ms'], lambda x: f'{x:.0f}')} | "
+            f"{pair(cpu.get(r['new_version']), cpu.get(r['stable_version']), lambda x: f'{x:.1f}')} | "
+            f"{pair(rss.get(r['new_version']), rss.get(r['stable_version']), lambda x: f'{x:.0f}')} |"
         )
     return "\n".join(lines)
 
@@ -626,6 +679,8 @@ def main():
     print(table(results))
     print()
     print(goals(results))
+    print("\nWhat each new version did, as measured (load generator: latency through the router; /proc: the instances' CPU and RSS):\n")
+    print(check_table(results))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"binary_version": version, "machine": machine, "elapsed_seconds": elapsed,

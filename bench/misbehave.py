@@ -43,8 +43,8 @@ VARIANTS = {
     "tail": (BASE_MS, BASE_ERROR_RATE, BURN_MS),
     "leak": (BASE_MS, BASE_ERROR_RATE, BURN_MS),
     # 3× the CPU of `good` per request, counting the HTTP handling around the burn
-    # (about 0.3 ms of Python per request): 3 × (1 + 0.3) − 0.3.
-    "cpu": (BASE_MS, BASE_ERROR_RATE, 3 * (BURN_MS + 0.3) - 0.3),
+    # (about 0.4 ms of Python per request, health checks included): 3 × (1 + 0.4) − 0.4.
+    "cpu": (BASE_MS, BASE_ERROR_RATE, 3 * (BURN_MS + 0.4) - 0.4),
 }
 TAIL_SHARE, TAIL_EXTRA_MS = 0.02, 200.0
 LEAK_BYTES, LEAK_AFTER, LEAK_FAIL_SHARE = 100 * 1024, 300, 0.5
