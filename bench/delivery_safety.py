@@ -674,7 +674,8 @@ def main():
     elapsed = time.time() - began
 
     config = production_yaml(steps, args.interval)
-    print(f"Delivery safety ({version}; {machine}; {elapsed / 60:.1f} min)\n")
+    load_end = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"Delivery safety ({version}; {machine}, at the end {load_end}; {elapsed / 60:.1f} min)\n")
     print("Production environment:\n\n```yaml\n" + config + "```\n")
     print(table(results))
     print()
@@ -683,7 +684,8 @@ def main():
     print(check_table(results))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"binary_version": version, "machine": machine, "elapsed_seconds": elapsed,
+            json.dump({"binary_version": version, "machine": machine, "load_average_end": load_end,
+                       "elapsed_seconds": elapsed,
                        "production_config": config, "verify_intended": VERIFY_INTENDED,
                        "base_error_rate": BASE_ERROR_RATE, "results": results}, f, indent=1)
 
