@@ -5,8 +5,8 @@
 # markdown table of outcomes, traffic the bad version got, requests failed by the rollout and
 # time to rollback.
 #
-#   bash bench/delivery-safety.sh --quick            # good, errors, crash at low traffic (~4 min)
-#   bash bench/delivery-safety.sh                    # 8 variants × 2 traffic levels (~30 min)
+#   bash bench/delivery-safety.sh --quick            # good, errors, crash at low traffic (~3 min)
+#   bash bench/delivery-safety.sh                    # 8 variants × 2 traffic levels (~18 min)
 #   bash bench/delivery-safety.sh --variants errors,tail --traffic moderate --json /tmp/safety.json
 #   bash bench/delivery-safety.sh --steps 5,25,50 --interval 30s
 #   bash bench/delivery-safety.sh --build ...        # cargo build --release -p conveyor first
