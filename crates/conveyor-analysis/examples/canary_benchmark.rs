@@ -10,7 +10,8 @@
 //! or only its tail stretched (median unchanged).
 
 use conveyor_analysis::judge::{Classification, Direction, MetricConfig, NanStrategy, classify};
-use conveyor_analysis::sequential::{Counts, Decision, Histogram, LatencyTest, RateTest, TestConfig};
+use conveyor_analysis::sequential::{Counts, Decision, LatencyTest, RateTest, TestConfig};
+use conveyor_sketch::LatencySketch;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Binomial, Distribution, LogNormal, Poisson};
@@ -29,8 +30,6 @@ const FLAGGER_THRESHOLD: usize = 5;
 /// (a user tuning them to this service).
 const FLAGGER_MAX_ERROR_RATE: f64 = 0.02;
 const FLAGGER_MAX_P99_SECONDS: f64 = 0.2;
-/// The router's latency bucket bounds (seconds), which the latency test reads.
-const ROUTER_BUCKETS: [f64; conveyor_router::LATENCY_BUCKETS.len()] = conveyor_router::LATENCY_BUCKETS;
 
 /// One simulated second: per version, requests and errors, and (latency scenarios) each
 /// request's latency.
@@ -115,7 +114,7 @@ fn conveyor(run: &[Second], scenario: Scenario) -> Option<usize> {
         Scenario::Latency { .. } => {
             let mut test = LatencyTest::new(0.99, config);
             run.iter().position(|s| {
-                test.observe(&histogram(&s.canary_latency), &histogram(&s.baseline_latency));
+                test.observe(&sketch(&s.canary_latency), &sketch(&s.baseline_latency));
                 test.decision(false) == Decision::Fail
             })
         }
@@ -221,23 +220,13 @@ fn flagger(run: &[Second], scenario: Scenario) -> Option<usize> {
     None
 }
 
-fn histogram(latencies: &[f64]) -> Histogram {
-    let mut cumulative = vec![0u64; ROUTER_BUCKETS.len()];
-    for &l in latencies {
-        let bucket = ROUTER_BUCKETS
-            .iter()
-            .position(|&b| l <= b)
-            .unwrap_or(ROUTER_BUCKETS.len() - 1);
-        cumulative[bucket] += 1;
+/// The latencies as the router records them: into a latency sketch.
+fn sketch(latencies: &[f64]) -> LatencySketch {
+    let mut sketch = LatencySketch::default();
+    for &seconds in latencies {
+        sketch.record(std::time::Duration::from_secs_f64(seconds));
     }
-    for i in 1..cumulative.len() {
-        cumulative[i] += cumulative[i - 1];
-    }
-    Histogram {
-        bounds: ROUTER_BUCKETS.to_vec(),
-        cumulative,
-        total: latencies.len() as u64,
-    }
+    sketch
 }
 
 fn quantile(values: &mut [f64], q: f64) -> f64 {

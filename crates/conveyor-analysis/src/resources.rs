@@ -451,14 +451,21 @@ impl GrowthTest {
             .is_some_and(|(threshold, upper)| upper <= threshold)
     }
 
-    /// Fails as soon as the bounds allow; at the horizon, passes on evidence, else lacks data.
+    /// Fails as soon as the bounds allow; at the horizon, passes on evidence; with bounds on
+    /// both sides but no decision, continues (the step is extended); without them, lacks data.
     pub fn decision(&self, horizon_reached: bool) -> Decision {
+        let bounded = |blocks: &Blocks| {
+            let (lower, upper) = blocks.bounds(self.config.alpha);
+            lower.is_some() && upper.is_some()
+        };
         if self.failed {
             Decision::Fail
         } else if !horizon_reached {
             Decision::Continue
         } else if self.passes() {
             Decision::Pass
+        } else if bounded(&self.canary) && bounded(&self.baseline) {
+            Decision::Continue
         } else {
             Decision::NoData
         }

@@ -40,7 +40,7 @@ mod tests;
 use serde::Serialize;
 
 use bernoulli::Tally;
-pub use latency::{Histogram, LatencyEvidence, LatencyTest};
+pub use latency::{LatencyEvidence, LatencyTest};
 
 /// Alternatives, as multiples (harm) or fractions (safety) of the null ratio `r₀`: from a small
 /// change (×1.1: a canary a little inside the margin must still be shown inside it) to a gross

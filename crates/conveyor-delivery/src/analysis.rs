@@ -8,9 +8,13 @@ use std::time::Duration;
 use conveyor_analysis::judge::{
     Classification, Direction as JudgeDirection, MetricConfig, MetricResult, classify,
 };
-use conveyor_analysis::sequential::{
-    Counts, Decision, Histogram, Interval, LatencyTest, Margin, RateEvidence, RateTest, TestConfig,
+use conveyor_analysis::resources::{
+    GrowthConfig, GrowthTest, Look as ResourceLook, RestartTest, Usage, VersionLook,
 };
+use conveyor_analysis::sequential::{
+    Counts, Decision, Interval, LatencyTest, Margin, RateEvidence, RateTest, TestConfig,
+};
+use conveyor_deploy::InstanceResources;
 use conveyor_router::VersionMetrics;
 use conveyor_spec::delivery::{Analysis as AnalysisSpec, Metric, MetricSource, NoData};
 use conveyor_store::Verdict;
@@ -39,6 +43,9 @@ pub(crate) struct Subjects {
 enum State {
     Rate(RateTest),
     Latency(LatencyTest),
+    /// Memory, CPU or descriptors per request, from what the target samples of the instances.
+    Growth(GrowthTest),
+    Restarts(RestartTest),
     Threshold {
         query: String,
         samples: u64,
@@ -76,6 +83,8 @@ pub(crate) struct Analysis {
     /// The canary's requests per second lately (a moving average over looks), to turn the
     /// requests a decision needs into time.
     canary_rate: Option<f64>,
+    /// When the analysis started: the resource tests' clock.
+    started: tokio::time::Instant,
     http: reqwest::Client,
 }
 
@@ -107,6 +116,19 @@ impl Analysis {
                     MetricSource::Latency { quantile, .. } => {
                         State::Latency(LatencyTest::new(*quantile, test_config(&spec, m)))
                     }
+                    MetricSource::Resource {
+                        quantity,
+                        tolerance,
+                        absolute,
+                    } => State::Growth(GrowthTest::new(
+                        *quantity,
+                        GrowthConfig {
+                            ratio: 1.0 + tolerance,
+                            absolute: *absolute,
+                            ..GrowthConfig::defaults(*quantity, test_config(&spec, m).alpha)
+                        },
+                    )),
+                    MetricSource::Restarts { tolerance } => State::Restarts(RestartTest::new(*tolerance)),
                     MetricSource::Prometheus(q) if q.compare.is_some() => State::Compare {
                         canary_query: fill_placeholders(&q.query, &subjects),
                         baseline_query: fill_placeholders(
@@ -140,6 +162,7 @@ impl Analysis {
             metrics,
             previous: start,
             canary_rate: None,
+            started: tokio::time::Instant::now(),
             http: reqwest::Client::new(),
         }
     }
@@ -158,7 +181,12 @@ impl Analysis {
 
     /// One look at every continuous source. Returns the judgements of metrics that failed at
     /// this look (each metric fails once).
-    pub(crate) async fn look(&mut self, router: Option<(VersionMetrics, VersionMetrics)>) -> Vec<Judgement> {
+    /// `resources`: what the target sampled of `(baseline, canary)` now.
+    pub(crate) async fn look(
+        &mut self,
+        router: Option<(VersionMetrics, VersionMetrics)>,
+        resources: Option<(Vec<InstanceResources>, Vec<InstanceResources>)>,
+    ) -> Vec<Judgement> {
         let increments = match (&self.previous, &router) {
             (Some((base_then, canary_then)), Some((base_now, canary_now))) => {
                 Some((since(base_now, base_then), since(canary_now, canary_then)))
@@ -173,10 +201,25 @@ impl Analysis {
             // About the last 30 looks.
             self.canary_rate = Some(self.canary_rate.map_or(now, |rate| rate + (now - rate) / 30.0));
         }
+        let resource_look = match (&increments, &resources) {
+            (Some((base, canary)), Some((base_samples, canary_samples))) => Some(ResourceLook {
+                at: self.started.elapsed().as_secs_f64(),
+                canary: version_look(canary.requests, canary_samples),
+                baseline: version_look(base.requests, base_samples),
+            }),
+            _ => None,
+        };
         let mut failed = Vec::new();
         for index in 0..self.metrics.len() {
             if self.metrics[index].failed {
                 continue;
+            }
+            if let Some(look) = &resource_look {
+                match &mut self.metrics[index].state {
+                    State::Growth(test) => test.observe(look),
+                    State::Restarts(test) => test.observe(look),
+                    _ => {}
+                }
             }
             if matches!(
                 self.metrics[index].state,
@@ -189,8 +232,12 @@ impl Analysis {
                         Counts::new(canary.requests, canary.errors_5xx),
                         Counts::new(base.requests, base.errors_5xx),
                     ),
-                    State::Latency(test) => test.observe(&histogram(canary), &histogram(base)),
-                    State::Threshold { .. } | State::Compare { .. } | State::Check { .. } => {}
+                    State::Latency(test) => test.observe(&canary.latency_sketch, &base.latency_sketch),
+                    State::Growth(_)
+                    | State::Restarts(_)
+                    | State::Threshold { .. }
+                    | State::Compare { .. }
+                    | State::Check { .. } => {}
                 }
             }
             let tracked = &mut self.metrics[index];
@@ -350,7 +397,7 @@ impl Analysis {
 /// sequential tests, so plain `analysis:` with two metrics still alarms at most `alpha` of the
 /// time, not twice it.
 fn test_config(spec: &AnalysisSpec, metric: &Metric) -> TestConfig {
-    let sequential = spec.metrics.iter().filter(|m| is_sequential(&m.source)).count();
+    let sequential = spec.metrics.iter().filter(|m| spends_alpha(&m.source)).count();
     let (relative, absolute) = match &metric.source {
         MetricSource::ErrorRate { tolerance, absolute } => (*tolerance, *absolute),
         MetricSource::Latency {
@@ -366,11 +413,28 @@ fn test_config(spec: &AnalysisSpec, metric: &Metric) -> TestConfig {
     }
 }
 
-fn is_sequential(source: &MetricSource) -> bool {
+/// The metrics whose tests spend the deployment's `alpha`.
+fn spends_alpha(source: &MetricSource) -> bool {
     matches!(
         source,
-        MetricSource::ErrorRate { .. } | MetricSource::Latency { .. }
+        MetricSource::ErrorRate { .. } | MetricSource::Latency { .. } | MetricSource::Resource { .. }
     )
+}
+
+/// One version at a look, from its instances' samples: `usage` only when every instance was
+/// running.
+fn version_look(requests: u64, samples: &[InstanceResources]) -> VersionLook {
+    let complete = !samples.is_empty() && samples.iter().all(|s| s.processes > 0);
+    VersionLook {
+        requests,
+        instances: samples.len() as u32,
+        restarts: samples.iter().map(|s| u64::from(s.restarts)).sum(),
+        usage: complete.then(|| Usage {
+            rss_bytes: samples.iter().map(|s| s.rss_bytes).sum(),
+            cpu_seconds: samples.iter().map(|s| s.cpu_seconds).sum(),
+            open_fds: samples.iter().map(|s| s.open_fds).sum(),
+        }),
+    }
 }
 
 /// What `conveyor validate` warns about an environment's analysis: steps that cannot pass on
@@ -390,7 +454,13 @@ pub fn evidence_warnings(environment: &conveyor_spec::delivery::Environment) -> 
     };
     let share = f64::from(first.weight) / 100.0;
     let mut warnings = Vec::new();
-    for metric in spec.metrics.iter().filter(|m| is_sequential(&m.source)) {
+    let router_metric = |m: &&Metric| {
+        matches!(
+            m.source,
+            MetricSource::ErrorRate { .. } | MetricSource::Latency { .. }
+        )
+    };
+    for metric in spec.metrics.iter().filter(router_metric) {
         let config = test_config(spec, metric);
         // Latency: the baseline's slow share is what the canary's is held to.
         let baseline_rate = match metric.source {
@@ -435,6 +505,8 @@ fn standing(tracked: &Tracked, horizon: bool) -> Standing {
     let decision = match &tracked.state {
         State::Rate(test) => test.decision(horizon),
         State::Latency(test) => test.decision(horizon),
+        State::Growth(test) => test.decision(horizon),
+        State::Restarts(test) => test.decision(horizon),
         State::Threshold { samples, breach, .. } => match (breach, horizon) {
             (Some(_), _) => Decision::Fail,
             (None, false) => Decision::Continue,
@@ -547,6 +619,43 @@ fn describe(tracked: &Tracked, subjects: &Subjects, canary_rate: Option<f64>) ->
                     rule(&e.rate, "slow-share ", canary_rate),
                 ),
                 json!({ "test": "anytime-valid latency test (share of slow requests)", "statistic": e }),
+            )
+        }
+        State::Growth(test) => {
+            let e = test.evidence();
+            let value = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v:.4}"));
+            (
+                format!(
+                    "{name}: canary {}..{} vs baseline {}..{} {} ({} and {} blocks); fails above {}, passes at most {} ({}× or +{}, false alarms ≤ {}%){}",
+                    value(e.canary.lower),
+                    value(e.canary.upper),
+                    value(e.baseline.lower),
+                    value(e.baseline.upper),
+                    e.unit,
+                    e.canary.blocks,
+                    e.baseline.blocks,
+                    value(e.fail_above),
+                    value(e.pass_at_most),
+                    e.ratio,
+                    e.absolute,
+                    e.alpha * 100.0,
+                    match test.looks_needed() {
+                        Some(0) => String::new(),
+                        Some(looks) => format!("; ≈ {looks} more looks"),
+                        None => "; no decision in sight yet".to_string(),
+                    }
+                ),
+                json!({ "test": "anytime-valid growth per request (median of block slopes)", "statistic": e }),
+            )
+        }
+        State::Restarts(test) => {
+            let e = test.evidence();
+            (
+                format!(
+                    "{name}: canary restarted {} times ({} instances) vs baseline {} ({}); fails above {} and more often than the baseline",
+                    e.canary.during, e.canary.instances, e.baseline.during, e.baseline.instances, e.tolerance
+                ),
+                json!({ "test": "restarts during the analysis", "statistic": e }),
             )
         }
         State::Threshold {
@@ -703,14 +812,7 @@ pub(crate) fn since(now: &VersionMetrics, then: &VersionMetrics) -> VersionMetri
             sum_seconds: (now.latency.sum_seconds - then.latency.sum_seconds).max(0.0),
             count: now.latency.count.saturating_sub(then.latency.count),
         },
-    }
-}
-
-pub(crate) fn histogram(m: &VersionMetrics) -> Histogram {
-    Histogram {
-        bounds: m.latency.buckets.iter().map(|(b, _)| *b).collect(),
-        cumulative: m.latency.buckets.iter().map(|(_, c)| *c).collect(),
-        total: m.latency.count,
+        latency_sketch: now.latency_sketch.since(&then.latency_sketch),
     }
 }
 

@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use conveyor_api::{EnvironmentStatus, VersionRole, VersionStatus};
-use conveyor_deploy::{DeployError, InstanceStatus, RunningVersion};
-use conveyor_router::{Backend, ConfigError, RouteConfig, Router, TOTAL_WEIGHT, VersionMetrics};
+use conveyor_deploy::{DeployError, InstanceResources, InstanceStatus, RunningVersion};
+use conveyor_router::{Backend, Cidr, ConfigError, RouteConfig, Router, TOTAL_WEIGHT, VersionMetrics};
 use serde::{Deserialize, Serialize};
 
 /// Why the environment could not do what a rollout asked of it.
@@ -75,15 +75,18 @@ pub(crate) struct Live {
     pub router_file: PathBuf,
     /// Held by the deployment in progress: one at a time per environment.
     pub turn: tokio::sync::Mutex<()>,
+    /// The server's trusted proxies, put in every route config.
+    trusted_proxies: Vec<Cidr>,
     state: Mutex<State>,
 }
 
 impl Live {
-    pub fn new(project: &str, name: &str, router_file: PathBuf) -> Self {
+    pub fn new(project: &str, name: &str, router_file: PathBuf, trusted_proxies: Vec<Cidr>) -> Self {
         Live {
             project: project.to_string(),
             name: name.to_string(),
             router_file,
+            trusted_proxies,
             turn: tokio::sync::Mutex::new(()),
             state: Mutex::new(State::default()),
         }
@@ -165,6 +168,15 @@ impl Live {
         let all = state.router.as_ref()?.router.metrics();
         let find = |version: &str| all.iter().find(|m| m.version == version).cloned();
         Some((find(&stable.version)?, find(&canary.version)?))
+    }
+
+    /// What the target samples of `(baseline or stable, canary)`'s instances now (reads
+    /// `/proc` for the local target: call it off the async threads).
+    pub fn version_resources(&self) -> Option<(Vec<InstanceResources>, Vec<InstanceResources>)> {
+        let state = self.state();
+        let stable = state.baseline.as_ref().or(state.stable.as_ref())?;
+        let canary = state.canary.as_ref()?;
+        Some((stable.running.resources(), canary.running.resources()))
     }
 
     /// The version with `role`, if one runs.
@@ -317,6 +329,10 @@ impl Live {
             }
             let mut config = RouteConfig::single("placeholder", vec![]);
             config.backends = backends;
+            config.response_timeout = env
+                .response_timeout
+                .unwrap_or(conveyor_router::DEFAULT_RESPONSE_TIMEOUT);
+            config.trusted_proxies = self.trusted_proxies.clone();
             config.sticky = match &env.sticky {
                 conveyor_spec::delivery::Sticky::Cookie => Some(conveyor_router::Sticky::Cookie {
                     name: conveyor_router::DEFAULT_COOKIE.into(),

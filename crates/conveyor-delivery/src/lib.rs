@@ -35,12 +35,17 @@ use tracing::Instrument as _;
 pub struct DeliveryConfig {
     /// How long the previous version stays running after a deployment, for instant rollbacks.
     pub rollback_window: Duration,
+    /// Peers whose `X-Forwarded-*` headers every environment's router believes: the server's
+    /// setting, never a commit's (a `conveyor.yml` that could name them could spoof client
+    /// addresses to its own upstreams).
+    pub trusted_proxies: Vec<conveyor_router::Cidr>,
 }
 
 impl Default for DeliveryConfig {
     fn default() -> Self {
         DeliveryConfig {
             rollback_window: Duration::from_secs(300),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -110,7 +115,12 @@ impl Delivery {
                     .join("routers")
                     .join(project)
                     .join(format!("{environment}.json"));
-                Arc::new(environment::Live::new(project, environment, router_file))
+                Arc::new(environment::Live::new(
+                    project,
+                    environment,
+                    router_file,
+                    self.config.trusted_proxies.clone(),
+                ))
             })
             .clone()
     }

@@ -33,6 +33,9 @@ pub use error::ApiError;
 pub struct ServerConfig {
     /// How often the poller wakes to check projects that are due.
     pub poll_tick: Duration,
+    /// Peers whose `X-Forwarded-*` headers the environments' routers believe (a load balancer
+    /// in front of them); everyone else's are replaced.
+    pub trusted_proxies: Vec<conveyor_router::Cidr>,
 }
 
 #[derive(Clone)]
@@ -307,7 +310,14 @@ pub async fn start_with_flags(
         engine.data().root.join("releases"),
         Arc::new(conveyor_delivery::CasBlobs(engine.data().cas.clone())),
     );
-    let delivery = Delivery::new(engine.clone(), Arc::new(target), DeliveryConfig::default());
+    let delivery = Delivery::new(
+        engine.clone(),
+        Arc::new(target),
+        DeliveryConfig {
+            trusted_proxies: config.trusted_proxies.clone(),
+            ..DeliveryConfig::default()
+        },
+    );
     if let Err(error) = delivery.recover().await {
         tracing::error!(%error, "cannot recover environments");
     }

@@ -100,6 +100,10 @@ pub struct Environment {
     pub checks: Vec<Check>,
     /// Where the environment's router listens; `None`: chosen by the server.
     pub listen: Option<SocketAddr>,
+    /// How long the router waits for an instance's response head before it answers 504 (an
+    /// error for the analysis): an instance that accepts and never answers is cut off.
+    /// `None`: the router's default (30 s).
+    pub response_timeout: Option<Duration>,
     /// How a user keeps seeing one version while two share the traffic.
     pub sticky: Sticky,
     pub env: BTreeMap<String, String>,
@@ -237,6 +241,18 @@ pub enum MetricSource {
         tolerance: f64,
         absolute: Duration,
     },
+    /// What the canary's instances use per request (memory growth, CPU time, descriptor
+    /// growth) against the baseline's, read by the target that supervises them: the canary may
+    /// use `tolerance` more (relative) and `absolute` more per request (in the quantity's unit:
+    /// bytes, CPU seconds, descriptors) before it fails.
+    Resource {
+        quantity: conveyor_analysis::resources::Quantity,
+        tolerance: f64,
+        absolute: f64,
+    },
+    /// Restarts of the canary's instances during the analysis: more than `tolerance`, and more
+    /// often per instance than the baseline's, fails.
+    Restarts { tolerance: u64 },
     /// A PromQL query, run at every look: the canary's value checked against a range, or the
     /// canary's values compared with the baseline's (Kayenta's judge) at the end of each step.
     Prometheus(PrometheusQuery),

@@ -90,6 +90,10 @@ pub enum Command {
         /// Flag evaluations per second allowed per evaluation key (default 1000; 0: unlimited).
         #[arg(long)]
         flag_rate_limit: Option<u32>,
+        /// A proxy in front of the environments' routers (address or CIDR block, repeatable):
+        /// its X-Forwarded-For/-Proto/-Host are believed; everyone else's are replaced.
+        #[arg(long = "trusted-proxy", value_name = "CIDR")]
+        trusted_proxies: Vec<String>,
     },
     /// Manage projects on the server.
     #[command(subcommand)]

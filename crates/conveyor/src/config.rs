@@ -20,6 +20,9 @@ pub struct FileConfig {
     pub step_log_limit_bytes: Option<u64>,
     /// Flag evaluations per second per evaluation key (0: unlimited).
     pub flag_rate_limit: Option<u32>,
+    /// Addresses or CIDR blocks of proxies in front of the environments' routers, whose
+    /// `X-Forwarded-*` headers are believed.
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 /// Overrides from the environment and the command line (clap merges those two).
@@ -31,6 +34,7 @@ pub struct Overrides {
     pub poll_tick_seconds: Option<u64>,
     pub jobs: Option<usize>,
     pub flag_rate_limit: Option<u32>,
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -47,6 +51,7 @@ pub struct Config {
     pub base_env: Vec<(String, String)>,
     /// Where scratch directories go (the demo's): `$TMPDIR`, else `/tmp`.
     pub temp_dir: PathBuf,
+    pub trusted_proxies: Vec<conveyor_router::Cidr>,
 }
 
 /// The process environment: read here, once, by `main`, and passed down.
@@ -71,8 +76,18 @@ impl Config {
             .clone()
             .or(file.data)
             .unwrap_or_else(|| default_data_dir(env));
+        let trusted_proxies = if overrides.trusted_proxies.is_empty() {
+            file.trusted_proxies.unwrap_or_default()
+        } else {
+            overrides.trusted_proxies.clone()
+        };
+        let trusted_proxies = trusted_proxies
+            .iter()
+            .map(|text| text.parse().with_context(|| format!("trusted proxy '{text}'")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Config {
             data,
+            trusted_proxies,
             addr: overrides
                 .addr
                 .or(file.addr)
@@ -165,6 +180,32 @@ mod tests {
         assert_eq!(c.flags.rate_per_second, 1_000);
         o.flag_rate_limit = Some(0);
         assert_eq!(Config::resolve(&o, &env(&[])).unwrap().flags.rate_per_second, 0);
+    }
+
+    #[test]
+    fn trusted_proxies_from_the_file_or_the_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("conveyor.toml");
+        std::fs::write(&file, "trusted_proxies = ['10.0.0.0/8', '192.0.2.7']\n").unwrap();
+        let mut o = Overrides {
+            config: Some(file),
+            ..Default::default()
+        };
+        let shown = |c: Config| {
+            c.trusted_proxies
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            shown(Config::resolve(&o, &env(&[])).unwrap()),
+            ["10.0.0.0/8", "192.0.2.7/32"]
+        );
+        o.trusted_proxies = vec!["fd00::/8".into()];
+        assert_eq!(shown(Config::resolve(&o, &env(&[])).unwrap()), ["fd00::/8"]);
+        o.trusted_proxies = vec!["10.0.0.1/8".into()];
+        let err = format!("{:#}", Config::resolve(&o, &env(&[])).unwrap_err());
+        assert!(err.starts_with("trusted proxy '10.0.0.1/8'"), "{err}");
     }
 
     #[test]

@@ -64,6 +64,7 @@ pub async fn demo(config: &Config, example: &Path, exit: bool) -> anyhow::Result
         engine,
         conveyor_server::ServerConfig {
             poll_tick: Duration::from_secs(3600),
+            trusted_proxies: Vec::new(),
         },
     )
     .await;

@@ -181,6 +181,7 @@ pub async fn serve(config: &Config) -> anyhow::Result<ExitCode> {
     let addr = listener.local_addr()?;
     let server_config = conveyor_server::ServerConfig {
         poll_tick: config.poll_tick,
+        trusted_proxies: config.trusted_proxies.clone(),
     };
     // Recovery comes before "listening": once a client can talk to us, environments are back.
     let state = conveyor_server::start_with_flags(engine, server_config, config.flags).await;

@@ -104,9 +104,11 @@ async fn dispatch(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<Exi
             poll_tick,
             jobs,
             flag_rate_limit,
+            trusted_proxies,
         } => {
             let mut o = overrides(&data);
             o.flag_rate_limit = flag_rate_limit;
+            o.trusted_proxies = trusted_proxies;
             o.addr = addr;
             o.poll_tick_seconds = poll_tick;
             o.jobs = jobs;

@@ -1,93 +1,28 @@
 //! The latency test: a request is an event when it is slower than a threshold read off the
-//! baseline's own latency distribution (at its chosen quantile, from looks before the current
-//! one, so the threshold is predictable); the canary's threshold is the baseline's widened by
-//! the margin. If the canary's latency is no worse than the baseline's widened by the margin, a
-//! slow request is no likelier on the canary, and the rate test applies with a margin of zero
-//! on the slow share.
+//! baseline's own latency distribution (its quantile, from looks before the current one, so the
+//! threshold is predictable); the canary's threshold is the baseline's widened by the margin. If
+//! the canary's latency is no worse than the baseline's widened by the margin, a slow request is
+//! no likelier on the canary, and the rate test applies with a margin of zero on the slow share.
+//!
+//! Both thresholds are bucket boundaries of the latency sketches (1% apart), where the sketches
+//! count exactly: the comparison is exact for the thresholds it states, which are within 1% of
+//! the quantile and of the margin asked for.
 
+use conveyor_sketch::{LatencySketch, boundary_at_or_above};
 use serde::Serialize;
 
 use super::{Counts, Decision, Margin, RateEvidence, RateTest, TestConfig};
 
-/// Cumulative request counts at a set of latency bucket bounds (seconds, ascending; the last
-/// bound may be `+Inf`), as Prometheus histograms carry them.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Histogram {
-    pub bounds: Vec<f64>,
-    /// `cumulative[i]`: requests that took at most `bounds[i]`.
-    pub cumulative: Vec<u64>,
-    /// All requests (the `+Inf` count).
-    pub total: u64,
-}
-
-impl Histogram {
-    /// Requests slower than `bounds[bucket]`.
-    fn slower_than(&self, bucket: usize) -> u64 {
-        self.total.saturating_sub(self.cumulative[bucket])
-    }
-
-    /// The counts added between `earlier` and `self` (same bounds), saturating at zero when a
-    /// counter went backwards (a restarted process).
-    pub fn since(&self, earlier: &Histogram) -> Histogram {
-        Histogram {
-            bounds: self.bounds.clone(),
-            cumulative: self
-                .cumulative
-                .iter()
-                .zip(&earlier.cumulative)
-                .map(|(now, then)| now.saturating_sub(*then))
-                .collect(),
-            total: self.total.saturating_sub(earlier.total),
-        }
-    }
-
-    /// The `q`-quantile estimated as Prometheus's `histogram_quantile` does: linear within the
-    /// bucket that holds it (from 0 for the first), the highest finite bound when it falls in
-    /// `+Inf`. `None` without requests.
-    pub fn quantile(&self, q: f64) -> Option<f64> {
-        if self.total == 0 {
-            return None;
-        }
-        let rank = q.clamp(0.0, 1.0) * self.total as f64;
-        let bucket = self.cumulative.iter().position(|&c| c as f64 >= rank)?;
-        let upper = self.bounds[bucket];
-        if upper.is_infinite() {
-            return self.bounds.iter().rev().find(|b| b.is_finite()).copied();
-        }
-        let (lower, below) = match bucket {
-            0 => (0.0, 0),
-            i => (self.bounds[i - 1], self.cumulative[i - 1]),
-        };
-        let inside = (self.cumulative[bucket] - below) as f64;
-        if inside == 0.0 {
-            return Some(upper);
-        }
-        Some(lower + (upper - lower) * (rank - below as f64) / inside)
-    }
-
-    /// The index of the largest finite bound with at least `1 − quantile` of the requests slower
-    /// than it: so the baseline's slow share is at least the quantile's tail.
-    fn threshold_bucket(&self, quantile: f64) -> Option<usize> {
-        if self.total == 0 {
-            return None;
-        }
-        let tail = (1.0 - quantile) * self.total as f64;
-        (0..self.bounds.len())
-            .filter(|&i| self.bounds[i].is_finite())
-            .rfind(|&i| self.slower_than(i) as f64 >= tail)
-    }
-}
-
 /// The anytime-valid one-sided latency test: is the canary's latency at a quantile worse than
-/// the baseline's by more than the tolerance?
+/// the baseline's by more than the margin?
 #[derive(Debug, Clone)]
 pub struct LatencyTest {
     quantile: f64,
     /// How much slower the canary may be: relative, and absolute in seconds.
     margin: Margin,
     rate: RateTest,
-    /// The baseline's histogram over every look so far, for the threshold.
-    baseline_seen: Option<Histogram>,
+    /// The baseline's latencies over every look so far, for the threshold.
+    baseline_seen: LatencySketch,
     /// The thresholds of the latest look (baseline, canary), seconds.
     thresholds: Option<(f64, f64)>,
 }
@@ -97,9 +32,10 @@ pub struct LatencyEvidence {
     pub quantile: f64,
     /// How much slower than the baseline's the canary's latency may be (absolute in seconds).
     pub margin: Margin,
-    /// A baseline request slower than this was an event in the latest look (seconds).
+    /// A baseline request slower than this was an event in the latest look (seconds): its
+    /// quantile so far, up to the sketch's next boundary.
     pub baseline_threshold: Option<f64>,
-    /// The canary's threshold: the baseline's widened by the margin, up to a bucket bound.
+    /// The canary's threshold: the baseline's widened by the margin, up to the next boundary.
     pub canary_threshold: Option<f64>,
     /// Requests and slow requests per version.
     #[serde(flatten)]
@@ -117,41 +53,31 @@ impl LatencyTest {
                 margin: Margin::default(),
                 ..config
             }),
-            baseline_seen: None,
+            baseline_seen: LatencySketch::default(),
             thresholds: None,
         }
     }
 
-    /// Takes one look: the histograms of the requests served since the previous look.
-    pub fn observe(&mut self, canary: &Histogram, baseline: &Histogram) {
-        let buckets = self.baseline_seen.as_ref().and_then(|seen| {
-            let base = seen.threshold_bucket(self.quantile)?;
-            let scaled = self.margin.allowance(seen.bounds[base]);
-            let canary_bucket = canary.bounds.iter().position(|&b| b >= scaled)?;
-            Some((base, canary_bucket))
+    /// Takes one look: the latencies of the requests served since the previous look.
+    pub fn observe(&mut self, canary: &LatencySketch, baseline: &LatencySketch) {
+        let thresholds = self.baseline_seen.quantile(self.quantile).map(|q| {
+            let base = boundary_at_or_above(q);
+            (base, boundary_at_or_above(self.margin.allowance(base)))
         });
-        match buckets {
-            Some((base, canary_bucket)) if base < baseline.cumulative.len() => {
-                self.thresholds = Some((baseline.bounds[base], canary.bounds[canary_bucket]));
+        match thresholds {
+            Some((base, widened)) => {
+                self.thresholds = thresholds;
                 self.rate.observe(
-                    Counts::new(canary.total, canary.slower_than(canary_bucket)),
-                    Counts::new(baseline.total, baseline.slower_than(base)),
+                    Counts::new(canary.count(), canary.count_above(widened)),
+                    Counts::new(baseline.count(), baseline.count_above(base)),
                 );
             }
             // No threshold yet: the requests count, the events cannot.
-            _ => self
+            None => self
                 .rate
-                .observe(Counts::new(canary.total, 0), Counts::new(baseline.total, 0)),
+                .observe(Counts::new(canary.count(), 0), Counts::new(baseline.count(), 0)),
         }
-        match &mut self.baseline_seen {
-            Some(seen) => {
-                seen.total += baseline.total;
-                for (sum, add) in seen.cumulative.iter_mut().zip(&baseline.cumulative) {
-                    *sum += add;
-                }
-            }
-            None => self.baseline_seen = Some(baseline.clone()),
-        }
+        self.baseline_seen += baseline;
     }
 
     pub fn decision(&self, horizon_reached: bool) -> Decision {
@@ -171,107 +97,117 @@ impl LatencyTest {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
     use rand_distr::{Distribution, LogNormal, Poisson};
 
-    const BOUNDS: [f64; 8] = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, f64::INFINITY];
-
-    fn histogram(rng: &mut StdRng, requests: f64, median: f64) -> Histogram {
+    /// One look's latencies: log-normal around `median` (σ = 0.5), and `tail` of the requests
+    /// `extra` seconds slower on top.
+    fn look(rng: &mut StdRng, requests: f64, median: f64, tail: f64, extra: f64) -> LatencySketch {
         let latency = LogNormal::new(median.ln(), 0.5).unwrap();
         let n = Poisson::new(requests).unwrap().sample(rng) as u64;
-        let mut cumulative = vec![0; BOUNDS.len()];
-        for _ in 0..n {
-            let seconds = latency.sample(rng);
-            for (count, bound) in cumulative.iter_mut().zip(BOUNDS) {
-                *count += u64::from(seconds <= bound);
+        let mut sketch = LatencySketch::default();
+        for i in 0..n {
+            let slow = (i as f64) < tail * n as f64;
+            let seconds = latency.sample(rng) + if slow { extra } else { 0.0 };
+            sketch.record(Duration::from_secs_f64(seconds));
+        }
+        sketch
+    }
+
+    fn config(relative: f64) -> TestConfig {
+        TestConfig {
+            margin: Margin {
+                relative,
+                absolute: 0.0,
+            },
+            ..TestConfig::default()
+        }
+    }
+
+    /// Looks every second at 200 requests/s, 10% on the canary, for up to `seconds`; returns
+    /// the decision at the end (looking after every look for a failure) and when it came.
+    fn run(seed: u64, relative: f64, canary: (f64, f64, f64), seconds: usize) -> (Decision, usize) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut test = LatencyTest::new(0.99, config(relative));
+        for second in 1..=seconds {
+            let (median, tail, extra) = canary;
+            test.observe(
+                &look(&mut rng, 20.0, median, tail, extra),
+                &look(&mut rng, 180.0, 0.05, 0.0, 0.0),
+            );
+            match test.decision(true) {
+                Decision::Pass | Decision::Fail => return (test.decision(true), second),
+                Decision::NoData | Decision::Continue => {}
             }
         }
-        Histogram {
-            bounds: BOUNDS.to_vec(),
-            cumulative,
-            total: n,
-        }
+        (test.decision(true), seconds)
     }
 
     #[test]
-    fn the_latency_threshold_is_the_largest_bound_with_the_quantiles_tail_above_it() {
-        let h = Histogram {
-            bounds: BOUNDS.to_vec(),
-            cumulative: vec![10, 500, 900, 980, 995, 1000, 1000, 1000],
-            total: 1000,
-        };
-        // 20 requests above 0.1 s (2%), 5 above 0.2 s (0.5%): p99's bucket bound is 0.1 s.
-        assert_eq!(h.threshold_bucket(0.99), Some(3));
-        assert_eq!(h.threshold_bucket(0.9), Some(2));
-        assert_eq!(h.threshold_bucket(0.999), Some(4));
-        let empty = Histogram {
-            total: 0,
-            cumulative: vec![0; 8],
-            bounds: BOUNDS.to_vec(),
-        };
-        assert_eq!(empty.threshold_bucket(0.99), None);
-        assert_eq!(empty.quantile(0.5), None);
-        // Prometheus's histogram_quantile over the same buckets.
-        let close = |a: Option<f64>, b: f64| a.is_some_and(|a| (a - b).abs() < 1e-12);
-        assert!(close(h.quantile(0.5), 0.02), "{:?}", h.quantile(0.5)); // rank 500: top of (0.01, 0.02]
-        assert!(close(h.quantile(0.7), 0.035), "{:?}", h.quantile(0.7)); // rank 700: half-way in (0.02, 0.05]
-        assert!(close(h.quantile(0.005), 0.005), "{:?}", h.quantile(0.005)); // rank 5: half of (0, 0.01]
-        assert!(close(h.quantile(0.999), 0.44), "{:?}", h.quantile(0.999)); // rank 999: 4 of 5 into (0.2, 0.5]
-        assert_eq!(h.since(&h).total, 0);
+    fn identical_latencies_rarely_fail_and_pass_on_evidence() {
+        let runs = 100;
+        let outcomes: Vec<_> = (0..runs)
+            .map(|seed| run(seed, 0.25, (0.05, 0.0, 0.0), 600))
+            .collect();
+        let alarms = outcomes.iter().filter(|(d, _)| *d == Decision::Fail).count();
+        let passes = outcomes.iter().filter(|(d, _)| *d == Decision::Pass).count();
+        assert!(alarms <= 3, "{alarms} of {runs}");
+        assert!(passes >= 90, "{passes} of {runs} shown within 25% at p99");
     }
 
     #[test]
-    fn identical_latencies_rarely_fail_and_a_slower_canary_does() {
-        let mut rng = StdRng::seed_from_u64(5);
-        let mut alarms = 0;
-        for _ in 0..300 {
-            let mut test = LatencyTest::new(0.99, TestConfig::default());
-            for _ in 0..120 {
+    fn shifts_beyond_the_margin_fail_at_the_median_the_tail_and_the_p99() {
+        let table = [
+            // (quantile, relative margin, canary median, tail share, tail extra seconds)
+            (0.99, 0.25, 0.075, 0.0, 0.0),  // the whole shape +50%: p99 +50%
+            (0.99, 0.25, 0.0625, 0.0, 0.0), // +25% — exactly the margin — is not passed
+            (0.5, 0.25, 0.075, 0.0, 0.0),   // the median +50%
+            (0.99, 0.25, 0.05, 0.03, 0.2),  // tail only: 3% of requests 200 ms slower
+        ];
+        for (i, (quantile, relative, median, tail, extra)) in table.into_iter().enumerate() {
+            let mut rng = StdRng::seed_from_u64(20 + i as u64);
+            let mut test = LatencyTest::new(quantile, config(relative));
+            let mut passed = false;
+            for _ in 0..600 {
                 test.observe(
-                    &histogram(&mut rng, 20.0, 0.05),
-                    &histogram(&mut rng, 180.0, 0.05),
+                    &look(&mut rng, 20.0, median, tail, extra),
+                    &look(&mut rng, 180.0, 0.05, 0.0, 0.0),
+                );
+                passed |= test.decision(true) == Decision::Pass;
+            }
+            assert!(!passed, "case {i} passed");
+            if i != 1 {
+                assert_eq!(
+                    test.decision(true),
+                    Decision::Fail,
+                    "case {i}: {:?}",
+                    test.evidence()
                 );
             }
-            alarms += usize::from(test.decision(true) == Decision::Fail);
         }
-        assert!(alarms <= 6, "{alarms} of 300");
-
-        let mut slower = LatencyTest::new(0.99, TestConfig::default());
-        for _ in 0..120 {
-            slower.observe(
-                &histogram(&mut rng, 20.0, 0.075),
-                &histogram(&mut rng, 180.0, 0.05),
-            );
-        }
-        assert_eq!(slower.decision(true), Decision::Fail);
-        let evidence = slower.evidence();
-        assert_eq!(evidence.baseline_threshold, Some(0.1));
-        assert_eq!(evidence.canary_threshold, Some(0.1));
     }
 
     #[test]
-    fn latency_tolerance_moves_the_canarys_threshold_up_a_bucket() {
-        let mut rng = StdRng::seed_from_u64(6);
-        let mut test = LatencyTest::new(
-            0.99,
-            TestConfig {
-                margin: Margin {
-                    relative: 0.5,
-                    absolute: 0.0,
-                },
-                ..TestConfig::default()
-            },
-        );
-        for _ in 0..120 {
-            test.observe(
-                &histogram(&mut rng, 20.0, 0.06),
-                &histogram(&mut rng, 180.0, 0.05),
-            );
+    fn the_thresholds_are_the_baselines_quantile_and_the_widened_one_on_sketch_boundaries() {
+        let mut test = LatencyTest::new(0.5, config(0.5));
+        let mut baseline = LatencySketch::default();
+        for ms in 1..=100 {
+            baseline.record(Duration::from_millis(ms));
         }
-        let evidence = test.evidence();
-        assert_eq!(evidence.canary_threshold, Some(0.2));
-        assert_ne!(test.decision(true), Decision::Fail);
+        test.observe(&LatencySketch::default(), &baseline);
+        test.observe(&baseline, &baseline);
+        let e = test.evidence();
+        let (base, canary) = (e.baseline_threshold.unwrap(), e.canary_threshold.unwrap());
+        assert!((base / 0.050 - 1.0).abs() < 0.02, "{base}");
+        assert!((canary / base / 1.5 - 1.0).abs() < 0.02, "{canary}");
+        assert_eq!(boundary_at_or_above(base), base);
+        // Half the baseline is slower than its median; a quarter of the same latencies are
+        // slower than 1.5 × it (76..=100 ms, give or take the boundary's 1%).
+        assert_eq!(e.rate.baseline.events, 50);
+        assert!((24..=25).contains(&e.rate.canary.events), "{e:?}");
     }
 }

@@ -98,7 +98,14 @@ impl Rollout<'_> {
         let Some(analysis) = &mut self.analysis else {
             return Ok(());
         };
-        let failed = analysis.look(self.live.version_metrics()).await;
+        let live = self.live.clone();
+        let resources = tokio::task::spawn_blocking(move || live.version_resources())
+            .await
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, "sampling the instances' resources failed");
+                None
+            });
+        let failed = analysis.look(self.live.version_metrics(), resources).await;
         self.delivery.set_standings(self.id, Some(analysis.standings()));
         self.judged(failed).await
     }

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use conveyor_analysis::resources::{GrowthConfig, Quantity};
+
 use super::{Checker, suggest};
 use crate::delivery::*;
 use crate::yaml::{Kind, Node};
@@ -17,9 +19,21 @@ const ANALYSIS_KEYS: &[&str] = &[
 ];
 /// Keys every metric may have, besides its one source key.
 const METRIC_KEYS: &[&str] = &["name", "critical", "min_samples", "no_data"];
-const SOURCES: &[&str] = &["error_rate", "latency", "prometheus", "webhook", "command"];
+const SOURCES: &[&str] = &[
+    "error_rate",
+    "latency",
+    "memory",
+    "cpu",
+    "fds",
+    "restarts",
+    "prometheus",
+    "webhook",
+    "command",
+];
 const ERROR_RATE_KEYS: &[&str] = &["tolerance", "absolute"];
 const LATENCY_KEYS: &[&str] = &["quantile", "tolerance", "absolute"];
+const RESOURCE_KEYS: &[&str] = &["tolerance", "absolute"];
+const RESTARTS_KEYS: &[&str] = &["tolerance"];
 const PROMETHEUS_KEYS: &[&str] = &["address", "query", "min", "max", "compare"];
 const DIRECTIONS: &[&str] = &["increase", "decrease", "either"];
 const WEBHOOK_KEYS: &[&str] = &["url", "timeout", "retries"];
@@ -122,7 +136,7 @@ impl Checker<'_> {
         let Kind::Map(_) = &node.kind else {
             self.type_error(
                 "metric",
-                "a mapping with one of: error_rate, latency, prometheus, webhook, command",
+                "a mapping with one of: error_rate, latency, memory, cpu, fds, restarts, prometheus, webhook, command",
                 node,
             );
             return None;
@@ -191,6 +205,42 @@ impl Checker<'_> {
                     absolute,
                 }
             }
+            "memory" | "cpu" | "fds" => {
+                let quantity = match kind {
+                    "memory" => Quantity::Memory,
+                    "cpu" => Quantity::Cpu,
+                    _ => Quantity::Fds,
+                };
+                let defaults = GrowthConfig::defaults(quantity, DEFAULT_ALPHA);
+                let f = options.and_then(|o| self.fields(o, kind, RESOURCE_KEYS));
+                let f = f.as_ref();
+                let tolerance = f
+                    .and_then(|f| f.get("tolerance"))
+                    .and_then(|n| self.number("tolerance", n, 0.0, 100.0))
+                    .unwrap_or(defaults.ratio - 1.0);
+                let what = format!("{kind}.absolute");
+                let absolute = f.and_then(|f| f.get("absolute")).and_then(|n| match quantity {
+                    // CPU time per request is a duration: `1ms`.
+                    Quantity::Cpu => self.duration(&what, n).map(|d| d.as_secs_f64()),
+                    _ => self.number(&what, n, 0.0, 1e12),
+                });
+                MetricSource::Resource {
+                    quantity,
+                    tolerance,
+                    absolute: absolute.unwrap_or(defaults.absolute),
+                }
+            }
+            "restarts" => {
+                let f = options.and_then(|o| self.fields(o, "restarts", RESTARTS_KEYS));
+                let tolerance = f
+                    .as_ref()
+                    .and_then(|f| f.get("tolerance"))
+                    .and_then(|n| self.int_in("restarts.tolerance", n, 0, 1000))
+                    .unwrap_or(0);
+                MetricSource::Restarts {
+                    tolerance: u64::from(tolerance),
+                }
+            }
             "prometheus" => MetricSource::Prometheus(self.prometheus(fields.get(kind)?)?),
             "webhook" => {
                 let f = self.fields(fields.get(kind)?, "webhook", WEBHOOK_KEYS)?;
@@ -245,6 +295,8 @@ impl Checker<'_> {
             .unwrap_or(true);
         let default_samples = match source {
             MetricSource::ErrorRate { .. } | MetricSource::Latency { .. } => 100,
+            // The resource tests need their blocks: they say when they have enough.
+            MetricSource::Resource { .. } | MetricSource::Restarts { .. } => 0,
             // A rank test needs a few points per side.
             MetricSource::Prometheus(PrometheusQuery { compare: Some(_), .. }) => 10,
             _ => 1,
@@ -425,7 +477,8 @@ pub(super) fn default_analysis() -> Analysis {
     }
 }
 
-/// Without `metrics:`, a canary is judged on the router's error rate and p99 latency.
+/// Without `metrics:`, a canary is judged on the router's error rate and p99 latency, and on
+/// what its instances use: memory growth and CPU per request, and restarts.
 fn default_metrics() -> Vec<Metric> {
     let metric = |name: &str, source| Metric {
         name: name.into(),
@@ -450,12 +503,36 @@ fn default_metrics() -> Vec<Metric> {
                 absolute: DEFAULT_LATENCY_ABSOLUTE,
             },
         ),
+        resource("memory", Quantity::Memory),
+        resource("cpu", Quantity::Cpu),
+        Metric {
+            min_samples: 0,
+            ..metric("restarts", MetricSource::Restarts { tolerance: 0 })
+        },
     ]
+}
+
+/// A resource metric with the defaults of its test (`GrowthConfig::defaults`).
+fn resource(name: &str, quantity: Quantity) -> Metric {
+    let defaults = GrowthConfig::defaults(quantity, DEFAULT_ALPHA);
+    Metric {
+        name: name.into(),
+        source: MetricSource::Resource {
+            quantity,
+            tolerance: defaults.ratio - 1.0,
+            absolute: defaults.absolute,
+        },
+        critical: true,
+        min_samples: 0,
+        no_data: NoData::Inconclusive,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use conveyor_analysis::resources::Quantity;
 
     use crate::delivery::*;
     use crate::{SpecErrors, parse};
@@ -548,13 +625,36 @@ mod tests {
     }
 
     #[test]
+    fn resource_metrics_take_a_relative_and_an_absolute_margin_per_request() {
+        let analysis = parse_analysis(
+            "          metrics:\n            - memory: { tolerance: 1, absolute: 2048 }\n            - cpu: { absolute: 2ms }\n            - fds: {}\n            - restarts: { tolerance: 1 }\n",
+        )
+        .unwrap();
+        let sources: Vec<MetricSource> = analysis.metrics.into_iter().map(|m| m.source).collect();
+        let resource = |quantity, tolerance, absolute| MetricSource::Resource {
+            quantity,
+            tolerance,
+            absolute,
+        };
+        assert_eq!(
+            sources,
+            [
+                resource(Quantity::Memory, 1.0, 2048.0),
+                resource(Quantity::Cpu, 0.5, 0.002),
+                resource(Quantity::Fds, 1.0, 0.1),
+                MetricSource::Restarts { tolerance: 1 },
+            ]
+        );
+    }
+
+    #[test]
     fn an_empty_analysis_judges_error_rate_and_p99_latency() {
         let analysis = parse_analysis("").unwrap();
         assert_eq!(analysis.interval, Duration::from_secs(1));
         assert_eq!(analysis.alpha, 0.01);
         assert_eq!(analysis.inconclusive, Inconclusive::Pause);
         let names: Vec<&str> = analysis.metrics.iter().map(|m| m.name.as_str()).collect();
-        assert_eq!(names, ["error_rate", "latency"]);
+        assert_eq!(names, ["error_rate", "latency", "memory", "cpu", "restarts"]);
     }
 
     #[test]
@@ -566,7 +666,7 @@ mod tests {
             ),
             (
                 "          metrics: [{ eror_rate: {} }]\n",
-                "conveyor.yml:12:21: metric has no source: add one of error_rate, latency, prometheus, webhook, command\nconveyor.yml:12:23: unknown key 'eror_rate' — did you mean 'error_rate'?",
+                "conveyor.yml:12:21: metric has no source: add one of error_rate, latency, memory, cpu, fds, restarts, prometheus, webhook, command\nconveyor.yml:12:23: unknown key 'eror_rate' — did you mean 'error_rate'?",
             ),
             (
                 "          metrics: [{ error_rate: {}, latency: {} }]\n",
@@ -574,7 +674,7 @@ mod tests {
             ),
             (
                 "          metrics: [error_rate, { error_rate: {} }]\n",
-                "conveyor.yml:12:21: metric: expected a mapping with one of: error_rate, latency, prometheus, webhook, command, found a string",
+                "conveyor.yml:12:21: metric: expected a mapping with one of: error_rate, latency, memory, cpu, fds, restarts, prometheus, webhook, command, found a string",
             ),
             (
                 "          metrics: [{ error_rate: }, { error_rate: {} }]\n",

@@ -41,11 +41,13 @@ const ENVIRONMENT_KEYS: &[&str] = &[
     "hooks",
     "checks",
     "listen",
+    "response_timeout",
     "sticky",
     "env",
     "verify",
 ];
 const STRATEGIES: &[&str] = &["recreate", "rolling", "blue-green", "canary"];
+const MAX_RESPONSE_TIMEOUT: Duration = Duration::from_secs(3600);
 const TARGETS: &[&str] = &["local"];
 const ROLLING_KEYS: &[&str] = &["max_surge"];
 const CANARY_KEYS: &[&str] = &["steps", "interval", "analysis"];
@@ -243,6 +245,7 @@ impl Checker<'_> {
             post_deploy: Vec::new(),
             checks: Vec::new(),
             listen: None,
+            response_timeout: None,
             sticky: Sticky::Cookie,
             env: Default::default(),
             verify: None,
@@ -327,6 +330,15 @@ impl Checker<'_> {
         }
         if let Some(sticky) = fields.get("sticky") {
             env.sticky = self.sticky(sticky);
+        }
+        if let Some(timeout) = fields.get("response_timeout")
+            && let Some(d) = self.duration("response_timeout", timeout)
+        {
+            if d.is_zero() || d > MAX_RESPONSE_TIMEOUT {
+                self.error(timeout, "response_timeout must be between 1ms and 1h");
+            } else {
+                env.response_timeout = Some(d);
+            }
         }
         let keeps_previous = !matches!(env.strategy, Strategy::Recreate | Strategy::Rolling { .. });
         env.verify = match fields.get("verify") {
@@ -886,7 +898,7 @@ environments:
         }
         let (analysis, verify) = environment("    production: true\n    strategy: canary\n");
         let names: Vec<String> = analysis.unwrap().metrics.into_iter().map(|m| m.name).collect();
-        assert_eq!(names, ["error_rate", "latency"]);
+        assert_eq!(names, ["error_rate", "latency", "memory", "cpu", "restarts"]);
         let budget = verify.unwrap().error_budget.unwrap();
         assert_eq!((budget.target, budget.max_burn_rate), (0.99, 5.0));
     }
@@ -949,6 +961,10 @@ environments:
             (
                 "release: { run: ./app }\nenvironments:\n  prod:\n    listen: localhost\n",
                 "conveyor.yml:8:13: listen 'localhost' is not an address like 127.0.0.1:8081",
+            ),
+            (
+                "release: { run: ./app }\nenvironments:\n  prod:\n    response_timeout: 2h\n",
+                "conveyor.yml:8:23: response_timeout must be between 1ms and 1h",
             ),
             (
                 "release: { run: ./app }\nenvironments:\n  prod:\n    target: ssh\n",

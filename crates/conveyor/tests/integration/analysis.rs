@@ -115,14 +115,16 @@ async fn a_canary_with_raised_latency_is_rolled_back_by_the_analysis() {
 #[tokio::test]
 async fn a_good_canary_is_judged_at_each_step_and_promoted() {
     let shop = Shop::new(
-        "  prod:\n    strategy:\n      canary:\n        steps: [{ weight: 50, pause: 2s }]\n        analysis:\n          alpha: 0.001\n          metrics:\n            - error_rate: {}\n              min_samples: 20\n            - latency: { tolerance: 1.0 }\n              min_samples: 20\n            - command: python3 dist/check.py\n",
+        // Wide margins: a few hundred requests show the canary within them, even on a busy
+        // machine (passing needs evidence, so the load's pace sets how long this takes).
+        "  prod:\n    strategy:\n      canary:\n        steps: [{ weight: 50, pause: 2s }]\n        analysis:\n          alpha: 0.001\n          metrics:\n            - error_rate: { absolute: '5%' }\n              min_samples: 20\n            - latency: { quantile: 0.9, tolerance: 1.0 }\n              min_samples: 20\n            - command: python3 dist/check.py\n",
     )
     .await;
     shop.deployed("v1", "prod").await;
     let release = shop.release("v2").await;
     let load = Load::start(shop.url("prod").await);
     let id = shop.promote(release, "prod").await;
-    let done = shop.finished(id).await;
+    let done = shop.finished_within(id, Duration::from_secs(180)).await;
     let (_, errors, bodies) = load.stop().await;
     assert_eq!(done["status"], "succeeded", "{done:#}");
     assert!(errors.is_empty(), "{errors:?}");

@@ -13,20 +13,32 @@ use crate::harness::*;
 
 /// A tiny service: answers `/` with its version (from the VERSION artifact), `/healthz` with 200
 /// unless BROKEN is in its VERSION. ERRORS in its VERSION fails 30% of the other requests with a
-/// 500; SLOW adds 50 ms to each.
+/// 500; SLOW adds 50 ms to each; `FAILS=0.005` fails that share of them, `DELAY=0.02` takes that
+/// many seconds over each, `LEAK=102400` holds on to that many more bytes with each (and after
+/// `LEAK_FAILS_AFTER` requests fails half of them).
 const APP: &str = r#"
 import http.server, os, pathlib, random, time
 VERSION = pathlib.Path("dist/VERSION").read_text().strip()
+SETTINGS = dict(word.split("=", 1) for word in VERSION.split() if "=" in word)
+FAILS = float(SETTINGS.get("FAILS", 0.3 if "ERRORS" in VERSION else 0))
+DELAY = float(SETTINGS.get("DELAY", 0.05 if "SLOW" in VERSION else 0))
+LEAK = int(SETTINGS.get("LEAK", 0))
+LEAK_FAILS_AFTER = int(SETTINGS.get("LEAK_FAILS_AFTER", 1 << 62))
+HELD = []
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
         broken = "BROKEN" in VERSION
         code = 500 if (broken and self.path == "/healthz") else 200
         if self.path != "/healthz":
-            if "ERRORS" in VERSION and random.random() < 0.3:
+            if random.random() < FAILS:
                 code = 500
-            if "SLOW" in VERSION:
-                time.sleep(0.05)
+            if LEAK:
+                HELD.append(bytearray(b"x" * LEAK))
+                if len(HELD) > LEAK_FAILS_AFTER and random.random() < 0.5:
+                    code = 500
+            if DELAY:
+                time.sleep(DELAY)
         body = VERSION.encode()
         self.send_response(code)
         self.send_header("Content-Length", str(len(body)))
@@ -128,8 +140,19 @@ impl Shop {
         what: &str,
         check: impl Fn(&Value) -> bool,
     ) -> Value {
+        self.until_deployment_within(id, what, Duration::from_secs(60), check)
+            .await
+    }
+
+    pub(crate) async fn until_deployment_within(
+        &self,
+        id: i64,
+        what: &str,
+        limit: Duration,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
         let mut last = Value::Null;
-        let found = tokio::time::timeout(Duration::from_secs(60), async {
+        let found = tokio::time::timeout(limit, async {
             loop {
                 last = self.deployment(id).await;
                 if check(&last) {
@@ -143,7 +166,12 @@ impl Shop {
     }
 
     pub(crate) async fn finished(&self, id: i64) -> Value {
-        self.until_deployment(id, "end", |d| !d["finished_at"].is_null())
+        self.finished_within(id, Duration::from_secs(60)).await
+    }
+
+    /// For deployments that wait for evidence: their pace is the traffic's.
+    pub(crate) async fn finished_within(&self, id: i64, limit: Duration) -> Value {
+        self.until_deployment_within(id, "end", limit, |d| !d["finished_at"].is_null())
             .await
     }
 
@@ -189,6 +217,39 @@ impl Load {
                     Ok(r) if r.status().is_success() => bodies.push(r.text().await.unwrap_or_default()),
                     Ok(r) => errors.push(format!("status {}", r.status())),
                     Err(e) => errors.push(e.to_string()),
+                }
+            }
+            (count, errors, bodies)
+        });
+        Load { stop, task }
+    }
+
+    /// Open-loop load: `per_second` requests a second whatever the answers take, as real
+    /// users send them.
+    pub(crate) fn paced(url: String, per_second: u32) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut tick = tokio::time::interval(Duration::from_secs(1) / per_second);
+            let mut requests = tokio::task::JoinSet::new();
+            while !flag.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let (http, url) = (http.clone(), url.clone());
+                requests.spawn(async move {
+                    match http.get(&url).send().await {
+                        Ok(r) if r.status().is_success() => Ok(r.text().await.unwrap_or_default()),
+                        Ok(r) => Err(format!("status {}", r.status())),
+                        Err(e) => Err(e.to_string()),
+                    }
+                });
+            }
+            let (mut count, mut errors, mut bodies) = (0, Vec::new(), Vec::new());
+            while let Some(answer) = requests.join_next().await {
+                count += 1;
+                match answer.expect("a request task") {
+                    Ok(body) => bodies.push(body),
+                    Err(error) => errors.push(error),
                 }
             }
             (count, errors, bodies)

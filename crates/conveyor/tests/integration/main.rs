@@ -11,4 +11,5 @@ mod events;
 mod flags;
 mod pipelines;
 mod recovery;
+mod safety;
 mod triggers;
