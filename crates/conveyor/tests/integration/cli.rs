@@ -76,6 +76,30 @@ fn validate_reports_each_problem_at_its_line_and_column() {
     assert!(ok);
 }
 
+/// A valid file whose canary can never pass, or only on more traffic than a step gets, is
+/// valid with warnings that say what the evidence needs.
+#[test]
+fn validate_warns_what_a_canary_step_needs_to_pass() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ok, warnings) = validate(
+        tmp.path(),
+        "conveyor.yml",
+        "name: shop\njobs:\n  build:\n    steps: [make]\nrelease: { run: ./app }\nenvironments:\n  production:\n    strategy: { canary: { steps: [10, 50], interval: 10s, analysis: { metrics: [{ error_rate: {} }, { name: strict, error_rate: { tolerance: 0, absolute: 0 } }] } } }\n",
+    );
+    assert!(ok, "{warnings}");
+    let lines: Vec<&str> = warnings.lines().collect();
+    assert_eq!(lines.len(), 2, "{warnings}");
+    assert!(
+        lines[0].starts_with("conveyor.yml: warning: environment 'production', metric 'error_rate': a step needs at least ")
+            && lines[0].contains("canary requests to pass (min_samples is 100); the first step (10% of traffic) decides within its 10s pause only from ≈ "),
+        "{warnings}"
+    );
+    assert_eq!(
+        lines[1],
+        "conveyor.yml: warning: environment 'production', metric 'strict': a zero margin can never be shown, so no step can pass; give the metric a tolerance or an absolute margin"
+    );
+}
+
 #[test]
 fn validate_lists_every_problem_of_a_file() {
     let tmp = tempfile::tempdir().unwrap();
