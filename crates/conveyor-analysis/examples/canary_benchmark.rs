@@ -43,7 +43,7 @@ const CONVEYOR_STEPS: [f64; 2] = [0.10, 0.50];
 const CONVEYOR_PAUSE: u64 = 60;
 /// How long a step is extended past its pause for the evidence to pass, before it pauses for
 /// a person (`inconclusive: pause`).
-const CONVEYOR_MAX_DURATION: u64 = 900;
+const CONVEYOR_MAX_DURATION: u64 = 1800;
 const CONVEYOR_ALPHA: f64 = 0.01;
 /// The default `analysis:` has four tests that share α: error_rate, latency, memory and cpu.
 const CONVEYOR_TESTS: f64 = 4.0;
