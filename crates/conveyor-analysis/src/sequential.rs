@@ -50,7 +50,7 @@ const ALTERNATIVE_RATIOS: [f64; 7] = [1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0];
 /// The ratios searched when inverting the tests into an interval.
 const RATIO_RANGE: (f64, f64) = (1e-3, 1e3);
 /// Canary requests beyond which a projection stops: a decision that far away is "never".
-const PROJECTION_LIMIT: f64 = 1e9;
+const PROJECTION_LIMIT: u64 = 1_000_000_000;
 
 /// What a look at the evidence concludes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -346,14 +346,14 @@ impl RateTest {
         } else if harm_rejects(ceiling) {
             ceiling
         } else {
-            bisect_log(floor, ceiling, |r| !harm_rejects(r))
+            bisect_log(floor, ceiling, 1e-4, |r| !harm_rejects(r))
         };
         let upper = if !safety_rejects(ceiling) {
             None
         } else if safety_rejects(floor) {
             Some(floor)
         } else {
-            Some(bisect_log(floor, ceiling, safety_rejects))
+            Some(bisect_log(floor, ceiling, 1e-4, safety_rejects))
         };
         Interval {
             lower: Some(lower),
@@ -391,23 +391,7 @@ impl RateTest {
         if decided(0.0) {
             return Some(0);
         }
-        let mut high = 16.0;
-        while !decided(high) {
-            high *= 2.0;
-            if high > PROJECTION_LIMIT {
-                return None;
-            }
-        }
-        let mut low = high / 2.0;
-        while high - low > 1.0 {
-            let middle = ((low + high) / 2.0).floor();
-            if decided(middle) {
-                high = middle;
-            } else {
-                low = middle;
-            }
-        }
-        Some(high as u64)
+        fewest(16, |extra| decided(extra as f64))
     }
 
     pub fn evidence(&self) -> RateEvidence {
@@ -450,15 +434,20 @@ pub fn requests_to_pass(config: TestConfig, baseline_rate: f64) -> Option<u64> {
         );
         test.decision(true) == Decision::Pass
     };
-    let limit = PROJECTION_LIMIT as u64;
-    let mut high = config.min_samples.max(1);
-    while !passes(high) {
-        high = high.checked_mul(2).filter(|&h| h <= limit)?;
+    fewest(config.min_samples.max(1), passes)
+}
+
+/// The fewest requests, from `start` up to `PROJECTION_LIMIT`, for which `enough` holds
+/// (assumed to hold for every larger count once it holds): doubling, then bisecting.
+fn fewest(start: u64, enough: impl Fn(u64) -> bool) -> Option<u64> {
+    let mut high = start;
+    while !enough(high) {
+        high = high.checked_mul(2).filter(|&h| h <= PROJECTION_LIMIT)?;
     }
     let mut low = high / 2;
     while high - low > 1 {
         let middle = low + (high - low) / 2;
-        if passes(middle) {
+        if enough(middle) {
             high = middle;
         } else {
             low = middle;
@@ -485,17 +474,18 @@ fn difference_upper(canary: Tally, baseline: Tally, beta: f64) -> f64 {
     bernoulli::upper(canary, beta / 4.0) - bernoulli::lower(baseline, beta / 4.0)
 }
 
-/// The boundary between `low` (where `beyond` is false) and `high` (true) on a log scale,
-/// returning the `high` side.
-fn bisect_log(mut low: f64, mut high: f64, beyond: impl Fn(f64) -> bool) -> f64 {
-    for _ in 0..50 {
+/// The boundary between `low` (where `beyond` is false) and `high` (true) on a log scale, to a
+/// relative `precision`, returning the `high` side: the bounds searched with it stay on their
+/// conservative side.
+fn bisect_log(mut low: f64, mut high: f64, precision: f64, beyond: impl Fn(f64) -> bool) -> f64 {
+    for _ in 0..60 {
         let middle = (low * high).sqrt();
         if beyond(middle) {
             high = middle;
         } else {
             low = middle;
         }
-        if high / low < 1.0 + 1e-4 {
+        if high / low < 1.0 + precision {
             break;
         }
     }

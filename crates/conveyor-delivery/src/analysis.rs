@@ -333,14 +333,14 @@ impl Analysis {
 
     /// Records the outcome of a check run at the end of a step; a failure is judged at once.
     pub(crate) fn check_ran(&mut self, name: &str, outcome: Result<(), CheckFailed>) -> Option<Judgement> {
-        let tracked = self.metrics.iter_mut().find(|t| t.spec.name == name)?;
+        let index = self.metrics.iter().position(|t| t.spec.name == name)?;
+        let tracked = &mut self.metrics[index];
         let State::Check { runs } = &mut tracked.state else {
             return None;
         };
         *runs += 1;
         let error = outcome.err()?.to_string();
         tracked.failed = true;
-        let index = self.metrics.iter().position(|t| t.spec.name == name)?;
         let mut judgement = self.judge(index, Verdict::Fail);
         judgement.summary = format!("{name}: {error}");
         judgement.evidence["error"] = json!(error);

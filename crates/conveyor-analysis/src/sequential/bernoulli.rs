@@ -11,6 +11,8 @@
 //! alternative makes an error-free version's bound fall like `ln(5/α)/n`, close to the best any
 //! test can do (`ln(1/α)/n`).
 
+use super::bisect_log;
+
 /// Alternatives below the candidate rate, as multiples of it.
 const BELOW: [f64; 5] = [0.0, 0.2, 0.4, 0.6, 0.8];
 /// Alternatives above the candidate rate, as multiples of it (capped below 1).
@@ -18,6 +20,8 @@ const ABOVE: [f64; 5] = [1.25, 1.5, 2.0, 3.0, 5.0];
 /// The rates searched; a bound beyond them is reported as the end of the range.
 const FLOOR: f64 = 1e-9;
 const CEILING: f64 = 1.0 - 1e-9;
+/// Relative precision of a bound.
+const PRECISION: f64 = 1e-6;
 
 /// Events and requests, as reals so a projection can add expected (fractional) counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -59,7 +63,7 @@ pub(crate) fn upper(tally: Tally, alpha: f64) -> f64 {
     if rejected(FLOOR) {
         return FLOOR;
     }
-    bisect(FLOOR, CEILING, rejected)
+    bisect_log(FLOOR, CEILING, PRECISION, rejected)
 }
 
 /// The largest rate the data do not rule out from below at level `alpha`; 0 when nothing is.
@@ -72,24 +76,7 @@ pub(crate) fn lower(tally: Tally, alpha: f64) -> f64 {
         return CEILING;
     }
     // Rejected at the low end, not at the high end: bisect for the crossing.
-    bisect(FLOOR, CEILING, |p| !rejected(p))
-}
-
-/// The boundary between `low` (where `outside_below` is false) and `high` (true), on a log
-/// scale; returns the side that keeps the bound conservative (`high`).
-fn bisect(mut low: f64, mut high: f64, outside_below: impl Fn(f64) -> bool) -> f64 {
-    for _ in 0..60 {
-        let middle = (low * high).sqrt();
-        if outside_below(middle) {
-            high = middle;
-        } else {
-            low = middle;
-        }
-        if high / low < 1.0 + 1e-6 {
-            break;
-        }
-    }
-    high
+    bisect_log(FLOOR, CEILING, PRECISION, |p| !rejected(p))
 }
 
 #[cfg(test)]
