@@ -17,7 +17,7 @@ import time
 import urllib.error
 import urllib.request
 
-TOKEN = "bench-token"
+TOKEN = "bench-admin-token"
 
 
 def median(values):
@@ -87,7 +87,7 @@ def rss_kib(pid):
 
 
 class Server:
-    """`conveyor serve` on a free port of 127.0.0.1, with the admin token `bench-token`."""
+    """`conveyor serve` on a free port of 127.0.0.1, with the admin token `bench-admin-token`."""
 
     def __init__(self, binary, data):
         self.binary = binary

@@ -28,7 +28,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-token="bench-token"
+token="bench-admin-token"
 git init -q -b main "$scratch/repo"
 printf 'name: bench\njobs: {build: {steps: [true]}}\n' >"$scratch/repo/conveyor.yml"
 git -C "$scratch/repo" add -A

@@ -149,12 +149,6 @@ pub struct Resume {
     pub full: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewToken {
-    pub name: String,
-}
-
 /// `?limit=` of histories.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -256,13 +250,6 @@ pub struct Resuming {
 pub struct Aborting {
     pub deployment_id: i64,
     pub aborting: bool,
-}
-
-/// A new token, shown once.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct TokenCreated {
-    pub name: String,
-    pub token: String,
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! the status and role enums with their one `as_str`/`FromStr` pair. Types only, with their
 //! OpenAPI schemas (utoipa): no I/O here, and no dependency on the store, engine or server.
 
+pub mod access;
 pub mod delivery;
 pub mod dora;
 pub mod error;
@@ -11,9 +12,12 @@ mod human;
 pub mod runs;
 pub mod status;
 
+pub use access::*;
 pub use delivery::*;
 pub use error::{ErrorBody, ErrorDetails};
 pub use flags::*;
 pub use human::human_duration;
 pub use runs::*;
-pub use status::{DeploymentStatus, JobStatus, RunStatus, StepStatus, UnknownStatus, Verdict, VersionRole};
+pub use status::{
+    DeploymentStatus, JobStatus, Role, RunStatus, StepStatus, UnknownStatus, UserKind, Verdict, VersionRole,
+};

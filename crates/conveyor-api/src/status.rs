@@ -14,7 +14,7 @@ pub struct UnknownStatus {
 macro_rules! status_enum {
     ($(#[$m:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
         #[serde(rename_all = "snake_case")]
         pub enum $name { $($variant),+ }
 
@@ -102,6 +102,28 @@ status_enum!(
         Canary => "canary",
         Baseline => "baseline",
         Warm => "warm",
+    }
+);
+
+status_enum!(
+    /// What a user may do, each role including the ones before it: `viewer` reads, `deployer`
+    /// also runs pipelines and ships (promote, approve, pause/resume/abort, rollback, flags),
+    /// `maintainer` also manages the project (secrets, members, its automation tokens), `admin`
+    /// everything (projects, users).
+    Role {
+        Viewer => "viewer",
+        Deployer => "deployer",
+        Maintainer => "maintainer",
+        Admin => "admin",
+    }
+);
+
+status_enum!(
+    /// A user is a person (whose email maps commit authors to them) or automation (a CI job,
+    /// a bot: tokens only).
+    UserKind {
+        Person => "person",
+        Automation => "automation",
     }
 );
 

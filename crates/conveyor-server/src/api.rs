@@ -3,12 +3,12 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::StringRejection;
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use conveyor_api::{
     AddProject, AuditReport, ErrorBody, EventList, EventRecord, EventStreamQuery, EventsQuery, ListQuery,
     LogPage, LogQuery, Project, ProjectList, Release, ReleaseList, RunCancelled, RunDetail, RunList,
@@ -18,6 +18,7 @@ use futures_util::Stream;
 
 use conveyor_store::logs::LogOf;
 
+use crate::auth::{Action, Caller};
 use crate::extract::{Body, Params, Q};
 use crate::{ApiError, AppState, triggers};
 
@@ -25,6 +26,7 @@ type ApiResult<T> = Result<T, ApiError>;
 
 /// Bodies are capped well below anything a legitimate request needs.
 const MAX_NAME_LEN: usize = 64;
+pub(crate) const MAX_SECRET_BYTES: usize = 64 * 1024;
 
 pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -117,10 +119,13 @@ pub async fn add_project(
 
 #[utoipa::path(get, path = "/api/v1/projects", tag = "projects",
     responses((status = 200, description = "Every project, by name", body = ProjectList)))]
-pub async fn list_projects(State(state): State<AppState>) -> ApiResult<Json<ProjectList>> {
-    Ok(Json(ProjectList {
-        projects: state.engine.store().projects().await?,
-    }))
+pub async fn list_projects(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<ProjectList>> {
+    let mut projects = state.engine.store().projects().await?;
+    projects.retain(|p| caller.may(Action::Read, Some(&p.name), None));
+    Ok(Json(ProjectList { projects }))
 }
 
 async fn find_project(state: &AppState, name: &str) -> ApiResult<Project> {
@@ -194,7 +199,7 @@ pub async fn set_secret(
             "secret name '{name}' must be letters, digits and '_', not starting with a digit"
         )));
     }
-    if body.value.len() > 64 * 1024 {
+    if body.value.len() > MAX_SECRET_BYTES {
         return Err(ApiError::InvalidRequest(
             "secret values are limited to 64 KiB".into(),
         ));
@@ -212,13 +217,51 @@ pub async fn set_secret(
 /// Newest first, without their jobs.
 #[utoipa::path(get, path = "/api/v1/runs", tag = "runs", params(ListQuery),
     responses((status = 200, description = "Runs", body = RunList)))]
-pub async fn list_runs(State(state): State<AppState>, Q(q): Q<ListQuery>) -> ApiResult<Json<RunList>> {
-    let runs = state
-        .engine
-        .store()
-        .runs(q.project.as_deref(), q.limit.unwrap_or(50).clamp(1, 1000))
-        .await?;
+pub async fn list_runs(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Q(q): Q<ListQuery>,
+) -> ApiResult<Json<RunList>> {
+    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    let store = state.engine.store();
+    let runs = readable(
+        &caller,
+        q.project,
+        limit,
+        |project| async move { store.runs(project.as_deref(), limit).await },
+        |r| r.id,
+    )
+    .await?;
     Ok(Json(RunList { runs }))
+}
+
+/// A list's newest `limit` items the caller may read: of one project (which it must be allowed
+/// to read), of everything, or merged from each project it may read.
+async fn readable<T, F, Fut>(
+    caller: &Caller,
+    project: Option<String>,
+    limit: i64,
+    of: F,
+    id: impl Fn(&T) -> i64,
+) -> ApiResult<Vec<T>>
+where
+    F: Fn(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<T>, conveyor_store::StoreError>>,
+{
+    if let Some(project) = project {
+        caller.require(Action::Read, Some(&project), None)?;
+        return Ok(of(Some(project)).await?);
+    }
+    let Some(projects) = caller.readable_projects() else {
+        return Ok(of(None).await?);
+    };
+    let mut items = Vec::new();
+    for project in &projects {
+        items.extend(of(Some(project.clone())).await?);
+    }
+    items.sort_by_key(|item| std::cmp::Reverse(id(item)));
+    items.truncate(usize::try_from(limit).unwrap_or(0));
+    Ok(items)
 }
 
 async fn find_run(state: &AppState, id: i64) -> ApiResult<conveyor_store::RunView> {
@@ -285,10 +328,12 @@ pub async fn run_logs(
         content_type = "text/event-stream", body = String)))]
 pub async fn stream_logs(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Params(id): Params<i64>,
     Q(q): Q<LogQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     find_run(&state, id).await?;
+    let permit = state.auth.open_stream(&caller)?;
     struct Cursor {
         state: AppState,
         offset: u64,
@@ -343,7 +388,7 @@ pub async fn stream_logs(
             }
         }
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    Ok(Sse::new(permit.hold(stream)).keep_alive(KeepAlive::default()))
 }
 
 // === releases ===
@@ -353,13 +398,19 @@ pub async fn stream_logs(
     responses((status = 200, description = "Releases", body = ReleaseList)))]
 pub async fn list_releases(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Q(q): Q<ListQuery>,
 ) -> ApiResult<Json<ReleaseList>> {
-    let releases = state
-        .engine
-        .store()
-        .releases(q.project.as_deref(), q.limit.unwrap_or(50).clamp(1, 1000))
-        .await?;
+    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    let store = state.engine.store();
+    let releases = readable(
+        &caller,
+        q.project,
+        limit,
+        |project| async move { store.releases(project.as_deref(), limit).await },
+        |r| r.id,
+    )
+    .await?;
     Ok(Json(ReleaseList { releases }))
 }
 
@@ -432,27 +483,34 @@ pub async fn audit_verify(State(state): State<AppState>) -> ApiResult<Json<Audit
     }))
 }
 
-/// Events of the log, oldest first.
+/// A page of events stops after this many bytes of event data (one event at least), so a
+/// page of large pipelines stays bounded; the next page starts after its last `seq`.
+const EVENT_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Events of the log, oldest first; token and key hashes are never shown.
 #[utoipa::path(get, path = "/api/v1/events", tag = "audit", params(EventsQuery),
-    responses((status = 200, description = "Events", body = EventList)))]
+    responses((status = 200, description = "Events (a page: at most `limit`, and at most 4 MiB of them)", body = EventList)))]
 pub async fn list_events(State(state): State<AppState>, Q(q): Q<EventsQuery>) -> ApiResult<Json<EventList>> {
     let events = state
         .engine
         .store()
         .events(q.after, q.limit.unwrap_or(100).clamp(1, 1000))
         .await?;
-    let events = events
-        .into_iter()
-        .map(|e| {
-            Ok(EventRecord {
-                seq: e.seq,
-                at: timestamp(&e.at)?,
-                event: serde_json::to_value(&e.event)
-                    .map_err(|error| ApiError::Internal(error.to_string()))?,
-            })
-        })
-        .collect::<ApiResult<_>>()?;
-    Ok(Json(EventList { events }))
+    let mut page = Vec::new();
+    let mut bytes = 0;
+    for e in events {
+        let event = e.event.shown();
+        bytes += event.to_string().len();
+        if bytes > EVENT_PAGE_BYTES && !page.is_empty() {
+            break;
+        }
+        page.push(EventRecord {
+            seq: e.seq,
+            at: timestamp(&e.at)?,
+            event,
+        });
+    }
+    Ok(Json(EventList { events: page }))
 }
 
 /// A stored RFC 3339 time, typed.
@@ -471,9 +529,11 @@ pub(crate) fn timestamp(text: &str) -> ApiResult<chrono::DateTime<chrono::Utc>> 
         content_type = "text/event-stream", body = String)))]
 pub async fn stream_events(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: axum::http::HeaderMap,
     Q(q): Q<EventStreamQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    let permit = state.auth.open_stream(&caller)?;
     let resume = headers
         .get("last-event-id")
         .map(|v| {
@@ -496,7 +556,10 @@ pub async fn stream_events(
                 let event = SseEvent::default()
                     .id(stored.seq.to_string())
                     .event(stored.event.kind())
-                    .data(serde_json::to_string(&*stored).expect("events serialize"));
+                    .data(
+                        serde_json::json!({ "seq": stored.seq, "at": stored.at, "event": stored.event.shown() })
+                            .to_string(),
+                    );
                 Some((Ok(event), events))
             }
             Err(error) => {
@@ -505,7 +568,7 @@ pub async fn stream_events(
             }
         }
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    Ok(Sse::new(permit.hold(stream)).keep_alive(KeepAlive::default()))
 }
 
 /// Validates a `conveyor.yml` sent as the request body.

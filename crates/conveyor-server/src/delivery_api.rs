@@ -1,5 +1,5 @@
 //! The delivery endpoints: promote, approve, pause, resume, abort, rollback, status, history
-//! (deployments and flag changes), tokens. Identities come from the caller's token name.
+//! (deployments and flag changes), DORA. Identities are the caller's user.
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -8,11 +8,10 @@ use axum::{Extension, Json};
 use conveyor_api::dora::DoraReport;
 use conveyor_api::{
     Aborting, AnalysisReport, Approved, DeploymentCreated, DeploymentHistory, DeploymentView, DoraQuery,
-    EnvironmentView, ErrorBody, FlagChangeEntry, LimitQuery, NewToken, Pausing, Promote, Resume, Resuming,
-    Rollback, TokenCreated,
+    EnvironmentView, ErrorBody, FlagChangeEntry, LimitQuery, Pausing, Promote, Resume, Resuming, Rollback,
 };
 
-use crate::auth::{ADMIN, Identity};
+use crate::auth::{Action, Caller, Scoped};
 use crate::extract::{Body, Params, Q};
 use crate::{ApiError, AppState};
 
@@ -29,10 +28,13 @@ pub(crate) const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.
         (status = 409, description = "Conflicts with the environment's state", body = ErrorBody)))]
 pub async fn promote(
     State(state): State<AppState>,
-    Extension(Identity(by)): Extension<Identity>,
+    Extension(caller): Extension<Caller>,
+    Extension(Scoped { project, .. }): Extension<Scoped>,
     Params(release): Params<i64>,
     Body(body): Body<Promote>,
 ) -> ApiResult<(StatusCode, Json<DeploymentCreated>)> {
+    caller.require(Action::Deploy, project.as_deref(), Some(&body.environment))?;
+    let by = caller.user;
     let id = state
         .delivery
         .promote(&body.environment, release, &by, body.fixes)
@@ -49,7 +51,7 @@ pub async fn promote(
         (status = 409, description = "Nothing to roll back to", body = ErrorBody)))]
 pub async fn rollback(
     State(state): State<AppState>,
-    Extension(Identity(by)): Extension<Identity>,
+    Extension(Caller { user: by, .. }): Extension<Caller>,
     Params((project, environment)): Params<(String, String)>,
     body: Option<Body<Rollback>>,
 ) -> ApiResult<(StatusCode, Json<DeploymentCreated>)> {
@@ -185,7 +187,7 @@ pub async fn analysis(
         (status = 409, description = "Not waiting for approval", body = ErrorBody)))]
 pub async fn approve(
     State(state): State<AppState>,
-    Extension(Identity(by)): Extension<Identity>,
+    Extension(Caller { user: by, .. }): Extension<Caller>,
     Params(id): Params<i64>,
 ) -> ApiResult<Json<Approved>> {
     state.delivery.approve(id, &by).await?;
@@ -200,7 +202,7 @@ pub async fn approve(
         (status = 409, description = "Not running", body = ErrorBody)))]
 pub async fn pause(
     State(state): State<AppState>,
-    Extension(Identity(by)): Extension<Identity>,
+    Extension(Caller { user: by, .. }): Extension<Caller>,
     Params(id): Params<i64>,
 ) -> ApiResult<Json<Pausing>> {
     state.delivery.pause(id, &by).await?;
@@ -217,7 +219,7 @@ pub async fn pause(
         (status = 409, description = "Not paused", body = ErrorBody)))]
 pub async fn resume(
     State(state): State<AppState>,
-    Extension(Identity(by)): Extension<Identity>,
+    Extension(Caller { user: by, .. }): Extension<Caller>,
     Params(id): Params<i64>,
     body: Option<Body<Resume>>,
 ) -> ApiResult<Json<Resuming>> {
@@ -236,7 +238,7 @@ pub async fn resume(
         (status = 409, description = "Already finished", body = ErrorBody)))]
 pub async fn abort(
     State(state): State<AppState>,
-    Extension(Identity(by)): Extension<Identity>,
+    Extension(Caller { user: by, .. }): Extension<Caller>,
     Params(id): Params<i64>,
 ) -> ApiResult<Json<Aborting>> {
     state.delivery.abort(id, &by).await?;
@@ -249,7 +251,12 @@ pub async fn abort(
 /// DORA's four keys for an environment (default `production`) over a window (default 90 days).
 #[utoipa::path(get, path = "/api/v1/dora", tag = "delivery", params(DoraQuery),
     responses((status = 200, description = "The four keys", body = DoraReport)))]
-pub async fn dora(State(state): State<AppState>, Q(q): Q<DoraQuery>) -> ApiResult<Json<DoraReport>> {
+pub async fn dora(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Q(q): Q<DoraQuery>,
+) -> ApiResult<Json<DoraReport>> {
+    caller.require(Action::Read, q.project.as_deref(), None)?;
     let days = q.window_days.unwrap_or(90);
     if !(1..=3650).contains(&days) {
         return Err(ApiError::InvalidRequest(
@@ -267,48 +274,4 @@ pub async fn dora(State(state): State<AppState>, Q(q): Q<DoraQuery>) -> ApiResul
         environment,
         project: q.project,
     }))
-}
-
-/// A new named token (the name is the identity approvals and the audit trail show). Admin only.
-#[utoipa::path(post, path = "/api/v1/tokens", tag = "auth", request_body = NewToken,
-    responses((status = 201, description = "The token, shown once", body = TokenCreated),
-        (status = 403, description = "Not the admin token", body = ErrorBody)))]
-pub async fn create_token(
-    State(state): State<AppState>,
-    Extension(Identity(by)): Extension<Identity>,
-    Body(body): Body<NewToken>,
-) -> ApiResult<(StatusCode, Json<TokenCreated>)> {
-    if by != ADMIN {
-        return Err(ApiError::Forbidden(
-            "only the admin token can create tokens".into(),
-        ));
-    }
-    let valid = !body.name.is_empty()
-        && body.name.len() <= 64
-        && body
-            .name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
-    if !valid || body.name == ADMIN || body.name == "auto" {
-        return Err(ApiError::InvalidRequest(format!(
-            "token name '{}' must be 1-64 letters, digits, '-', '_', '.', '@', and not 'admin' or 'auto'",
-            body.name
-        )));
-    }
-    let token = crate::auth::new_token().map_err(|e| ApiError::Internal(e.to_string()))?;
-    state
-        .engine
-        .events()
-        .append(conveyor_store::Event::TokenCreated {
-            name: body.name.clone(),
-            hash: crate::auth::token_hash(&token),
-        })
-        .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(TokenCreated {
-            name: body.name,
-            token,
-        }),
-    ))
 }

@@ -32,6 +32,21 @@ pub enum ApiError {
     /// Fetching or reading the project's repository failed.
     #[error("{0}")]
     Source(String),
+    /// The `Host` header names a server this is not (DNS rebinding).
+    #[error("{0}")]
+    MisdirectedHost(String),
+    /// Too many of something (failed authentications, open streams); try again after a while.
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after: std::time::Duration,
+    },
+    /// The body is larger than the route takes.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The server could not answer in time.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -49,6 +64,10 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => ("method_not_allowed", StatusCode::METHOD_NOT_ALLOWED),
             ApiError::Forbidden(_) => ("forbidden", StatusCode::FORBIDDEN),
             ApiError::Source(_) => ("source_unavailable", StatusCode::BAD_GATEWAY),
+            ApiError::MisdirectedHost(_) => ("misdirected_host", StatusCode::MISDIRECTED_REQUEST),
+            ApiError::TooManyRequests { .. } => ("too_many_requests", StatusCode::TOO_MANY_REQUESTS),
+            ApiError::TooLarge(_) => ("too_large", StatusCode::PAYLOAD_TOO_LARGE),
+            ApiError::Unavailable(_) => ("unavailable", StatusCode::SERVICE_UNAVAILABLE),
             ApiError::Internal(_) => ("internal", StatusCode::INTERNAL_SERVER_ERROR),
         }
     }
@@ -77,7 +96,15 @@ impl IntoResponse for ApiError {
             message: self.to_string(),
             details,
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let ApiError::TooManyRequests { retry_after, .. } = &self {
+            let seconds = retry_after.as_secs().max(1).to_string();
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                seconds.parse().expect("digits are a header value"),
+            );
+        }
+        response
     }
 }
 
@@ -119,12 +146,16 @@ impl From<conveyor_delivery::DeliveryError> for ApiError {
 }
 
 /// The extractors' rejections (malformed JSON, path or query; a body over its limit; no JSON
-/// content type): a bad request, said in axum's words.
+/// content type): a bad request (or one too large), said in axum's words.
 macro_rules! rejections {
     ($($rejection:ident),+) => {$(
         impl From<axum::extract::rejection::$rejection> for ApiError {
             fn from(e: axum::extract::rejection::$rejection) -> Self {
-                ApiError::InvalidRequest(e.body_text())
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::TooLarge(e.body_text())
+                } else {
+                    ApiError::InvalidRequest(e.body_text())
+                }
             }
         }
     )+};

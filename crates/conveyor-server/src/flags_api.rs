@@ -22,7 +22,7 @@ use conveyor_store::Event;
 use futures_util::Stream;
 use serde_json::{Value, json};
 
-use crate::auth::{ADMIN, Identity};
+use crate::auth::Caller;
 use crate::extract::{Body, Params, Q};
 use crate::flags::{MAX_DEFINITION_BYTES, Notice, no_flags};
 use crate::{ApiError, AppState, api::valid_name};
@@ -132,7 +132,7 @@ pub async fn export(
         (status = 422, description = "The definition is invalid", body = ErrorBody)))]
 pub async fn replace(
     State(state): State<AppState>,
-    Extension(Identity(by)): Extension<Identity>,
+    Extension(Caller { user: by, .. }): Extension<Caller>,
     Params((project, environment)): Params<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<FlagsChanged>> {
@@ -165,7 +165,7 @@ pub async fn replace(
         (status = 422, description = "The change makes the definition invalid", body = ErrorBody)))]
 pub async fn patch_flag(
     State(state): State<AppState>,
-    Extension(Identity(by)): Extension<Identity>,
+    Extension(Caller { user: by, .. }): Extension<Caller>,
     Params((project, environment, key)): Params<(String, String, String)>,
     Body(patch): Body<FlagPatch>,
 ) -> ApiResult<Json<FlagsChanged>> {
@@ -192,7 +192,7 @@ pub async fn patch_flag(
         (status = 422, description = "Removing it makes the definition invalid", body = ErrorBody)))]
 pub async fn remove_flag(
     State(state): State<AppState>,
-    Extension(Identity(by)): Extension<Identity>,
+    Extension(Caller { user: by, .. }): Extension<Caller>,
     Params((project, environment, key)): Params<(String, String, String)>,
 ) -> ApiResult<Json<FlagsChanged>> {
     live(&state, &project, &environment)?;
@@ -294,22 +294,17 @@ pub async fn stale(
     }))
 }
 
-/// A new evaluation key for the environment (admin only); shown once.
+/// A new evaluation key for the environment (maintainers); shown once.
 #[utoipa::path(post, path = "/api/v1/projects/{project}/environments/{environment}/flags/keys", tag = "flags", params(("project" = String, Path), ("environment" = String, Path)),
     request_body = NewKey,
     responses((status = 201, description = "The key, shown once", body = KeyCreated),
-        (status = 403, description = "Not the admin token", body = ErrorBody)))]
+        (status = 403, description = "Not a maintainer of the project", body = ErrorBody)))]
 pub async fn create_key(
     State(state): State<AppState>,
-    Extension(Identity(by)): Extension<Identity>,
+    Extension(Caller { user: by, .. }): Extension<Caller>,
     Params((project, environment)): Params<(String, String)>,
     Body(body): Body<NewKey>,
 ) -> ApiResult<(StatusCode, Json<KeyCreated>)> {
-    if by != ADMIN {
-        return Err(ApiError::Forbidden(
-            "only the admin token can create evaluation keys".into(),
-        ));
-    }
     check_scope(&state, &project, &environment).await?;
     if !valid_name(&body.name) {
         return Err(ApiError::InvalidRequest(format!(
@@ -356,7 +351,7 @@ pub async fn list_keys(
         (status = 422, description = "The change is invalid", body = ErrorBody)))]
 pub async fn schedule(
     State(state): State<AppState>,
-    Extension(Identity(by)): Extension<Identity>,
+    Extension(Caller { user: by, .. }): Extension<Caller>,
     Params((project, environment, key)): Params<(String, String, String)>,
     Body(body): Body<NewSchedule>,
 ) -> ApiResult<(StatusCode, Json<ScheduleCreated>)> {
@@ -392,7 +387,7 @@ pub async fn list_schedules(
     responses((status = 200, description = "Cancelled", body = ScheduleCancelled)))]
 pub async fn cancel_schedule(
     State(state): State<AppState>,
-    Extension(Identity(by)): Extension<Identity>,
+    Extension(Caller { user: by, .. }): Extension<Caller>,
     Params(id): Params<i64>,
 ) -> ApiResult<Json<ScheduleCancelled>> {
     state.flags.cancel_schedule(id, &by).await?;
@@ -409,8 +404,10 @@ pub async fn cancel_schedule(
         content_type = "text/event-stream", body = String)))]
 pub async fn stream(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Params((project, environment)): Params<(String, String)>,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    let permit = state.auth.open_stream(&caller)?;
     // Listening first, then reading the current set: no change falls in between.
     let events = state.engine.events().subscribe();
     let env = state.flags.environment(&project, &environment);
@@ -457,5 +454,5 @@ pub async fn stream(
         }
     });
     let stream = futures_util::StreamExt::chain(futures_util::stream::once(async { Ok(first) }), changes);
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Ok(Sse::new(permit.hold(stream)).keep_alive(KeepAlive::default()))
 }

@@ -13,14 +13,16 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::{Access, api, delivery_api, flags_api};
+use crate::{Access, access_api, api, delivery_api, flags_api};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Conveyor",
-        description = "A self-hosted continuous delivery server. Reads are public; changes (and flag \
-            reads) need `Authorization: Bearer <token>`. Every error is `{code, message}` JSON."
+        description = "A self-hosted continuous delivery server. Every route but the health checks, \
+            this document and OFREP needs `Authorization: Bearer <token>`, and the token's user a role \
+            (viewer, deployer, maintainer, admin) on what the route touches. Every error is \
+            `{code, message}` JSON."
     ),
     paths(
         api::healthz, api::readyz, api::openapi,
@@ -28,7 +30,10 @@ use crate::{Access, api, delivery_api, flags_api};
         api::list_runs, api::get_run, api::cancel_run, api::run_logs, api::stream_logs, api::validate,
         api::list_releases, api::get_release, api::get_artifact, api::signing_key,
         api::audit_verify, api::list_events, api::stream_events,
-        delivery_api::create_token, delivery_api::promote, delivery_api::environment,
+        access_api::whoami, access_api::list_users, access_api::add_user, access_api::remove_user,
+        access_api::grant_role, access_api::revoke_role, access_api::list_tokens,
+        access_api::create_token, access_api::revoke_token, access_api::rotate_token,
+        delivery_api::promote, delivery_api::environment,
         delivery_api::history, delivery_api::metrics, delivery_api::rollback,
         delivery_api::deployment, delivery_api::analysis, delivery_api::approve,
         delivery_api::pause, delivery_api::resume, delivery_api::abort, delivery_api::dora,
@@ -64,14 +69,30 @@ pub fn openapi_path(axum_path: &str) -> String {
 
 struct Shared;
 
-const ERRORS: [(&str, &str, &str); 4] = [
+const ERRORS: [(&str, &str, &str); 8] = [
     (
         "400",
         "BadRequest",
         "A malformed path, query or body, or a value out of range",
     ),
-    ("401", "Unauthorized", "Missing or invalid bearer token"),
+    (
+        "401",
+        "Unauthorized",
+        "Missing, unknown, expired or revoked bearer token",
+    ),
+    ("403", "Forbidden", "The token's user lacks the role this needs"),
     ("404", "NotFound", "What the path names does not exist"),
+    ("413", "TooLarge", "The body is larger than this route takes"),
+    (
+        "421",
+        "MisdirectedHost",
+        "The Host header names a server this is not",
+    ),
+    (
+        "429",
+        "TooManyRequests",
+        "Too many failed authentications from this address, or too many open streams",
+    ),
     ("500", "Internal", "An internal error (logged by the server)"),
 ];
 
@@ -112,7 +133,7 @@ impl Modify for Shared {
             else {
                 continue; // The route test names what is missing.
             };
-            let token = matches!(route.access, Access::Token | Access::FlagToken);
+            let token = matches!(route.access, Access::Caller(_));
             if token {
                 op.security = Some(vec![SecurityRequirement::new(BEARER, Vec::<String>::new())]);
             }
@@ -121,8 +142,9 @@ impl Modify for Shared {
             for (status, name, _) in ERRORS {
                 let applies = match status {
                     "400" => malformed,
-                    "401" => token,
+                    "401" | "403" | "421" | "429" => token,
                     "404" => path.contains('{'),
+                    "413" => op.request_body.is_some(),
                     _ => path != "/healthz",
                 };
                 if applies {

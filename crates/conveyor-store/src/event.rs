@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 pub use conveyor_api::{
-    ArtifactRef, DeploymentStatus, InstanceRef, JobStatus, RunStatus, StepStatus, UnknownStatus, Verdict,
+    ArtifactRef, DeploymentStatus, InstanceRef, JobStatus, Role, RunStatus, StepStatus, UnknownStatus,
+    UserKind, Verdict,
 };
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -22,10 +23,54 @@ pub enum Event {
         project: String,
         name: String,
     },
+    /// A token for `user` (absent in logs from before users: the token's name is its user).
+    /// Created again under the same name, it replaces the old one (rotation).
     TokenCreated {
         name: String,
-        /// Hex SHA-256 of the token.
+        /// Hex SHA-256 of the token. Never shown by the events API.
         hash: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
+        /// RFC 3339; absent: never (the admin's bootstrap token).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+    },
+    TokenRevoked {
+        name: String,
+        by: String,
+    },
+    UserAdded {
+        user: String,
+        kind: UserKind,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        email: Option<String>,
+        by: String,
+    },
+    /// The user is gone: their grants with them, their tokens revoked.
+    UserRemoved {
+        user: String,
+        by: String,
+    },
+    /// `role` on every project (`project` absent), one project, or one of its environments;
+    /// replaces the user's role on exactly that scope.
+    RoleGranted {
+        user: String,
+        role: Role,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        project: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        environment: Option<String>,
+        by: String,
+    },
+    RoleRevoked {
+        user: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        project: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        environment: Option<String>,
+        by: String,
     },
     RunCreated {
         run_id: i64,
@@ -213,12 +258,29 @@ pub enum Event {
 }
 
 impl Event {
+    /// The event as the API shows it: token and key hashes left out (a hash of a weak token
+    /// given by hand can be guessed offline).
+    pub fn shown(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).expect("events serialize");
+        if matches!(self, Event::TokenCreated { .. } | Event::FlagKeyCreated { .. })
+            && let Some(fields) = value.as_object_mut()
+        {
+            fields.remove("hash");
+        }
+        value
+    }
+
     /// The `type` tag, stored in its own column for filtering.
     pub fn kind(&self) -> &'static str {
         match self {
             Event::ProjectAdded { .. } => "project_added",
             Event::SecretSet { .. } => "secret_set",
             Event::TokenCreated { .. } => "token_created",
+            Event::TokenRevoked { .. } => "token_revoked",
+            Event::UserAdded { .. } => "user_added",
+            Event::UserRemoved { .. } => "user_removed",
+            Event::RoleGranted { .. } => "role_granted",
+            Event::RoleRevoked { .. } => "role_revoked",
             Event::RunCreated { .. } => "run_created",
             Event::JobStarted { .. } => "job_started",
             Event::StepStarted { .. } => "step_started",

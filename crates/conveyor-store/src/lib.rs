@@ -4,6 +4,7 @@
 //! artifact store and the step logs. SQLite (WAL) is the embedded default, behind the
 //! `backend` boundary; the SQL everywhere else is portable.
 
+mod access;
 mod backend;
 pub mod cas;
 mod db;
@@ -14,11 +15,12 @@ pub mod logs;
 mod projection;
 mod query;
 
+pub use access::TokenOwner;
 pub use cas::Cas;
 pub use db::{AuditProblem, IdKind, Store, StoreError};
 pub use event::{
-    ArtifactRef, DeploymentStatus, Event, InstanceRef, JobStatus, RunStatus, StepStatus, UnknownStatus,
-    Verdict,
+    ArtifactRef, DeploymentStatus, Event, InstanceRef, JobStatus, Role, RunStatus, StepStatus, UnknownStatus,
+    UserKind, Verdict,
 };
 pub use flags::{FlagAge, FlagKeyRow, FlagScheduleView, FlagSetRow};
 pub use log::{EventLog, Subscription};

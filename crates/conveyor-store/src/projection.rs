@@ -4,7 +4,7 @@
 
 use crate::StoreError;
 use crate::backend::Tx;
-use crate::event::{ArtifactRef, DeploymentStatus, Event, JobStatus, RunStatus, StepStatus};
+use crate::event::{ArtifactRef, DeploymentStatus, Event, JobStatus, Role, RunStatus, StepStatus, UserKind};
 use crate::query::stored_event;
 
 const READ_MODELS: &[&str] = &[
@@ -17,6 +17,8 @@ const READ_MODELS: &[&str] = &[
     "releases",
     "release_artifacts",
     "tokens",
+    "users",
+    "user_grants",
     "deployments",
     "deployment_phases",
     "deployment_gates",
@@ -72,6 +74,50 @@ async fn set_list(
     Ok(())
 }
 
+/// The name the first token of a log from before users had.
+const BOOTSTRAP_ADMIN: &str = "admin";
+
+async fn add_user(
+    tx: &mut Tx<'_>,
+    user: &str,
+    kind: UserKind,
+    email: Option<&str>,
+    at: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO users (name, kind, email, created_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, email = excluded.email",
+    )
+    .bind(user)
+    .bind(kind.as_str())
+    .bind(email)
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The user's role on exactly this scope ('' = every project / environment).
+async fn grant(
+    tx: &mut Tx<'_>,
+    user: &str,
+    role: Role,
+    project: Option<&str>,
+    environment: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO user_grants (user_name, project, environment, role) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (user_name, project, environment) DO UPDATE SET role = excluded.role",
+    )
+    .bind(user)
+    .bind(project.unwrap_or(""))
+    .bind(environment.unwrap_or(""))
+    .bind(role.as_str())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Folds the event `seq` (appended at `at`) into the read models.
 pub(crate) async fn apply(tx: &mut Tx<'_>, seq: i64, event: &Event, at: &str) -> Result<(), sqlx::Error> {
     match event {
@@ -106,16 +152,76 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, seq: i64, event: &Event, at: &str) ->
             }
         }
         Event::SecretSet { .. } | Event::RunCancelRequested { .. } => {}
-        Event::TokenCreated { name, hash } => {
+        Event::TokenCreated {
+            name,
+            hash,
+            user,
+            expires_at,
+            by: _,
+        } => {
+            let owner = user.as_deref().unwrap_or(name);
+            if user.is_none() && name == BOOTSTRAP_ADMIN {
+                // A log from before users: its first token was the admin's.
+                add_user(tx, owner, UserKind::Person, None, at).await?;
+                grant(tx, owner, Role::Admin, None, None).await?;
+            }
             sqlx::query(
-                "INSERT INTO tokens (name, hash, created_at) VALUES ($1, $2, $3)
-                 ON CONFLICT (name) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at",
+                "INSERT INTO tokens (name, hash, user_name, expires_at, created_at) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (name) DO UPDATE SET hash = excluded.hash, user_name = excluded.user_name,
+                    expires_at = excluded.expires_at, created_at = excluded.created_at, revoked_at = NULL",
             )
             .bind(name)
             .bind(hash)
+            .bind(owner)
+            .bind(expires_at)
             .bind(at)
             .execute(&mut **tx)
             .await?;
+        }
+        Event::TokenRevoked { name, .. } => {
+            sqlx::query("UPDATE tokens SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL")
+                .bind(name)
+                .bind(at)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Event::UserAdded {
+            user, kind, email, ..
+        } => {
+            add_user(tx, user, *kind, email.as_deref(), at).await?;
+        }
+        Event::UserRemoved { user, .. } => {
+            for statement in [
+                "DELETE FROM users WHERE name = $1",
+                "DELETE FROM user_grants WHERE user_name = $1",
+            ] {
+                sqlx::query(statement).bind(user).execute(&mut **tx).await?;
+            }
+            sqlx::query("UPDATE tokens SET revoked_at = $2 WHERE user_name = $1 AND revoked_at IS NULL")
+                .bind(user)
+                .bind(at)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Event::RoleGranted {
+            user,
+            role,
+            project,
+            environment,
+            ..
+        } => grant(tx, user, *role, project.as_deref(), environment.as_deref()).await?,
+        Event::RoleRevoked {
+            user,
+            project,
+            environment,
+            ..
+        } => {
+            sqlx::query("DELETE FROM user_grants WHERE user_name = $1 AND project = $2 AND environment = $3")
+                .bind(user)
+                .bind(project.as_deref().unwrap_or(""))
+                .bind(environment.as_deref().unwrap_or(""))
+                .execute(&mut **tx)
+                .await?;
         }
         Event::RunCreated {
             run_id,

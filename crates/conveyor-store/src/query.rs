@@ -22,7 +22,7 @@ pub struct StoredEvent {
 }
 
 /// A status column, read through its enum's one `FromStr`.
-fn status<T, I>(row: &Row, column: I) -> Result<T, StoreError>
+pub(crate) fn status<T, I>(row: &Row, column: I) -> Result<T, StoreError>
 where
     T: std::str::FromStr<Err = UnknownStatus>,
     I: sqlx::ColumnIndex<Row>,
@@ -513,21 +513,6 @@ impl Store {
         .bind(environment)
         .fetch_optional(&self.pool)
         .await?)
-    }
-
-    /// The name of the token with this hash: who is calling.
-    pub async fn token_name(&self, hash: &str) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT name FROM tokens WHERE hash = $1")
-            .bind(hash)
-            .fetch_optional(&self.pool)
-            .await?)
-    }
-
-    pub async fn has_tokens(&self) -> Result<bool, StoreError> {
-        Ok(sqlx::query("SELECT 1 FROM tokens LIMIT 1")
-            .fetch_optional(&self.pool)
-            .await?
-            .is_some())
     }
 
     /// Events after `after`, oldest first.

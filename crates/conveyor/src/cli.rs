@@ -94,6 +94,14 @@ pub enum Command {
         /// its X-Forwarded-For/-Proto/-Host are believed; everyone else's are replaced.
         #[arg(long = "trusted-proxy", value_name = "CIDR")]
         trusted_proxies: Vec<String>,
+        /// Let anyone who reaches the API read everything without a token (a viewer of every
+        /// project). Off by default.
+        #[arg(long)]
+        anonymous_read: bool,
+        /// A host name the API answers to (repeatable), e.g. the name of a proxy in front of it.
+        /// IP addresses and localhost always work; other names are refused (DNS rebinding).
+        #[arg(long = "allowed-host", value_name = "NAME")]
+        allowed_hosts: Vec<String>,
     },
     /// Manage projects on the server.
     #[command(subcommand)]
@@ -202,9 +210,16 @@ pub enum Command {
         #[arg(long)]
         project: Option<String>,
     },
-    /// Manage API tokens (their names are identities, e.g. for approvals).
+    /// Manage API tokens: each belongs to a user and carries their roles; it expires and can be
+    /// revoked or rotated.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage users and their roles (viewer, deployer, maintainer, admin) on every project, a
+    /// project, or one environment of it.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Show who the token is and what it may do.
+    Whoami,
     /// The audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -370,8 +385,61 @@ pub enum ProjectCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum TokenCommand {
-    /// Create a token for NAME (admin only); prints it once.
-    Create { name: String },
+    /// Create a token named NAME (for yourself, or --user: an admin for anyone, a maintainer for
+    /// an automation user of their project); prints it once.
+    Create {
+        name: String,
+        /// Whose roles it carries (default: yours).
+        #[arg(long)]
+        user: Option<String>,
+        /// Days until it expires (1-3650, default 90).
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// List your tokens (an admin: everyone's), never their values.
+    List,
+    /// Revoke a token: refused from now on.
+    Revoke { name: String },
+    /// Give a token a new value (the old one is refused from now on); `rotate admin` rotates the
+    /// first start's admin token.
+    Rotate { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Add a user (admins), without any role yet.
+    Add {
+        name: String,
+        /// Commits authored with this email are this user's (an author never approves their own
+        /// change).
+        #[arg(long)]
+        email: Option<String>,
+        /// A bot or CI job rather than a person: tokens only.
+        #[arg(long)]
+        automation: bool,
+    },
+    /// List users and their roles (admins).
+    List,
+    /// Remove a user (admins): their roles go, their tokens are revoked.
+    Remove { name: String },
+    /// Give NAME a ROLE (viewer, deployer, maintainer, admin) on every project, --project, or
+    /// --project and --env; replaces their role on exactly that scope.
+    Grant {
+        name: String,
+        role: conveyor_api::Role,
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long = "env")]
+        environment: Option<String>,
+    },
+    /// Take away NAME's role on exactly that scope.
+    Revoke {
+        name: String,
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long = "env")]
+        environment: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

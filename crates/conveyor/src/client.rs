@@ -1,8 +1,9 @@
 //! Client commands: talk to a Conveyor server's API and print the answers for people. Here the
 //! HTTP client itself (requests, the token, `ApiError` for refusals); the commands by area in
 //! `runs` (projects, runs, logs, releases, audit, secrets), `delivery` (deployments,
-//! environments, analysis, DORA, tokens) and `flags`.
+//! environments, analysis, DORA), `access` (users, roles, tokens) and `flags`.
 
+mod access;
 mod delivery;
 mod flags;
 mod runs;
@@ -113,6 +114,14 @@ impl Client {
 
     pub async fn post<T: DeserializeOwned>(&self, path: &str, body: impl Serialize) -> anyhow::Result<T> {
         self.read(self.http.post(self.url(path)).json(&body)).await
+    }
+
+    pub async fn put<T: DeserializeOwned>(&self, path: &str, body: impl Serialize) -> anyhow::Result<T> {
+        self.read(self.http.put(self.url(path)).json(&body)).await
+    }
+
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.read(self.http.delete(self.url(path))).await
     }
 
     async fn call<T: DeserializeOwned>(

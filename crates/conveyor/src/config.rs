@@ -23,6 +23,10 @@ pub struct FileConfig {
     /// Addresses or CIDR blocks of proxies in front of the environments' routers, whose
     /// `X-Forwarded-*` headers are believed.
     pub trusted_proxies: Option<Vec<String>>,
+    /// Let anyone read (a viewer of everything) without a token.
+    pub anonymous_read: Option<bool>,
+    /// Host names the API answers to besides IP addresses and `localhost`.
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 /// Overrides from the environment and the command line (clap merges those two).
@@ -35,6 +39,8 @@ pub struct Overrides {
     pub jobs: Option<usize>,
     pub flag_rate_limit: Option<u32>,
     pub trusted_proxies: Vec<String>,
+    pub anonymous_read: bool,
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -52,7 +58,13 @@ pub struct Config {
     /// Where scratch directories go (the demo's): `$TMPDIR`, else `/tmp`.
     pub temp_dir: PathBuf,
     pub trusted_proxies: Vec<conveyor_router::Cidr>,
+    /// Who may read without a token, which host names the API answers to.
+    pub access: conveyor_server::auth::AccessConfig,
 }
+
+/// A given admin token shorter than this is refused: its hash is in the database, and a short
+/// one could be guessed from it.
+const MIN_ADMIN_TOKEN_LEN: usize = 16;
 
 /// The process environment: read here, once, by `main`, and passed down.
 pub fn environment() -> BTreeMap<String, String> {
@@ -85,9 +97,22 @@ impl Config {
             .iter()
             .map(|text| text.parse().with_context(|| format!("trusted proxy '{text}'")))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let admin_token = env.get("CONVEYOR_ADMIN_TOKEN").filter(|t| !t.is_empty()).cloned();
+        if admin_token
+            .as_ref()
+            .is_some_and(|t| t.len() < MIN_ADMIN_TOKEN_LEN)
+        {
+            anyhow::bail!("CONVEYOR_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_LEN} characters");
+        }
+        let mut allowed_hosts = file.allowed_hosts.unwrap_or_default();
+        allowed_hosts.extend(overrides.allowed_hosts.iter().cloned());
         Ok(Config {
             data,
             trusted_proxies,
+            access: conveyor_server::auth::AccessConfig {
+                anonymous_read: overrides.anonymous_read || file.anonymous_read.unwrap_or(false),
+                allowed_hosts,
+            },
             addr: overrides
                 .addr
                 .or(file.addr)
@@ -109,7 +134,7 @@ impl Config {
                     .or(file.flag_rate_limit)
                     .unwrap_or(conveyor_server::flags::FlagsConfig::default().rate_per_second),
             },
-            admin_token: env.get("CONVEYOR_ADMIN_TOKEN").filter(|t| !t.is_empty()).cloned(),
+            admin_token,
             base_env: INHERITED
                 .iter()
                 .filter_map(|k| env.get(*k).map(|v| (k.to_string(), v.clone())))

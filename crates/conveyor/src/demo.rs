@@ -14,8 +14,8 @@ use anyhow::{Context as _, bail};
 use conveyor_api::dora::DoraReport;
 use conveyor_api::{
     AddProject, AnalysisReport, Approved, DeploymentCreated, DeploymentHistory, DeploymentStatus,
-    DeploymentView, EnvironmentView, JobStatus, NewToken, Project, Promote, Release, RunDetail, RunStarted,
-    RunStatus, TokenCreated, TriggerRun,
+    DeploymentView, EnvironmentView, GrantRole, JobStatus, NewToken, NewUser, Project, Promote, Release,
+    Role, RunDetail, RunStarted, RunStatus, TokenCreated, TriggerRun, User,
 };
 use serde_json::json;
 
@@ -65,6 +65,7 @@ pub async fn demo(config: &Config, example: &Path, exit: bool) -> anyhow::Result
         conveyor_server::ServerConfig {
             poll_tick: Duration::from_secs(3600),
             trusted_proxies: Vec::new(),
+            access: conveyor_server::auth::AccessConfig::default(),
         },
     )
     .await;
@@ -94,8 +95,9 @@ pub async fn demo(config: &Config, example: &Path, exit: bool) -> anyhow::Result
     })
 }
 
-/// `api` is the admin's client; a reviewer, who approves what the admin promotes, gets a token
-/// and a client of their own on `base`.
+/// `api` is the admin's client; a reviewer, who approves what the admin promotes, is made a
+/// user (deployer of the production environment) with a token and a client of their own on
+/// `base`.
 async fn walk(api: &Client, base: &str, repo: &Path) -> anyhow::Result<()> {
     api.post::<Project>(
         "/api/v1/projects",
@@ -110,11 +112,32 @@ async fn walk(api: &Client, base: &str, repo: &Path) -> anyhow::Result<()> {
         "  project  hello ← {} (a git repository made from the example)",
         repo.display()
     ));
+    api.post::<User>(
+        "/api/v1/users",
+        NewUser {
+            name: REVIEWER.into(),
+            email: None,
+            kind: None,
+        },
+    )
+    .await?;
+    api.put::<User>(
+        &format!("/api/v1/users/{REVIEWER}/roles"),
+        GrantRole {
+            role: Role::Deployer,
+            project: Some("hello".into()),
+            environment: Some("production".into()),
+        },
+    )
+    .await?;
     let reviewer: TokenCreated = api
         .post(
             "/api/v1/tokens",
             NewToken {
                 name: REVIEWER.into(),
+                user: Some(REVIEWER.into()),
+                expires_in_days: Some(1),
+                expires_at: None,
             },
         )
         .await?;

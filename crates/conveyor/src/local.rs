@@ -182,7 +182,11 @@ pub async fn serve(config: &Config) -> anyhow::Result<ExitCode> {
     let server_config = conveyor_server::ServerConfig {
         poll_tick: config.poll_tick,
         trusted_proxies: config.trusted_proxies.clone(),
+        access: config.access.clone(),
     };
+    if config.access.anonymous_read {
+        tracing::warn!("anonymous read access is on: anyone who reaches {addr} reads every project");
+    }
     // Recovery comes before "listening": once a client can talk to us, environments are back.
     let state = conveyor_server::start_with_flags(engine, server_config, config.flags).await;
     println!(

@@ -15,7 +15,7 @@ use clap::Parser as _;
 
 use crate::cli::{
     AdminCommand, AuditCommand, Cli, Command, DataArgs, FlagKeyCommand, FlagScope, FlagsCommand,
-    ProjectCommand, SecretCommand, TokenCommand,
+    ProjectCommand, SecretCommand, TokenCommand, UserCommand,
 };
 use crate::config::{Config, Overrides};
 
@@ -105,10 +105,14 @@ async fn dispatch(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<Exi
             jobs,
             flag_rate_limit,
             trusted_proxies,
+            anonymous_read,
+            allowed_hosts,
         } => {
             let mut o = overrides(&data);
             o.flag_rate_limit = flag_rate_limit;
             o.trusted_proxies = trusted_proxies;
+            o.anonymous_read = anonymous_read;
+            o.allowed_hosts = allowed_hosts;
             o.addr = addr;
             o.poll_tick_seconds = poll_tick;
             o.jobs = jobs;
@@ -161,7 +165,37 @@ async fn dispatch(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<Exi
         Command::Status { environment, project } => client()?.status(project, &environment).await,
         Command::History { environment, project } => client()?.history(project, &environment).await,
         Command::Analysis { deployment, evidence } => client()?.analysis(deployment, evidence).await,
-        Command::Token(TokenCommand::Create { name }) => client()?.create_token(&name).await,
+        Command::Token(TokenCommand::Create {
+            name,
+            user,
+            expires_in_days,
+        }) => client()?.create_token(&name, user, expires_in_days).await,
+        Command::Token(TokenCommand::List) => client()?.tokens().await,
+        Command::Token(TokenCommand::Revoke { name }) => client()?.revoke_token(&name).await,
+        Command::Token(TokenCommand::Rotate { name }) => client()?.rotate_token(&name).await,
+        Command::User(UserCommand::Add {
+            name,
+            email,
+            automation,
+        }) => client()?.add_user(&name, email, automation).await,
+        Command::User(UserCommand::List) => client()?.users().await,
+        Command::User(UserCommand::Remove { name }) => client()?.remove_user(&name).await,
+        Command::User(UserCommand::Grant {
+            name,
+            role,
+            project,
+            environment,
+        }) => client()?.grant(&name, role, project, environment).await,
+        Command::User(UserCommand::Revoke {
+            name,
+            project,
+            environment,
+        }) => {
+            client()?
+                .revoke_role(&name, project.as_deref(), environment.as_deref())
+                .await
+        }
+        Command::Whoami => client()?.whoami().await,
         Command::Dora {
             environment,
             window,

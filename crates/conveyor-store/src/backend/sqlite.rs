@@ -11,7 +11,8 @@ use super::{Migration, Pool};
 
 pub(crate) type Db = sqlx::Sqlite;
 
-/// The schema, in order. 7 reshaped the read models (JSON columns became child tables).
+/// The schema, in order. 7 reshaped the read models (JSON columns became child tables); 8
+/// added users and roles.
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration::new(1, include_str!("../../migrations/sqlite/0001_init.sql")),
     Migration::new(2, include_str!("../../migrations/sqlite/0002_deployments.sql")),
@@ -20,6 +21,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration::new(5, include_str!("../../migrations/sqlite/0005_flags.sql")),
     Migration::new(6, include_str!("../../migrations/sqlite/0006_fix_forward.sql")),
     Migration::new(7, include_str!("../../migrations/sqlite/0007_child_tables.sql")).rebuilding(),
+    Migration::new(8, include_str!("../../migrations/sqlite/0008_identities.sql")).rebuilding(),
 ];
 
 /// Opens (creating if needed) the database file at `path`.

@@ -1,12 +1,10 @@
 //! Deployments (promote, approve, pause, resume, abort, rollback), environments, canary
-//! analysis, DORA, API tokens.
+//! analysis, DORA.
 
 use std::process::ExitCode;
 
 use conveyor_api::dora::{DoraReport, Level, Measure};
-use conveyor_api::{
-    AnalysisReport, DeploymentCreated, DeploymentHistory, DeploymentView, EnvironmentView, TokenCreated,
-};
+use conveyor_api::{AnalysisReport, DeploymentCreated, DeploymentHistory, DeploymentView, EnvironmentView};
 use serde_json::{Value, json};
 
 use super::{Client, time};
@@ -203,14 +201,6 @@ impl Client {
             None => println!("  change failure rate    no data"),
         }
         println!("  time to restore        {}", measure(&r.time_to_restore));
-        Ok(ExitCode::SUCCESS)
-    }
-
-    pub async fn create_token(&self, name: &str) -> anyhow::Result<ExitCode> {
-        let body: TokenCreated = self
-            .post("/api/v1/tokens", conveyor_api::NewToken { name: name.into() })
-            .await?;
-        println!("token for {name} (shown once — store it now): {}", body.token);
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -379,7 +379,10 @@ async fn canary_weights_hold_and_abort_returns_traffic_to_stable() {
     );
     assert_eq!(seen.values().sum::<usize>(), n);
     // /metrics counts them per version, labelled by project and environment.
-    let metrics = reqwest::get(format!("{}/metrics", shop.server.base))
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", shop.server.base))
+        .bearer_auth(TOKEN)
+        .send()
         .await
         .unwrap()
         .text()
@@ -478,10 +481,7 @@ async fn production_needs_an_approval_from_someone_else_and_respects_freezes() {
     );
     assert!(body["message"].as_str().unwrap().contains("four-eyes"));
     // Another identity can.
-    let bob = shop.server.post("/api/v1/tokens", json!({ "name": "bob" })).await["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let bob = shop.server.user("bob", &[("deployer", Some("shop"), None)]).await;
     let approved = reqwest::Client::new()
         .post(format!("{}/api/v1/deployments/{id}/approve", shop.server.base))
         .bearer_auth(&bob)

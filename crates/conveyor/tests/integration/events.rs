@@ -59,6 +59,7 @@ async fn the_event_stream_carries_every_writer_in_order_and_resumes_without_a_ga
     let http = reqwest::Client::new();
     let mut live = http
         .get(format!("{}/api/v1/events/stream", server.base))
+        .bearer_auth(TOKEN)
         .send()
         .await
         .unwrap();
@@ -111,6 +112,7 @@ async fn the_event_stream_carries_every_writer_in_order_and_resumes_without_a_ga
     let middle = seen[seen.len() / 2].0;
     let mut resumed = http
         .get(format!("{}/api/v1/events/stream", server.base))
+        .bearer_auth(TOKEN)
         .header("Last-Event-ID", middle.to_string())
         .send()
         .await
@@ -121,7 +123,7 @@ async fn the_event_stream_carries_every_writer_in_order_and_resumes_without_a_ga
     assert_eq!(replayed.len() as i64, last - middle);
 
     let (status, body) = server
-        .request(reqwest::Method::GET, "/api/v1/events/stream?after=x", None, false)
+        .request(reqwest::Method::GET, "/api/v1/events/stream?after=x", None, true)
         .await;
     assert_eq!(status, 400, "{body}");
 }

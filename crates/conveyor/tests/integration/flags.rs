@@ -363,7 +363,14 @@ async fn flags_are_audited_refused_whole_when_invalid_and_survive_a_restart() {
     assert!(text.contains("admin created evaluation key 'web'"), "{text}");
     // The environment's timeline shows flag changes beside deployments.
     let out = command()
-        .args(["--server", &server.base, "history", "production"])
+        .args([
+            "--server",
+            &server.base,
+            "--token",
+            TOKEN,
+            "history",
+            "production",
+        ])
         .output()
         .unwrap();
     let timeline = String::from_utf8_lossy(&out.stdout);

@@ -102,9 +102,35 @@ impl Server {
     }
 
     pub async fn get(&self, path: &str) -> Value {
-        let (status, body) = self.request(reqwest::Method::GET, path, None, false).await;
+        let (status, body) = self.request(reqwest::Method::GET, path, None, true).await;
         assert_eq!(status, 200, "GET {path}: {body}");
         body
+    }
+
+    /// Adds user `name` with `grants` (role, project, environment) and returns a token of theirs.
+    pub async fn user(&self, name: &str, grants: &[(&str, Option<&str>, Option<&str>)]) -> String {
+        self.post(
+            "/api/v1/users",
+            json!({ "name": name, "email": format!("{name}@example.com") }),
+        )
+        .await;
+        for (role, project, environment) in grants {
+            let grant = json!({ "role": role, "project": project, "environment": environment });
+            let (status, body) = self
+                .request(
+                    reqwest::Method::PUT,
+                    &format!("/api/v1/users/{name}/roles"),
+                    Some(grant),
+                    true,
+                )
+                .await;
+            assert_eq!(status, 200, "grant {role} to {name}: {body}");
+        }
+        self.post("/api/v1/tokens", json!({ "name": name, "user": name }))
+            .await["token"]
+            .as_str()
+            .expect("a token")
+            .to_string()
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Value {

@@ -12,4 +12,5 @@ mod flags;
 mod pipelines;
 mod recovery;
 mod safety;
+mod security;
 mod triggers;

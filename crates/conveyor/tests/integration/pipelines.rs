@@ -68,7 +68,14 @@ jobs:
     assert_eq!(release["envelope"]["payloadType"], "application/vnd.in-toto+json");
 
     let verify = command()
-        .args(["verify", &release_id.to_string(), "--server", &server.base])
+        .args([
+            "verify",
+            &release_id.to_string(),
+            "--server",
+            &server.base,
+            "--token",
+            TOKEN,
+        ])
         .output()
         .unwrap();
     assert!(

@@ -84,7 +84,15 @@ async fn logs_follow_streams_lines_live_until_the_run_ends() {
     let run_id = server.trigger("live").await;
 
     let mut follow = command()
-        .args(["logs", &run_id.to_string(), "--follow", "--server", &server.base])
+        .args([
+            "logs",
+            &run_id.to_string(),
+            "--follow",
+            "--server",
+            &server.base,
+            "--token",
+            TOKEN,
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
