@@ -20,6 +20,10 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration::new(5, include_str!("../../migrations/sqlite/0005_flags.sql")),
     Migration::new(6, include_str!("../../migrations/sqlite/0006_fix_forward.sql")),
     Migration::new(7, include_str!("../../migrations/sqlite/0007_child_tables.sql")).rebuilding(),
+    Migration::new(
+        8,
+        include_str!("../../migrations/sqlite/0008_source_credentials.sql"),
+    ),
 ];
 
 /// Opens (creating if needed) the database file at `path`.
