@@ -112,10 +112,20 @@ pub async fn sync_mirror(remote: &Remote, mirror: &Path) -> Result<(), EngineErr
         std::fs::create_dir_all(parent)?;
         let target = mirror.to_string_lossy();
         // `--bare` copies branches and tags only (and the remote's HEAD, the default branch);
-        // `--` so that a source starting with '-' is never taken for an option.
+        // `--no-local` so that a local source's objects are fetched, not hard-linked whole
+        // (those of its pull-request refs with them); `--` so that a source starting with '-'
+        // is never taken for an option.
         git_with(
             parent,
-            &["clone", "--bare", "--quiet", "--", &remote.url, &target],
+            &[
+                "clone",
+                "--bare",
+                "--no-local",
+                "--quiet",
+                "--",
+                &remote.url,
+                &target,
+            ],
             &env,
         )
         .await?;
