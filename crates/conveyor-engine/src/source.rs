@@ -174,12 +174,13 @@ pub async fn is_ancestor(repo: &Path, commit: &str, head: &str) -> Result<bool, 
     }
 }
 
-/// The branches and tags of a mirror that contain `commit`.
-pub async fn refs_containing(repo: &Path, commit: &str) -> Result<Vec<String>, EngineError> {
+/// Whether a branch or a tag of a mirror contains `commit`.
+pub async fn on_branch_or_tag(repo: &Path, commit: &str) -> Result<bool, EngineError> {
     let text = git(
         repo,
         &[
             "for-each-ref",
+            "--count=1",
             "--format=%(refname)",
             "--contains",
             commit,
@@ -188,7 +189,7 @@ pub async fn refs_containing(repo: &Path, commit: &str) -> Result<Vec<String>, E
         ],
     )
     .await?;
-    Ok(text.lines().map(str::to_string).collect())
+    Ok(!text.trim().is_empty())
 }
 
 /// The commit a branch (or any rev) points at.

@@ -74,7 +74,7 @@ pub async fn trigger(
         }
         (Some(commit), None) => {
             let commit = resolve_commit(&mirror, commit, &remote).await?;
-            if source::refs_containing(&mirror, &commit).await?.is_empty() {
+            if !source::on_branch_or_tag(&mirror, &commit).await? {
                 return Err(ApiError::InvalidRequest(format!(
                     "commit {commit} is on no branch or tag of {}",
                     remote.url
