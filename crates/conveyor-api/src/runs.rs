@@ -36,6 +36,7 @@ pub struct RunView {
     pub project: String,
     pub source_uri: String,
     pub commit: String,
+    /// Empty for a manual run of a commit alone.
     pub branch: String,
     /// What started it: `push`, `manual`, `schedule` or `local`.
     pub event: String,
@@ -120,10 +121,11 @@ pub struct AddProject {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TriggerRun {
-    /// Default: the repository's default branch.
+    /// Default: the repository's default branch, unless a commit is given: a commit alone is
+    /// run as no branch (its provenance claims none).
     #[serde(default)]
     pub branch: Option<String>,
-    /// Default: the branch's head.
+    /// Default: the branch's head. With a branch, it must be on it (an ancestor of its head).
     #[serde(default)]
     pub commit: Option<String>,
 }
@@ -179,6 +181,7 @@ pub struct ProjectList {
 pub struct RunStarted {
     pub run_id: i64,
     pub commit: String,
+    /// Empty for a run of a commit alone.
     pub branch: String,
 }
 

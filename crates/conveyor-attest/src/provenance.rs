@@ -30,10 +30,12 @@ impl Subject {
 pub struct Provenance {
     pub subjects: Vec<Subject>,
     pub project: String,
-    /// Where the source came from (git URL or local path).
+    /// Where the source came from (git URL without credentials, or local path).
     pub source_uri: String,
     pub commit: String,
-    pub branch: String,
+    /// The branch the run was asked to build, its commit checked to be on it; `None` for a run
+    /// of a commit alone.
+    pub branch: Option<String>,
     pub event: String,
     /// SHA-256 of the `conveyor.yml` text the run used.
     pub pipeline_digest: String,
@@ -50,6 +52,16 @@ pub struct Provenance {
 impl Provenance {
     /// The in-toto Statement v1 as JSON.
     pub fn statement(&self) -> Value {
+        // A run of a commit alone claims no ref. Verifiers (`slsa-verifier --source-branch`)
+        // take `ref` as "built from this branch"; inferring one from the branches that contain
+        // the commit would claim what nobody asked for, and change as branches move.
+        let git_ref = self.branch.as_ref().map(|b| format!("refs/heads/{b}"));
+        let mut source = json!({ "uri": self.source_uri });
+        let mut git_uri = format!("git+{}", self.source_uri);
+        if let Some(git_ref) = &git_ref {
+            source["ref"] = git_ref.as_str().into();
+            git_uri = format!("{git_uri}@{git_ref}");
+        }
         json!({
             "_type": STATEMENT_TYPE,
             "subject": self.subjects,
@@ -59,7 +71,7 @@ impl Provenance {
                     "buildType": BUILD_TYPE,
                     "externalParameters": {
                         "project": self.project,
-                        "source": { "uri": self.source_uri, "ref": format!("refs/heads/{}", self.branch) },
+                        "source": source,
                         "event": self.event,
                         "pipeline": "conveyor.yml",
                     },
@@ -68,7 +80,7 @@ impl Provenance {
                     },
                     "resolvedDependencies": [
                         {
-                            "uri": format!("git+{}@refs/heads/{}", self.source_uri, self.branch),
+                            "uri": git_uri,
                             "digest": { "gitCommit": self.commit },
                         },
                         {
@@ -131,7 +143,7 @@ mod tests {
             project: "hello".into(),
             source_uri: "/src/hello".into(),
             commit: "0123456789abcdef0123456789abcdef01234567".into(),
-            branch: "main".into(),
+            branch: Some("main".into()),
             event: "push".into(),
             pipeline_digest: "cd34".into(),
             source_tree_digest: "ef56".into(),
@@ -152,6 +164,10 @@ mod tests {
         assert_eq!(def["buildType"], BUILD_TYPE);
         assert_eq!(def["externalParameters"]["source"]["ref"], "refs/heads/main");
         assert_eq!(
+            def["resolvedDependencies"][0]["uri"],
+            "git+/src/hello@refs/heads/main"
+        );
+        assert_eq!(
             def["resolvedDependencies"][0]["digest"]["gitCommit"],
             "0123456789abcdef0123456789abcdef01234567"
         );
@@ -159,6 +175,21 @@ mod tests {
         assert_eq!(run["builder"]["id"], "https://conveyor.dev/builder/local");
         assert_eq!(run["metadata"]["invocationId"], "hello/runs/1");
         assert_eq!(subjects_of(&s).unwrap(), example().subjects);
+    }
+
+    #[test]
+    fn a_commit_alone_claims_no_ref() {
+        let s = Provenance {
+            branch: None,
+            ..example()
+        }
+        .statement();
+        let def = &s["predicate"]["buildDefinition"];
+        assert_eq!(
+            def["externalParameters"]["source"],
+            json!({ "uri": "/src/hello" })
+        );
+        assert_eq!(def["resolvedDependencies"][0]["uri"], "git+/src/hello");
     }
 
     #[test]

@@ -22,9 +22,10 @@ impl Engine {
                 .map(|a| Subject::sha256(&a.path, &a.digest))
                 .collect(),
             project: run.project.clone(),
-            source_uri: run.source_uri.clone(),
+            // Redacted again: runs recorded before sources were stored without credentials.
+            source_uri: crate::source::redacted(&run.source_uri),
             commit: run.commit.clone(),
-            branch: run.branch.clone(),
+            branch: (!run.branch.is_empty()).then(|| run.branch.clone()),
             event: run.event.clone(),
             pipeline_digest: sha256_hex(run.pipeline.as_bytes()),
             source_tree_digest: run.source_digest.clone(),

@@ -95,17 +95,22 @@ pub async fn add_project(
     }
     // Check the source is reachable before accepting it.
     let mirror = triggers::mirror_path(&state.engine, &body.name);
-    conveyor_engine::source::sync_mirror(&body.source, &mirror).await?;
+    let remote = conveyor_engine::source::Remote::parse(&body.source);
+    conveyor_engine::source::sync_mirror(&remote, &mirror).await?;
     let heads = conveyor_engine::source::branches(&mirror)
         .await?
         .into_iter()
         .collect();
-    state
-        .engine
-        .events()
+    // The credentials go apart, so the log and all that is folded from it (views, runs, signed
+    // provenance) only ever hold the URL without them, and a restarted server still fetches.
+    let events = state.engine.events();
+    events
+        .set_source_credentials(&body.name, remote.credentials.as_deref())
+        .await?;
+    events
         .append(conveyor_store::Event::ProjectAdded {
             project: body.name.clone(),
-            source_uri: body.source,
+            source_uri: remote.url,
             poll_seconds,
             heads,
         })
@@ -125,7 +130,16 @@ pub async fn list_projects(
 ) -> ApiResult<Json<ProjectList>> {
     let mut projects = state.engine.store().projects().await?;
     projects.retain(|p| caller.may(Action::Read, Some(&p.name), None));
-    Ok(Json(ProjectList { projects }))
+    Ok(Json(ProjectList {
+        projects: projects.into_iter().map(shown).collect(),
+    }))
+}
+
+/// A project as the API shows it: a project registered before credentials were kept apart has
+/// them in its stored URL still.
+fn shown(mut project: Project) -> Project {
+    project.source_uri = conveyor_engine::source::redacted(&project.source_uri);
+    project
 }
 
 async fn find_project(state: &AppState, name: &str) -> ApiResult<Project> {
@@ -143,7 +157,7 @@ pub async fn get_project(
     State(state): State<AppState>,
     Params(name): Params<String>,
 ) -> ApiResult<Json<Project>> {
-    Ok(Json(find_project(&state, &name).await?))
+    Ok(Json(shown(find_project(&state, &name).await?)))
 }
 
 /// Starts a run of a branch's head (or a given commit). The body is optional.
@@ -159,23 +173,34 @@ pub async fn trigger_run(
 ) -> ApiResult<(StatusCode, Json<RunStarted>)> {
     let project = find_project(&state, &name).await?;
     let body = body.map(|Body(b)| b).unwrap_or_default();
-    let branch = match body.branch {
-        Some(b) => b,
-        None => triggers::default_branch(&triggers::mirror_path(&state.engine, &name)).await,
-    };
-    if branch.is_empty() || branch.len() > 255 || branch.starts_with('-') {
+    if let Some(branch) = &body.branch
+        && (branch.is_empty() || branch.len() > 255 || branch.starts_with('-'))
+    {
         return Err(ApiError::InvalidRequest(format!(
             "'{branch}' is not a branch name"
         )));
     }
-    let started =
-        triggers::trigger(&state.engine, &project, &branch, body.commit.as_deref(), "manual").await?;
+    if let Some(commit) = &body.commit
+        && (!(4..=64).contains(&commit.len()) || !commit.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(ApiError::InvalidRequest(format!(
+            "'{commit}' is not a commit id (4 to 64 hexadecimal digits)"
+        )));
+    }
+    let started = triggers::trigger(
+        &state.engine,
+        &project,
+        body.branch.as_deref(),
+        body.commit.as_deref(),
+        "manual",
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(RunStarted {
             run_id: started.run_id,
             commit: started.commit,
-            branch,
+            branch: started.branch,
         }),
     ))
 }

@@ -20,35 +20,86 @@ pub fn mirror_path(engine: &Engine, project: &str) -> PathBuf {
 pub struct Triggered {
     pub run_id: i64,
     pub commit: String,
+    /// Empty for a run of a commit alone.
+    pub branch: String,
 }
 
-/// Creates and starts a run of `project` at the head of `branch` (or at `commit`).
+/// Where git fetches the project from: its URL with the credentials stored apart.
+pub async fn remote(engine: &Engine, project: &Project) -> Result<source::Remote, ApiError> {
+    // Parsed rather than taken as is: a project registered before credentials were kept apart
+    // still has them in its URL.
+    let mut remote = source::Remote::parse(&project.source_uri);
+    if let Some(credentials) = engine.store().source_credentials(&project.name).await? {
+        remote.credentials = Some(credentials);
+    }
+    Ok(remote)
+}
+
+/// Creates and starts a run of `project`, the mirror fetched first: the head of `branch` (the
+/// default branch when neither is given), `commit` on `branch` (refused unless the branch's head
+/// contains it), or `commit` alone (refused unless a branch or tag contains it: what is left in
+/// the mirror from a force-push or an old pull-request ref is not runnable).
 pub async fn trigger(
     engine: &Arc<Engine>,
     project: &Project,
-    branch: &str,
+    branch: Option<&str>,
     commit: Option<&str>,
     event: &str,
 ) -> Result<Triggered, ApiError> {
     let mirror = mirror_path(engine, &project.name);
-    source::sync_mirror(&project.source_uri, &mirror).await?;
-    let commit = match commit {
-        Some(c) => source::resolve(&mirror, c).await?,
-        None => source::resolve(&mirror, &format!("refs/heads/{branch}"))
+    let remote = remote(engine, project).await?;
+    source::sync_mirror(&remote, &mirror).await?;
+    let head_of = async |branch: &str| {
+        source::resolve(&mirror, &format!("refs/heads/{branch}"))
             .await
-            .map_err(|_| {
-                ApiError::NotFound(format!(
-                    "branch '{branch}' does not exist in {}",
-                    project.source_uri
-                ))
-            })?,
+            .map_err(|_| ApiError::NotFound(format!("branch '{branch}' does not exist in {}", remote.url)))
     };
-    start_at(engine, project, branch, &commit, event).await
+    let (commit, branch) = match (commit, branch) {
+        (None, branch) => {
+            let branch = match branch {
+                Some(b) => b.to_string(),
+                None => default_branch(&mirror).await,
+            };
+            (head_of(&branch).await?, branch)
+        }
+        (Some(commit), Some(branch)) => {
+            let head = head_of(branch).await?;
+            let commit = resolve_commit(&mirror, commit, &remote).await?;
+            if !source::is_ancestor(&mirror, &commit, &head).await? {
+                return Err(ApiError::InvalidRequest(format!(
+                    "commit {commit} is not on branch '{branch}' (its head is {head})"
+                )));
+            }
+            (commit, branch.to_string())
+        }
+        (Some(commit), None) => {
+            let commit = resolve_commit(&mirror, commit, &remote).await?;
+            if !source::on_branch_or_tag(&mirror, &commit).await? {
+                return Err(ApiError::InvalidRequest(format!(
+                    "commit {commit} is on no branch or tag of {}",
+                    remote.url
+                )));
+            }
+            (commit, String::new())
+        }
+    };
+    start_at(engine, project, &remote, &branch, &commit, event).await
+}
+
+async fn resolve_commit(
+    mirror: &std::path::Path,
+    commit: &str,
+    remote: &source::Remote,
+) -> Result<String, ApiError> {
+    source::resolve(mirror, commit)
+        .await
+        .map_err(|_| ApiError::NotFound(format!("commit {commit} does not exist in {}", remote.url)))
 }
 
 async fn start_at(
     engine: &Arc<Engine>,
     project: &Project,
+    remote: &source::Remote,
     branch: &str,
     commit: &str,
     event: &str,
@@ -72,7 +123,7 @@ async fn start_at(
     let run_id = engine
         .create_run(NewRun {
             project: project.name.clone(),
-            source_uri: project.source_uri.clone(),
+            source_uri: remote.url.clone(),
             commit: commit.to_string(),
             branch: branch.to_string(),
             event: event.to_string(),
@@ -85,6 +136,7 @@ async fn start_at(
     Ok(Triggered {
         run_id,
         commit: commit.to_string(),
+        branch: branch.to_string(),
     })
 }
 
@@ -125,7 +177,8 @@ async fn poll_project(
     refused: &mut HashMap<(String, String), String>,
 ) -> Result<(), ApiError> {
     let mirror = mirror_path(engine, &project.name);
-    source::sync_mirror(&project.source_uri, &mirror).await?;
+    let remote = remote(engine, project).await?;
+    source::sync_mirror(&remote, &mirror).await?;
     for (branch, head) in source::branches(&mirror).await? {
         let key = (project.name.clone(), branch.clone());
         let known = match engine.store().last_commit(&project.name, &branch).await? {
@@ -145,7 +198,7 @@ async fn poll_project(
                 refused.insert(key, head);
             }
             Ok(true) => {
-                let started = start_at(engine, project, &branch, &head, "push").await?;
+                let started = start_at(engine, project, &remote, &branch, &head, "push").await?;
                 tracing::info!(project = %project.name, %branch, commit = %head, run = started.run_id, "new commit: run started");
             }
             Err(errors) => {
@@ -198,8 +251,7 @@ pub async fn schedule_forever(engine: Arc<Engine>, tick: Duration) {
                 if let Ok(next) = cron.find_next_occurrence(&now, false) {
                     next_fire.insert(key, next);
                 }
-                let branch = default_branch(&mirror).await;
-                match trigger(&engine, &project, &branch, None, "schedule").await {
+                match trigger(&engine, &project, None, None, "schedule").await {
                     Ok(t) => {
                         tracing::info!(project = %project.name, cron = %cron_text, run = t.run_id, "schedule fired")
                     }

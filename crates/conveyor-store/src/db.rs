@@ -236,6 +236,16 @@ impl Store {
         Ok((rows.len(), problems))
     }
 
+    /// The credentials of a project's source URL (`user:token`), if it has any.
+    pub async fn source_credentials(&self, project: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT credentials FROM source_credentials WHERE project = $1")
+                .bind(project)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
     pub async fn secrets(&self, project: &str) -> Result<Vec<(String, String)>, StoreError> {
         Ok(
             sqlx::query_as("SELECT name, value FROM secrets WHERE project = $1 ORDER BY name")

@@ -13,6 +13,7 @@ pub use conveyor_api::{
 pub enum Event {
     ProjectAdded {
         project: String,
+        /// Without credentials (those are kept apart, see `EventLog::set_source_credentials`).
         source_uri: String,
         poll_seconds: u64,
         /// Branch heads at registration: only commits after these start runs.
@@ -77,6 +78,7 @@ pub enum Event {
         project: String,
         source_uri: String,
         commit: String,
+        /// The branch the commit was run as part of; empty for a manual run of a commit alone.
         branch: String,
         /// `push`, `manual`, `schedule` or `local`.
         event: String,

@@ -122,6 +122,26 @@ impl EventLog {
         Ok(())
     }
 
+    /// Stores (or, with `None`, forgets) the credentials of a project's source URL, outside the
+    /// log: the `project_added` event carries the URL without them.
+    pub async fn set_source_credentials(
+        &self,
+        project: &str,
+        credentials: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let query = match credentials {
+            Some(credentials) => sqlx::query(
+                "INSERT INTO source_credentials (project, credentials) VALUES ($1, $2)
+                 ON CONFLICT (project) DO UPDATE SET credentials = excluded.credentials",
+            )
+            .bind(project)
+            .bind(credentials),
+            None => sqlx::query("DELETE FROM source_credentials WHERE project = $1").bind(project),
+        };
+        query.execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// Drops every read model and folds the whole log into them again.
     pub async fn rebuild_read_models(&self) -> Result<usize, StoreError> {
         let _guard = self.write.lock().await;

@@ -22,6 +22,10 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration::new(6, include_str!("../../migrations/sqlite/0006_fix_forward.sql")),
     Migration::new(7, include_str!("../../migrations/sqlite/0007_child_tables.sql")).rebuilding(),
     Migration::new(8, include_str!("../../migrations/sqlite/0008_identities.sql")).rebuilding(),
+    Migration::new(
+        9,
+        include_str!("../../migrations/sqlite/0009_source_credentials.sql"),
+    ),
 ];
 
 /// Opens (creating if needed) the database file at `path`.
