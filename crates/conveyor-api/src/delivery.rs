@@ -59,7 +59,12 @@ pub struct DeploymentView {
     pub release_id: i64,
     pub status: DeploymentStatus,
     pub requested_by: String,
+    /// Who asked for it (the name of old: see `authors`).
     pub author: String,
+    /// The people who wrote its commits (users, matched by email; an email no user has stays
+    /// as it is) and whoever asked for it: none of them counts as a not-author approval.
+    #[serde(default)]
+    pub authors: Vec<String>,
     pub rollback_of: Option<i64>,
     /// The deployment that fixed this one forward (DORA: a change failure).
     pub fixed_by: Option<i64>,
@@ -269,4 +274,39 @@ mod tests {
         let gone: InstanceRef = serde_json::from_str(r#"{"addr":"127.0.0.1:9001","pid":null}"#).unwrap();
         assert_eq!(gone.id, None);
     }
+}
+
+/// The rules an environment of a project has on the server, whatever a release's `conveyor.yml`
+/// says: a release may add stricter rules, never weaker ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentProtection {
+    /// Approvals a deployment needs before it starts (0: none).
+    #[serde(default)]
+    pub required_approvals: u32,
+    /// Who may approve (user names); empty: any deployer of the environment.
+    #[serde(default)]
+    pub reviewers: Vec<String>,
+    /// Nobody who wrote the change, nor who asked for its deployment, may approve it.
+    #[serde(default)]
+    pub not_author: bool,
+    /// Windows in which nothing is deployed.
+    #[serde(default)]
+    pub freeze: Vec<FreezeRule>,
+    /// An environment a release must have succeeded in first.
+    #[serde(default)]
+    pub after: Option<String>,
+}
+
+/// A freeze window: from each `start` (cron) to the next `end` (cron), in `timezone`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FreezeRule {
+    pub start: String,
+    pub end: String,
+    /// IANA name; default UTC.
+    #[serde(default)]
+    pub timezone: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
 }

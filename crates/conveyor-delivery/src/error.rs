@@ -63,6 +63,10 @@ pub enum DeliveryError {
     Ended { id: i64, status: String },
     #[error("{0} needs no approval")]
     NoApprovalNeeded(String),
+    #[error("project '{0}' does not exist")]
+    NoSuchProject(String),
+    #[error("invalid protection: {0}")]
+    InvalidProtection(String),
     #[error(transparent)]
     Internal(#[from] EngineError),
 }
@@ -71,10 +75,12 @@ impl DeliveryError {
     pub fn category(&self) -> Category {
         use DeliveryError as E;
         match self {
-            E::NoSuchRelease(_) | E::NoSuchRun(_) | E::NoSuchDeployment(_) | E::NoSuchEnvironment { .. } => {
-                Category::NotFound
-            }
-            E::NotDeployable(_) | E::OtherProject { .. } => Category::Invalid,
+            E::NoSuchRelease(_)
+            | E::NoSuchRun(_)
+            | E::NoSuchDeployment(_)
+            | E::NoSuchEnvironment { .. }
+            | E::NoSuchProject(_) => Category::NotFound,
+            E::NotDeployable(_) | E::OtherProject { .. } | E::InvalidProtection(_) => Category::Invalid,
             E::NotFixable { .. } | E::OutOfOrder { .. } | E::Approval(_) => Category::Refused,
             E::NothingDeployed(_)
             | E::NothingToRollBackTo { .. }

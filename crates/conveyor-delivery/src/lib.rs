@@ -11,6 +11,7 @@ mod dora;
 mod environment;
 mod error;
 mod instances;
+mod protection;
 mod recover;
 mod rollout;
 mod verify;
@@ -85,8 +86,14 @@ pub struct Delivery {
 pub(crate) struct Context {
     pub release: Release,
     pub spec: ReleaseSpec,
+    /// As guarded: the release's rules made stricter by the server's protection.
     pub environment: Environment,
+    /// Environments the release must have succeeded in first (the release's and the server's).
+    pub after: Vec<String>,
 }
+
+/// More approvals than this is a mistake, not a policy.
+const MAX_REQUIRED_APPROVALS: u32 = 10;
 
 impl Delivery {
     pub fn new(engine: Arc<Engine>, target: Arc<dyn Target>, config: DeliveryConfig) -> Arc<Self> {
@@ -125,7 +132,8 @@ impl Delivery {
             .clone()
     }
 
-    /// The release, its pipeline and the environment as that release's `conveyor.yml` defines it.
+    /// The release, its pipeline and the environment as that release's `conveyor.yml` defines it,
+    /// under the server's protection of that environment.
     pub(crate) async fn context(&self, release_id: i64, environment: &str) -> Result<Context, DeliveryError> {
         let store = self.engine.store();
         let release = store
@@ -153,10 +161,16 @@ impl Delivery {
                 },
             }
         })?;
+        let mut env = env;
+        let after = match store.protection(&release.project, environment).await? {
+            Some(protection) => protection::protect(&mut env, &protection),
+            None => env.after.iter().cloned().collect(),
+        };
         Ok(Context {
             release,
             spec,
             environment: env,
+            after,
         })
     }
 
@@ -194,13 +208,8 @@ impl Delivery {
                 });
             }
         }
-        if let Some(after) = &cx.environment.after {
-            let passed = store
-                .deployments(Some(&cx.release.project), Some(after), 1000)
-                .await?
-                .iter()
-                .any(|d| d.release_id == release_id && d.status == DeploymentStatus::Succeeded);
-            if !passed {
+        for after in &cx.after {
+            if !self.succeeded_in(&cx.release.project, after, release_id).await? {
                 return Err(DeliveryError::OutOfOrder {
                     release: release_id,
                     environment: environment.to_string(),
@@ -208,7 +217,8 @@ impl Delivery {
                 });
             }
         }
-        let id = self.request(&cx, by, by, None).await?;
+        let authors = self.authors(&cx, by).await?;
+        let id = self.request(&cx, by, authors, None).await?;
         if let Some(broken) = fixes {
             self.engine
                 .events()
@@ -222,9 +232,54 @@ impl Delivery {
         Ok(id)
     }
 
+    /// Has `release_id` been deployed into `environment` successfully?
+    async fn succeeded_in(
+        &self,
+        project: &str,
+        environment: &str,
+        release_id: i64,
+    ) -> Result<bool, DeliveryError> {
+        Ok(self
+            .engine
+            .store()
+            .deployments(Some(project), Some(environment), 1000)
+            .await?
+            .iter()
+            .any(|d| d.release_id == release_id && d.status == DeploymentStatus::Succeeded))
+    }
+
+    /// Who a deployment of `cx`'s release is by: the people who wrote the commits it brings over
+    /// what the environment runs (users matched by email; an email no user has, as it is), and
+    /// whoever asked. None of them counts as a not-author approval.
+    async fn authors(&self, cx: &Context, requested_by: &str) -> Result<Vec<String>, DeliveryError> {
+        let store = self.engine.store();
+        let project = &cx.release.project;
+        let since = match store.current_release(project, &cx.environment.name).await? {
+            Some(current) => store.release(current).await?.map(|r| r.commit),
+            None => None,
+        };
+        let mirror = self.engine.data().mirror(project);
+        let emails = conveyor_engine::source::commit_emails(&mirror, since.as_deref(), &cx.release.commit)
+            .await
+            .unwrap_or_else(|error| {
+                // Without the mirror the commits are unknown: the requester still counts.
+                tracing::warn!(%error, project, "cannot read the authors of a release's commits");
+                Vec::new()
+            });
+        let mut authors = vec![requested_by.to_string()];
+        for email in emails {
+            let author = store.user_by_email(&email).await?.unwrap_or(email);
+            if !authors.contains(&author) {
+                authors.push(author);
+            }
+        }
+        Ok(authors)
+    }
+
     /// Rolls `environment` back to `to` (default: the release before the current one). Instant
-    /// when that version is still warm; otherwise a blue-green deployment of it. Rollbacks restore a
-    /// known-good version, so they skip approvals and freeze windows.
+    /// when that version is still warm; otherwise a blue-green deployment of it. A rollback to a
+    /// release that succeeded in the environment before restores a known-good version, so it
+    /// skips approvals and freeze windows; to any other release it is a promotion, gates and all.
     pub async fn rollback(
         self: &Arc<Self>,
         project: &str,
@@ -261,14 +316,18 @@ impl Delivery {
                 project: cx.release.project,
             });
         }
-        self.request(&cx, by, by, Some(current.id)).await
+        if !self.succeeded_in(project, environment, target).await? {
+            return self.promote(environment, target, by, None).await;
+        }
+        let authors = self.authors(&cx, by).await?;
+        self.request(&cx, by, authors, Some(current.id)).await
     }
 
     async fn request(
         self: &Arc<Self>,
         cx: &Context,
         by: &str,
-        author: &str,
+        authors: Vec<String>,
         rollback_of: Option<i64>,
     ) -> Result<i64, DeliveryError> {
         let store = self.engine.store();
@@ -291,7 +350,8 @@ impl Delivery {
                 environment: cx.environment.name.clone(),
                 release_id: cx.release.id,
                 requested_by: by.to_string(),
-                author: author.to_string(),
+                author: by.to_string(),
+                authors,
                 rollback_of,
                 phases: phases.iter().map(ToString::to_string).collect(),
             })
@@ -345,6 +405,51 @@ impl Delivery {
         Ok(d)
     }
 
+    /// Sets (or, with None, removes) the server's rules for a project environment, audited.
+    /// Releases' `conveyor.yml` may make them stricter, never weaker.
+    pub async fn protect(
+        &self,
+        project: &str,
+        environment: &str,
+        protection: Option<conveyor_api::EnvironmentProtection>,
+        by: &str,
+    ) -> Result<(), DeliveryError> {
+        let store = self.engine.store();
+        if store.project(project).await?.is_none() {
+            return Err(DeliveryError::NoSuchProject(project.to_string()));
+        }
+        if let Some(p) = &protection {
+            let invalid = |why: String| DeliveryError::InvalidProtection(why);
+            protection::freeze_windows(p).map_err(invalid)?;
+            if p.required_approvals > MAX_REQUIRED_APPROVALS {
+                return Err(invalid(format!(
+                    "required_approvals is at most {MAX_REQUIRED_APPROVALS}"
+                )));
+            }
+            if p.freeze.len() > 32 || p.reviewers.len() > 100 {
+                return Err(invalid("at most 32 freeze windows and 100 reviewers".into()));
+            }
+            for reviewer in &p.reviewers {
+                if store.user(reviewer).await?.is_none() {
+                    return Err(invalid(format!("reviewer '{reviewer}' is not a user")));
+                }
+            }
+            if p.after.as_deref() == Some(environment) {
+                return Err(invalid(format!("'{environment}' cannot come after itself")));
+            }
+        }
+        self.engine
+            .events()
+            .append(Event::EnvironmentProtected {
+                project: project.to_string(),
+                environment: environment.to_string(),
+                protection,
+                by: by.to_string(),
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Records `by`'s approval, if the environment's rules allow it.
     pub async fn approve(&self, id: i64, by: &str) -> Result<(), DeliveryError> {
         let d = self.unfinished(id).await?;
@@ -352,14 +457,41 @@ impl Delivery {
         let Some(rules) = &cx.environment.approval else {
             return Err(DeliveryError::NoApprovalNeeded(d.environment));
         };
-        plan::may_approve(rules, by, &d.author, &d.approvals)?;
-        self.engine
+        // Logs from before `authors` name only the requester.
+        let authors = if d.authors.is_empty() {
+            std::slice::from_ref(&d.author)
+        } else {
+            &d.authors[..]
+        };
+        plan::may_approve(rules, by, authors, &d.approvals)?;
+        let recorded = self
+            .engine
             .events()
             .append(Event::DeploymentApproved {
                 deployment_id: id,
                 by: by.to_string(),
             })
-            .await?;
+            .await;
+        if let Err(error) = recorded {
+            // The store refuses a second approval by one person and any after the end, however
+            // many ask at once: say which.
+            let d = self
+                .engine
+                .store()
+                .deployment(id)
+                .await?
+                .ok_or(DeliveryError::NoSuchDeployment(id))?;
+            if d.approvals.iter().any(|a| a == by) {
+                return Err(plan::ApprovalRefused::AlreadyApproved { who: by.to_string() }.into());
+            }
+            if d.finished_at.is_some() {
+                return Err(DeliveryError::Ended {
+                    id,
+                    status: d.status.to_string(),
+                });
+            }
+            return Err(error.into());
+        }
         let _ = self.send(id, Control::Wake);
         Ok(())
     }
@@ -515,7 +647,18 @@ async fn auto_promote(
         .filter(|e| e.auto && e.after == passed)
     {
         let cx = delivery.context(release_id, &env.name).await?;
-        let id = delivery.request(&cx, "auto", "auto", None).await?;
+        // The server's protection may ask for more environments first.
+        let mut ready = true;
+        for after in &cx.after {
+            ready &= delivery
+                .succeeded_in(&cx.release.project, after, release_id)
+                .await?;
+        }
+        if !ready {
+            continue;
+        }
+        let authors = delivery.authors(&cx, "auto").await?;
+        let id = delivery.request(&cx, "auto", authors, None).await?;
         tracing::info!(release = release_id, environment = %env.name, deployment = id, "continuous deployment");
     }
     Ok(())

@@ -193,7 +193,7 @@ impl std::fmt::Display for Gate {
 /// Why someone may not approve a deployment.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApprovalRefused {
-    #[error("{who} is the author of this change and cannot approve its deployment (four-eyes rule)")]
+    #[error("{who} wrote or asked for this change and cannot approve its deployment (four-eyes rule)")]
     Author { who: String },
     #[error("{who} is not one of the reviewers: {}", reviewers.join(", "))]
     NotAReviewer { who: String, reviewers: Vec<String> },
@@ -205,11 +205,11 @@ pub enum ApprovalRefused {
 pub fn may_approve(
     approval: &Approval,
     who: &str,
-    author: &str,
+    authors: &[String],
     already: &[String],
 ) -> Result<(), ApprovalRefused> {
     let who = who.to_string();
-    if approval.not_author && who == author {
+    if approval.not_author && authors.contains(&who) {
         return Err(ApprovalRefused::Author { who });
     }
     if !approval.reviewers.is_empty() && !approval.reviewers.contains(&who) {
@@ -387,20 +387,23 @@ mod tests {
 
     #[test]
     fn approval_rules() {
+        let alice = ["alice".to_string()];
         let approval = Approval {
             required: 2,
             reviewers: vec![],
             not_author: true,
         };
-        assert!(may_approve(&approval, "bob", "alice", &[]).is_ok());
+        assert!(may_approve(&approval, "bob", &alice, &[]).is_ok());
         assert!(
-            may_approve(&approval, "alice", "alice", &[])
+            may_approve(&approval, "alice", &alice, &[])
                 .unwrap_err()
                 .to_string()
                 .contains("four-eyes")
         );
+        let co_authored = ["alice".to_string(), "carol".to_string()];
+        assert!(may_approve(&approval, "carol", &co_authored, &[]).is_err());
         assert!(
-            may_approve(&approval, "bob", "alice", &["bob".into()])
+            may_approve(&approval, "bob", &alice, &["bob".into()])
                 .unwrap_err()
                 .to_string()
                 .contains("already")
@@ -411,13 +414,13 @@ mod tests {
             not_author: false,
         };
         assert!(
-            may_approve(&listed, "bob", "alice", &[])
+            may_approve(&listed, "bob", &alice, &[])
                 .unwrap_err()
                 .to_string()
                 .contains("not one of the reviewers: carol")
         );
         assert!(
-            may_approve(&listed, "carol", "carol", &[]).is_ok(),
+            may_approve(&listed, "carol", &["carol".to_string()], &[]).is_ok(),
             "not_author: false"
         );
     }

@@ -42,6 +42,11 @@ impl DataDir {
     pub fn repos_dir(&self) -> PathBuf {
         self.root.join("repos")
     }
+
+    /// Where a project's git mirror is.
+    pub fn mirror(&self, project: &str) -> PathBuf {
+        self.repos_dir().join(format!("{project}.git"))
+    }
 }
 
 /// Why the signing key cannot be read or created.

@@ -89,7 +89,21 @@ impl Remote {
 /// Clones `remote` as a bare mirror into `mirror` the first time, then fetches. Only branches
 /// and tags are mirrored: pull-request refs (`refs/pull/*`, `refs/merge-requests/*`) hold
 /// anyone's commits, which must not become runnable as if they were on a branch.
+/// One fetch of a mirror at a time: the poller and a manual trigger fetching the same mirror at
+/// once would race on its refs.
 pub async fn sync_mirror(remote: &Remote, mirror: &Path) -> Result<(), EngineError> {
+    static LOCKS: std::sync::LazyLock<
+        std::sync::Mutex<
+            std::collections::HashMap<std::path::PathBuf, std::sync::Arc<tokio::sync::Mutex<()>>>,
+        >,
+    > = std::sync::LazyLock::new(Default::default);
+    let lock = LOCKS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(mirror.to_path_buf())
+        .or_default()
+        .clone();
+    let _held = lock.lock().await;
     let env = remote.git_env();
     if mirror.join("HEAD").exists() {
         // The URL rather than `origin`: mirrors made by `clone --mirror` before fetch `refs/*`.
@@ -200,6 +214,30 @@ pub async fn resolve(repo: &Path, rev: &str) -> Result<String, EngineError> {
             .trim()
             .to_string(),
     )
+}
+
+/// The emails (author and committer, lowercased, each once) of the commits `commit` brings over
+/// `since` — or of `commit` alone without it; at most the newest 1000 commits.
+pub async fn commit_emails(
+    repo: &Path,
+    since: Option<&str>,
+    commit: &str,
+) -> Result<Vec<String>, EngineError> {
+    let mut args = vec!["log", "--max-count=1000", "--format=%ae%n%ce"];
+    let exclude = since.map(|s| format!("^{s}"));
+    match &exclude {
+        Some(exclude) => args.extend([commit, exclude.as_str()]),
+        None => args.extend(["--max-count=1", commit]),
+    }
+    args.push("--");
+    let text = git(repo, &args).await?;
+    let mut emails: Vec<String> = Vec::new();
+    for email in text.lines().map(|l| l.trim().to_ascii_lowercase()) {
+        if !email.is_empty() && !emails.contains(&email) {
+            emails.push(email);
+        }
+    }
+    Ok(emails)
 }
 
 /// When a commit was made (its committer date, RFC 3339).

@@ -8,7 +8,8 @@ use axum::{Extension, Json};
 use conveyor_api::dora::DoraReport;
 use conveyor_api::{
     Aborting, AnalysisReport, Approved, DeploymentCreated, DeploymentHistory, DeploymentView, DoraQuery,
-    EnvironmentView, ErrorBody, FlagChangeEntry, LimitQuery, Pausing, Promote, Resume, Resuming, Rollback,
+    EnvironmentProtection, EnvironmentView, ErrorBody, FlagChangeEntry, LimitQuery, Pausing, Promote, Resume,
+    Resuming, Rollback,
 };
 
 use crate::auth::{Action, Caller, Scoped};
@@ -78,6 +79,70 @@ pub async fn environment(
         status,
         deployment: latest.into_iter().next(),
     }))
+}
+
+/// The server's rules for the environment (what a release's `conveyor.yml` may only make
+/// stricter): 404 when it has none.
+#[utoipa::path(get, path = "/api/v1/projects/{project}/environments/{environment}/protection", tag = "delivery",
+    params(("project" = String, Path), ("environment" = String, Path)),
+    responses((status = 200, description = "The protection", body = EnvironmentProtection)))]
+pub async fn protection(
+    State(state): State<AppState>,
+    Params((project, environment)): Params<(String, String)>,
+) -> ApiResult<Json<EnvironmentProtection>> {
+    state
+        .engine
+        .store()
+        .protection(&project, &environment)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("{project}/{environment} has no protection")))
+}
+
+/// Sets the environment's rules on the server, replacing the ones it had (audited).
+#[utoipa::path(put, path = "/api/v1/projects/{project}/environments/{environment}/protection", tag = "delivery",
+    params(("project" = String, Path), ("environment" = String, Path)), request_body = EnvironmentProtection,
+    responses((status = 200, description = "The protection now", body = EnvironmentProtection)))]
+pub async fn protect(
+    State(state): State<AppState>,
+    Extension(Caller { user: by, .. }): Extension<Caller>,
+    Params((project, environment)): Params<(String, String)>,
+    Body(body): Body<EnvironmentProtection>,
+) -> ApiResult<Json<EnvironmentProtection>> {
+    if !crate::api::valid_name(&environment) {
+        return Err(ApiError::InvalidRequest(format!(
+            "'{environment}' is not an environment name"
+        )));
+    }
+    state
+        .delivery
+        .protect(&project, &environment, Some(body.clone()), &by)
+        .await?;
+    Ok(Json(body))
+}
+
+/// Removes the environment's rules on the server (audited): only the releases' own remain.
+#[utoipa::path(delete, path = "/api/v1/projects/{project}/environments/{environment}/protection", tag = "delivery",
+    params(("project" = String, Path), ("environment" = String, Path)),
+    responses((status = 204, description = "Removed")))]
+pub async fn unprotect(
+    State(state): State<AppState>,
+    Extension(Caller { user: by, .. }): Extension<Caller>,
+    Params((project, environment)): Params<(String, String)>,
+) -> ApiResult<StatusCode> {
+    if state
+        .engine
+        .store()
+        .protection(&project, &environment)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::NotFound(format!(
+            "{project}/{environment} has no protection"
+        )));
+    }
+    state.delivery.protect(&project, &environment, None, &by).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// An environment's timeline: deployments and flag changes, newest first.

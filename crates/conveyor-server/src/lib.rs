@@ -267,6 +267,24 @@ pub fn routes() -> Vec<Route> {
             delivery_api::metrics,
         ),
         route(
+            M::GET,
+            format!("{ENV}/protection"),
+            need(Read, Environment),
+            delivery_api::protection,
+        ),
+        route(
+            M::PUT,
+            format!("{ENV}/protection"),
+            need(Manage, Environment),
+            delivery_api::protect,
+        ),
+        route(
+            M::DELETE,
+            format!("{ENV}/protection"),
+            need(Manage, Environment),
+            delivery_api::unprotect,
+        ),
+        route(
             M::POST,
             format!("{ENV}/rollback"),
             need(Deploy, Environment),

@@ -35,6 +35,7 @@ use crate::{Access, access_api, api, delivery_api, flags_api};
         access_api::create_token, access_api::revoke_token, access_api::rotate_token,
         delivery_api::promote, delivery_api::environment,
         delivery_api::history, delivery_api::metrics, delivery_api::rollback,
+        delivery_api::protection, delivery_api::protect, delivery_api::unprotect,
         delivery_api::deployment, delivery_api::analysis, delivery_api::approve,
         delivery_api::pause, delivery_api::resume, delivery_api::abort, delivery_api::dora,
         delivery_api::all_metrics,

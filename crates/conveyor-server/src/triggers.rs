@@ -13,7 +13,7 @@ use conveyor_store::Project;
 use crate::ApiError;
 
 pub fn mirror_path(engine: &Engine, project: &str) -> PathBuf {
-    engine.data().repos_dir().join(format!("{project}.git"))
+    engine.data().mirror(project)
 }
 
 /// What a trigger resolved to.

@@ -376,6 +376,29 @@ pub struct FreezeWindow {
 }
 
 impl FreezeWindow {
+    /// A window from its parts (as the API gives them), checked like `conveyor.yml`'s.
+    pub fn from_parts(
+        start: &str,
+        end: &str,
+        timezone: Option<&str>,
+        reason: Option<String>,
+    ) -> Result<FreezeWindow, String> {
+        crate::parse::check_cron(start).map_err(|e| e.to_string())?;
+        crate::parse::check_cron(end).map_err(|e| e.to_string())?;
+        let timezone = match timezone {
+            None => chrono_tz::UTC,
+            Some(name) => name.parse().map_err(|_| {
+                format!("unknown timezone '{name}' — use an IANA name such as Europe/Paris or UTC")
+            })?,
+        };
+        Ok(FreezeWindow {
+            start: start.to_string(),
+            end: end.to_string(),
+            timezone,
+            reason,
+        })
+    }
+
     /// When the freeze that holds at `now` ends; `None` when `now` is outside every window.
     pub fn frozen_until(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         // Both were validated at parse time.

@@ -10,9 +10,10 @@ use crate::expr::{Condition, Vocabulary, scan_templates};
 use crate::model::{Concurrency, Job, Pipeline, PushTrigger, Step, Triggers};
 use crate::yaml::{self, Kind, Node};
 
+pub(crate) use checker::check_cron;
 #[cfg(test)]
 use checker::parse_duration;
-use checker::{Checker, Fields, check_artifact, check_cron, is_identifier, suggest};
+use checker::{Checker, Fields, check_artifact, is_identifier, suggest};
 use cycles::find_cycles;
 
 /// Larger files are refused before parsing.

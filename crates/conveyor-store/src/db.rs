@@ -438,6 +438,7 @@ mod tests {
             release_id: 1,
             requested_by: "alice".into(),
             author: "alice".into(),
+            authors: vec!["alice".into(), "bob@example.com".into()],
             rollback_of: None,
             phases: vec!["start 2 instances".into(), "shift 100%".into()],
         };

@@ -133,16 +133,27 @@ pub enum Event {
         run_id: i64,
         status: RunStatus,
     },
+    /// The server's rules for a project environment changed (None: it has none any more).
+    EnvironmentProtected {
+        project: String,
+        environment: String,
+        protection: Option<conveyor_api::EnvironmentProtection>,
+        by: String,
+    },
     /// A release is to go into an environment (by `promote`, `rollback` or continuous deployment).
     DeploymentRequested {
         deployment_id: i64,
         project: String,
         environment: String,
         release_id: i64,
-        /// Who asked (token name, or `auto`).
+        /// Who asked (a user, or `auto`).
         requested_by: String,
-        /// The author of the change, whom four-eyes approval excludes.
+        /// Who asked, again (the one author logs from before `authors` knew).
         author: String,
+        /// Who wrote the change's commits (users, or emails no user has) and who asked:
+        /// not-author approval excludes them all.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        authors: Vec<String>,
         /// Set when this deployment rolls back to an earlier release.
         rollback_of: Option<i64>,
         /// The plan, one line per phase.
@@ -292,6 +303,7 @@ impl Event {
             Event::RunCancelRequested { .. } => "run_cancel_requested",
             Event::RunFinished { .. } => "run_finished",
             Event::ReleaseCreated { .. } => "release_created",
+            Event::EnvironmentProtected { .. } => "environment_protected",
             Event::DeploymentRequested { .. } => "deployment_requested",
             Event::DeploymentGated { .. } => "deployment_gated",
             Event::DeploymentApproved { .. } => "deployment_approved",

@@ -23,6 +23,8 @@ const READ_MODELS: &[&str] = &[
     "deployment_phases",
     "deployment_gates",
     "deployment_approvals",
+    "deployment_authors",
+    "environment_protections",
     "deployment_versions",
     "deployment_instances",
     "judgements",
@@ -414,6 +416,7 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, seq: i64, event: &Event, at: &str) ->
             release_id,
             requested_by,
             author,
+            authors,
             rollback_of,
             phases,
         } => {
@@ -434,6 +437,29 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, seq: i64, event: &Event, at: &str) ->
             .execute(&mut **tx)
             .await?;
             set_list(tx, "deployment_phases", "phase", *deployment_id, phases).await?;
+            set_list(tx, "deployment_authors", "author", *deployment_id, authors).await?;
+        }
+        Event::EnvironmentProtected {
+            project,
+            environment,
+            protection,
+            ..
+        } => {
+            sqlx::query("DELETE FROM environment_protections WHERE project = $1 AND environment = $2")
+                .bind(project)
+                .bind(environment)
+                .execute(&mut **tx)
+                .await?;
+            if let Some(protection) = protection {
+                sqlx::query(
+                    "INSERT INTO environment_protections (project, environment, protection) VALUES ($1, $2, $3)",
+                )
+                .bind(project)
+                .bind(environment)
+                .bind(serde_json::to_string(protection).expect("a protection serializes"))
+                .execute(&mut **tx)
+                .await?;
+            }
         }
         Event::DeploymentGated { deployment_id, gates } => {
             sqlx::query("UPDATE deployments SET status = $2 WHERE id = $1")
@@ -444,14 +470,23 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, seq: i64, event: &Event, at: &str) ->
             set_list(tx, "deployment_gates", "gate", *deployment_id, gates).await?;
         }
         Event::DeploymentApproved { deployment_id, by } => {
-            sqlx::query(
+            // One approval per person, and none once the deployment ended: the append fails
+            // whole otherwise, however many ask at once.
+            let added = sqlx::query(
                 "INSERT INTO deployment_approvals (deployment_id, idx, approver)
-                 SELECT $1, COUNT(*), $2 FROM deployment_approvals WHERE deployment_id = $1",
+                 SELECT $1, COUNT(*), $2 FROM deployment_approvals WHERE deployment_id = $1
+                 HAVING NOT EXISTS (SELECT 1 FROM deployment_approvals WHERE deployment_id = $1 AND approver = $2)
+                    AND EXISTS (SELECT 1 FROM deployments WHERE id = $1 AND finished_at IS NULL)",
             )
             .bind(deployment_id)
             .bind(by)
             .execute(&mut **tx)
             .await?;
+            if added.rows_affected() == 0 {
+                return Err(sqlx::Error::Protocol(format!(
+                    "deployment {deployment_id} has {by}'s approval already, or has ended"
+                )));
+            }
         }
         Event::DeploymentPhase {
             deployment_id,

@@ -142,6 +142,7 @@ fn deployment_from_row(row: &Row) -> Result<DeploymentView, StoreError> {
         traffic: row.get::<i64, _>(10) as u32,
         gates: Vec::new(),
         approvals: Vec::new(),
+        authors: Vec::new(),
         instances: BTreeMap::new(),
         reason: row.get(11),
         created_at: row.get(12),
@@ -156,6 +157,7 @@ async fn deployments_of(store: &Store, pick: Pick<'_>) -> Result<Vec<DeploymentV
     let mut phases = deployment_lists(store, &pick, "deployment_phases", "phase").await?;
     let mut gates = deployment_lists(store, &pick, "deployment_gates", "gate").await?;
     let mut approvals = deployment_lists(store, &pick, "deployment_approvals", "approver").await?;
+    let mut authors = deployment_lists(store, &pick, "deployment_authors", "author").await?;
     // Every version started, with its instances (none is a version without instances).
     let mut instances = pick
         .children(
@@ -187,6 +189,7 @@ async fn deployments_of(store: &Store, pick: Pick<'_>) -> Result<Vec<DeploymentV
             view.phases = phases.remove(&view.id).unwrap_or_default();
             view.gates = gates.remove(&view.id).unwrap_or_default();
             view.approvals = approvals.remove(&view.id).unwrap_or_default();
+            view.authors = authors.remove(&view.id).unwrap_or_default();
             for (version, instance) in instances.remove(&view.id).unwrap_or_default() {
                 let of_version = view.instances.entry(version).or_default();
                 of_version.extend(instance);
@@ -513,6 +516,29 @@ impl Store {
         .bind(environment)
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    /// The server's rules for a project environment, if it has any.
+    pub async fn protection(
+        &self,
+        project: &str,
+        environment: &str,
+    ) -> Result<Option<conveyor_api::EnvironmentProtection>, StoreError> {
+        let text: Option<String> = sqlx::query_scalar(
+            "SELECT protection FROM environment_protections WHERE project = $1 AND environment = $2",
+        )
+        .bind(project)
+        .bind(environment)
+        .fetch_optional(&self.pool)
+        .await?;
+        text.map(|t| {
+            serde_json::from_str(&t).map_err(|e| StoreError::Corrupt {
+                table: "environment_protections",
+                id: 0,
+                error: e.to_string(),
+            })
+        })
+        .transpose()
     }
 
     /// Events after `after`, oldest first.

@@ -178,6 +178,10 @@ pub enum Command {
         #[arg(long)]
         to: Option<i64>,
     },
+    /// The server's protection of an environment: required approvals, reviewers, not-author,
+    /// freeze windows, `after`. A release's conveyor.yml may make it stricter, never weaker.
+    #[command(subcommand)]
+    Env(EnvCommand),
     /// What runs in an environment: versions, traffic split, instances, URL.
     Status {
         environment: String,
@@ -403,6 +407,44 @@ pub enum TokenCommand {
     /// Give a token a new value (the old one is refused from now on); `rotate admin` rotates the
     /// first start's admin token.
     Rotate { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EnvCommand {
+    /// Set the environment's rules on the server (maintainers), replacing the ones it had.
+    Protect {
+        environment: String,
+        #[arg(long)]
+        project: Option<String>,
+        /// Approvals a deployment needs before it starts.
+        #[arg(long, default_value_t = 0)]
+        approvals: u32,
+        /// Who may approve (repeatable); default: any deployer of the environment.
+        #[arg(long = "reviewer", value_name = "USER")]
+        reviewers: Vec<String>,
+        /// Nobody who wrote the change, nor who asked for it, may approve it.
+        #[arg(long)]
+        not_author: bool,
+        /// A freeze window, `START;END[;TIMEZONE[;REASON]]` with cron START and END, e.g.
+        /// `0 18 * * FRI;0 8 * * MON;Europe/Paris;weekend` (repeatable).
+        #[arg(long = "freeze", value_name = "WINDOW")]
+        freeze: Vec<String>,
+        /// An environment a release must have succeeded in first.
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// Remove the environment's rules on the server: only the releases' own remain.
+    Unprotect {
+        environment: String,
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Show the environment's rules on the server.
+    Protection {
+        environment: String,
+        #[arg(long)]
+        project: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

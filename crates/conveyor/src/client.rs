@@ -4,6 +4,7 @@
 //! environments, analysis, DORA), `access` (users, roles, tokens) and `flags`.
 
 mod access;
+pub use access::parse_freeze;
 mod delivery;
 mod flags;
 mod runs;

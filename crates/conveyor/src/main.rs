@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 use crate::cli::{
-    AdminCommand, AuditCommand, Cli, Command, DataArgs, FlagKeyCommand, FlagScope, FlagsCommand,
+    AdminCommand, AuditCommand, Cli, Command, DataArgs, EnvCommand, FlagKeyCommand, FlagScope, FlagsCommand,
     ProjectCommand, SecretCommand, TokenCommand, UserCommand,
 };
 use crate::config::{Config, Overrides};
@@ -196,6 +196,33 @@ async fn dispatch(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<Exi
                 .await
         }
         Command::Whoami => client()?.whoami().await,
+        Command::Env(EnvCommand::Protect {
+            environment,
+            project,
+            approvals,
+            reviewers,
+            not_author,
+            freeze,
+            after,
+        }) => {
+            let protection = conveyor_api::EnvironmentProtection {
+                required_approvals: approvals,
+                reviewers,
+                not_author,
+                freeze: freeze
+                    .iter()
+                    .map(|w| client::parse_freeze(w))
+                    .collect::<anyhow::Result<_>>()?,
+                after,
+            };
+            client()?.protect(project, &environment, protection).await
+        }
+        Command::Env(EnvCommand::Unprotect { environment, project }) => {
+            client()?.unprotect(project, &environment).await
+        }
+        Command::Env(EnvCommand::Protection { environment, project }) => {
+            client()?.protection(project, &environment).await
+        }
         Command::Dora {
             environment,
             window,

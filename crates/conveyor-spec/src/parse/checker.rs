@@ -235,7 +235,7 @@ pub(super) fn parse_duration(text: &str) -> Option<Duration> {
 /// A cron expression refused (`on.schedule`, a freeze window's `start`/`end`). Like everything
 /// this parser reports, the author's mistake: parsing has no internal failures.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum CronError {
+pub(crate) enum CronError {
     #[error(
         "invalid cron expression '{expr}': expected 5 fields (minute hour day month weekday) or 6 with seconds, found {fields}"
     )]
@@ -260,7 +260,7 @@ pub(super) enum ArtifactError {
     Glob { pattern: String, source: globset::Error },
 }
 
-pub(super) fn check_cron(expr: &str) -> Result<(), CronError> {
+pub(crate) fn check_cron(expr: &str) -> Result<(), CronError> {
     let trimmed = expr.trim();
     let fields = trimmed.split_whitespace().count();
     // croner also takes 7 fields (years); the model promises 5 or 6.

@@ -12,7 +12,7 @@ use super::{Migration, Pool};
 pub(crate) type Db = sqlx::Sqlite;
 
 /// The schema, in order. 7 reshaped the read models (JSON columns became child tables); 8
-/// added users and roles.
+/// added users and roles, 10 server-side environment protection.
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration::new(1, include_str!("../../migrations/sqlite/0001_init.sql")),
     Migration::new(2, include_str!("../../migrations/sqlite/0002_deployments.sql")),
@@ -26,6 +26,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         9,
         include_str!("../../migrations/sqlite/0009_source_credentials.sql"),
     ),
+    Migration::new(10, include_str!("../../migrations/sqlite/0010_protection.sql")).rebuilding(),
 ];
 
 /// Opens (creating if needed) the database file at `path`.

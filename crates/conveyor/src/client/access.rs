@@ -1,10 +1,10 @@
-//! Users, their roles and tokens; `whoami`.
+//! Users, their roles and tokens; `whoami`; environment protection.
 
 use std::process::ExitCode;
 
 use conveyor_api::{
-    Grant, GrantRole, NewToken, NewUser, Role, TokenCreated, TokenList, TokenRevoked, User, UserKind,
-    UserList, WhoAmI,
+    EnvironmentProtection, FreezeRule, Grant, GrantRole, NewToken, NewUser, Role, TokenCreated, TokenList,
+    TokenRevoked, User, UserKind, UserList, WhoAmI,
 };
 
 use super::{Client, time};
@@ -185,6 +185,85 @@ impl Client {
             .await?;
         print_token(&body);
         println!("the old value of {name} is refused from now on");
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// `START;END[;TIMEZONE[;REASON]]` → a freeze window (checked by the server).
+pub fn parse_freeze(text: &str) -> anyhow::Result<FreezeRule> {
+    let mut parts = text.split(';').map(str::trim);
+    let (Some(start), Some(end)) = (parts.next(), parts.next()) else {
+        anyhow::bail!("--freeze '{text}': expected START;END[;TIMEZONE[;REASON]] (cron START and END)");
+    };
+    let nonempty = |p: Option<&str>| p.filter(|p| !p.is_empty()).map(str::to_string);
+    Ok(FreezeRule {
+        start: start.to_string(),
+        end: end.to_string(),
+        timezone: nonempty(parts.next()),
+        reason: nonempty(parts.next()),
+    })
+}
+
+fn print_protection(project: &str, environment: &str, p: &EnvironmentProtection) {
+    println!("{project}/{environment} protection (set on the server)");
+    let reviewers = if p.reviewers.is_empty() {
+        "any deployer".to_string()
+    } else {
+        p.reviewers.join(", ")
+    };
+    println!(
+        "  approvals   {} ({reviewers}{})",
+        p.required_approvals,
+        if p.not_author { ", not the author" } else { "" }
+    );
+    for w in &p.freeze {
+        println!(
+            "  freeze      {} → {} {}{}",
+            w.start,
+            w.end,
+            w.timezone.as_deref().unwrap_or("UTC"),
+            w.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+        );
+    }
+    if let Some(after) = &p.after {
+        println!("  after       {after}");
+    }
+}
+
+impl Client {
+    pub async fn protect(
+        &self,
+        project: Option<String>,
+        environment: &str,
+        protection: EnvironmentProtection,
+    ) -> anyhow::Result<ExitCode> {
+        let project = self.project_or_only(project).await?;
+        let set: EnvironmentProtection = self
+            .put(
+                &format!("/api/v1/projects/{project}/environments/{environment}/protection"),
+                protection,
+            )
+            .await?;
+        print_protection(&project, environment, &set);
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn unprotect(&self, project: Option<String>, environment: &str) -> anyhow::Result<ExitCode> {
+        let project = self.project_or_only(project).await?;
+        let path = format!("/api/v1/projects/{project}/environments/{environment}/protection");
+        self.send(self.http.delete(self.url(&path))).await?;
+        println!("{project}/{environment}: no protection on the server any more");
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn protection(&self, project: Option<String>, environment: &str) -> anyhow::Result<ExitCode> {
+        let project = self.project_or_only(project).await?;
+        let p: EnvironmentProtection = self
+            .get(&format!(
+                "/api/v1/projects/{project}/environments/{environment}/protection"
+            ))
+            .await?;
+        print_protection(&project, environment, &p);
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -491,3 +491,179 @@ async fn reads_are_private_hosts_are_checked_and_guessing_is_limited() {
         .await;
     assert_eq!(status, 403);
 }
+
+async fn protect(server: &Server, environment: &str, protection: Value) {
+    let (status, body) = server
+        .request(
+            Method::PUT,
+            &format!("/api/v1/projects/shop/environments/{environment}/protection"),
+            Some(protection),
+            true,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+async fn approve(server: &Server, deployment: i64, token: &str) -> (u16, Value) {
+    status_of(
+        server,
+        Method::POST,
+        &format!("/api/v1/deployments/{deployment}/approve"),
+        token,
+        None,
+    )
+    .await
+}
+
+/// The server's protection holds whatever a commit's conveyor.yml says: a commit that removes
+/// its own approval gate still waits for one, the commit's author cannot approve it even when
+/// someone else promoted it, one person's parallel approvals count once, and a rollback to a
+/// release that never ran in the environment waits at the gates.
+#[tokio::test]
+async fn gates_belong_to_the_server_not_to_the_commit() {
+    let shop = Shop::new("  staging:\n  production:\n    approval: { required: 1 }\n").await;
+    let server = &shop.server;
+    let alice = server.user("alice", &[("deployer", Some("shop"), None)]).await;
+    let bob = server.user("bob", &[("deployer", Some("shop"), None)]).await;
+    let carol = server.user("carol", &[("deployer", Some("shop"), None)]).await;
+    // A viewer cannot change the rules; a maintainer can (audited).
+    let vera = server.user("vera", &[("viewer", Some("shop"), None)]).await;
+    let rules = json!({"required_approvals": 2, "not_author": true, "after": "staging"});
+    let (status, _) = status_of(
+        server,
+        Method::PUT,
+        "/api/v1/projects/shop/environments/production/protection",
+        &vera,
+        Some(rules.clone()),
+    )
+    .await;
+    assert_eq!(status, 403);
+    protect(server, "production", rules).await;
+
+    // Alice writes a commit that drops its own approval gate; bob builds and promotes it.
+    commit(
+        &shop.repo,
+        &[(
+            "conveyor.yml",
+            &crate::delivery::pipeline("  staging:\n  production:\n    approval: { required: 0 }\n"),
+        )],
+        "no more approvals",
+    );
+    let alice_commit = git(&shop.repo, &["rev-parse", "HEAD"]);
+    git(
+        &shop.repo,
+        &[
+            "commit",
+            "-q",
+            "--amend",
+            "--no-edit",
+            "--author",
+            "alice <alice@example.com>",
+        ],
+    );
+    assert_ne!(alice_commit, git(&shop.repo, &["rev-parse", "HEAD"]));
+    let release = shop.release("v1").await;
+    // The server's `after: staging` holds too.
+    let promote = format!("/api/v1/releases/{release}/promote");
+    let to_production = json!({"environment": "production"});
+    let (status, body) = status_of(server, Method::POST, &promote, &bob, Some(to_production.clone())).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("staging"), "{body}");
+    let (status, body) = status_of(
+        server,
+        Method::POST,
+        &promote,
+        &bob,
+        Some(json!({"environment": "staging"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        shop.finished(body["deployment_id"].as_i64().unwrap()).await["status"],
+        "succeeded"
+    );
+    let (status, body) = status_of(server, Method::POST, &promote, &bob, Some(to_production)).await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["deployment_id"].as_i64().unwrap();
+    let gated = shop
+        .until_deployment(id, "the server's approval gate", |d| {
+            d["gates"] == json!(["waiting for approval (0 of 2)"])
+        })
+        .await;
+    // Bob asked; alice wrote it (the committer is no user: their email stands for them).
+    assert_eq!(
+        gated["authors"],
+        json!(["bob", "alice", "test@example.com"]),
+        "{gated:#}"
+    );
+
+    // The commit's author cannot approve, nor can whoever asked.
+    for token in [&alice, &bob] {
+        let (status, body) = approve(server, id, token).await;
+        assert_eq!(status, 403, "{body}");
+        assert!(body["message"].as_str().unwrap().contains("four-eyes"), "{body}");
+    }
+    // Four approvals by carol at once count once.
+    let tries = futures_util::future::join_all((0..4).map(|_| approve(server, id, &carol))).await;
+    let accepted = tries.iter().filter(|(status, _)| *status == 200).count();
+    assert_eq!(accepted, 1, "{tries:?}");
+    let d = shop.deployment(id).await;
+    assert_eq!(
+        (d["approvals"].clone(), d["status"].as_str()),
+        (json!(["carol"]), Some("pending"))
+    );
+    let admin_approved = approve(server, id, TOKEN).await;
+    assert_eq!(admin_approved.0, 200, "{admin_approved:?}");
+    assert_eq!(shop.finished(id).await["status"], "succeeded");
+    // An approval after the end is refused.
+    let (status, _) = approve(server, id, &vera).await;
+    assert_eq!(status, 403);
+    let late = shop
+        .server
+        .user("dave", &[("deployer", Some("shop"), None)])
+        .await;
+    let (status, body) = approve(server, id, &late).await;
+    assert_eq!(status, 409, "{body}");
+
+    // A rollback to a release that never ran in production is a promotion: gates and all.
+    let never = shop.release("v2").await;
+    let (status, body) = status_of(
+        server,
+        Method::POST,
+        "/api/v1/projects/shop/environments/production/rollback",
+        &bob,
+        Some(json!({"to": never})),
+    )
+    .await;
+    // Not even past `after`: v2 has not been to staging.
+    assert_eq!(status, 403, "{body}");
+    let staged = shop.promote(never, "staging").await;
+    assert_eq!(shop.finished(staged).await["status"], "succeeded");
+    let (status, body) = status_of(
+        server,
+        Method::POST,
+        "/api/v1/projects/shop/environments/production/rollback",
+        &bob,
+        Some(json!({"to": never})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let held = body["deployment_id"].as_i64().unwrap();
+    let held = shop
+        .until_deployment(held, "the gates of a rollback to a new release", |d| {
+            d["gates"] == json!(["waiting for approval (0 of 2)"])
+        })
+        .await;
+    assert_eq!(held["rollback_of"], Value::Null, "{held:#}");
+
+    // The rules are audited.
+    let events = server.get("/api/v1/events?limit=1000").await;
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"]["type"] == "environment_protected" && e["event"]["by"] == "admin"),
+        "{events}"
+    );
+}
