@@ -105,7 +105,10 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, seq: i64, event: &Event, at: &str) ->
                     .await?;
             }
         }
-        Event::SecretSet { .. } | Event::RunCancelRequested { .. } => {}
+        Event::SecretSet { .. }
+        | Event::SecretsSealed { .. }
+        | Event::SecretsKeyRotated { .. }
+        | Event::RunCancelRequested { .. } => {}
         Event::TokenCreated { name, hash } => {
             sqlx::query(
                 "INSERT INTO tokens (name, hash, created_at) VALUES ($1, $2, $3)
