@@ -90,7 +90,9 @@ mod tests {
         let other = KeyPair::from_seed([4; 32]).public();
         assert_eq!(
             Checkpoint::verify(&envelope, &other),
-            Err(CheckpointError::Signature(VerifyError::NoSignatureForKey(other.key_id())))
+            Err(CheckpointError::Signature(VerifyError::NoSignatureForKey(
+                other.key_id()
+            )))
         );
 
         // A statement with another head, under the original signature.
@@ -102,14 +104,18 @@ mod tests {
         rewritten.payload = BASE64.encode(serde_json::to_vec(&forged).unwrap());
         assert_eq!(
             Checkpoint::verify(&rewritten, &key.public()),
-            Err(CheckpointError::Signature(VerifyError::BadSignature(key.public().key_id())))
+            Err(CheckpointError::Signature(VerifyError::BadSignature(
+                key.public().key_id()
+            )))
         );
 
         // Validly signed, but not a checkpoint: a provenance envelope is refused by its type.
         let provenance = key.sign(crate::dsse::IN_TOTO_PAYLOAD_TYPE, b"{}");
         assert_eq!(
             Checkpoint::verify(&provenance, &key.public()),
-            Err(CheckpointError::PayloadType(crate::dsse::IN_TOTO_PAYLOAD_TYPE.into()))
+            Err(CheckpointError::PayloadType(
+                crate::dsse::IN_TOTO_PAYLOAD_TYPE.into()
+            ))
         );
         let not_a_statement = key.sign(PAYLOAD_TYPE, b"{\"seq\":1}");
         assert!(matches!(
