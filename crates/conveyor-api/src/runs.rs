@@ -227,6 +227,8 @@ pub struct SigningKey {
 pub struct AuditReport {
     /// Events checked.
     pub events: u64,
+    /// Signed checkpoints checked (the database's and the exported file's).
+    pub checkpoints: u64,
     pub intact: bool,
     pub problems: Vec<String>,
 }
