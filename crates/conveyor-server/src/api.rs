@@ -428,7 +428,8 @@ pub async fn audit_verify(State(state): State<AppState>) -> ApiResult<Json<Audit
     let audit = state.engine.data().audit().await?;
     Ok(Json(AuditReport {
         events: audit.events,
-        checkpoints: audit.checkpoints + audit.exported,
+        checkpoints: audit.checkpoints,
+        exported: audit.exported,
         intact: audit.problems.is_empty(),
         problems: audit.problems.iter().map(ToString::to_string).collect(),
     }))

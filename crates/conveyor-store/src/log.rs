@@ -14,7 +14,7 @@ use crate::backend::{Pool, Tx};
 use crate::db::{append_in, chain_head, save_head};
 use crate::event::Event;
 use crate::query::{StoredEvent, stored_event};
-use crate::secrets::{self, Keyring, SecretError};
+use crate::secrets::{self, Keyring, SecretError, Stored};
 use crate::{IdKind, StoreError, projection};
 
 /// How many appended events wait for a slow subscriber before it has to catch up from the
@@ -147,7 +147,7 @@ impl EventLog {
         let mut tx = self.pool.begin().await?;
         let mut sealed = 0;
         for (project, name, stored) in secrets::all(&mut tx).await? {
-            if let Err(plain) = stored {
+            if let Stored::Plaintext(plain) = stored {
                 let value = keyring.seal(&project, &name, &plain)?;
                 secrets::put(&mut tx, &project, &name, &value).await?;
                 sealed += 1;
@@ -178,11 +178,11 @@ impl EventLog {
         let rows = secrets::all(&mut tx).await?;
         for (project, name, stored) in &rows {
             let value = match stored {
-                Ok(sealed) => {
+                Stored::Sealed(sealed) => {
                     previous.insert(sealed.key_id.clone());
                     keyring.open(project, name, sealed)?
                 }
-                Err(plain) => plain.clone(),
+                Stored::Plaintext(plain) => plain.clone(),
             };
             secrets::put(&mut tx, project, name, &keyring.seal(project, name, &value)?).await?;
         }

@@ -217,11 +217,15 @@ pub(crate) async fn put(
     Ok(())
 }
 
-/// Every secret of every project, as stored: `(project, name, sealed)`, or the plaintext value
-/// of a row from before values were sealed (`key_id` NULL).
-pub(crate) async fn all(
-    tx: &mut Tx<'_>,
-) -> Result<Vec<(String, String, Result<Sealed, String>)>, StoreError> {
+/// A row's value as stored.
+pub(crate) enum Stored {
+    Sealed(Sealed),
+    /// From before values were sealed (`key_id` NULL).
+    Plaintext(String),
+}
+
+/// Every secret of every project, as stored: `(project, name, value)`.
+pub(crate) async fn all(tx: &mut Tx<'_>) -> Result<Vec<(String, String, Stored)>, StoreError> {
     let rows = sqlx::query("SELECT project, name, value, key_id, nonce FROM secrets ORDER BY project, name")
         .fetch_all(&mut **tx)
         .await?;
@@ -230,8 +234,8 @@ pub(crate) async fn all(
         .map(|row| {
             let value: String = row.get(2);
             let stored = match (row.get::<Option<String>, _>(3), row.get::<Option<String>, _>(4)) {
-                (Some(key_id), Some(nonce)) => Ok(Sealed { key_id, nonce, value }),
-                _ => Err(value),
+                (Some(key_id), Some(nonce)) => Stored::Sealed(Sealed { key_id, nonce, value }),
+                _ => Stored::Plaintext(value),
             };
             (row.get(0), row.get(1), stored)
         })

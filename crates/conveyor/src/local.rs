@@ -296,15 +296,17 @@ pub async fn audit_verify(
     let audit = store.audit(&key, Some(&exported)).await?;
     Ok(report_audit(
         audit.events,
-        audit.checkpoints + audit.exported,
+        (audit.checkpoints, audit.exported),
         &audit.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
     ))
 }
 
-pub fn report_audit(events: u64, checkpoints: u64, problems: &[String]) -> ExitCode {
+/// Prints what verifying the log found: events, `(checkpoints, exported checkpoints)` checked,
+/// problems; the exit code says whether it is intact.
+pub fn report_audit(events: u64, (checkpoints, exported): (u64, u64), problems: &[String]) -> ExitCode {
     if problems.is_empty() {
         println!(
-            "audit log intact: {events} events, hash chain verified, {checkpoints} signed checkpoint(s) match"
+            "audit log intact: {events} events, hash chain verified, {checkpoints} signed checkpoint(s) match ({exported} in the exported file)"
         );
         ExitCode::SUCCESS
     } else {

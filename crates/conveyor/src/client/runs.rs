@@ -200,7 +200,7 @@ impl Client {
         let body: AuditReport = self.get("/api/v1/audit/verify").await?;
         Ok(crate::local::report_audit(
             body.events,
-            body.checkpoints,
+            (body.checkpoints, body.exported),
             &body.problems,
         ))
     }
