@@ -230,6 +230,10 @@ pub struct SigningKey {
 pub struct AuditReport {
     /// Events checked.
     pub events: u64,
+    /// Signed checkpoints of the database checked.
+    pub checkpoints: u64,
+    /// Checkpoints of the exported file (`checkpoints.jsonl`) checked.
+    pub exported: u64,
     pub intact: bool,
     pub problems: Vec<String>,
 }

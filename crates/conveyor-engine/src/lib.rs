@@ -5,6 +5,7 @@
 //! succeed becomes a signed release. After a crash, `recover` resumes every unfinished run from
 //! the log.
 
+mod checkpoint;
 pub mod command;
 mod data_dir;
 mod job;
@@ -24,6 +25,7 @@ use conveyor_store::{Event, EventLog, Store};
 
 use crate::runner::{JobRunner, LocalRunner};
 
+pub use checkpoint::CheckpointPolicy;
 pub use data_dir::DataDir;
 pub use release::verify_release;
 pub use run::NewRun;
@@ -69,8 +71,8 @@ pub enum EngineError {
     /// Fetching or reading the project's source failed.
     #[error(transparent)]
     Source(#[from] source::SourceError),
-    /// The signing key is unreadable or cannot be created.
-    #[error("signing key: {0}")]
+    /// A key is unreadable, cannot be created, or cannot be rotated now.
+    #[error("keys: {0}")]
     Key(#[from] data_dir::KeyError),
     #[error("run {0} does not exist")]
     NoSuchRun(i64),

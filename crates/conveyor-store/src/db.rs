@@ -1,4 +1,4 @@
-//! Opening the database, appending to the chain, verifying it, rebuilding the read models.
+//! Opening the database, appending to the chain, rebuilding the read models.
 
 use std::path::Path;
 
@@ -9,8 +9,9 @@ use crate::backend::{self, Migration, Pool, Tx};
 use crate::event::Event;
 use crate::log::EventLog;
 use crate::projection;
+use crate::secrets::Keyring;
 
-const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub(crate) const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -20,6 +21,8 @@ pub enum StoreError {
     Decode { seq: i64, error: String },
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
     /// A read model holds a value this version cannot read.
     #[error("read model {table} holds a value of {id} that cannot be read: {error}")]
     Corrupt {
@@ -41,41 +44,7 @@ pub enum IdKind {
     FlagSchedule,
 }
 
-/// One way the log fails verification.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuditProblem {
-    Missing { after: i64, next: i64 },
-    BrokenLink { seq: i64 },
-    Edited { seq: i64 },
-    Truncated { head: i64, last: i64 },
-}
-
-impl std::fmt::Display for AuditProblem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AuditProblem::Missing { after, next } => write!(
-                f,
-                "events {}..={} are missing: rows were deleted after event {after}",
-                after + 1,
-                next - 1
-            ),
-            AuditProblem::BrokenLink { seq } => write!(
-                f,
-                "event {seq}: prev_hash does not match the hash of the event before it"
-            ),
-            AuditProblem::Edited { seq } => write!(
-                f,
-                "event {seq}: stored hash does not match its content: the row was edited"
-            ),
-            AuditProblem::Truncated { head, last } => write!(
-                f,
-                "the chain head records event {head} but the log ends at event {last}: the newest events were deleted"
-            ),
-        }
-    }
-}
-
-/// The reading side of the store (read models, the log, secrets); every write goes through its
+/// The reading side of the store (read models, the log, secrets, its audit); every write goes through its
 /// `EventLog`.
 pub struct Store {
     pub(crate) pool: Pool,
@@ -176,64 +145,32 @@ async fn migrate(pool: &Pool, migrations: &[Migration]) -> Result<(), StoreError
 
 impl Store {
     /// Opens (creating if needed) the database at `path` and applies migrations (rebuilding the
-    /// read models when one reshaped them).
-    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+    /// read models when one reshaped them). Secret values are sealed and opened with `keyring`
+    /// only: an empty one (to audit a copy of a database) reads and writes none, and leaves
+    /// plaintext values from an older version as they are; otherwise those are sealed now.
+    pub async fn open(path: &Path, keyring: Keyring) -> Result<Store, StoreError> {
         let pool = backend::connect(path).await?;
         migrate(&pool, backend::MIGRATIONS).await?;
         let head = sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(seq), 0) FROM events")
             .fetch_one(&pool)
             .await?;
-        Ok(Store {
-            log: EventLog::new(pool.clone(), head),
+        let checkpointed = sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(seq), 0) FROM checkpoints")
+            .fetch_one(&pool)
+            .await?;
+        let store = Store {
+            log: EventLog::new(pool.clone(), head, checkpointed, keyring),
             pool,
-        })
+        };
+        let sealed = store.log.seal_plaintext_secrets().await?;
+        if sealed > 0 {
+            tracing::info!(secrets = sealed, "plaintext secret values sealed at rest");
+        }
+        Ok(store)
     }
 
     /// The one way to write.
     pub fn log(&self) -> &EventLog {
         &self.log
-    }
-
-    /// Walks the whole chain; an empty result means the log is intact.
-    pub async fn audit(&self) -> Result<(usize, Vec<AuditProblem>), StoreError> {
-        let rows = sqlx::query("SELECT seq, at, kind, data, prev_hash, hash FROM events ORDER BY seq")
-            .fetch_all(&self.pool)
-            .await?;
-        let mut problems = Vec::new();
-        let mut expected_prev = GENESIS_HASH.to_string();
-        let mut last_seq = 0;
-        for row in &rows {
-            let seq: i64 = row.get(0);
-            let (at, kind, data): (String, String, String) = (row.get(1), row.get(2), row.get(3));
-            let (prev, hash): (String, String) = (row.get(4), row.get(5));
-            if seq != last_seq + 1 {
-                problems.push(AuditProblem::Missing {
-                    after: last_seq,
-                    next: seq,
-                });
-            } else if prev != expected_prev {
-                problems.push(AuditProblem::BrokenLink { seq });
-            }
-            if chain_hash(&prev, seq, &at, &kind, &data) != hash {
-                problems.push(AuditProblem::Edited { seq });
-            }
-            expected_prev = hash;
-            last_seq = seq;
-        }
-        let head: Option<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM chain_head WHERE id = 1")
-            .fetch_optional(&self.pool)
-            .await?;
-        if let Some((head_seq, head_hash)) = head {
-            if head_seq != last_seq {
-                problems.push(AuditProblem::Truncated {
-                    head: head_seq,
-                    last: last_seq,
-                });
-            } else if head_hash != expected_prev {
-                problems.push(AuditProblem::Edited { seq: last_seq });
-            }
-        }
-        Ok((rows.len(), problems))
     }
 
     /// The credentials of a project's source URL (`user:token`), if it has any.
@@ -245,21 +182,31 @@ impl Store {
                 .await?,
         )
     }
-
-    pub async fn secrets(&self, project: &str) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(
-            sqlx::query_as("SELECT name, value FROM secrets WHERE project = $1 ORDER BY name")
-                .bind(project)
-                .fetch_all(&self.pool)
-                .await?,
-        )
-    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::AuditProblem;
     use crate::event::{ArtifactRef, JobStatus, RunStatus, StepStatus};
+    use crate::secrets::SecretKey;
+
+    /// The key tests seal secrets with.
+    pub(crate) fn keyring() -> Keyring {
+        Keyring::new(vec![SecretKey::from_bytes([5; 32])])
+    }
+
+    /// A store at `path` opened with the tests' keyring.
+    pub(crate) async fn open(path: &Path) -> Store {
+        Store::open(path, keyring()).await.unwrap()
+    }
+
+    /// Events checked and problems found, with no checkpoint signed.
+    pub(crate) async fn audit(store: &Store) -> (u64, Vec<AuditProblem>) {
+        let key = conveyor_attest::KeyPair::from_seed([6; 32]).public();
+        let audit = store.audit(&key, None).await.unwrap();
+        (audit.events, audit.problems)
+    }
 
     fn run_events(run_id: i64) -> Vec<Event> {
         let job = |j: &str| j.to_string();
@@ -308,9 +255,9 @@ mod tests {
         ]
     }
 
-    async fn store_with_a_run() -> (tempfile::TempDir, Store, i64) {
+    pub(crate) async fn store_with_a_run() -> (tempfile::TempDir, Store, i64) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).await.unwrap();
+        let store = open(&dir.path().join("db")).await;
         let run_id = store
             .log()
             .append_new(IdKind::Run, |run_id| Event::RunCreated {
@@ -350,7 +297,7 @@ mod tests {
     #[tokio::test]
     async fn audit_finds_edits_gaps_and_truncation() {
         let (_dir, store, _) = store_with_a_run().await;
-        assert_eq!(store.audit().await.unwrap(), (7, vec![]));
+        assert_eq!(audit(&store).await, (7, vec![]));
         for sql in [
             "DROP TRIGGER events_no_update",
             "DROP TRIGGER events_no_delete",
@@ -360,7 +307,7 @@ mod tests {
         ] {
             sqlx::query(sql).execute(&store.pool).await.unwrap();
         }
-        let (_, problems) = store.audit().await.unwrap();
+        let (_, problems) = audit(&store).await;
         assert_eq!(
             problems,
             vec![
@@ -375,7 +322,7 @@ mod tests {
     async fn a_batch_is_all_or_nothing() {
         let (_dir, store, run_id) = store_with_a_run().await;
         // A second RunCreated with the same id violates the runs primary key: nothing of the batch lands.
-        let (count, _) = store.audit().await.unwrap();
+        let (count, _) = audit(&store).await;
         let duplicate = Event::RunCreated {
             run_id,
             project: "p".into(),
@@ -396,7 +343,7 @@ mod tests {
             duplicate,
         ];
         assert!(store.log().append_all(batch.to_vec()).await.is_err());
-        assert_eq!(store.audit().await.unwrap(), (count, vec![]));
+        assert_eq!(audit(&store).await, (count, vec![]));
     }
 
     /// A store whose log holds a bit of everything a read model folds: a project with heads, the
@@ -607,7 +554,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_data_directory_of_the_old_schema_comes_up_with_the_same_views() {
+    async fn a_data_directory_of_the_old_schema_comes_up_with_the_same_views_and_sealed_secrets() {
+        const PLAINTEXT: &str = "plaintext-from-an-old-version-4711";
         let (dir, store, ids) = store_with_history().await;
         let want = views(&store, &ids).await;
 
@@ -660,17 +608,33 @@ mod tests {
              VALUES (1, 'p', 'production', 1, 'running', 'alice', 'alice', '[\"old\"]', 0, '[]', '[\"bob\"]',
                 '{\"r1\":[{\"addr\":\"127.0.0.1:1\",\"pid\":1}]}', '2024-01-01T00:00:00.000Z')"
                 .into(),
+            format!("INSERT INTO secrets (project, name, value) VALUES ('p', 'TOKEN', '{PLAINTEXT}')"),
         ] {
             sqlx::query(&sql).execute(&pool).await.unwrap();
         }
         pool.close().await;
 
-        let reopened = Store::open(&path).await.unwrap();
+        let reopened = open(&path).await;
         assert_eq!(views(&reopened, &ids).await, want);
-        assert_eq!(reopened.audit().await.unwrap(), (events.len(), vec![]));
-        // Opened again, nothing is migrated or rebuilt twice.
-        drop(reopened);
-        let again = Store::open(&path).await.unwrap();
+        // Its plaintext secret was sealed, and the log says so.
+        assert_eq!(audit(&reopened).await, (events.len() as u64 + 1, vec![]));
+        let sealed = reopened.events(events.len() as i64, 10).await.unwrap();
+        assert!(
+            matches!(&sealed[0].event, Event::SecretsSealed { secrets: 1, key_id } if key_id == keyring().current().unwrap().id()),
+            "{sealed:?}"
+        );
+        assert_eq!(
+            reopened.secrets("p").await.unwrap(),
+            [("TOKEN".to_string(), PLAINTEXT.to_string())]
+        );
+        // Opened again, nothing is migrated, sealed or rebuilt twice.
+        reopened.pool.close().await;
+        let again = open(&path).await;
         assert_eq!(views(&again, &ids).await, want);
+        assert_eq!(audit(&again).await.0, events.len() as u64 + 1);
+        again.pool.close().await;
+        // Nothing of the plaintext is left in the file (zeroed, not left in a free page).
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(!bytes.windows(PLAINTEXT.len()).any(|w| w == PLAINTEXT.as_bytes()));
     }
 }

@@ -24,6 +24,19 @@ pub enum Event {
         project: String,
         name: String,
     },
+    /// Plaintext secret values left by a version that did not seal them were sealed under key
+    /// `key_id` (once, when the store was first opened with a key).
+    SecretsSealed {
+        key_id: String,
+        secrets: u64,
+    },
+    /// Every secret value was re-sealed under key `key_id`; `previous` are the keys they were
+    /// sealed under before, retired.
+    SecretsKeyRotated {
+        key_id: String,
+        previous: Vec<String>,
+        secrets: u64,
+    },
     /// A token for `user` (absent in logs from before users: the token's name is its user).
     /// Created again under the same name, it replaces the old one (rotation).
     TokenCreated {
@@ -288,6 +301,8 @@ impl Event {
         match self {
             Event::ProjectAdded { .. } => "project_added",
             Event::SecretSet { .. } => "secret_set",
+            Event::SecretsSealed { .. } => "secrets_sealed",
+            Event::SecretsKeyRotated { .. } => "secrets_key_rotated",
             Event::TokenCreated { .. } => "token_created",
             Event::TokenRevoked { .. } => "token_revoked",
             Event::UserAdded { .. } => "user_added",

@@ -205,8 +205,6 @@ mod tests {
     use crate::db::IdKind;
     use crate::event::Event;
 
-    use super::*;
-
     fn changed(definition: serde_json::Value, touched: &[&str], removed: &[&str]) -> Event {
         Event::FlagsChanged {
             project: "p".into(),
@@ -222,7 +220,7 @@ mod tests {
     #[tokio::test]
     async fn flag_read_models_fold_and_rebuild() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).await.unwrap();
+        let store = crate::db::tests::open(&dir.path().join("db")).await;
         store
             .log()
             .append(changed(json!({"flags": {"x": 1}}), &["x"], &[]))

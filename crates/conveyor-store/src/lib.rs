@@ -1,10 +1,12 @@
 //! `conveyor-store` owns persistence. The append-only, hash-chained event log is the one source
 //! of truth; the read models (projects, runs, jobs, steps, releases) are folded from it in the same
-//! transaction and can be rebuilt from it at any time. Beside the database: the content-addressed
-//! artifact store and the step logs. SQLite (WAL) is the embedded default, behind the
+//! transaction and can be rebuilt from it at any time; signed checkpoints make a rewrite of it
+//! evident, and secret values are sealed under keys the store is given. Beside the database: the
+//! content-addressed artifact store and the step logs. SQLite (WAL) is the embedded default, behind the
 //! `backend` boundary; the SQL everywhere else is portable.
 
 mod access;
+mod audit;
 mod backend;
 pub mod cas;
 mod db;
@@ -14,10 +16,12 @@ mod log;
 pub mod logs;
 mod projection;
 mod query;
+mod secrets;
 
 pub use access::TokenOwner;
+pub use audit::{Audit, AuditProblem};
 pub use cas::Cas;
-pub use db::{AuditProblem, IdKind, Store, StoreError};
+pub use db::{IdKind, Store, StoreError};
 pub use event::{
     ArtifactRef, DeploymentStatus, Event, InstanceRef, JobStatus, Role, RunStatus, StepStatus, UnknownStatus,
     UserKind, Verdict,
@@ -25,6 +29,7 @@ pub use event::{
 pub use flags::{FlagAge, FlagKeyRow, FlagScheduleView, FlagSetRow};
 pub use log::{EventLog, Subscription};
 pub use query::{DeploymentView, JobView, JudgementView, Project, Release, RunView, StepView, StoredEvent};
+pub use secrets::{KEY_LEN, Keyring, SecretError, SecretKey};
 
 /// Now, as the RFC 3339 text every timestamp in the store uses (UTC, milliseconds).
 pub fn now_rfc3339() -> String {

@@ -1,16 +1,20 @@
 //! `EventLog`: the one way anything is written. An append chains the event into the log, folds
 //! it into the read models in the same transaction, then tells every subscriber; nothing else
-//! writes the database (secret values aside, which never enter the log).
+//! writes the database. Secret values (sealed, never in the log) and signed checkpoints of the
+//! chain are written here too, beside the events that record them.
 
-use std::sync::Arc;
+use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
 
+use conveyor_attest::{Checkpoint, KeyPair};
 use tokio::sync::broadcast;
 
-use crate::backend::Pool;
+use crate::backend::{Pool, Tx};
 use crate::db::{append_in, chain_head, save_head};
 use crate::event::Event;
 use crate::query::{StoredEvent, stored_event};
+use crate::secrets::{self, Keyring, SecretError, Stored};
 use crate::{IdKind, StoreError, projection};
 
 /// How many appended events wait for a slow subscriber before it has to catch up from the
@@ -28,17 +32,37 @@ pub struct EventLog {
     appended: broadcast::Sender<Arc<StoredEvent>>,
     /// The newest event subscribers have been told of; moves with `appended`, under `write`.
     told: AtomicI64,
+    /// The newest event a signed checkpoint covers; moves under `write`.
+    checkpointed: AtomicI64,
+    /// The keys secret values are sealed and opened with; replaced whole by a rotation.
+    keyring: RwLock<Arc<Keyring>>,
 }
 
 impl EventLog {
-    /// The log of `pool`, whose newest event is `head`.
-    pub(crate) fn new(pool: Pool, head: i64) -> Self {
+    /// The log of `pool`, whose newest event is `head` and newest checkpoint `checkpointed`.
+    pub(crate) fn new(pool: Pool, head: i64, checkpointed: i64, keyring: Keyring) -> Self {
         EventLog {
             pool,
             write: tokio::sync::Mutex::new(()),
             appended: broadcast::channel(SUBSCRIBER_BUFFER).0,
             told: AtomicI64::new(head),
+            checkpointed: AtomicI64::new(checkpointed),
+            keyring: RwLock::new(Arc::new(keyring)),
         }
+    }
+
+    /// The newest event appended.
+    pub fn head(&self) -> i64 {
+        self.told.load(Ordering::SeqCst)
+    }
+
+    /// The newest event a signed checkpoint covers (0: none yet).
+    pub fn checkpointed(&self) -> i64 {
+        self.checkpointed.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn keyring(&self) -> Arc<Keyring> {
+        self.keyring.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Appends one event and folds it into the read models, atomically. Returns its sequence number.
@@ -62,13 +86,7 @@ impl EventLog {
     ) -> Result<(Vec<i64>, T), StoreError> {
         let _guard = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
-        let mut head = chain_head(&mut tx).await?;
-        let mut stored = Vec::with_capacity(events.len());
-        for event in events {
-            let (seq, at) = append_in(&mut tx, &mut head, &event).await?;
-            stored.push(StoredEvent { seq, at, event });
-        }
-        save_head(&mut tx, &head).await?;
+        let stored = chain(&mut tx, events).await?;
         tx.commit().await?;
         let seqs: Vec<i64> = stored.iter().map(|e| e.seq).collect();
         let done = then(&seqs);
@@ -94,31 +112,26 @@ impl EventLog {
         let id = sqlx::query_scalar::<_, i64>(&format!("SELECT COALESCE(MAX(id), 0) + 1 FROM {table}"))
             .fetch_one(&mut *tx)
             .await?;
-        let event = build(id);
-        let mut head = chain_head(&mut tx).await?;
-        let (seq, at) = append_in(&mut tx, &mut head, &event).await?;
-        save_head(&mut tx, &head).await?;
+        let stored = chain(&mut tx, vec![build(id)]).await?;
         tx.commit().await?;
-        self.tell(vec![StoredEvent { seq, at, event }]);
+        self.tell(stored);
         Ok(id)
     }
 
-    /// Stores a secret's value (outside the log) and records that it changed (inside it).
+    /// Stores a secret's value, sealed, and records that it changed (the value itself never
+    /// enters the log), in one transaction.
     pub async fn set_secret(&self, project: &str, name: &str, value: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO secrets (project, name, value) VALUES ($1, $2, $3)
-             ON CONFLICT (project, name) DO UPDATE SET value = excluded.value",
-        )
-        .bind(project)
-        .bind(name)
-        .bind(value)
-        .execute(&self.pool)
-        .await?;
-        self.append(Event::SecretSet {
+        let sealed = self.keyring().seal(project, name, value)?;
+        let _guard = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        secrets::put(&mut tx, project, name, &sealed).await?;
+        let event = Event::SecretSet {
             project: project.to_string(),
             name: name.to_string(),
-        })
-        .await?;
+        };
+        let stored = chain(&mut tx, vec![event]).await?;
+        tx.commit().await?;
+        self.tell(stored);
         Ok(())
     }
 
@@ -140,6 +153,104 @@ impl EventLog {
         };
         query.execute(&self.pool).await?;
         Ok(())
+    }
+
+    /// Seals the plaintext values a database from before sealing holds under the current key,
+    /// with their `secrets_sealed` event, in one transaction; how many there were. Without a key
+    /// they stay as they are (a store opened only to audit it).
+    pub(crate) async fn seal_plaintext_secrets(&self) -> Result<usize, StoreError> {
+        let keyring = self.keyring();
+        let Some(key) = keyring.current() else {
+            return Ok(0);
+        };
+        let _guard = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let mut sealed = 0;
+        for (project, name, stored) in secrets::all(&mut tx).await? {
+            if let Stored::Plaintext(plain) = stored {
+                let value = keyring.seal(&project, &name, &plain)?;
+                secrets::put(&mut tx, &project, &name, &value).await?;
+                sealed += 1;
+            }
+        }
+        if sealed == 0 {
+            return Ok(0);
+        }
+        let event = Event::SecretsSealed {
+            key_id: key.id().to_string(),
+            secrets: sealed as u64,
+        };
+        let stored = chain(&mut tx, vec![event]).await?;
+        tx.commit().await?;
+        self.tell(stored);
+        Ok(sealed)
+    }
+
+    /// Re-seals every secret value under `keyring`'s current key, with its
+    /// `secrets_key_rotated` event, in one transaction; `keyring` must also hold every key a
+    /// value is sealed under now. From then on only the current key is used. Returns how many
+    /// values were re-sealed.
+    pub async fn rotate_secrets_key(&self, keyring: Keyring) -> Result<usize, StoreError> {
+        let key = keyring.current().ok_or(SecretError::NoKey)?.clone();
+        let _guard = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let mut previous = std::collections::BTreeSet::new();
+        let rows = secrets::all(&mut tx).await?;
+        for (project, name, stored) in &rows {
+            let value = match stored {
+                Stored::Sealed(sealed) => {
+                    previous.insert(sealed.key_id.clone());
+                    keyring.open(project, name, sealed)?
+                }
+                Stored::Plaintext(plain) => plain.clone(),
+            };
+            secrets::put(&mut tx, project, name, &keyring.seal(project, name, &value)?).await?;
+        }
+        let event = Event::SecretsKeyRotated {
+            key_id: key.id().to_string(),
+            previous: previous.into_iter().collect(),
+            secrets: rows.len() as u64,
+        };
+        let stored = chain(&mut tx, vec![event]).await?;
+        tx.commit().await?;
+        *self.keyring.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Keyring::new(vec![key]));
+        self.tell(stored);
+        Ok(rows.len())
+    }
+
+    /// Signs a checkpoint of the chain's head with `signer` if events were appended since the
+    /// last one: stored in the database, then appended as one JSON line (the DSSE envelope) to
+    /// `export`, outside it. Returns what was signed. A checkpoint in the database but not in
+    /// the file (the append failed after the commit) is harmless; the other way round would read
+    /// as a removed checkpoint, hence this order.
+    pub async fn checkpoint(
+        &self,
+        signer: &KeyPair,
+        export: &Path,
+    ) -> Result<Option<Checkpoint>, StoreError> {
+        let _guard = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let (seq, head_hash) = chain_head(&mut tx).await?;
+        if seq <= self.checkpointed() {
+            return Ok(None);
+        }
+        let checkpoint = Checkpoint {
+            seq,
+            head_hash,
+            time: crate::now_rfc3339(),
+        };
+        let envelope = serde_json::to_string(&checkpoint.sign(signer)).expect("envelopes serialize");
+        sqlx::query("INSERT INTO checkpoints (seq, head_hash, at, envelope) VALUES ($1, $2, $3, $4)")
+            .bind(seq)
+            .bind(&checkpoint.head_hash)
+            .bind(&checkpoint.time)
+            .bind(&envelope)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.checkpointed.store(seq, Ordering::SeqCst);
+        append_line(export, &envelope).await?;
+        Ok(Some(checkpoint))
     }
 
     /// Drops every read model and folds the whole log into them again.
@@ -182,6 +293,31 @@ impl EventLog {
             let _ = self.appended.send(Arc::new(event));
         }
     }
+}
+
+/// Chains `events` after the head in `tx`, folding each into the read models, and moves the head.
+async fn chain(tx: &mut Tx<'_>, events: Vec<Event>) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut head = chain_head(tx).await?;
+    let mut stored = Vec::with_capacity(events.len());
+    for event in events {
+        let (seq, at) = append_in(tx, &mut head, &event).await?;
+        stored.push(StoredEvent { seq, at, event });
+    }
+    save_head(tx, &head).await?;
+    Ok(stored)
+}
+
+/// Appends `line` to `path` (created if missing) and waits until it is on disk.
+async fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await?;
+    // One write: a reader never sees half a line followed by another writer's.
+    file.write_all(format!("{line}\n").as_bytes()).await?;
+    file.sync_data().await
 }
 
 /// An ordered stream of appended events that never skips one: whatever the in-memory buffer no
@@ -240,7 +376,6 @@ impl Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Store;
 
     fn cancel(run_id: i64) -> Event {
         Event::RunCancelRequested {
@@ -252,7 +387,7 @@ mod tests {
     #[tokio::test]
     async fn a_subscriber_sees_every_event_in_order_even_when_it_falls_behind() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).await.unwrap();
+        let store = crate::db::tests::open(&dir.path().join("db")).await;
         store.log().append(cancel(0)).await.unwrap();
         let mut from_now = store.log().subscribe();
         let mut from_start = store.log().subscribe_after(0);
@@ -280,7 +415,7 @@ mod tests {
     #[tokio::test]
     async fn state_updated_after_the_commit_is_current_before_subscribers_hear() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).await.unwrap();
+        let store = crate::db::tests::open(&dir.path().join("db")).await;
         let mut subscriber = store.log().subscribe();
         let seen = std::sync::atomic::AtomicI64::new(0);
         let (seqs, ()) = store

@@ -153,7 +153,10 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, seq: i64, event: &Event, at: &str) ->
                     .await?;
             }
         }
-        Event::SecretSet { .. } | Event::RunCancelRequested { .. } => {}
+        Event::SecretSet { .. }
+        | Event::SecretsSealed { .. }
+        | Event::SecretsKeyRotated { .. }
+        | Event::RunCancelRequested { .. } => {}
         Event::TokenCreated {
             name,
             hash,

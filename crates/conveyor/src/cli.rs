@@ -228,7 +228,7 @@ pub enum Command {
     #[command(subcommand)]
     Audit(AuditCommand),
     /// Manage secrets (write-only).
-    #[command(subcommand)]
+    #[command(subcommand, visible_alias = "secrets")]
     Secret(SecretCommand),
     /// Feature flags of an environment (flagd format), served to OpenFeature SDKs over OFREP.
     ///
@@ -486,11 +486,19 @@ pub enum UserCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {
-    /// Check the event log's hash chain; exit 1 if any event was edited or deleted.
+    /// Check the event log's hash chain and its signed checkpoints; exit 1 if any event was
+    /// edited or deleted, or history was rewritten before a checkpoint.
     Verify {
-        /// Check a local data directory instead of a server.
+        /// Check a local data directory instead of a server (stopped, or a copy).
         #[arg(long, env = "CONVEYOR_DATA")]
         data: Option<PathBuf>,
+        /// Exported checkpoints to check the database against, e.g. a copy kept elsewhere
+        /// (default: DATA/checkpoints.jsonl).
+        #[arg(long, value_name = "FILE", requires = "data")]
+        checkpoints: Option<PathBuf>,
+        /// The server's public key, hex (default: DATA/keys/signing.pub; `GET /api/v1/keys/signing`).
+        #[arg(long, value_name = "FILE", requires = "data")]
+        public_key: Option<PathBuf>,
     },
 }
 
@@ -502,6 +510,12 @@ pub enum SecretCommand {
         name: String,
         #[arg(long)]
         value: Option<String>,
+    },
+    /// Re-encrypt every secret value under a new key (keys/secrets.key) and retire the old
+    /// one; on a local data directory, with the server stopped. Recorded in the event log.
+    RotateKey {
+        #[command(flatten)]
+        data: DataArgs,
     },
 }
 

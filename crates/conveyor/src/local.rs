@@ -1,5 +1,5 @@
 //! Commands that work on a data directory in this process: `run`, `serve`, local `verify` and
-//! `audit verify`, `admin rebuild`, and `validate`.
+//! `audit verify`, `secret rotate-key`, `admin rebuild`, and `validate`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use conveyor_attest::PublicKey;
-use conveyor_engine::{DataDir, Engine, NewRun, source};
+use conveyor_engine::{CheckpointPolicy, DataDir, Engine, NewRun, source};
 use conveyor_exec::LocalExecutor;
 use conveyor_store::{Release, RunStatus};
 
@@ -135,6 +135,7 @@ pub async fn run(
     let status = engine.execute_run(run_id).await?;
     // Every event of the run printed before the release.
     printing.await?;
+    final_checkpoint(&engine).await;
     let release = engine.store().release_of_run(run_id).await?;
     match (&release, json) {
         (Some(release), true) => println!("{}", serde_json::to_string_pretty(release)?),
@@ -187,14 +188,24 @@ pub async fn serve(config: &Config) -> anyhow::Result<ExitCode> {
     if config.access.anonymous_read {
         tracing::warn!("anonymous read access is on: anyone who reaches {addr} reads every project");
     }
+    let checkpoints = tokio::spawn(engine.clone().keep_checkpoints(CheckpointPolicy::default()));
     // Recovery comes before "listening": once a client can talk to us, environments are back.
-    let state = conveyor_server::start_with_flags(engine, server_config, config.flags).await;
+    let state = conveyor_server::start_with_flags(engine.clone(), server_config, config.flags).await;
     println!(
         "conveyor listening on http://{addr} (data: {})",
         config.data.display()
     );
     conveyor_server::serve(state, listener, shutdown_signal()).await?;
+    checkpoints.abort();
+    final_checkpoint(&engine).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A checkpoint of everything logged until now, before the process ends.
+async fn final_checkpoint(engine: &Engine) {
+    if let Err(error) = engine.data().checkpoint().await {
+        tracing::error!(%error, "cannot sign the event log's checkpoint at shutdown");
+    }
 }
 
 async fn shutdown_signal() {
@@ -261,18 +272,46 @@ pub fn report_verification(
     }
 }
 
-pub async fn audit_verify(data: &Path) -> anyhow::Result<ExitCode> {
-    let data = open_existing(data).await?;
-    let (events, problems) = data.store.audit().await?;
+/// Checks a local data directory's log (the server stopped, or a copy) with nothing of the
+/// directory but its database trusted to be the directory's: the public key and the exported
+/// checkpoints may come from elsewhere. Opened without the secrets key.
+pub async fn audit_verify(
+    data: &Path,
+    checkpoints: Option<&Path>,
+    public_key: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let db = data.join("conveyor.db");
+    if !db.exists() {
+        bail!(
+            "{} is not a Conveyor data directory (no conveyor.db)",
+            data.display()
+        );
+    }
+    let key_file = public_key.map_or_else(|| data.join("keys/signing.pub"), Path::to_path_buf);
+    let key = std::fs::read_to_string(&key_file)
+        .with_context(|| format!("cannot read the public key {}", key_file.display()))?;
+    let key = PublicKey::from_hex(&key).with_context(|| format!("{}", key_file.display()))?;
+    if let Some(file) = checkpoints {
+        // Given explicitly, a missing file is a mistake, not "nothing exported yet".
+        std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?;
+    }
+    let exported = checkpoints.map_or_else(|| data.join("checkpoints.jsonl"), Path::to_path_buf);
+    let store = conveyor_store::Store::open(&db, conveyor_store::Keyring::default()).await?;
+    let audit = store.audit(&key, Some(&exported)).await?;
     Ok(report_audit(
-        events,
-        &problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        audit.events,
+        (audit.checkpoints, audit.exported),
+        &audit.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
     ))
 }
 
-pub fn report_audit(events: usize, problems: &[String]) -> ExitCode {
+/// Prints what verifying the log found: events, `(checkpoints, exported checkpoints)` checked,
+/// problems; the exit code says whether it is intact.
+pub fn report_audit(events: u64, (checkpoints, exported): (u64, u64), problems: &[String]) -> ExitCode {
     if problems.is_empty() {
-        println!("audit log intact: {events} events, hash chain verified");
+        println!(
+            "audit log intact: {events} events, hash chain verified, {checkpoints} signed checkpoint(s) match ({exported} in the exported file)"
+        );
         ExitCode::SUCCESS
     } else {
         eprintln!("audit log TAMPERED ({events} events checked):");
@@ -281,6 +320,13 @@ pub fn report_audit(events: usize, problems: &[String]) -> ExitCode {
         }
         ExitCode::FAILURE
     }
+}
+
+pub async fn rotate_secrets_key(config: &Config) -> anyhow::Result<ExitCode> {
+    let data = open_existing(&config.data).await?;
+    let (key, resealed) = data.rotate_secrets_key().await?;
+    println!("{resealed} secret value(s) re-encrypted under key {key}; the old key is retired");
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn rebuild(config: &Config) -> anyhow::Result<ExitCode> {

@@ -232,8 +232,15 @@ async fn dispatch(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<Exi
                 .dora(project.as_deref(), &environment, parse_window(&window)?)
                 .await
         }
-        Command::Audit(AuditCommand::Verify { data: Some(data) }) => local::audit_verify(&data).await,
-        Command::Audit(AuditCommand::Verify { data: None }) => client()?.audit_verify().await,
+        Command::Audit(AuditCommand::Verify {
+            data: Some(data),
+            checkpoints,
+            public_key,
+        }) => local::audit_verify(&data, checkpoints.as_deref(), public_key.as_deref()).await,
+        Command::Audit(AuditCommand::Verify { data: None, .. }) => client()?.audit_verify().await,
+        Command::Secret(SecretCommand::RotateKey { data }) => {
+            local::rotate_secrets_key(&Config::resolve(&overrides(&data), &env)?).await
+        }
         Command::Secret(SecretCommand::Set { project, name, value }) => {
             let value = match value {
                 Some(v) => v,

@@ -12,7 +12,8 @@ use super::{Migration, Pool};
 pub(crate) type Db = sqlx::Sqlite;
 
 /// The schema, in order. 7 reshaped the read models (JSON columns became child tables); 8
-/// added users and roles, 10 server-side environment protection.
+/// added users and roles, 10 server-side environment protection; 11 left plaintext secret
+/// values for `Store::open` to seal.
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration::new(1, include_str!("../../migrations/sqlite/0001_init.sql")),
     Migration::new(2, include_str!("../../migrations/sqlite/0002_deployments.sql")),
@@ -27,10 +28,15 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         include_str!("../../migrations/sqlite/0009_source_credentials.sql"),
     ),
     Migration::new(10, include_str!("../../migrations/sqlite/0010_protection.sql")).rebuilding(),
+    Migration::new(
+        11,
+        include_str!("../../migrations/sqlite/0011_secrets_at_rest.sql"),
+    ),
 ];
 
-/// Opens (creating if needed) the database file at `path`.
+/// Opens (creating if needed) the database file at `path`, readable by its owner only.
 pub(crate) async fn connect(path: &Path) -> Result<Pool, sqlx::Error> {
+    owner_only(path)?;
     let options = SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(true)
@@ -38,6 +44,9 @@ pub(crate) async fn connect(path: &Path) -> Result<Pool, sqlx::Error> {
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true)
+        // Deleted and overwritten content is zeroed, not left in free pages: the plaintext of a
+        // secret sealed on open, or a value under a retired key, does not linger in the file.
+        .pragma("secure_delete", "on")
         // Per-statement logging costs more than the statement on the step path.
         .disable_statement_logging();
     SqlitePoolOptions::new()
@@ -46,4 +55,25 @@ pub(crate) async fn connect(path: &Path) -> Result<Pool, sqlx::Error> {
         .min_connections(1)
         .connect_with(options)
         .await
+}
+
+/// Creates the database file 0600 if it is missing (SQLite gives its `-wal` and `-shm` files the
+/// database's mode), and takes group and other access away from an older data directory's files.
+fn owner_only(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            other => other?,
+        }
+    }
+    Ok(())
 }

@@ -198,7 +198,11 @@ impl Client {
 
     pub async fn audit_verify(&self) -> anyhow::Result<ExitCode> {
         let body: AuditReport = self.get("/api/v1/audit/verify").await?;
-        Ok(crate::local::report_audit(body.events as usize, &body.problems))
+        Ok(crate::local::report_audit(
+            body.events,
+            (body.checkpoints, body.exported),
+            &body.problems,
+        ))
     }
 
     pub async fn set_secret(&self, project: &str, name: &str, value: &str) -> anyhow::Result<ExitCode> {

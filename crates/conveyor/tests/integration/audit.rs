@@ -167,3 +167,193 @@ async fn verify_catches_edited_release_metadata() {
         "{err}"
     );
 }
+
+/// Stops a server the way an operator does (SIGTERM): it signs a last checkpoint on its way out.
+fn stop(server: &mut Server) {
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(server.child.wait().unwrap().success());
+}
+
+/// Triggers a run of `project` and waits for its status (reads with the token).
+async fn run_status(server: &Server, project: &str) -> String {
+    let run_id = server.trigger(project).await;
+    eventually(std::time::Duration::from_secs(60), || async {
+        let (_, run) = server
+            .request(
+                reqwest::Method::GET,
+                &format!("/api/v1/runs/{run_id}"),
+                None,
+                true,
+            )
+            .await;
+        let status = run["status"].as_str().unwrap_or("running").to_string();
+        (status != "running").then_some(status)
+    })
+    .await
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// What someone who can write the database does to rewrite history so the chain still
+/// verifies: the guard dropped, an event edited, every hash after it and the head recomputed.
+async fn rewrite_history(data: &Path, kind: &str) {
+    use sha2::Digest as _;
+    let mut db = sqlite(data).await;
+    for sql in [
+        "DROP TRIGGER events_no_update".to_string(),
+        format!("UPDATE events SET data = replace(data, 'sealed', 'seeled') WHERE kind = '{kind}'"),
+    ] {
+        sqlx::query(&sql).execute(&mut db).await.unwrap();
+    }
+    let rows: Vec<(i64, String, String, String)> =
+        sqlx::query_as("SELECT seq, at, kind, data FROM events ORDER BY seq")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    let mut prev = "0".repeat(64);
+    for (seq, at, kind, data) in rows {
+        let mut h = sha2::Sha256::new();
+        for part in [prev.as_str(), &seq.to_string(), &at, &kind, &data] {
+            h.update(part.as_bytes());
+            h.update(b"\n");
+        }
+        let hash = hex::encode(h.finalize());
+        sqlx::query("UPDATE events SET prev_hash = $1, hash = $2 WHERE seq = $3")
+            .bind(&prev)
+            .bind(&hash)
+            .bind(seq)
+            .execute(&mut db)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE chain_head SET seq = $1, hash = $2")
+            .bind(seq)
+            .bind(&hash)
+            .execute(&mut db)
+            .await
+            .unwrap();
+        prev = hash;
+    }
+    db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn secrets_are_encrypted_at_rest_and_a_rewritten_log_fails_its_checkpoints() {
+    use sha2::Digest as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = "at-rest-S3cret-Value-24680";
+    let fingerprint = &hex::encode(sha2::Sha256::digest(secret))[..16];
+    let pipeline = format!(
+        "name: sealed\njobs:\n  use:\n    env:\n      TOKEN: ${{{{ secrets.API_TOKEN }}}}\n    steps:\n      - run: test \"$(printf %s \"$TOKEN\" | sha256sum | cut -c1-16)\" = {fingerprint}\n"
+    );
+    let repo = repo(&tmp.path().join("repo"), &[("conveyor.yml", &pipeline)]);
+    let data = tmp.path().join("data");
+    let mut server = Server::start(&data);
+    server.add_project("sealed", &repo).await;
+    let (status, body) = server
+        .request(
+            reqwest::Method::PUT,
+            "/api/v1/projects/sealed/secrets/API_TOKEN",
+            Some(serde_json::json!({ "value": secret })),
+            true,
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(
+        run_status(&server, "sealed").await,
+        "success",
+        "the step saw the value"
+    );
+
+    // Owner-only, from the first start.
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data.join("keys")), 0o700);
+    for entry in std::fs::read_dir(data.join("keys")).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+    assert_eq!(mode(&data.join("conveyor.db")), 0o600);
+
+    // A rotation is refused while the server holds the key.
+    let (ok, _, err) = cli(&["secret", "rotate-key"], &data);
+    assert!(!ok && err.contains("open in another process"), "{err}");
+    let (_, report) = server
+        .request(reqwest::Method::GET, "/api/v1/audit/verify", None, true)
+        .await;
+    assert_eq!(report["intact"], true, "{report}");
+
+    stop(&mut server);
+    for file in ["conveyor.db", "conveyor.db-wal", "conveyor.db-shm"] {
+        if let Ok(bytes) = std::fs::read(data.join(file)) {
+            assert!(!contains(&bytes, secret), "{file} holds the secret's value");
+        }
+    }
+    let exported = std::fs::read_to_string(data.join("checkpoints.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(exported.lines().last().unwrap()).unwrap();
+    assert_eq!(last["payloadType"], "application/vnd.conveyor.checkpoint+json");
+    let (ok, out, err) = cli(&["audit", "verify"], &data);
+    assert!(ok && out.contains("signed checkpoint(s) match"), "{out}{err}");
+
+    // Rotated with the server stopped, the value still reaches steps.
+    let (ok, out, err) = cli(&["secrets", "rotate-key"], &data);
+    assert!(ok && out.contains("1 secret value(s) re-encrypted"), "{out}{err}");
+    let server = Server::start(&data);
+    assert_eq!(run_status(&server, "sealed").await, "success");
+    drop(server);
+
+    // Copies of the key and the checkpoints kept elsewhere, as an auditor would.
+    let trusted = tmp.path().join("trusted");
+    std::fs::create_dir_all(&trusted).unwrap();
+    std::fs::copy(data.join("checkpoints.jsonl"), trusted.join("checkpoints.jsonl")).unwrap();
+    std::fs::copy(data.join("keys/signing.pub"), trusted.join("signing.pub")).unwrap();
+    let copies = |args: &mut Vec<String>| {
+        args.extend(
+            [
+                "--checkpoints",
+                "trusted/checkpoints.jsonl",
+                "--public-key",
+                "trusted/signing.pub",
+            ]
+            .map(|a| a.replace("trusted", &trusted.display().to_string())),
+        );
+    };
+
+    // The project's registration rewritten, every hash after it recomputed: the chain holds,
+    // the signed checkpoints do not.
+    rewrite_history(&data, "project_added").await;
+    let (ok, _, err) = cli(&["audit", "verify"], &data);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("does not have the hash a signed checkpoint records for it"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("stored hash does not match"),
+        "the chain itself was made consistent: {err}"
+    );
+
+    // The attacker removes the checkpoints too: only the copies kept elsewhere tell.
+    tamper(
+        &data,
+        &["DROP TRIGGER checkpoints_no_delete", "DELETE FROM checkpoints"],
+    )
+    .await;
+    std::fs::remove_file(data.join("checkpoints.jsonl")).unwrap();
+    let (ok, _, _) = cli(&["audit", "verify"], &data);
+    assert!(ok, "nothing signed is left on the machine");
+    let mut args: Vec<String> = vec!["audit".into(), "verify".into()];
+    copies(&mut args);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, _, err) = cli(&args, &data);
+    assert!(!ok);
+    assert!(
+        err.contains("is not in the database: checkpoints were removed"),
+        "{err}"
+    );
+    assert!(err.contains("history was rewritten"), "{err}");
+}

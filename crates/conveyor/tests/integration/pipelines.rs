@@ -298,7 +298,8 @@ jobs:
     assert!(log.contains("inline *** too"), "{log}");
     assert!(!log.contains(secret));
 
-    // Nothing persisted but the secrets table holds the value: not the log files, not the event log.
+    // Nothing persisted holds the value in the clear: not the log files, not the event log (the
+    // secrets table holds it encrypted, see audit.rs).
     for entry in walkdir(&server.data.join("logs")) {
         assert!(
             !std::fs::read_to_string(&entry).unwrap().contains(secret),
