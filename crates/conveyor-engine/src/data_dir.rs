@@ -17,9 +17,12 @@ pub struct DataDir {
 }
 
 impl DataDir {
-    /// Opens `root`, creating it (and the signing key) on first use.
+    /// Opens `root`, creating it (and the signing key) on first use. The directory is the
+    /// server's alone (0700): its database holds the secrets, `keys/` the signing key.
     pub async fn open(root: &Path) -> Result<DataDir, EngineError> {
+        use std::os::unix::fs::PermissionsExt as _;
         std::fs::create_dir_all(root)?;
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))?;
         let store = Store::open(&root.join("conveyor.db")).await?;
         let cas = Cas::new(root.join("cas"))?;
         let logs = LogDir::new(root.join("logs"))?;
@@ -79,4 +82,26 @@ fn load_or_create_key(dir: &Path) -> Result<KeyPair, EngineError> {
     file.sync_all()?;
     std::fs::write(dir.join("signing.pub"), key.public().to_hex())?;
     Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_data_directory_and_its_key_are_the_servers_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("data");
+        let mode = |path: PathBuf| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        for _ in 0..2 {
+            DataDir::open(&root).await.unwrap();
+            assert_eq!(mode(root.clone()), 0o700, "data directory");
+            assert_eq!(mode(root.join("keys")), 0o700, "keys/");
+            assert_eq!(mode(root.join("keys/signing.key")), 0o600, "signing key");
+            // A directory made by hand (or by an older version) is tightened on the next open.
+            std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    }
 }
