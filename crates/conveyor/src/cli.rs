@@ -94,6 +94,10 @@ pub enum Command {
         /// its X-Forwarded-For/-Proto/-Host are believed; everyone else's are replaced.
         #[arg(long = "trusted-proxy", value_name = "CIDR")]
         trusted_proxies: Vec<String>,
+        /// Sandbox steps, hooks and instances with bubblewrap: `required` refuses to start
+        /// without it, `auto` (default) runs unsandboxed with a warning when it is missing, `off`.
+        #[arg(long, env = "CONVEYOR_ISOLATION", value_enum)]
+        isolation: Option<crate::config::Isolation>,
     },
     /// Manage projects on the server.
     #[command(subcommand)]

@@ -23,6 +23,20 @@ pub struct FileConfig {
     /// Addresses or CIDR blocks of proxies in front of the environments' routers, whose
     /// `X-Forwarded-*` headers are believed.
     pub trusted_proxies: Option<Vec<String>>,
+    pub isolation: Option<Isolation>,
+}
+
+/// Whether steps, hooks and instances must run sandboxed (`serve --isolation`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// Refuse to start without a working sandbox.
+    Required,
+    /// Sandbox when the machine can; otherwise run unsandboxed, and say so loudly.
+    #[default]
+    Auto,
+    /// Never sandbox.
+    Off,
 }
 
 /// Overrides from the environment and the command line (clap merges those two).
@@ -35,6 +49,7 @@ pub struct Overrides {
     pub jobs: Option<usize>,
     pub flag_rate_limit: Option<u32>,
     pub trusted_proxies: Vec<String>,
+    pub isolation: Option<Isolation>,
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +67,7 @@ pub struct Config {
     /// Where scratch directories go (the demo's): `$TMPDIR`, else `/tmp`.
     pub temp_dir: PathBuf,
     pub trusted_proxies: Vec<conveyor_router::Cidr>,
+    pub isolation: Isolation,
 }
 
 /// The process environment: read here, once, by `main`, and passed down.
@@ -88,6 +104,7 @@ impl Config {
         Ok(Config {
             data,
             trusted_proxies,
+            isolation: overrides.isolation.or(file.isolation).unwrap_or_default(),
             addr: overrides
                 .addr
                 .or(file.addr)
@@ -180,6 +197,29 @@ mod tests {
         assert_eq!(c.flags.rate_per_second, 1_000);
         o.flag_rate_limit = Some(0);
         assert_eq!(Config::resolve(&o, &env(&[])).unwrap().flags.rate_per_second, 0);
+    }
+
+    #[test]
+    fn isolation_is_auto_unless_the_file_or_a_flag_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("conveyor.toml");
+        assert_eq!(
+            Config::resolve(&Overrides::default(), &env(&[]))
+                .unwrap()
+                .isolation,
+            Isolation::Auto
+        );
+        std::fs::write(&file, "isolation = 'required'\n").unwrap();
+        let mut o = Overrides {
+            config: Some(file),
+            ..Default::default()
+        };
+        assert_eq!(
+            Config::resolve(&o, &env(&[])).unwrap().isolation,
+            Isolation::Required
+        );
+        o.isolation = Some(Isolation::Off);
+        assert_eq!(Config::resolve(&o, &env(&[])).unwrap().isolation, Isolation::Off);
     }
 
     #[test]

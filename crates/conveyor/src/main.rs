@@ -105,8 +105,10 @@ async fn dispatch(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<Exi
             jobs,
             flag_rate_limit,
             trusted_proxies,
+            isolation,
         } => {
             let mut o = overrides(&data);
+            o.isolation = isolation;
             o.flag_rate_limit = flag_rate_limit;
             o.trusted_proxies = trusted_proxies;
             o.addr = addr;
