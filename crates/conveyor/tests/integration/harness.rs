@@ -9,6 +9,11 @@ use serde_json::{Value, json};
 
 pub const TOKEN: &str = "integration-test-token";
 
+/// `serve` arguments for tests whose steps share files with the test outside their workspace or
+/// report their pids to it: the sandbox would hide the one and renumber the other (isolation.rs
+/// tests the sandbox itself).
+pub const UNSANDBOXED: &[&str] = &["--isolation", "off"];
+
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_conveyor")
 }
