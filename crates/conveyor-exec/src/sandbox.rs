@@ -206,10 +206,12 @@ impl Sandbox {
             .map(|dir| dir.join("bwrap"))
             .find(|candidate| candidate.is_absolute() && candidate.is_file())
             .ok_or(Unavailable::NotFound)?;
-        let hidden = hidden
+        let mut hidden = hidden
             .into_iter()
             .map(|dir| std::path::absolute(&dir))
             .collect::<std::io::Result<Vec<_>>>()?;
+        hidden.sort();
+        hidden.dedup();
         let probe_dir = hidden.first().cloned().unwrap_or_else(|| PathBuf::from("/tmp"));
         let sandbox = Sandbox {
             bwrap: Some(Bwrap {
@@ -422,7 +424,9 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect()
         };
-        let cases: &[(&[(&str, &str)], &[&str])] = &[
+        // (the process's variables, its private directories)
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+        let cases: &[Case<'_>] = &[
             (&[], &["/tmp"]),
             (
                 &[("HOME", "/home/ci"), ("TMPDIR", "/var/tmp")],

@@ -191,8 +191,10 @@ fn kill_instances(data: &Path) {
             .split(|b| *b == 0)
             .any(|var| var.starts_with(marker.as_bytes()))
         {
+            // A sandboxed instance's inner processes carry the marker but lead no group.
             let _ = Command::new("kill")
                 .args(["-KILL", "--", &format!("-{pid}")])
+                .stderr(Stdio::null())
                 .status();
         }
     }
