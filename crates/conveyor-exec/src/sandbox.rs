@@ -25,7 +25,7 @@
 //! `/proc/PID/cmdline`): the shell gets it in the `CONVEYOR_SCRIPT` variable, which it removes
 //! from its environment before running it (see [`RUN_SCRIPT`]).
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -90,45 +90,34 @@ pub struct Policy<'a> {
 /// earlier ones: system, then private scratch, then the hidden data directory, then the writable
 /// directory (usually inside it).
 pub fn bwrap_args(policy: &Policy<'_>) -> Vec<OsString> {
+    let flag = OsStr::new;
     let mut args: Vec<OsString> = Vec::new();
-    let mut push = |parts: &[&std::ffi::OsStr]| args.extend(parts.iter().map(|p| p.to_os_string()));
+    let mut push = |parts: &[&OsStr]| args.extend(parts.iter().map(OsString::from));
     if policy.lifetime == Lifetime::Server {
-        push(&["--die-with-parent".as_ref(), "--new-session".as_ref()]);
+        push(&[flag("--die-with-parent"), flag("--new-session")]);
     }
-    for flag in [
-        "--unshare-pid",
-        "--unshare-ipc",
-        "--unshare-uts",
-        "--unshare-cgroup-try",
-    ] {
-        push(&[flag.as_ref()]);
-    }
-    push(&["--cap-drop".as_ref(), "ALL".as_ref()]);
+    push(&[
+        flag("--unshare-pid"),
+        flag("--unshare-ipc"),
+        flag("--unshare-uts"),
+        flag("--unshare-cgroup-try"),
+        flag("--cap-drop"),
+        flag("ALL"),
+    ]);
     for path in policy.system {
         match path {
-            SystemPath::ReadOnly(p) => push(&["--ro-bind".as_ref(), p.as_os_str(), p.as_os_str()]),
+            SystemPath::ReadOnly(p) => push(&[flag("--ro-bind"), p.as_os_str(), p.as_os_str()]),
             SystemPath::Symlink { path, target } => {
-                push(&["--symlink".as_ref(), target.as_os_str(), path.as_os_str()])
+                push(&[flag("--symlink"), target.as_os_str(), path.as_os_str()])
             }
         }
     }
-    push(&[
-        "--proc".as_ref(),
-        "/proc".as_ref(),
-        "--dev".as_ref(),
-        "/dev".as_ref(),
-    ]);
+    push(&[flag("--proc"), flag("/proc"), flag("--dev"), flag("/dev")]);
     for dir in policy.private.iter().chain(policy.hidden) {
-        push(&["--tmpfs".as_ref(), dir.as_os_str()]);
+        push(&[flag("--tmpfs"), dir.as_os_str()]);
     }
     let writable = policy.writable.as_os_str();
-    push(&[
-        "--bind".as_ref(),
-        writable,
-        writable,
-        "--chdir".as_ref(),
-        writable,
-    ]);
+    push(&[flag("--bind"), writable, writable, flag("--chdir"), writable]);
     args
 }
 
