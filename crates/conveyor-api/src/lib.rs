@@ -8,6 +8,7 @@ pub mod delivery;
 pub mod dora;
 pub mod error;
 pub mod flags;
+mod health;
 mod human;
 pub mod runs;
 pub mod status;
@@ -16,6 +17,7 @@ pub use access::*;
 pub use delivery::*;
 pub use error::{ErrorBody, ErrorDetails};
 pub use flags::*;
+pub use health::Readiness;
 pub use human::human_duration;
 pub use runs::*;
 pub use status::{

@@ -1,4 +1,6 @@
-//! The local target: each instance is `sh -c COMMAND` in its own process group, on its own port.
+//! The local target: each instance is `sh` running its command in its own process group, on its
+//! own port, inside the server's `Sandbox` when it has one (the release directory its only
+//! writable place; the PID namespace without `--die-with-parent`, so it outlives the server).
 
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
@@ -7,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use conveyor_exec::process;
+use conveyor_exec::sandbox::{Lifetime, Sandbox, ShellCommand};
 use conveyor_spec::delivery::StopSignal;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -30,6 +33,7 @@ const MAX_LOG_BYTES: u64 = 8 * 1024 * 1024;
 pub struct LocalTarget {
     root: PathBuf,
     blobs: Arc<dyn Blobs>,
+    sandbox: Sandbox,
 }
 
 /// Where an instance's output goes, inside its version's directory.
@@ -39,6 +43,7 @@ const LOG_DIR: &str = ".conveyor-logs";
 struct Placed {
     spec: VersionSpec,
     dir: PathBuf,
+    sandbox: Sandbox,
 }
 
 impl std::ops::Deref for Placed {
@@ -65,8 +70,18 @@ struct Instance {
 }
 
 impl LocalTarget {
+    /// A target whose instances run without isolation: see [`LocalTarget::with_sandbox`].
     pub fn new(root: PathBuf, blobs: Arc<dyn Blobs>) -> Self {
-        LocalTarget { root, blobs }
+        LocalTarget {
+            root,
+            blobs,
+            sandbox: Sandbox::none("not configured"),
+        }
+    }
+
+    /// Runs the instances in `sandbox` (the server's, as for steps).
+    pub fn with_sandbox(self, sandbox: Sandbox) -> Self {
+        LocalTarget { sandbox, ..self }
     }
 
     /// Where a slot's files are laid out.
@@ -96,6 +111,7 @@ impl LocalTarget {
         Ok(Placed {
             dir: self.root.join(relative),
             spec,
+            sandbox: self.sandbox.clone(),
         })
     }
 
@@ -611,14 +627,19 @@ fn spawn(
         .append(true)
         .open(log_path)?;
     let err = log.try_clone()?;
-    tokio::process::Command::new("/bin/sh")
-        .arg("-c")
-        .arg(&spec.command)
-        .env_clear()
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+    spec.sandbox
+        .command(&ShellCommand {
+            shell: Path::new("/bin/sh"),
+            errexit: false,
+            script: &spec.command,
+            env: &spec.env,
+            dir: &spec.dir,
+            lifetime: Lifetime::Detached,
+        })?
+        // The marker reaches every process of the instance, `bwrap` included: a restarted
+        // server finds them all by it.
         .env(MARKER, &spec.identity)
         .env("PORT", addr.port().to_string())
-        .current_dir(&spec.dir)
         .stdin(Stdio::null())
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(err))
@@ -627,10 +648,19 @@ fn spawn(
         .spawn()
 }
 
-/// The stop signal to the whole group, then SIGKILL after the grace period.
+/// The stop signal to the whole group, then SIGKILL after the grace period. The grace lasts
+/// until the whole group is gone, not just its leader: a sandboxed instance's leader is `bwrap`,
+/// which dies of the signal at once while the instance inside shuts down.
 async fn stop_group(group: Pid, child: &mut Process, signal: Signal, grace: Duration) {
     let _ = killpg(group, signal);
-    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+    let drained = async {
+        let _ = child.wait().await;
+        let group = group.as_raw() as u32;
+        while process::group_alive(group) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    if tokio::time::timeout(grace, drained).await.is_err() {
         let _ = killpg(group, Signal::SIGKILL);
         let _ = child.wait().await;
     }

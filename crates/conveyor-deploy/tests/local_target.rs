@@ -20,6 +20,8 @@ else:
     signal.signal(signal.SIGTERM, bye)
 if os.environ.get("EXIT_AT_ONCE"):
     sys.exit(3)
+if os.environ.get("PEEK"):
+    print("peek:", os.path.exists(os.environ["PEEK"]), flush=True)
 held = []
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
@@ -157,6 +159,42 @@ async fn instances_start_healthy_serve_and_stop_gracefully() {
         log.contains("listening") && log.contains("request /healthz"),
         "{log}"
     );
+    assert!(
+        log.contains("stopping gracefully"),
+        "the stop signal came first: {log}"
+    );
+}
+
+/// In the sandbox (bubblewrap, which CI installs): the instance cannot see the blobs beside its
+/// release directory, still gets its stop signal and its grace period (its leader, `bwrap`, dies
+/// of the signal at once), and nothing of it is left afterwards.
+#[tokio::test]
+async fn a_sandboxed_instance_sees_only_its_release_and_still_stops_gracefully() {
+    use conveyor_exec::sandbox::Sandbox;
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = Sandbox::bubblewrap("/usr/local/bin:/usr/bin:/bin", vec![dir.path().to_path_buf()])
+        .await
+        .expect("bubblewrap works here");
+    let blob = dir.path().join("blobs/app");
+    let mut s = spec(dir.path(), &[("PEEK", blob.to_str().unwrap())]);
+    s.instances = 1;
+    let marker = format!("CONVEYOR_INSTANCE_OF={}", s.identity);
+    let version = target(dir.path()).with_sandbox(sandbox).start(s).await.unwrap();
+    let addr = version.healthy_addrs()[0];
+    assert!(get(addr).await.ends_with(&format!("r1 on {}", addr.port())));
+    let leader = pid(&version.status()[0]).unwrap();
+    assert!(
+        conveyor_exec::process::carries(leader, &marker),
+        "found again by its marker"
+    );
+    version.stop().await;
+    assert_eq!(
+        conveyor_exec::process::kill_marked(&marker),
+        0,
+        "nothing left running"
+    );
+    let log = std::fs::read_to_string(dir.path().join("releases/r1/.conveyor-logs/0.log")).unwrap();
+    assert!(log.contains("peek: False"), "the blobs are hidden: {log}");
     assert!(
         log.contains("stopping gracefully"),
         "the stop signal came first: {log}"

@@ -25,8 +25,11 @@ pub struct DataDir {
 
 impl DataDir {
     /// Opens `root`, creating it (and its keys) on first use; the store gets the secrets keyring.
+    /// The directory is the server's alone (0700): its database holds the secrets, `keys/` the keys.
     pub async fn open(root: &Path) -> Result<DataDir, EngineError> {
+        use std::os::unix::fs::PermissionsExt as _;
         std::fs::create_dir_all(root)?;
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))?;
         let keys = root.join("keys");
         std::fs::create_dir_all(&keys)?;
         std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o700))?;
@@ -240,6 +243,13 @@ mod tests {
         for file in files {
             assert_eq!(mode(&file), 0o600, "{}", file.display());
         }
+        // The directory is the server's alone; one made by hand (or by an older version) is
+        // tightened on the next open.
+        assert_eq!(mode(dir.path()), 0o700);
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        drop(data);
+        DataDir::open(dir.path()).await.unwrap();
+        assert_eq!(mode(dir.path()), 0o700);
     }
 
     #[tokio::test]

@@ -154,6 +154,8 @@ impl JobTask {
             }
             steps.push(PreparedStep {
                 name: step.name.clone(),
+                // Secrets filled in here stay out of `ps`: the executor hands the script to the
+                // shell in its environment, never in argv.
                 script: command::fill(&vocabulary, &step.run)?,
                 env: step_env,
                 timeout: step.timeout,

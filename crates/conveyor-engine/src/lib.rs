@@ -43,6 +43,9 @@ pub struct EngineConfig {
     pub base_env: Vec<(String, String)>,
     /// SLSA `builder.id`.
     pub builder_id: String,
+    /// How this server's local processes are isolated from it: the executor's sandbox (the
+    /// binary builds both from one probe), the local deploy target's, and what `/readyz` says.
+    pub sandbox: conveyor_exec::sandbox::Sandbox,
 }
 
 impl EngineConfig {
@@ -52,6 +55,7 @@ impl EngineConfig {
             step_log_limit: DEFAULT_STEP_LOG_LIMIT,
             base_env,
             builder_id: "https://conveyor.dev/builders/conveyor".into(),
+            sandbox: conveyor_exec::sandbox::Sandbox::none("not configured"),
         }
     }
 }
@@ -122,6 +126,11 @@ impl Engine {
 
     pub fn data(&self) -> &DataDir {
         &self.data
+    }
+
+    /// How steps, hooks and instances are isolated from the server.
+    pub fn sandbox(&self) -> &conveyor_exec::sandbox::Sandbox {
+        &self.config.sandbox
     }
 
     pub fn observe(&self, observer: Arc<dyn Observer>) {

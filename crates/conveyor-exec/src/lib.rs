@@ -1,11 +1,13 @@
 //! `conveyor-exec` runs one step's script somewhere and reports its output line by line and its
 //! outcome. The `Executor` trait is the seam: the local process executor is the embedded default;
 //! SSH, Docker, Kubernetes and remote agents go beside it. Executors know nothing of pipelines,
-//! logs or secrets: masking and capping happen in the caller's sink.
+//! logs or secrets: masking and capping happen in the caller's sink. `sandbox` isolates what the
+//! local executor (and the local deploy target) start from the server itself.
 
 mod lines;
 mod local;
 pub mod process;
+pub mod sandbox;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -18,7 +20,7 @@ pub use tokio_util::sync::CancellationToken;
 /// What to run for one step.
 #[derive(Debug, Clone)]
 pub struct StepSpec {
-    /// Shell script, run by `sh -e -c`.
+    /// Shell script, run by `sh -e` (given in the environment, never in argv).
     pub script: String,
     /// The complete environment of the step (nothing is inherited).
     pub env: Vec<(String, String)>,

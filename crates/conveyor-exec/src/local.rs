@@ -1,5 +1,6 @@
-//! The local executor: each step is `sh -e -c SCRIPT` in its own process group, so a timeout or a
-//! cancel can kill everything the step started, grandchildren included.
+//! The local executor: each step is `sh -e` running its script in its own process group, inside
+//! the server's `Sandbox` when it has one, so a timeout or a cancel can kill everything the step
+//! started, grandchildren included (in a sandbox, its PID namespace ends with it).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -12,13 +13,23 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use crate::lines::for_each_line;
+use crate::sandbox::{Lifetime, Sandbox, ShellCommand};
 use crate::{BoxFuture, Executor, LineSink, StepOutcome, StepSpec, Stream};
 
 /// How long a step gets between SIGTERM and SIGKILL when it is stopped.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
-#[derive(Debug, Clone, Default)]
-pub struct LocalExecutor;
+/// Runs steps as local processes, in `sandbox`.
+#[derive(Debug, Clone)]
+pub struct LocalExecutor {
+    sandbox: Sandbox,
+}
+
+impl LocalExecutor {
+    pub fn new(sandbox: Sandbox) -> Self {
+        LocalExecutor { sandbox }
+    }
+}
 
 impl Executor for LocalExecutor {
     fn run_step<'a>(
@@ -27,7 +38,7 @@ impl Executor for LocalExecutor {
         sink: LineSink,
         cancel: CancellationToken,
     ) -> BoxFuture<'a, std::io::Result<StepOutcome>> {
-        Box::pin(run_local(step, sink, cancel))
+        Box::pin(run_local(&self.sandbox, step, sink, cancel))
     }
 
     fn kill_leftovers(&self, marker: &str) -> usize {
@@ -36,17 +47,22 @@ impl Executor for LocalExecutor {
 }
 
 async fn run_local(
+    sandbox: &Sandbox,
     step: StepSpec,
     sink: LineSink,
     cancel: CancellationToken,
 ) -> std::io::Result<StepOutcome> {
-    let mut child = Command::new(shell_path(&step.env))
-        .arg("-e")
-        .arg("-c")
-        .arg(&step.script)
-        .env_clear()
-        .envs(step.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&step.workdir)
+    let mut command: Command = sandbox.command(&ShellCommand {
+        shell: &shell_path(&step.env),
+        errexit: true,
+        script: &step.script,
+        env: &step.env,
+        dir: &step.workdir,
+        // A step belongs to the server's run: it ends with the server, recovery records it
+        // interrupted.
+        lifetime: Lifetime::Server,
+    })?;
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -120,6 +136,8 @@ fn deliver(sink: &Mutex<LineSink>, stream: Stream, line: String) {
 }
 
 /// SIGTERM the whole group, then SIGKILL it if the leader has not exited within the grace period.
+/// A sandboxed step has no grace: its leader is `bwrap`, which dies of the SIGTERM and takes the
+/// step's PID namespace with it (`--die-with-parent`).
 async fn stop_group(group: Pid, child: &mut tokio::process::Child) {
     let _ = killpg(group, Signal::SIGTERM);
     if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_err() {
@@ -149,7 +167,7 @@ mod tests {
     async fn run(step: StepSpec, cancel: CancellationToken) -> (StepOutcome, Vec<(Stream, String)>) {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink_lines = lines.clone();
-        let outcome = LocalExecutor
+        let outcome = LocalExecutor::new(Sandbox::none("unit tests"))
             .run_step(
                 step,
                 Box::new(move |s, l| sink_lines.lock().unwrap().push((s, l))),

@@ -2,7 +2,7 @@
 //! processes a previous one left running (steps, deployed instances) from unrelated ones that may
 //! have reused their pids. Linux only (`/proc`).
 
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
 /// Whether process `pid` has `marker` (`NAME=VALUE`) in its environment.
@@ -22,6 +22,33 @@ pub fn kill_marked(marker: &str) -> usize {
         .filter(|pid| carries(*pid, marker))
         .filter(|pid| i32::try_from(*pid).is_ok_and(|pid| kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok()))
         .count()
+}
+
+/// Whether process group `group` still has a member that is not a zombie. A sandboxed instance's
+/// group outlives its leader (`bwrap` dies of the stop signal at once, the instance inside takes
+/// its grace period), so a graceful stop waits on this rather than on the leader.
+pub fn group_alive(group: u32) -> bool {
+    let Ok(id) = i32::try_from(group) else {
+        return false;
+    };
+    if killpg(Pid::from_raw(id), None).is_err() {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    entries.flatten().any(|entry| {
+        std::fs::read_to_string(entry.path().join("stat")).is_ok_and(|stat| {
+            // After the parenthesised command name: state, ppid, pgrp.
+            let mut fields = stat
+                .rsplit_once(')')
+                .map_or("", |(_, rest)| rest)
+                .split_whitespace();
+            let state = fields.next().unwrap_or("Z");
+            let pgrp = fields.nth(1).and_then(|p| p.parse::<u32>().ok());
+            pgrp == Some(group) && !matches!(state, "Z" | "X")
+        })
+    })
 }
 
 #[cfg(test)]
@@ -48,5 +75,27 @@ mod tests {
         assert!(other.try_wait().unwrap().is_none(), "the unmarked one still runs");
         other.kill().unwrap();
         other.wait().unwrap();
+    }
+
+    #[test]
+    fn a_group_lives_while_a_member_does() {
+        use std::os::unix::process::CommandExt as _;
+        let mut leader = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & exit 0"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let group = leader.id();
+        leader.wait().unwrap();
+        assert!(group_alive(group), "the sleep outlives its leader");
+        killpg(Pid::from_raw(group as i32), Signal::SIGKILL).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while group_alive(group) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the group is gone once killed"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }

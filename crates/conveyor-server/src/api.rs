@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use conveyor_api::{
     AddProject, AuditReport, ErrorBody, EventList, EventRecord, EventStreamQuery, EventsQuery, ListQuery,
-    LogPage, LogQuery, Project, ProjectList, Release, ReleaseList, RunCancelled, RunDetail, RunList,
-    RunStarted, RunStatus, SetSecret, SigningKey, TriggerRun, Validation,
+    LogPage, LogQuery, Project, ProjectList, Readiness, Release, ReleaseList, RunCancelled, RunDetail,
+    RunList, RunStarted, RunStatus, SetSecret, SigningKey, TriggerRun, Validation,
 };
 use futures_util::Stream;
 
@@ -44,12 +44,16 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Readiness: the store answers.
+/// Readiness: the store answers. The body also says how steps and instances are isolated from
+/// the server, so that running without isolation is never silent.
 #[utoipa::path(get, path = "/readyz", tag = "health",
-    responses((status = 200, description = "Ready", content_type = "text/plain", body = String, example = "ready")))]
-pub async fn readyz(State(state): State<AppState>) -> ApiResult<&'static str> {
+    responses((status = 200, description = "Ready", body = Readiness)))]
+pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Readiness>> {
     state.engine.store().projects().await?;
-    Ok("ready")
+    Ok(Json(Readiness {
+        ready: true,
+        isolation: state.engine.sandbox().describe().to_string(),
+    }))
 }
 
 /// This document.

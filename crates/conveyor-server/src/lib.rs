@@ -523,7 +523,8 @@ pub async fn start_with_flags(
     let target = conveyor_deploy::LocalTarget::new(
         engine.data().root.join("releases"),
         Arc::new(conveyor_delivery::CasBlobs(engine.data().cas.clone())),
-    );
+    )
+    .with_sandbox(engine.sandbox().clone());
     let delivery = Delivery::new(
         engine.clone(),
         Arc::new(target),

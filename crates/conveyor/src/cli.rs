@@ -102,6 +102,10 @@ pub enum Command {
         /// IP addresses and localhost always work; other names are refused (DNS rebinding).
         #[arg(long = "allowed-host", value_name = "NAME")]
         allowed_hosts: Vec<String>,
+        /// Sandbox steps, hooks and instances with bubblewrap: `required` refuses to start
+        /// without it, `auto` (default) runs unsandboxed with a warning when it is missing, `off`.
+        #[arg(long, env = "CONVEYOR_ISOLATION", value_enum)]
+        isolation: Option<crate::config::Isolation>,
     },
     /// Manage projects on the server.
     #[command(subcommand)]

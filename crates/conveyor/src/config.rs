@@ -27,6 +27,20 @@ pub struct FileConfig {
     pub anonymous_read: Option<bool>,
     /// Host names the API answers to besides IP addresses and `localhost`.
     pub allowed_hosts: Option<Vec<String>>,
+    pub isolation: Option<Isolation>,
+}
+
+/// Whether steps, hooks and instances must run sandboxed (`serve --isolation`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// Refuse to start without a working sandbox.
+    Required,
+    /// Sandbox when the machine can; otherwise run unsandboxed, and say so loudly.
+    #[default]
+    Auto,
+    /// Never sandbox.
+    Off,
 }
 
 /// Overrides from the environment and the command line (clap merges those two).
@@ -41,6 +55,7 @@ pub struct Overrides {
     pub trusted_proxies: Vec<String>,
     pub anonymous_read: bool,
     pub allowed_hosts: Vec<String>,
+    pub isolation: Option<Isolation>,
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +75,7 @@ pub struct Config {
     pub trusted_proxies: Vec<conveyor_router::Cidr>,
     /// Who may read without a token, which host names the API answers to.
     pub access: conveyor_server::auth::AccessConfig,
+    pub isolation: Isolation,
 }
 
 /// A given admin token shorter than this is refused: its hash is in the database, and a short
@@ -113,6 +129,7 @@ impl Config {
                 anonymous_read: overrides.anonymous_read || file.anonymous_read.unwrap_or(false),
                 allowed_hosts,
             },
+            isolation: overrides.isolation.or(file.isolation).unwrap_or_default(),
             addr: overrides
                 .addr
                 .or(file.addr)
@@ -205,6 +222,29 @@ mod tests {
         assert_eq!(c.flags.rate_per_second, 1_000);
         o.flag_rate_limit = Some(0);
         assert_eq!(Config::resolve(&o, &env(&[])).unwrap().flags.rate_per_second, 0);
+    }
+
+    #[test]
+    fn isolation_is_auto_unless_the_file_or_a_flag_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("conveyor.toml");
+        assert_eq!(
+            Config::resolve(&Overrides::default(), &env(&[]))
+                .unwrap()
+                .isolation,
+            Isolation::Auto
+        );
+        std::fs::write(&file, "isolation = 'required'\n").unwrap();
+        let mut o = Overrides {
+            config: Some(file),
+            ..Default::default()
+        };
+        assert_eq!(
+            Config::resolve(&o, &env(&[])).unwrap().isolation,
+            Isolation::Required
+        );
+        o.isolation = Some(Isolation::Off);
+        assert_eq!(Config::resolve(&o, &env(&[])).unwrap().isolation, Isolation::Off);
     }
 
     #[test]

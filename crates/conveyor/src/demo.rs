@@ -7,7 +7,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -50,11 +49,7 @@ pub async fn demo(config: &Config, example: &Path, exit: bool) -> anyhow::Result
 
     let mut engine_config = config.clone();
     engine_config.data = data.clone();
-    let engine = conveyor_engine::Engine::new(
-        conveyor_engine::DataDir::open(&data).await?,
-        engine_config.engine_config(),
-        Arc::new(conveyor_exec::LocalExecutor),
-    );
+    let engine = crate::local::engine(&engine_config, conveyor_engine::DataDir::open(&data).await?).await?;
     let token = conveyor_server::ensure_admin_token(&engine, None)
         .await?
         .context("a fresh data directory gets a new admin token")?;

@@ -10,9 +10,10 @@ use anyhow::{Context as _, bail};
 use conveyor_attest::PublicKey;
 use conveyor_engine::{CheckpointPolicy, DataDir, Engine, NewRun, source};
 use conveyor_exec::LocalExecutor;
+use conveyor_exec::sandbox::Sandbox;
 use conveyor_store::{Release, RunStatus};
 
-use crate::config::Config;
+use crate::config::{Config, Isolation};
 use crate::progress::Progress;
 
 pub fn validate(file: &Path) -> ExitCode {
@@ -85,7 +86,59 @@ async fn open_engine(config: &Config) -> anyhow::Result<Arc<Engine>> {
     let data = DataDir::open(&config.data)
         .await
         .with_context(|| format!("cannot open data directory {}", config.data.display()))?;
-    Ok(Engine::new(data, config.engine_config(), Arc::new(LocalExecutor)))
+    engine(config, data).await
+}
+
+/// The engine on `data`, its steps (and the server's hooks and instances) in the sandbox that
+/// `config.isolation` asks for.
+pub async fn engine(config: &Config, data: DataDir) -> anyhow::Result<Arc<Engine>> {
+    let sandbox = sandbox(config, &data).await?;
+    let mut engine_config = config.engine_config();
+    engine_config.sandbox = sandbox.clone();
+    Ok(Engine::new(
+        data,
+        engine_config,
+        Arc::new(LocalExecutor::new(sandbox)),
+    ))
+}
+
+/// Bubblewrap hiding the data directory, or no sandbox: because the operator said `off`, or —
+/// unless isolation is `required`, which refuses to go on — because this machine cannot have one,
+/// which is said loudly.
+async fn sandbox(config: &Config, data: &DataDir) -> anyhow::Result<Sandbox> {
+    if config.isolation == Isolation::Off {
+        return Ok(Sandbox::none("turned off (--isolation off)"));
+    }
+    let path = config
+        .base_env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map_or("/usr/bin:/bin", |(_, v)| v.as_str());
+    // Through a symlink, the same directory has two names: both are hidden.
+    let mut hidden = vec![data.root.clone()];
+    hidden.extend(std::fs::canonicalize(&data.root));
+    match Sandbox::bubblewrap(path, hidden).await {
+        Ok(sandbox) => {
+            tracing::info!(
+                isolation = sandbox.describe(),
+                "steps, hooks and instances run sandboxed"
+            );
+            Ok(sandbox)
+        }
+        Err(why) if config.isolation == Isolation::Required => {
+            Err(anyhow::Error::new(why)
+                .context("isolation is required (--isolation required) but unavailable"))
+        }
+        Err(why) => {
+            tracing::warn!(
+                %why,
+                "steps, hooks and instances run WITHOUT isolation, with the server's privileges: a \
+                 pipeline can read the data directory (database, secrets, signing key); install \
+                 bubblewrap, or say --isolation off"
+            );
+            Ok(Sandbox::none(why))
+        }
+    }
 }
 
 pub async fn run(

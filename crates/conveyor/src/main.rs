@@ -107,8 +107,10 @@ async fn dispatch(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<Exi
             trusted_proxies,
             anonymous_read,
             allowed_hosts,
+            isolation,
         } => {
             let mut o = overrides(&data);
+            o.isolation = isolation;
             o.flag_rate_limit = flag_rate_limit;
             o.trusted_proxies = trusted_proxies;
             o.anonymous_read = anonymous_read;

@@ -9,6 +9,7 @@ mod cli;
 mod delivery;
 mod events;
 mod flags;
+mod isolation;
 mod pipelines;
 mod recovery;
 mod safety;

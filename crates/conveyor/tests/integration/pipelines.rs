@@ -45,7 +45,7 @@ jobs:
     );
     let repo = repo(&tmp.path().join("repo"), &[("conveyor.yml", &pipeline)]);
     let head = git(&repo, &["rev-parse", "HEAD"]);
-    let server = Server::start(&tmp.path().join("data"));
+    let server = Server::start_with(&tmp.path().join("data"), UNSANDBOXED);
     server.add_project("diamond", &repo).await;
     let run_id = server.trigger("diamond").await;
     let run = server.finished_run(run_id).await;
@@ -174,7 +174,7 @@ jobs:
         pid = pidfile.display()
     );
     let repo = repo(&tmp.path().join("repo"), &[("conveyor.yml", &pipeline)]);
-    let server = Server::start(&tmp.path().join("data"));
+    let server = Server::start_with(&tmp.path().join("data"), UNSANDBOXED);
     server.add_project("slow", &repo).await;
     let run = server.finished_run(server.trigger("slow").await).await;
     assert_eq!(run["status"], "failed");
@@ -208,7 +208,7 @@ jobs:
         pid = pidfile.display()
     );
     let repo = repo(&tmp.path().join("repo"), &[("conveyor.yml", &pipeline)]);
-    let server = Server::start(&tmp.path().join("data"));
+    let server = Server::start_with(&tmp.path().join("data"), UNSANDBOXED);
     server.add_project("cancel", &repo).await;
     let run_id = server.trigger("cancel").await;
     let pid = eventually(Duration::from_secs(30), || async { read_pid(&pidfile) }).await;

@@ -34,7 +34,7 @@ jobs:
     );
     let repo = repo(&tmp.path().join("repo"), &[("conveyor.yml", &pipeline)]);
     let data = tmp.path().join("data");
-    let mut server = Server::start(&data);
+    let mut server = Server::start_with(&data, UNSANDBOXED);
     server.add_project("crashy", &repo).await;
     let run_id = server.trigger("crashy").await;
     let orphans = eventually(Duration::from_secs(30), || async {
@@ -46,7 +46,7 @@ jobs:
     .await;
     server.kill9();
 
-    let server = Server::start(&data);
+    let server = Server::start_with(&data, UNSANDBOXED);
     let run = server.finished_run(run_id).await;
     assert_eq!(run["status"], "failed", "fragile could not be retried: {run:#}");
 

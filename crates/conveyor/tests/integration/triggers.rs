@@ -85,7 +85,7 @@ async fn logs_follow_streams_lines_live_until_the_run_ends() {
         gate = gate.display()
     );
     let repo = repo(&tmp.path().join("repo"), &[("conveyor.yml", &pipeline)]);
-    let server = Server::start(&tmp.path().join("data"));
+    let server = Server::start_with(&tmp.path().join("data"), UNSANDBOXED);
     server.add_project("live", &repo).await;
     let run_id = server.trigger("live").await;
 
