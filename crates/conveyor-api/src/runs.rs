@@ -224,6 +224,9 @@ pub struct SigningKey {
     pub algorithm: String,
     /// Hex.
     pub public_key: String,
+    /// Keys rotations retired (hex): what they signed still verifies.
+    #[serde(default)]
+    pub retired: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

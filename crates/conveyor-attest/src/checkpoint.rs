@@ -42,12 +42,13 @@ impl Checkpoint {
         key.sign(PAYLOAD_TYPE, &payload)
     }
 
-    /// The statement `envelope` carries, once its type and `key`'s signature over it are checked.
-    pub fn verify(envelope: &Envelope, key: &PublicKey) -> Result<Checkpoint, CheckpointError> {
+    /// The statement `envelope` carries, once its type and the signature of one of `keys` (the
+    /// server's current key and those it retired) over it are checked.
+    pub fn verify(envelope: &Envelope, keys: &[PublicKey]) -> Result<Checkpoint, CheckpointError> {
         if envelope.payload_type != PAYLOAD_TYPE {
             return Err(CheckpointError::PayloadType(envelope.payload_type.clone()));
         }
-        let payload = envelope.verify(key)?;
+        let payload = envelope.verify(envelope.signer(keys)?)?;
         serde_json::from_slice(&payload).map_err(|e| CheckpointError::Payload(e.to_string()))
     }
 }
@@ -85,13 +86,17 @@ mod tests {
     fn a_checkpoint_verifies_only_as_signed_by_its_key() {
         let key = KeyPair::from_seed([3; 32]);
         let envelope = statement().sign(&key);
-        assert_eq!(Checkpoint::verify(&envelope, &key.public()), Ok(statement()));
+        let keys = [key.public()];
+        assert_eq!(Checkpoint::verify(&envelope, &keys), Ok(statement()));
+        // Signed before a rotation: the retired key still verifies it.
+        let rotated = [KeyPair::from_seed([5; 32]).public(), key.public()];
+        assert_eq!(Checkpoint::verify(&envelope, &rotated), Ok(statement()));
 
-        let other = KeyPair::from_seed([4; 32]).public();
+        let other = [KeyPair::from_seed([4; 32]).public()];
         assert_eq!(
             Checkpoint::verify(&envelope, &other),
-            Err(CheckpointError::Signature(VerifyError::NoSignatureForKey(
-                other.key_id()
+            Err(CheckpointError::Signature(VerifyError::UnknownSigner(
+                key.public().key_id()
             )))
         );
 
@@ -103,7 +108,7 @@ mod tests {
         };
         rewritten.payload = BASE64.encode(serde_json::to_vec(&forged).unwrap());
         assert_eq!(
-            Checkpoint::verify(&rewritten, &key.public()),
+            Checkpoint::verify(&rewritten, &keys),
             Err(CheckpointError::Signature(VerifyError::BadSignature(
                 key.public().key_id()
             )))
@@ -112,14 +117,14 @@ mod tests {
         // Validly signed, but not a checkpoint: a provenance envelope is refused by its type.
         let provenance = key.sign(crate::dsse::IN_TOTO_PAYLOAD_TYPE, b"{}");
         assert_eq!(
-            Checkpoint::verify(&provenance, &key.public()),
+            Checkpoint::verify(&provenance, &keys),
             Err(CheckpointError::PayloadType(
                 crate::dsse::IN_TOTO_PAYLOAD_TYPE.into()
             ))
         );
         let not_a_statement = key.sign(PAYLOAD_TYPE, b"{\"seq\":1}");
         assert!(matches!(
-            Checkpoint::verify(&not_a_statement, &key.public()),
+            Checkpoint::verify(&not_a_statement, &keys),
             Err(CheckpointError::Payload(_))
         ));
     }

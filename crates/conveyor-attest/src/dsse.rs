@@ -53,6 +53,8 @@ pub enum VerifyError {
     PayloadEncoding,
     #[error("envelope has no signature by key {0}")]
     NoSignatureForKey(String),
+    #[error("signed by key {0}, which is none of the server's keys (current or retired)")]
+    UnknownSigner(String),
     #[error("signature by key {0} is not valid base64 Ed25519")]
     SignatureEncoding(String),
     #[error(
@@ -112,7 +114,30 @@ impl PublicKey {
     }
 }
 
+/// Public keys as a file holds them: one hex key per line (the current one and the retired
+/// ones), blank lines ignored.
+pub fn public_keys_from_text(text: &str) -> Result<Vec<PublicKey>, VerifyError> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(PublicKey::from_hex)
+        .collect()
+}
+
 impl Envelope {
+    /// The key of `keys` that signed this envelope, by key id (the current one, or one retired
+    /// by a rotation): `verify` with it.
+    pub fn signer<'k>(&self, keys: &'k [PublicKey]) -> Result<&'k PublicKey, VerifyError> {
+        keys.iter()
+            .find(|k| {
+                let id = k.key_id();
+                self.signatures.iter().any(|s| s.keyid == id)
+            })
+            .ok_or_else(|| {
+                let ids: Vec<&str> = self.signatures.iter().map(|s| s.keyid.as_str()).collect();
+                VerifyError::UnknownSigner(ids.join(", "))
+            })
+    }
+
     /// Checks this key's signature over the envelope and returns the payload bytes.
     pub fn verify(&self, key: &PublicKey) -> Result<Vec<u8>, VerifyError> {
         let payload = BASE64

@@ -8,5 +8,5 @@ pub mod dsse;
 pub mod provenance;
 
 pub use checkpoint::{Checkpoint, CheckpointError};
-pub use dsse::{Envelope, KeyPair, PublicKey, VerifyError};
+pub use dsse::{Envelope, KeyPair, PublicKey, VerifyError, public_keys_from_text};
 pub use provenance::{Provenance, Subject};

@@ -5,7 +5,7 @@
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
-use conveyor_attest::{Checkpoint, KeyPair};
+use conveyor_attest::{Checkpoint, KeyPair, PublicKey};
 use conveyor_store::logs::LogDir;
 use conveyor_store::{Audit, Cas, Keyring, SecretKey, Store, StoreError};
 
@@ -18,6 +18,9 @@ pub struct DataDir {
     pub logs: LogDir,
     /// Signs releases and the event log's checkpoints (DSSE's payload type keeps the two apart).
     pub signer: KeyPair,
+    /// Public keys the signer had before rotations (`keys/retired/*.pub`): what they signed
+    /// still verifies.
+    pub retired: Vec<PublicKey>,
     /// `keys/in-use.lock`, held shared while the directory is open: a key rotation takes it
     /// exclusively, so it never re-seals values under a server that still holds the old key.
     lock: std::fs::File,
@@ -41,6 +44,7 @@ impl DataDir {
             .open(keys.join("in-use.lock"))?;
         lock.lock_shared()?;
         let signer = load_or_create_key(&keys)?;
+        let retired = retired_keys(&keys.join("retired"))?;
         let keyring = load_or_create_keyring(&keys.join("secrets.key"))?;
         owner_only(&keys)?;
         let store = Store::open(&root.join("conveyor.db"), keyring).await?;
@@ -54,8 +58,45 @@ impl DataDir {
             cas,
             logs,
             signer,
+            retired,
             lock,
         })
+    }
+
+    /// Every key whose signatures verify: the current one first, then the retired ones.
+    pub fn public_keys(&self) -> Vec<PublicKey> {
+        std::iter::once(self.signer.public())
+            .chain(self.retired.iter().cloned())
+            .collect()
+    }
+
+    /// Replaces the signing key with a fresh one; the old public key is kept under
+    /// `keys/retired/` so releases and checkpoints it signed still verify, and the rotation is
+    /// recorded (`signing_key_rotated`). Refused while another process has the directory open.
+    /// Returns the new key's id.
+    pub async fn rotate_signing_key(&self) -> Result<String, EngineError> {
+        self.lock.try_lock().map_err(|_| KeyError::InUse)?;
+        let keys = self.root.join("keys");
+        let retired_dir = keys.join("retired");
+        std::fs::create_dir_all(&retired_dir)?;
+        std::fs::set_permissions(&retired_dir, std::fs::Permissions::from_mode(0o700))?;
+        let old = self.signer.public();
+        write_atomically(&retired_dir.join(format!("{}.pub", old.key_id())), &old.to_hex())?;
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(KeyError::NoRandomness)?;
+        let new = KeyPair::from_seed(seed);
+        write_atomically(&keys.join("signing.key"), &hex::encode(seed))?;
+        write_atomically(&keys.join("signing.pub"), &new.public().to_hex())?;
+        let key_id = new.public().key_id();
+        self.store
+            .log()
+            .append(conveyor_store::Event::SigningKeyRotated {
+                key_id: key_id.clone(),
+                previous: old.key_id(),
+            })
+            .await?;
+        tracing::info!(key = %key_id, previous = %old.key_id(), "signing key rotated");
+        Ok(key_id)
     }
 
     /// Where signed checkpoints are exported, one DSSE envelope per line.
@@ -76,7 +117,7 @@ impl DataDir {
     pub async fn audit(&self) -> Result<Audit, EngineError> {
         Ok(self
             .store
-            .audit(&self.signer.public(), Some(&self.checkpoint_file()))
+            .audit(&self.public_keys(), Some(&self.checkpoint_file()))
             .await?)
     }
 
@@ -120,6 +161,8 @@ impl DataDir {
 pub enum KeyError {
     #[error("{} is not a 32-byte hex Ed25519 seed", .0.display())]
     NotASeed(PathBuf),
+    #[error("{} is not a hex Ed25519 public key", .0.display())]
+    NotAPublicKey(PathBuf),
     #[error("{}:{line}: not a 32-byte hex secrets key", .path.display())]
     NotASecretsKey { path: PathBuf, line: usize },
     #[error("the data directory is open in another process (a running server?): stop it first")]
@@ -151,6 +194,45 @@ fn load_or_create_key(dir: &Path) -> Result<KeyPair, EngineError> {
     file.sync_all()?;
     std::fs::write(dir.join("signing.pub"), key.public().to_hex())?;
     Ok(key)
+}
+
+/// The public keys rotations retired, by key id (one hex key per `<id>.pub`).
+fn retired_keys(dir: &Path) -> Result<Vec<PublicKey>, EngineError> {
+    let mut keys = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(keys);
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pub"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        let text = std::fs::read_to_string(&path)?;
+        keys.push(PublicKey::from_hex(&text).map_err(|_| KeyError::NotAPublicKey(path))?);
+    }
+    Ok(keys)
+}
+
+/// Writes `text` to `path` through a fresh file 0600, synced and renamed over it.
+fn write_atomically(path: &Path, text: &str) -> Result<(), EngineError> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".new");
+    let fresh = path.with_file_name(name);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&fresh)?;
+    std::io::Write::write_all(&mut file, text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&fresh, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// The secrets keyring: one hex key per line, the last one current (more than one only while a
@@ -189,21 +271,8 @@ fn read_keyring(path: &Path) -> Result<Keyring, EngineError> {
 
 /// Replaces the keyring file atomically (a new file 0600, synced, renamed over it).
 fn write_keyring(path: &Path, keys: &[SecretKey]) -> Result<(), EngineError> {
-    let fresh = path.with_extension("key.new");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&fresh)?;
     let text: String = keys.iter().map(|k| k.to_hex() + "\n").collect();
-    std::io::Write::write_all(&mut file, text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&fresh, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    write_atomically(path, &text)
 }
 
 /// Every file under `keys/` is its owner's only, public keys too: one rule, nothing to judge,

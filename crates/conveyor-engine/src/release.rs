@@ -60,12 +60,13 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
-/// Checks a release: the envelope's signature by `key`, that its signed subjects are exactly the
+/// Checks a release: the envelope's signature by one of `keys` (the server's current key and
+/// those a rotation retired), that its signed subjects are exactly the
 /// release's artifacts, and that each artifact's content (its digest as computed now, in
 /// `actual`) still matches. Returns every mismatch, in words; empty means verified.
 pub fn verify_release(
     release: &Release,
-    key: &PublicKey,
+    keys: &[PublicKey],
     actual: &BTreeMap<String, Result<String, String>>,
 ) -> Vec<String> {
     let mut problems = Vec::new();
@@ -79,7 +80,7 @@ pub fn verify_release(
             envelope.payload_type
         ));
     }
-    let payload = match envelope.verify(key) {
+    let payload = match envelope.signer(keys).and_then(|key| envelope.verify(key)) {
         Ok(p) => p,
         Err(e) => {
             problems.push(format!("signature: {e}"));

@@ -486,15 +486,21 @@ pub async fn get_artifact(
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
 }
 
-/// The server's release-signing public key.
+/// The server's release-signing public key, and those rotations retired.
 #[utoipa::path(get, path = "/api/v1/keys/signing", tag = "releases",
     responses((status = 200, description = "The key", body = SigningKey)))]
 pub async fn signing_key(State(state): State<AppState>) -> Json<SigningKey> {
-    let key = state.engine.data().signer.public();
+    let data = state.engine.data();
+    let key = data.signer.public();
     Json(SigningKey {
         key_id: key.key_id(),
         algorithm: "ed25519".into(),
         public_key: key.to_hex(),
+        retired: data
+            .retired
+            .iter()
+            .map(conveyor_attest::PublicKey::to_hex)
+            .collect(),
     })
 }
 

@@ -122,10 +122,10 @@ impl std::fmt::Display for AuditProblem {
 }
 
 impl Store {
-    /// Verifies the chain and every checkpoint against `key`: the database's, and those of the
-    /// exported file `exported` (missing: nothing exported yet). Reads one snapshot of the
-    /// database a page at a time.
-    pub async fn audit(&self, key: &PublicKey, exported: Option<&Path>) -> Result<Audit, StoreError> {
+    /// Verifies the chain and every checkpoint against `keys` (the server's current key and
+    /// those it retired): the database's, and those of the exported file `exported` (missing:
+    /// nothing exported yet). Reads one snapshot of the database a page at a time.
+    pub async fn audit(&self, keys: &[PublicKey], exported: Option<&Path>) -> Result<Audit, StoreError> {
         // The file's length before the snapshot: a checkpoint is committed before it is
         // exported, so every line within that length is in the snapshot too.
         let exported = match exported {
@@ -158,7 +158,7 @@ impl Store {
             for row in &rows {
                 let seq: i64 = row.get(0);
                 audit.checkpoints += 1;
-                match signed(row.get(1), key) {
+                match signed(row.get(1), keys) {
                     Ok(checkpoint) => {
                         check_against_chain(&mut tx, &checkpoint, last, &mut audit.problems).await?
                     }
@@ -179,7 +179,7 @@ impl Store {
                     continue;
                 }
                 audit.exported += 1;
-                let checkpoint = match signed(&line, key) {
+                let checkpoint = match signed(&line, keys) {
                     Ok(checkpoint) => checkpoint,
                     Err(error) => {
                         audit
@@ -201,7 +201,7 @@ impl Store {
                         check_against_chain(&mut tx, &checkpoint, last, &mut audit.problems).await?;
                     }
                     // The same statement was checked against the chain above.
-                    Some(stored) if signed(&stored, key).as_ref() == Ok(&checkpoint) => {}
+                    Some(stored) if signed(&stored, keys).as_ref() == Ok(&checkpoint) => {}
                     Some(_) => check_against_chain(&mut tx, &checkpoint, last, &mut audit.problems).await?,
                 }
             }
@@ -261,11 +261,11 @@ async fn walk_chain(tx: &mut Tx<'_>, audit: &mut Audit) -> Result<i64, StoreErro
     Ok(last_seq)
 }
 
-/// The checkpoint an envelope's JSON carries, if `key` signed it.
-fn signed(envelope: &str, key: &PublicKey) -> Result<Checkpoint, String> {
+/// The checkpoint an envelope's JSON carries, if one of `keys` signed it.
+fn signed(envelope: &str, keys: &[PublicKey]) -> Result<Checkpoint, String> {
     let envelope: Envelope =
         serde_json::from_str(envelope).map_err(|e| format!("not a DSSE envelope: {e}"))?;
-    Checkpoint::verify(&envelope, key).map_err(|e| e.to_string())
+    Checkpoint::verify(&envelope, keys).map_err(|e| e.to_string())
 }
 
 /// Whether the log's event `checkpoint.seq` still has the signed hash.
@@ -350,7 +350,7 @@ mod tests {
     async fn a_rewrite_that_recomputed_every_hash_is_caught_by_the_checkpoints() {
         let (dir, store, _) = store_with_a_run().await;
         let signer = KeyPair::from_seed([6; 32]);
-        let key = signer.public();
+        let key = [signer.public()];
         let export = dir.path().join("checkpoints.jsonl");
         let first = store.log().checkpoint(&signer, &export).await.unwrap().unwrap();
         assert_eq!(first.seq, 7);
@@ -401,13 +401,13 @@ mod tests {
         let export = dir.path().join("checkpoints.jsonl");
         let signer = KeyPair::from_seed([6; 32]);
         store.log().checkpoint(&signer, &export).await.unwrap();
-        let other = KeyPair::from_seed([7; 32]).public();
+        let other = [KeyPair::from_seed([7; 32]).public()];
         let problems = store.audit(&other, Some(&export)).await.unwrap().problems;
         assert!(
             matches!(&problems[..], [
                 AuditProblem::CheckpointInvalid { seq: 7, error },
                 AuditProblem::ExportInvalid { line: 1, .. },
-            ] if error.contains(&format!("no signature by key {}", other.key_id()))),
+            ] if error.contains(&format!("signed by key {}, which is none of the server's keys", signer.public().key_id()))),
             "{problems:?}"
         );
 
@@ -425,7 +425,7 @@ mod tests {
             .unwrap();
         std::fs::write(dir.path().join("garbage.jsonl"), "not json\n").unwrap();
         let problems = store
-            .audit(&signer.public(), Some(&dir.path().join("garbage.jsonl")))
+            .audit(&[signer.public()], Some(&dir.path().join("garbage.jsonl")))
             .await
             .unwrap()
             .problems;
@@ -460,7 +460,7 @@ mod tests {
             ],
         )
         .await;
-        let key = signer.public();
+        let key = [signer.public()];
         // The database alone looks intact...
         assert_eq!(store.audit(&key, None).await.unwrap().problems, []);
         // ... not next to the exported file.

@@ -175,12 +175,11 @@ impl Store {
 
     /// The credentials of a project's source URL (`user:token`), if it has any.
     pub async fn source_credentials(&self, project: &str) -> Result<Option<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT credentials FROM source_credentials WHERE project = $1")
-                .bind(project)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+        Ok(self
+            .sealed_values(project)
+            .await?
+            .into_iter()
+            .find_map(|(name, value)| (name == crate::secrets::SOURCE_CREDENTIALS).then_some(value)))
     }
 }
 
@@ -203,7 +202,7 @@ pub(crate) mod tests {
 
     /// Events checked and problems found, with no checkpoint signed.
     pub(crate) async fn audit(store: &Store) -> (u64, Vec<AuditProblem>) {
-        let key = conveyor_attest::KeyPair::from_seed([6; 32]).public();
+        let key = [conveyor_attest::KeyPair::from_seed([6; 32]).public()];
         let audit = store.audit(&key, None).await.unwrap();
         (audit.events, audit.problems)
     }

@@ -24,6 +24,12 @@ pub enum Event {
         project: String,
         name: String,
     },
+    /// The release signing key was replaced; `previous` is kept (retired) so that what it signed
+    /// still verifies.
+    SigningKeyRotated {
+        key_id: String,
+        previous: String,
+    },
     /// Plaintext secret values left by a version that did not seal them were sealed under key
     /// `key_id` (once, when the store was first opened with a key).
     SecretsSealed {
@@ -303,6 +309,7 @@ impl Event {
             Event::SecretSet { .. } => "secret_set",
             Event::SecretsSealed { .. } => "secrets_sealed",
             Event::SecretsKeyRotated { .. } => "secrets_key_rotated",
+            Event::SigningKeyRotated { .. } => "signing_key_rotated",
             Event::TokenCreated { .. } => "token_created",
             Event::TokenRevoked { .. } => "token_revoked",
             Event::UserAdded { .. } => "user_added",

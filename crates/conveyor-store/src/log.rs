@@ -136,22 +136,29 @@ impl EventLog {
     }
 
     /// Stores (or, with `None`, forgets) the credentials of a project's source URL, outside the
-    /// log: the `project_added` event carries the URL without them.
+    /// log (the `project_added` event carries the URL without them), sealed like a secret value.
     pub async fn set_source_credentials(
         &self,
         project: &str,
         credentials: Option<&str>,
     ) -> Result<(), StoreError> {
-        let query = match credentials {
-            Some(credentials) => sqlx::query(
-                "INSERT INTO source_credentials (project, credentials) VALUES ($1, $2)
-                 ON CONFLICT (project) DO UPDATE SET credentials = excluded.credentials",
-            )
-            .bind(project)
-            .bind(credentials),
-            None => sqlx::query("DELETE FROM source_credentials WHERE project = $1").bind(project),
-        };
-        query.execute(&self.pool).await?;
+        let name = secrets::SOURCE_CREDENTIALS;
+        let sealed = credentials
+            .map(|c| self.keyring().seal(project, name, c))
+            .transpose()?;
+        let _guard = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        match sealed {
+            Some(sealed) => secrets::put(&mut tx, project, name, &sealed).await?,
+            None => {
+                sqlx::query("DELETE FROM secrets WHERE project = $1 AND name = $2")
+                    .bind(project)
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -156,6 +156,7 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, seq: i64, event: &Event, at: &str) ->
         Event::SecretSet { .. }
         | Event::SecretsSealed { .. }
         | Event::SecretsKeyRotated { .. }
+        | Event::SigningKeyRotated { .. }
         | Event::RunCancelRequested { .. } => {}
         Event::TokenCreated {
             name,

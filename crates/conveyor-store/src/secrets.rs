@@ -242,9 +242,20 @@ pub(crate) async fn all(tx: &mut Tx<'_>) -> Result<Vec<(String, String, Stored)>
         .collect())
 }
 
+/// Where a project's source-URL credentials are kept among its sealed values: a name no secret
+/// can have, so no pipeline can ask for them.
+pub(crate) const SOURCE_CREDENTIALS: &str = "source credentials";
+
 impl Store {
     /// A project's secrets, opened: `(name, value)` by name.
     pub async fn secrets(&self, project: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let mut values = self.sealed_values(project).await?;
+        values.retain(|(name, _)| name != SOURCE_CREDENTIALS);
+        Ok(values)
+    }
+
+    /// Every sealed value of a project (its secrets and its source credentials), opened.
+    pub(crate) async fn sealed_values(&self, project: &str) -> Result<Vec<(String, String)>, StoreError> {
         let keyring = self.log().keyring();
         let rows =
             sqlx::query("SELECT name, value, key_id, nonce FROM secrets WHERE project = $1 ORDER BY name")
@@ -344,6 +355,37 @@ mod store_tests {
             file.push(suffix);
             std::fs::read(file).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
         })
+    }
+
+    #[tokio::test]
+    async fn source_credentials_are_sealed_apart_from_the_secrets_steps_get() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let store = open(&path).await;
+        let credentials = "alice:a-recognisable-git-token-424242";
+        store
+            .log()
+            .set_source_credentials("p", Some(credentials))
+            .await
+            .unwrap();
+        store.log().set_secret("p", "TOKEN", "t").await.unwrap();
+        assert_eq!(
+            store.source_credentials("p").await.unwrap().as_deref(),
+            Some(credentials)
+        );
+        // Never among the secrets a pipeline's steps are given.
+        assert_eq!(
+            store.secrets("p").await.unwrap(),
+            [("TOKEN".to_string(), "t".to_string())]
+        );
+        store.log().set_source_credentials("p", None).await.unwrap();
+        assert_eq!(store.source_credentials("p").await.unwrap(), None);
+        store
+            .log()
+            .set_source_credentials("p", Some(credentials))
+            .await
+            .unwrap();
+        assert!(!in_file(store, &path, "a-recognisable-git-token").await);
     }
 
     #[tokio::test]

@@ -530,4 +530,11 @@ pub enum AdminCommand {
         #[command(flatten)]
         data: DataArgs,
     },
+    /// Replace the release signing key (keys/signing.key) with a fresh one, on a local data
+    /// directory with the server stopped. The old public key is kept under keys/retired/, so
+    /// releases and audit checkpoints it signed still verify. Recorded in the event log.
+    RotateSigningKey {
+        #[command(flatten)]
+        data: DataArgs,
+    },
 }

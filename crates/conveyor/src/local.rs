@@ -298,21 +298,29 @@ pub async fn verify(data: &Path, release_id: i64) -> anyhow::Result<ExitCode> {
             .map_err(|e| format!("cannot read stored content: {e}"));
         actual.insert(a.path.clone(), now);
     }
-    Ok(report_verification(&release, &data.signer.public(), &actual))
+    Ok(report_verification(&release, &data.public_keys(), &actual))
 }
 
 /// Prints the outcome of checking a release; the exit code says whether it verified.
 pub fn report_verification(
     release: &Release,
-    key: &PublicKey,
+    keys: &[PublicKey],
     actual: &BTreeMap<String, Result<String, String>>,
 ) -> ExitCode {
-    let problems = conveyor_engine::verify_release(release, key, actual);
+    let problems = conveyor_engine::verify_release(release, keys, actual);
     if problems.is_empty() {
+        let signer = serde_json::from_value::<conveyor_attest::Envelope>(release.envelope.clone())
+            .ok()
+            .and_then(|e| e.signatures.first().map(|s| s.keyid.clone()))
+            .unwrap_or_default();
+        let retired = if keys.first().is_some_and(|k| k.key_id() == signer) {
+            ""
+        } else {
+            " (a retired key)"
+        };
         println!(
-            "release {} verified: signature by key {} is valid; {} artifact(s) match their signed digests",
+            "release {} verified: signature by key {signer}{retired} is valid; {} artifact(s) match their signed digests",
             release.id,
-            key.key_id(),
             release.artifacts.len()
         );
         ExitCode::SUCCESS
@@ -340,10 +348,22 @@ pub async fn audit_verify(
             data.display()
         );
     }
-    let key_file = public_key.map_or_else(|| data.join("keys/signing.pub"), Path::to_path_buf);
-    let key = std::fs::read_to_string(&key_file)
-        .with_context(|| format!("cannot read the public key {}", key_file.display()))?;
-    let key = PublicKey::from_hex(&key).with_context(|| format!("{}", key_file.display()))?;
+    // The directory's keys, current and retired; or a file of them (one hex key per line) kept
+    // elsewhere.
+    let mut key_files = vec![public_key.map_or_else(|| data.join("keys/signing.pub"), Path::to_path_buf)];
+    if public_key.is_none()
+        && let Ok(retired) = std::fs::read_dir(data.join("keys/retired"))
+    {
+        key_files.extend(retired.filter_map(Result::ok).map(|e| e.path()));
+    }
+    let mut key = Vec::new();
+    for file in &key_files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the public key {}", file.display()))?;
+        key.extend(
+            conveyor_attest::public_keys_from_text(&text).with_context(|| format!("{}", file.display()))?,
+        );
+    }
     if let Some(file) = checkpoints {
         // Given explicitly, a missing file is a mistake, not "nothing exported yet".
         std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -379,6 +399,16 @@ pub async fn rotate_secrets_key(config: &Config) -> anyhow::Result<ExitCode> {
     let data = open_existing(&config.data).await?;
     let (key, resealed) = data.rotate_secrets_key().await?;
     println!("{resealed} secret value(s) re-encrypted under key {key}; the old key is retired");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn rotate_signing_key(config: &Config) -> anyhow::Result<ExitCode> {
+    let data = open_existing(&config.data).await?;
+    let previous = data.signer.public().key_id();
+    let key = data.rotate_signing_key().await?;
+    println!(
+        "releases are signed by key {key} from now on; key {previous} is retired (what it signed still verifies)"
+    );
     Ok(ExitCode::SUCCESS)
 }
 

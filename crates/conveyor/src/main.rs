@@ -258,6 +258,9 @@ async fn dispatch(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<Exi
         Command::Admin(AdminCommand::Rebuild { data }) => {
             local::rebuild(&Config::resolve(&overrides(&data), &env)?).await
         }
+        Command::Admin(AdminCommand::RotateSigningKey { data }) => {
+            local::rotate_signing_key(&Config::resolve(&overrides(&data), &env)?).await
+        }
     }
 }
 

@@ -13,7 +13,7 @@ pub(crate) type Db = sqlx::Sqlite;
 
 /// The schema, in order. 7 reshaped the read models (JSON columns became child tables); 8
 /// added users and roles, 10 server-side environment protection; 11 left plaintext secret
-/// values for `Store::open` to seal.
+/// values for `Store::open` to seal; 12 moved source credentials among them.
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration::new(1, include_str!("../../migrations/sqlite/0001_init.sql")),
     Migration::new(2, include_str!("../../migrations/sqlite/0002_deployments.sql")),
@@ -31,6 +31,10 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration::new(
         11,
         include_str!("../../migrations/sqlite/0011_secrets_at_rest.sql"),
+    ),
+    Migration::new(
+        12,
+        include_str!("../../migrations/sqlite/0012_sealed_source_credentials.sql"),
     ),
 ];
 

@@ -170,14 +170,17 @@ impl Client {
     /// Downloads the release, its artifacts and the server's public key, and checks them here.
     pub async fn verify(&self, id: i64) -> anyhow::Result<ExitCode> {
         let key: SigningKey = self.get("/api/v1/keys/signing").await?;
-        let key = PublicKey::from_hex(&key.public_key)?;
+        let keys = std::iter::once(&key.public_key)
+            .chain(&key.retired)
+            .map(|k| PublicKey::from_hex(k))
+            .collect::<Result<Vec<_>, _>>()?;
         let release: Release = self.get(&format!("/api/v1/releases/{id}")).await?;
         let mut actual = BTreeMap::new();
         for a in &release.artifacts {
             let digest = self.digest_of(id, &a.path).await.map_err(|e| format!("{e:#}"));
             actual.insert(a.path.clone(), digest);
         }
-        Ok(crate::local::report_verification(&release, &key, &actual))
+        Ok(crate::local::report_verification(&release, &keys, &actual))
     }
 
     async fn digest_of(&self, release: i64, path: &str) -> anyhow::Result<String> {

@@ -112,6 +112,16 @@ impl Server {
         body
     }
 
+    /// Whether the event log (its first 1000 events) has an event that `matches`.
+    pub async fn logged(&self, matches: impl Fn(&Value) -> bool) -> bool {
+        let events = self.get("/api/v1/events?limit=1000").await;
+        events["events"]
+            .as_array()
+            .expect("a list of events")
+            .iter()
+            .any(|e| matches(&e["event"]))
+    }
+
     /// Adds user `name` with `grants` (role, project, environment) and returns a token of theirs.
     pub async fn user(&self, name: &str, grants: &[(&str, Option<&str>, Option<&str>)]) -> String {
         self.post(

@@ -657,13 +657,9 @@ async fn gates_belong_to_the_server_not_to_the_commit() {
     assert_eq!(held["rollback_of"], Value::Null, "{held:#}");
 
     // The rules are audited.
-    let events = server.get("/api/v1/events?limit=1000").await;
     assert!(
-        events["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["event"]["type"] == "environment_protected" && e["event"]["by"] == "admin"),
-        "{events}"
+        server
+            .logged(|e| e["type"] == "environment_protected" && e["by"] == "admin")
+            .await
     );
 }
