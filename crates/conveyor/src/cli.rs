@@ -73,6 +73,10 @@ pub enum Command {
         /// Print the release as JSON instead of a summary.
         #[arg(long)]
         json: bool,
+        /// Sandbox the steps with bubblewrap: `required`, `auto` (default: when the machine can,
+        /// with a warning when it cannot) or `off`.
+        #[arg(long, env = "CONVEYOR_ISOLATION", value_enum)]
+        isolation: Option<crate::config::Isolation>,
     },
     /// Start the server: API, triggers (polling, manual, cron), runs.
     Serve {

@@ -91,9 +91,11 @@ async fn dispatch(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<Exi
             secrets,
             jobs,
             json,
+            isolation,
         } => {
             let mut o = overrides(&data);
             o.jobs = jobs;
+            o.isolation = isolation;
             let config = Config::resolve(&o, &env)?;
             let secrets = local::parse_secrets(&secrets, &env)?;
             local::run(&config, &dir.unwrap_or_else(|| ".".into()), secrets, json).await
