@@ -309,13 +309,18 @@ impl Delivery {
                 release: target,
             });
         }
-        let cx = self.context(target, environment).await?;
-        if cx.release.project != project {
+        // Another project's release is refused before anything of it (its environments) is read.
+        let release = store
+            .release(target)
+            .await?
+            .ok_or(DeliveryError::NoSuchRelease(target))?;
+        if release.project != project {
             return Err(DeliveryError::OtherProject {
                 release: target,
-                project: cx.release.project,
+                project: release.project,
             });
         }
+        let cx = self.context(target, environment).await?;
         if !self.succeeded_in(project, environment, target).await? {
             return self.promote(environment, target, by, None).await;
         }

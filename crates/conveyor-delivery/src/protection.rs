@@ -18,12 +18,17 @@ pub fn freeze_windows(protection: &EnvironmentProtection) -> Result<Vec<FreezeWi
         .collect()
 }
 
-/// Reviewers both lists allow (either alone when the other allows anyone).
+/// Reviewers both lists allow (either alone when the other allows anyone). Lists with nobody in
+/// common keep the server's: an empty list means "any deployer", so a commit naming only
+/// strangers must not open the gate to everyone.
 fn stricter_reviewers(release: Vec<String>, server: &[String]) -> Vec<String> {
     match (release.is_empty(), server.is_empty()) {
         (_, true) => release,
         (true, false) => server.to_vec(),
-        (false, false) => release.into_iter().filter(|r| server.contains(r)).collect(),
+        (false, false) => {
+            let both: Vec<String> = release.into_iter().filter(|r| server.contains(r)).collect();
+            if both.is_empty() { server.to_vec() } else { both }
+        }
     }
 }
 
@@ -108,6 +113,11 @@ mod tests {
             (
                 "    approval: { reviewers: [bob, carol] }\n",
                 Some((2, vec!["bob"], true)),
+            ),
+            // Nobody in common: the server's reviewers, never "anyone".
+            (
+                "    approval: { reviewers: [mallory] }\n",
+                Some((2, vec!["alice", "bob"], true)),
             ),
         ];
         for (yaml, expected) in cases {

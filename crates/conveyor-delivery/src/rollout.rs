@@ -135,6 +135,15 @@ impl Rollout<'_> {
                 Ok(Some(d)) => d.approvals.len() as u32,
                 _ => 0,
             };
+            // The server's protection may change while the deployment waits: the rules of now.
+            if let Ok(cx) = self
+                .delivery
+                .context(self.cx.release.id, &self.cx.environment.name)
+                .await
+            {
+                self.cx.environment.approval = cx.environment.approval;
+                self.cx.environment.freeze = cx.environment.freeze;
+            }
             let gates: Vec<String> = plan::closed_gates(&self.cx.environment, approvals, chrono::Utc::now())
                 .iter()
                 .map(ToString::to_string)

@@ -261,6 +261,13 @@ pub async fn list_runs(
         |r| r.id,
     )
     .await?;
+    let runs = runs
+        .into_iter()
+        .map(|mut run| {
+            run.source_uri = conveyor_engine::source::redacted(&run.source_uri);
+            run
+        })
+        .collect();
     Ok(Json(RunList { runs }))
 }
 
@@ -306,7 +313,8 @@ async fn find_run(state: &AppState, id: i64) -> ApiResult<conveyor_store::RunVie
 #[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs", params(("id" = i64, Path)),
     responses((status = 200, description = "The run", body = RunDetail)))]
 pub async fn get_run(State(state): State<AppState>, Params(id): Params<i64>) -> ApiResult<Json<RunDetail>> {
-    let run = find_run(&state, id).await?;
+    let mut run = find_run(&state, id).await?;
+    run.source_uri = conveyor_engine::source::redacted(&run.source_uri);
     let release_id = state.engine.store().release_of_run(id).await?.map(|r| r.id);
     Ok(Json(RunDetail { run, release_id }))
 }
@@ -537,7 +545,7 @@ pub async fn list_events(State(state): State<AppState>, Q(q): Q<EventsQuery>) ->
     let mut page = Vec::new();
     let mut bytes = 0;
     for e in events {
-        let event = e.event.shown();
+        let event = event_shown(&e.event);
         bytes += event.to_string().len();
         if bytes > EVENT_PAGE_BYTES && !page.is_empty() {
             break;
@@ -549,6 +557,18 @@ pub async fn list_events(State(state): State<AppState>, Q(q): Q<EventsQuery>) ->
         });
     }
     Ok(Json(EventList { events: page }))
+}
+
+/// An event as the API shows it: no hashes, and no credentials in a source URL (events from
+/// before credentials were kept apart have them in theirs).
+fn event_shown(event: &conveyor_store::Event) -> serde_json::Value {
+    let mut value = event.shown();
+    if let Some(uri) = value.get_mut("source_uri")
+        && let Some(text) = uri.as_str()
+    {
+        *uri = serde_json::Value::String(conveyor_engine::source::redacted(text));
+    }
+    value
 }
 
 /// A stored RFC 3339 time, typed.
@@ -595,7 +615,7 @@ pub async fn stream_events(
                     .id(stored.seq.to_string())
                     .event(stored.event.kind())
                     .data(
-                        serde_json::json!({ "seq": stored.seq, "at": stored.at, "event": stored.event.shown() })
+                        serde_json::json!({ "seq": stored.seq, "at": stored.at, "event": event_shown(&stored.event) })
                             .to_string(),
                     );
                 Some((Ok(event), events))

@@ -355,6 +355,10 @@ pub async fn authorize(
     next: Next,
 ) -> Result<Response, ApiError> {
     check_host(&state, &request)?;
+    if need.action > Action::Read && bearer(&request).is_none() {
+        // Anonymous read access never extends to changes: say a token is missing.
+        return Err(ApiError::Unauthorized);
+    }
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()

@@ -171,10 +171,13 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, seq: i64, event: &Event, at: &str) ->
                 add_user(tx, owner, UserKind::Person, None, at).await?;
                 grant(tx, owner, Role::Admin, None, None).await?;
             }
-            sqlx::query(
+            // Created again under its name, a token is rotated: never once it was revoked (a
+            // rotation racing a revocation must not bring the token back).
+            let written = sqlx::query(
                 "INSERT INTO tokens (name, hash, user_name, expires_at, created_at) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (name) DO UPDATE SET hash = excluded.hash, user_name = excluded.user_name,
-                    expires_at = excluded.expires_at, created_at = excluded.created_at, revoked_at = NULL",
+                    expires_at = excluded.expires_at, created_at = excluded.created_at
+                 WHERE tokens.revoked_at IS NULL",
             )
             .bind(name)
             .bind(hash)
@@ -183,6 +186,9 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, seq: i64, event: &Event, at: &str) ->
             .bind(at)
             .execute(&mut **tx)
             .await?;
+            if written.rows_affected() == 0 {
+                return Err(sqlx::Error::Protocol(format!("token {name} was revoked")));
+            }
         }
         Event::TokenRevoked { name, .. } => {
             sqlx::query("UPDATE tokens SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL")

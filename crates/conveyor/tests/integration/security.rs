@@ -489,7 +489,7 @@ async fn reads_are_private_hosts_are_checked_and_guessing_is_limited() {
             false,
         )
         .await;
-    assert_eq!(status, 403);
+    assert_eq!(status, 401);
 }
 
 async fn protect(server: &Server, environment: &str, protection: Value) {
