@@ -18,7 +18,7 @@ use futures_util::Stream;
 
 use conveyor_store::logs::LogOf;
 
-use crate::auth::{Action, Caller};
+use crate::auth::{Action, Caller, Scoped};
 use crate::extract::{Body, Params, Q};
 use crate::{ApiError, AppState, triggers};
 
@@ -366,6 +366,7 @@ pub async fn run_logs(
 pub async fn stream_logs(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(scope): Extension<Scoped>,
     Params(id): Params<i64>,
     Q(q): Q<LogQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
@@ -378,7 +379,7 @@ pub async fn stream_logs(
         done: bool,
     }
     let cursor = Cursor {
-        state,
+        state: state.clone(),
         offset: q.after,
         pending: Default::default(),
         done: false,
@@ -425,7 +426,7 @@ pub async fn stream_logs(
             }
         }
     });
-    Ok(Sse::new(permit.hold(stream)).keep_alive(KeepAlive::default()))
+    Ok(Sse::new(permit.hold(stream, state, caller, scope)).keep_alive(KeepAlive::default()))
 }
 
 // === releases ===
@@ -588,6 +589,7 @@ pub(crate) fn timestamp(text: &str) -> ApiResult<chrono::DateTime<chrono::Utc>> 
 pub async fn stream_events(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(scope): Extension<Scoped>,
     headers: axum::http::HeaderMap,
     Q(q): Q<EventStreamQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
@@ -626,7 +628,7 @@ pub async fn stream_events(
             }
         }
     });
-    Ok(Sse::new(permit.hold(stream)).keep_alive(KeepAlive::default()))
+    Ok(Sse::new(permit.hold(stream, state, caller, scope)).keep_alive(KeepAlive::default()))
 }
 
 /// Validates a `conveyor.yml` sent as the request body.

@@ -459,14 +459,69 @@ pub struct StreamPermit {
     key: String,
 }
 
+/// How often an open stream checks that its caller may still read it.
+const STREAM_RECHECK: Duration = Duration::from_secs(2);
+
 impl StreamPermit {
-    /// `stream`, holding this permit for as long as it lasts.
-    pub fn hold<S: futures_util::Stream>(self, stream: S) -> impl futures_util::Stream<Item = S::Item> {
+    /// `stream`, holding this permit for as long as it lasts, and ending as soon as its caller
+    /// may no longer read `scope`: the token revoked or expired, the user removed, the role taken
+    /// away.
+    pub fn hold<S: futures_util::Stream>(
+        self,
+        stream: S,
+        state: AppState,
+        caller: Caller,
+        scope: Scoped,
+    ) -> impl futures_util::Stream<Item = S::Item> {
+        let lost = async move {
+            loop {
+                tokio::time::sleep(STREAM_RECHECK).await;
+                if !still_reads(&state, &caller, &scope).await {
+                    tracing::info!(user = %caller.user, "closing a stream its caller may no longer read");
+                    return;
+                }
+            }
+        };
+        let stream = futures_util::StreamExt::take_until(stream, Box::pin(lost));
         futures_util::StreamExt::map(stream, move |item| {
             let _held = &self;
             item
         })
     }
+}
+
+/// May `caller` (as the store has their token and grants now) still read `scope`?
+async fn still_reads(state: &AppState, caller: &Caller, scope: &Scoped) -> bool {
+    let Some(token) = &caller.token else {
+        return state.auth.config.anonymous_read;
+    };
+    let store = state.engine.store();
+    let valid = match store.token(token).await {
+        Ok(Some(t)) => {
+            t.user == caller.user
+                && t.revoked_at.is_none()
+                && t.expires_at.is_none_or(|at| at > Utc::now())
+                && matches!(store.user(&t.user).await, Ok(Some(_)))
+        }
+        // A store that cannot answer now is not a revocation.
+        Err(_) => return true,
+        Ok(None) => false,
+    };
+    if !valid {
+        return false;
+    }
+    let Ok(grants) = store.grants(&caller.user).await else {
+        return true;
+    };
+    let now = Caller {
+        grants,
+        ..caller.clone()
+    };
+    now.may(
+        Action::Read,
+        scope.project.as_deref(),
+        scope.environment.as_deref(),
+    )
 }
 
 impl Drop for StreamPermit {

@@ -405,6 +405,7 @@ pub async fn cancel_schedule(
 pub async fn stream(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(scope): Extension<crate::auth::Scoped>,
     Params((project, environment)): Params<(String, String)>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     let permit = state.auth.open_stream(&caller)?;
@@ -454,5 +455,5 @@ pub async fn stream(
         }
     });
     let stream = futures_util::StreamExt::chain(futures_util::stream::once(async { Ok(first) }), changes);
-    Ok(Sse::new(permit.hold(stream)).keep_alive(KeepAlive::default()))
+    Ok(Sse::new(permit.hold(stream, state, caller, scope)).keep_alive(KeepAlive::default()))
 }

@@ -337,7 +337,14 @@ async fn expired_revoked_and_rotated_tokens_are_refused() {
     let (status, body) = status_of(&server, Method::GET, "/api/v1/runs", &short, None).await;
     assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")));
 
-    // Revocation, by its owner.
+    // Revocation, by its owner; a stream opened with the token ends with it.
+    let mut stream = reqwest::Client::new()
+        .get(format!("{}/api/v1/events/stream", server.base))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
     let (status, body) = status_of(&server, Method::DELETE, "/api/v1/tokens/alice", &alice, None).await;
     assert_eq!((status, body["revoked"].as_bool()), (200, Some(true)), "{body}");
     assert_eq!(
@@ -346,6 +353,11 @@ async fn expired_revoked_and_rotated_tokens_are_refused() {
             .0,
         401
     );
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        while stream.chunk().await.unwrap().is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its revoked token");
     let listed = server.get("/api/v1/tokens").await;
     let alice_token = listed["tokens"]
         .as_array()
