@@ -90,6 +90,8 @@ pub(crate) struct Context {
     pub environment: Environment,
     /// Environments the release must have succeeded in first (the release's and the server's).
     pub after: Vec<String>,
+    /// The server's protection `environment` was guarded with, to tell when it changes.
+    pub protection: Option<conveyor_api::EnvironmentProtection>,
 }
 
 /// More approvals than this is a mistake, not a policy.
@@ -162,8 +164,9 @@ impl Delivery {
             }
         })?;
         let mut env = env;
-        let after = match store.protection(&release.project, environment).await? {
-            Some(protection) => protection::protect(&mut env, &protection),
+        let protection = store.protection(&release.project, environment).await?;
+        let after = match &protection {
+            Some(protection) => protection::protect(&mut env, protection),
             None => env.after.iter().cloned().collect(),
         };
         Ok(Context {
@@ -171,6 +174,7 @@ impl Delivery {
             spec,
             environment: env,
             after,
+            protection,
         })
     }
 
@@ -394,13 +398,16 @@ impl Delivery {
         sender.send(control).map_err(|_| DeliveryError::JustEnded(id))
     }
 
-    async fn unfinished(&self, id: i64) -> Result<DeploymentView, DeliveryError> {
-        let d = self
-            .engine
+    async fn deployment(&self, id: i64) -> Result<DeploymentView, DeliveryError> {
+        self.engine
             .store()
             .deployment(id)
             .await?
-            .ok_or(DeliveryError::NoSuchDeployment(id))?;
+            .ok_or(DeliveryError::NoSuchDeployment(id))
+    }
+
+    async fn unfinished(&self, id: i64) -> Result<DeploymentView, DeliveryError> {
+        let d = self.deployment(id).await?;
         if d.finished_at.is_some() {
             return Err(DeliveryError::Ended {
                 id,
@@ -480,12 +487,7 @@ impl Delivery {
         if let Err(error) = recorded {
             // The store refuses a second approval by one person and any after the end, however
             // many ask at once: say which.
-            let d = self
-                .engine
-                .store()
-                .deployment(id)
-                .await?
-                .ok_or(DeliveryError::NoSuchDeployment(id))?;
+            let d = self.deployment(id).await?;
             if d.approvals.iter().any(|a| a == by) {
                 return Err(plan::ApprovalRefused::AlreadyApproved { who: by.to_string() }.into());
             }

@@ -135,14 +135,18 @@ impl Rollout<'_> {
                 Ok(Some(d)) => d.approvals.len() as u32,
                 _ => 0,
             };
-            // The server's protection may change while the deployment waits: the rules of now.
-            if let Ok(cx) = self
-                .delivery
-                .context(self.cx.release.id, &self.cx.environment.name)
-                .await
+            // The server's protection may change while the deployment waits: the rules of now
+            // (the release's file is read again only when they changed).
+            let now = store
+                .protection(&self.cx.release.project, &self.cx.environment.name)
+                .await;
+            if now.is_ok_and(|now| now != self.cx.protection)
+                && let Ok(cx) = self
+                    .delivery
+                    .context(self.cx.release.id, &self.cx.environment.name)
+                    .await
             {
-                self.cx.environment.approval = cx.environment.approval;
-                self.cx.environment.freeze = cx.environment.freeze;
+                self.cx = cx;
             }
             let gates: Vec<String> = plan::closed_gates(&self.cx.environment, approvals, chrono::Utc::now())
                 .iter()

@@ -33,6 +33,17 @@ fn grant_from_row(row: &Row) -> Result<Grant, StoreError> {
     })
 }
 
+/// A `name, kind, email, created_at` row of `users`, its grants still to be read.
+fn user_from_row(row: &Row) -> Result<User, StoreError> {
+    Ok(User {
+        name: row.try_get("name")?,
+        kind: status(row, "kind")?,
+        email: row.try_get("email")?,
+        grants: Vec::new(),
+        created_at: row.try_get("created_at")?,
+    })
+}
+
 fn token_from_row(row: &Row) -> Result<TokenInfo, StoreError> {
     Ok(TokenInfo {
         name: row.try_get("name")?,
@@ -97,15 +108,7 @@ impl Store {
         .await?;
         let mut users = rows
             .iter()
-            .map(|row| {
-                Ok(User {
-                    name: row.try_get("name")?,
-                    kind: status(row, "kind")?,
-                    email: row.try_get("email")?,
-                    grants: Vec::new(),
-                    created_at: row.try_get("created_at")?,
-                })
-            })
+            .map(user_from_row)
             .collect::<Result<Vec<_>, StoreError>>()?;
         for row in &grants {
             let name: String = row.try_get("user_name")?;
@@ -117,7 +120,15 @@ impl Store {
     }
 
     pub async fn user(&self, name: &str) -> Result<Option<User>, StoreError> {
-        Ok(self.users().await?.into_iter().find(|u| u.name == name))
+        let row = sqlx::query("SELECT name, kind, email, created_at FROM users WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(mut user) = row.as_ref().map(user_from_row).transpose()? else {
+            return Ok(None);
+        };
+        user.grants = self.grants(name).await?;
+        Ok(Some(user))
     }
 
     /// The user whose email this is (commit authors are matched by email).

@@ -178,22 +178,10 @@ fn stop(server: &mut Server) {
     assert!(server.child.wait().unwrap().success());
 }
 
-/// Triggers a run of `project` and waits for its status (reads with the token).
+/// Triggers a run of `project` and waits for its status.
 async fn run_status(server: &Server, project: &str) -> String {
-    let run_id = server.trigger(project).await;
-    eventually(std::time::Duration::from_secs(60), || async {
-        let (_, run) = server
-            .request(
-                reqwest::Method::GET,
-                &format!("/api/v1/runs/{run_id}"),
-                None,
-                true,
-            )
-            .await;
-        let status = run["status"].as_str().unwrap_or("running").to_string();
-        (status != "running").then_some(status)
-    })
-    .await
+    let run = server.finished_run(server.trigger(project).await).await;
+    run["status"].as_str().unwrap_or_default().to_string()
 }
 
 fn contains(haystack: &[u8], needle: &str) -> bool {
