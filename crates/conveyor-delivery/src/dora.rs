@@ -1,7 +1,6 @@
 //! DORA's four keys from the deployments read model: what went out, what failed, how long from
 //! commit to production and back to health.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -18,10 +17,23 @@ impl Delivery {
         environment: &str,
         window: Duration,
     ) -> Result<conveyor_analysis::dora::Report, DeliveryError> {
+        let mut reports = self.dora_at(project, environment, window, &[Utc::now()]).await?;
+        Ok(reports.remove(0))
+    }
+
+    /// [`Delivery::dora`] for the windows ending at each of `ends` (a trend), from one read of
+    /// the deployments.
+    pub async fn dora_at(
+        &self,
+        project: Option<&str>,
+        environment: &str,
+        window: Duration,
+        ends: &[DateTime<Utc>],
+    ) -> Result<Vec<conveyor_analysis::dora::Report>, DeliveryError> {
         use conveyor_analysis::dora::{Deployment, Outcome};
         let store = self.engine.store();
+        let commit_times = store.commit_times(project).await?;
         let mut records = Vec::new();
-        let mut commit_times: HashMap<i64, Option<DateTime<Utc>>> = HashMap::new();
         for d in store.deployments(project, Some(environment), 100_000).await? {
             let Some(finished) = d.finished_at else {
                 continue;
@@ -31,32 +43,19 @@ impl Delivery {
                 (_, Some(_)) => Outcome::Failed,
                 _ => Outcome::NotStarted,
             };
-            let committed = match commit_times.get(&d.release_id) {
-                Some(known) => *known,
-                None => {
-                    let run = match store.release(d.release_id).await? {
-                        Some(release) => store.run(release.run_id).await?,
-                        None => None,
-                    };
-                    let time = run.and_then(|r| r.committed_at);
-                    commit_times.insert(d.release_id, time);
-                    time
-                }
-            };
             records.push(Deployment {
                 id: d.id,
                 outcome,
                 started: d.created_at,
                 finished,
-                committed,
+                committed: commit_times.get(&d.release_id).copied().flatten(),
                 rollback_of: d.rollback_of,
                 fixed_by: d.fixed_by,
             });
         }
-        Ok(conveyor_analysis::dora::report(
-            &records,
-            chrono::Utc::now(),
-            window,
-        ))
+        Ok(ends
+            .iter()
+            .map(|end| conveyor_analysis::dora::report(&records, *end, window))
+            .collect())
     }
 }

@@ -240,6 +240,41 @@ pub async fn commit_emails(
     Ok(emails)
 }
 
+/// A commit as a list of changes shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitLine {
+    pub sha: String,
+    pub author: String,
+    pub subject: String,
+}
+
+/// The commits reachable from `commit` and not from `since`, newest first, at most `limit`.
+pub async fn commits_between(
+    repo: &Path,
+    since: &str,
+    commit: &str,
+    limit: usize,
+) -> Result<Vec<CommitLine>, EngineError> {
+    let max = format!("--max-count={limit}");
+    let exclude = format!("^{since}");
+    let text = git(
+        repo,
+        &["log", &max, "--format=%H%x1f%an%x1f%s", commit, &exclude, "--"],
+    )
+    .await?;
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(3, '\x1f');
+            Some(CommitLine {
+                sha: fields.next()?.to_string(),
+                author: fields.next()?.to_string(),
+                subject: fields.next().unwrap_or("").to_string(),
+            })
+        })
+        .collect())
+}
+
 /// When a commit was made (its committer date, RFC 3339).
 pub async fn commit_time(repo: &Path, commit: &str) -> Option<String> {
     git(repo, &["show", "-s", "--format=%cI", commit])

@@ -562,7 +562,7 @@ pub async fn list_events(State(state): State<AppState>, Q(q): Q<EventsQuery>) ->
 
 /// An event as the API shows it: no hashes, and no credentials in a source URL (events from
 /// before credentials were kept apart have them in theirs).
-fn event_shown(event: &conveyor_store::Event) -> serde_json::Value {
+pub(crate) fn event_shown(event: &conveyor_store::Event) -> serde_json::Value {
     let mut value = event.shown();
     if let Some(uri) = value.get_mut("source_uri")
         && let Some(text) = uri.as_str()

@@ -94,7 +94,7 @@ pub struct Caller {
 
 impl Caller {
     /// Anonymous read access (when the server allows it): viewer of everything.
-    fn anonymous() -> Caller {
+    pub(crate) fn anonymous() -> Caller {
         Caller {
             user: "anonymous".into(),
             token: None,
@@ -250,7 +250,11 @@ fn bearer(request: &Request) -> Option<&str> {
 
 /// Who is calling: their token's user and grants, or anonymous read access, or a refusal.
 /// `peer` is the client's address, `token` the bearer token it sent.
-async fn identify(state: &AppState, peer: Option<IpAddr>, token: Option<String>) -> Result<Caller, ApiError> {
+pub(crate) async fn identify(
+    state: &AppState,
+    peer: Option<IpAddr>,
+    token: Option<String>,
+) -> Result<Caller, ApiError> {
     let Some(token) = token else {
         return if state.auth.config.anonymous_read {
             Ok(Caller::anonymous())
@@ -366,10 +370,25 @@ pub async fn authorize(
     let token = bearer(&request).map(str::to_string);
     let caller = identify(&state, peer, token).await?;
     let (mut parts, body) = request.into_parts();
-    let params = axum::RequestPartsExt::extract::<RawPathParams>(&mut parts)
+    let scoped = admit(&state, need, &caller, &mut parts).await?;
+    let mut request = Request::from_parts(parts, body);
+    request.extensions_mut().insert(caller);
+    request.extensions_mut().insert(scoped);
+    Ok(next.run(request).await)
+}
+
+/// The project and environment a request's path names, once `caller` is known to be allowed to
+/// do there what the route needs.
+pub(crate) async fn admit(
+    state: &AppState,
+    need: Need,
+    caller: &Caller,
+    parts: &mut axum::http::request::Parts,
+) -> Result<Scoped, ApiError> {
+    let params = axum::RequestPartsExt::extract::<RawPathParams>(parts)
         .await
         .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
-    let (project, environment) = scope_of(&state, need.scope, &params).await?;
+    let (project, environment) = scope_of(state, need.scope, &params).await?;
     match (need.scope, &project) {
         // Lists and the caller's own things: the handler narrows them; a route that changes
         // something needs the role somewhere.
@@ -391,10 +410,7 @@ pub async fn authorize(
         }
         _ => caller.require(need.action, project.as_deref(), environment.as_deref())?,
     }
-    let mut request = Request::from_parts(parts, body);
-    request.extensions_mut().insert(caller);
-    request.extensions_mut().insert(Scoped { project, environment });
-    Ok(next.run(request).await)
+    Ok(Scoped { project, environment })
 }
 
 /// Refuses a request whose `Host` names a server we are not (DNS rebinding).

@@ -68,7 +68,7 @@ fn flag_summary(flag: &FlagInfo<'_>) -> FlagSummary {
     }
 }
 
-fn live(state: &AppState, project: &str, environment: &str) -> ApiResult<std::sync::Arc<crate::flags::Live>> {
+pub(crate) fn live(state: &AppState, project: &str, environment: &str) -> ApiResult<std::sync::Arc<crate::flags::Live>> {
     Ok(state
         .flags
         .environment(project, environment)

@@ -14,6 +14,7 @@ mod flags_api;
 mod ofrep;
 pub mod openapi;
 pub mod triggers;
+pub mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,6 +61,10 @@ pub enum Access {
     /// OFREP: an evaluation key, checked by the handler, which answers in the protocol's own
     /// bodies. Not in the OpenAPI document (the protocol has its own).
     Ofrep,
+    /// A page of the web UI (HTML, not in the OpenAPI document): anyone's (sign-in, the
+    /// stylesheet), or a caller's — signed in with a session cookie, whose forms carry a CSRF
+    /// token, or with a bearer token — whose grants cover the [`auth::Need`].
+    Page(Option<auth::Need>),
 }
 
 /// Bodies larger than a route needs are refused before they are read: most take small JSON.
@@ -78,13 +83,18 @@ pub struct Route {
 }
 
 impl Route {
-    fn body_limit(mut self, bytes: usize) -> Route {
+    /// Part of the JSON API and its OpenAPI document (not OFREP, not a page).
+    pub fn documented(&self) -> bool {
+        matches!(self.access, Access::Anonymous | Access::Caller(_))
+    }
+
+    pub(crate) fn body_limit(mut self, bytes: usize) -> Route {
         self.body_limit = bytes;
         self
     }
 }
 
-fn route<H, T>(method: Method, path: impl Into<String>, access: Access, handler: H) -> Route
+pub(crate) fn route<H, T>(method: Method, path: impl Into<String>, access: Access, handler: H) -> Route
 where
     H: Handler<T, AppState>,
     T: 'static,
@@ -430,6 +440,7 @@ pub fn routes() -> Vec<Route> {
             ofrep::configuration,
         ),
     ];
+    table.extend(ui::routes());
     for r in &mut table {
         if r.access == Access::Ofrep {
             // OFREP bodies are a context, capped before they are read.
@@ -445,8 +456,17 @@ pub fn router(state: AppState) -> Router {
     let mut router = Router::new();
     for r in routes() {
         let mut handler = r.handler.layer(DefaultBodyLimit::max(r.body_limit));
-        if let Access::Caller(need) = r.access {
-            handler = handler.route_layer(from_fn_with_state((state.clone(), need), auth::authorize));
+        match r.access {
+            Access::Caller(need) => {
+                handler = handler.route_layer(from_fn_with_state((state.clone(), need), auth::authorize));
+            }
+            Access::Page(Some(need)) => {
+                handler = handler.route_layer(from_fn_with_state(
+                    (state.clone(), need, r.body_limit),
+                    ui::authorize_page,
+                ));
+            }
+            Access::Anonymous | Access::Ofrep | Access::Page(None) => {}
         }
         router = router.route(&r.path, handler);
     }

@@ -122,7 +122,7 @@ impl Modify for Shared {
             components.responses.insert(name.to_string(), RefOr::T(response));
         }
         for route in crate::routes() {
-            if route.access == Access::Ofrep {
+            if !route.documented() {
                 continue;
             }
             let path = openapi_path(&route.path);

@@ -28,7 +28,9 @@ pub use event::{
 };
 pub use flags::{FlagAge, FlagKeyRow, FlagScheduleView, FlagSetRow};
 pub use log::{EventLog, Subscription};
-pub use query::{DeploymentView, JobView, JudgementView, Project, Release, RunView, StepView, StoredEvent};
+pub use query::{
+    DeploymentView, JobView, JudgementView, Project, Release, RunFilter, RunView, StepView, StoredEvent,
+};
 pub use secrets::{KEY_LEN, Keyring, SecretError, SecretKey};
 
 /// Now, as the RFC 3339 text every timestamp in the store uses (UTC, milliseconds).

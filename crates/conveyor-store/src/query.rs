@@ -199,6 +199,16 @@ async fn deployments_of(store: &Store, pick: Pick<'_>) -> Result<Vec<DeploymentV
         .collect()
 }
 
+/// Which runs [`Store::runs_where`] reads; `None` is any.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunFilter<'a> {
+    pub project: Option<&'a str>,
+    pub status: Option<&'a str>,
+    pub branch: Option<&'a str>,
+    /// Runs older than this one.
+    pub before: Option<i64>,
+}
+
 const RUN_COLUMNS: &str = "id, project, source_uri, commit_sha, branch, event, status, created_at, finished_at, pipeline, source_digest, committed_at";
 
 fn run_from_row(row: &Row) -> Result<RunView, StoreError> {
@@ -301,10 +311,20 @@ impl Store {
 
     /// Newest first, without jobs.
     pub async fn runs(&self, project: Option<&str>, limit: i64) -> Result<Vec<RunView>, StoreError> {
+        self.runs_where(&RunFilter { project, ..RunFilter::default() }, limit).await
+    }
+
+    /// Newest first, without jobs: a project's (or every project's) runs with `status` and on
+    /// `branch` when given, older than run `before` when given.
+    pub async fn runs_where(&self, filter: &RunFilter<'_>, limit: i64) -> Result<Vec<RunView>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE ($1 IS NULL OR project = $1) ORDER BY id DESC LIMIT $2"
+            "SELECT {RUN_COLUMNS} FROM runs WHERE ($1 IS NULL OR project = $1) AND ($2 IS NULL OR status = $2)
+             AND ($3 IS NULL OR branch = $3) AND ($4 IS NULL OR id < $4) ORDER BY id DESC LIMIT $5"
         ))
-        .bind(project)
+        .bind(filter.project)
+        .bind(filter.status)
+        .bind(filter.branch)
+        .bind(filter.before)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
@@ -456,6 +476,60 @@ impl Store {
         deployments_of(self, pick).await
     }
 
+    /// Each project environment's newest deployment (of `project`, or of every project), by
+    /// project and then in the order the environments were first deployed to.
+    pub async fn latest_deployments(&self, project: Option<&str>) -> Result<Vec<DeploymentView>, StoreError> {
+        let pick = Pick {
+            table: "deployments",
+            condition: "id IN (SELECT MAX(id) FROM deployments WHERE ($1 IS NULL OR project = $1) GROUP BY project, environment)
+                ORDER BY project, (SELECT MIN(f.id) FROM deployments f WHERE f.project = deployments.project AND f.environment = deployments.environment)",
+            binds: vec![Bind::Text(project)],
+        };
+        deployments_of(self, pick).await
+    }
+
+    /// What each project environment runs: `(project, environment, release, since)` of its newest
+    /// succeeded deployment.
+    pub async fn current_releases(
+        &self,
+    ) -> Result<Vec<(String, String, i64, Option<chrono::DateTime<chrono::Utc>>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT project, environment, release_id, finished_at FROM deployments WHERE id IN
+             (SELECT MAX(id) FROM deployments WHERE status = 'succeeded' GROUP BY project, environment)",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect())
+    }
+
+    /// When each release's commit was made (of `project`, or of every project), if known.
+    pub async fn commit_times(
+        &self,
+        project: Option<&str>,
+    ) -> Result<HashMap<i64, Option<chrono::DateTime<chrono::Utc>>>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT releases.id, runs.committed_at FROM releases JOIN runs ON runs.id = releases.run_id
+             WHERE ($1 IS NULL OR releases.project = $1)",
+        )
+        .bind(project)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// A release's deployments, newest first.
+    pub async fn deployments_of_release(&self, release: i64) -> Result<Vec<DeploymentView>, StoreError> {
+        let pick = Pick {
+            table: "deployments",
+            condition: "release_id = $1 ORDER BY id DESC LIMIT 1000",
+            binds: vec![Bind::Int(release)],
+        };
+        deployments_of(self, pick).await
+    }
+
     pub async fn deployment(&self, id: i64) -> Result<Option<DeploymentView>, StoreError> {
         Ok(deployments_of(self, Pick::one("deployments", id)).await?.pop())
     }
@@ -539,6 +613,25 @@ impl Store {
             })
         })
         .transpose()
+    }
+
+    /// Events before `before` (or the newest), of `kind` when given, newest first.
+    pub async fn events_before(
+        &self,
+        before: Option<i64>,
+        kind: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, at, data FROM events WHERE ($1 IS NULL OR seq < $1) AND ($2 IS NULL OR kind = $2)
+             ORDER BY seq DESC LIMIT $3",
+        )
+        .bind(before)
+        .bind(kind)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(stored_event).collect()
     }
 
     /// Events after `after`, oldest first.

@@ -67,6 +67,9 @@ pub async fn demo(config: &Config, example: &Path, exit: bool) -> anyhow::Result
     let delivery = state.delivery.clone();
     tokio::spawn(conveyor_server::serve(state, listener, std::future::pending()));
     say(format!("  server   {base}   (admin token {token})"));
+    // The token rides in the fragment, which browsers never send: the page signs itself in.
+    let ui = format!("{base}/sign-in#token={token}");
+    say(format!("  web UI   {ui}   (opens signed in as admin)"));
     let api = Client::new(&base, Some(token.clone()))?;
 
     let outcome = walk(&api, &base, &repo).await;
@@ -77,6 +80,7 @@ pub async fn demo(config: &Config, example: &Path, exit: bool) -> anyhow::Result
     let keep = !exit && std::io::IsTerminal::is_terminal(&std::io::stdin());
     if keep && outcome.is_ok() {
         say("\nThe server keeps running; press Ctrl-C to stop it (and every instance).");
+        say(format!("  open {ui} to watch it in the browser"));
         say(format!("  export CONVEYOR_SERVER={base} CONVEYOR_TOKEN={token}"));
         say("  conveyor status production   conveyor rollback production   conveyor dora");
         let _ = tokio::signal::ctrl_c().await;

@@ -36,6 +36,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         12,
         include_str!("../../migrations/sqlite/0012_sealed_source_credentials.sql"),
     ),
+    Migration::new(13, include_str!("../../migrations/sqlite/0013_ui_indexes.sql")),
 ];
 
 /// Opens (creating if needed) the database file at `path`, readable by its owner only.

@@ -15,3 +15,4 @@ mod recovery;
 mod safety;
 mod security;
 mod triggers;
+mod ui;

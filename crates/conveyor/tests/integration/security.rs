@@ -169,7 +169,10 @@ async fn every_route_answers_each_role_as_this_table_says() {
         };
         tokens.push((who, server.user(who.name, &[grant]).await));
     }
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
     for row in &table {
         if row.role == "anyone" || row.role == "evaluation key" {
             continue;
@@ -181,11 +184,13 @@ async fn every_route_answers_each_role_as_this_table_says() {
             .replace("{key}", "greeting")
             .replace("{*path}", "dist/VERSION")
             .replace("{name}", "nobody");
-        let id = if path.starts_with("/api/v1/runs/") {
+        // The web UI's pages have the API's paths without its prefix.
+        let bare = path.trim_start_matches("/api/v1");
+        let id = if bare.starts_with("/runs/") {
             run
-        } else if path.starts_with("/api/v1/releases/") {
+        } else if bare.starts_with("/releases/") {
             release
-        } else if path.starts_with("/api/v1/deployments/") {
+        } else if bare.starts_with("/deployments/") {
             deployment
         } else {
             schedule
@@ -201,19 +206,30 @@ async fn every_route_answers_each_role_as_this_table_says() {
             ("POST" | "PUT" | "PATCH", _) => Some(json!({})),
             _ => None,
         };
+        // A page's form: the same fields, unconfirmed (so an allowed action only asks).
+        let page = !row.path.starts_with("/api/");
+        let form: Vec<(&str, &str)> = match row.path.as_str() {
+            p if p.ends_with("/promote") => vec![("environment", "production")],
+            p if p.ends_with("/runs") => vec![("branch", "no-such-branch")],
+            _ => Vec::new(),
+        };
         let method: Method = row.method.parse().unwrap();
         let send = |token: Option<&str>| {
             let mut request = http.request(method.clone(), format!("{}{path}", server.base));
             if let Some(token) = token {
                 request = request.bearer_auth(token);
             }
-            if let Some(body) = &body {
+            if page && method == Method::POST {
+                request = request.form(&form);
+            } else if let Some(body) = &body {
                 request = request.json(body);
             }
             async move { request.send().await.unwrap().status().as_u16() }
         };
         let status = send(None).await;
-        assert_eq!(status, 401, "{} {path} without a token", row.method);
+        // A browser without a session is sent to sign in; anything else is told a token is missing.
+        let without = if page && method == Method::GET { 303 } else { 401 };
+        assert_eq!(status, without, "{} {path} without a token", row.method);
         for (who, token) in &tokens {
             let status = send(Some(token)).await;
             let refused = status == 401 || status == 403;

@@ -1,0 +1,386 @@
+//! What the pages' forms do: each calls the API's own handler (so the same rules, checks and
+//! audit trail apply) and goes back to the page it came from. A form that changes a deployment,
+//! a run or who may do what is confirmed first — by the script, or without it by a page that
+//! asks.
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use bytes::Bytes;
+use conveyor_api::{EnvironmentProtection, GrantRole, NewToken, NewUser, Promote, Resume, Rollback, TriggerRun};
+
+use super::session::{Form, Session};
+use super::{PageError, PageResult, chrome, html};
+use crate::auth::{Caller, Scoped};
+use crate::extract::{Body, Params};
+use crate::{ApiError, AppState, access_api, api, delivery_api, flags_api};
+
+/// The confirmation page for a form posted without `confirmed=yes` (no script asked), or None.
+fn unconfirmed(caller: &Caller, session: &Session, form: &Form, uri: &Uri, question: &str) -> Option<Response> {
+    if form.get("confirmed") == Some("yes") {
+        return None;
+    }
+    let fields: Vec<(String, String)> = form
+        .0
+        .iter()
+        .filter(|(k, _)| k != conveyor_ui::CSRF_FIELD && k != "confirmed")
+        .cloned()
+        .collect();
+    let markup = conveyor_ui::confirm(&chrome(caller, session, None), question, uri.path(), &fields, "/");
+    Some(html(StatusCode::OK, markup))
+}
+
+/// Back to the page the form was on (the `Referer`, when it is one of ours), else `fallback`,
+/// with what was done for its message.
+fn back(headers: &HeaderMap, fallback: &str, done: &str) -> Response {
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let page = headers
+        .get(header::REFERER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| r.split_once("://"))
+        .and_then(|(_, rest)| rest.strip_prefix(host))
+        .filter(|path| path.starts_with('/') && !path.starts_with("//"))
+        .map(|path| path.split('#').next().unwrap_or(path))
+        .unwrap_or(fallback);
+    let (path, query) = page.split_once('?').unwrap_or((page, ""));
+    let mut kept: Vec<&str> = query.split('&').filter(|p| !p.is_empty() && !p.starts_with("done=")).collect();
+    let done = format!("done={done}");
+    kept.push(&done);
+    Redirect::to(&format!("{path}?{}", kept.join("&"))).into_response()
+}
+
+pub async fn run(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(session): Extension<Session>,
+    Extension(form): Extension<Form>,
+    Params(project): Params<String>,
+    uri: Uri,
+) -> PageResult {
+    let commit = form.text("commit");
+    if let Some(commit) = &commit
+        && let Some(ask) = unconfirmed(&caller, &session, &form, &uri, &format!("Run commit {commit} again?"))
+    {
+        return Ok(ask);
+    }
+    let body = TriggerRun {
+        branch: form.text("branch"),
+        commit,
+    };
+    let (_, axum::Json(started)) = api::trigger_run(State(state), Params(project), Some(Body(body))).await?;
+    Ok(Redirect::to(&format!("/runs/{}", started.run_id)).into_response())
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(session): Extension<Session>,
+    Extension(form): Extension<Form>,
+    Params(id): Params<i64>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> PageResult {
+    if let Some(ask) = unconfirmed(&caller, &session, &form, &uri, &format!("Cancel run #{id}?")) {
+        return Ok(ask);
+    }
+    let _ = api::cancel_run(State(state), Params(id)).await?;
+    Ok(back(&headers, &format!("/runs/{id}"), "cancelled"))
+}
+
+pub async fn promote(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(session): Extension<Session>,
+    Extension(scoped): Extension<Scoped>,
+    Extension(form): Extension<Form>,
+    Params(id): Params<i64>,
+    uri: Uri,
+) -> PageResult {
+    let environment = form
+        .text("environment")
+        .ok_or_else(|| ApiError::InvalidRequest("choose an environment to promote to".into()))?;
+    // The environment is in the form: check it before asking anything.
+    caller.require(crate::auth::Action::Deploy, scoped.project.as_deref(), Some(&environment))?;
+    if let Some(ask) = unconfirmed(&caller, &session, &form, &uri, &format!("Promote r{id} to {environment}?")) {
+        return Ok(ask);
+    }
+    let (_, axum::Json(created)) = delivery_api::promote(
+        State(state),
+        Extension(caller),
+        Extension(scoped),
+        Params(id),
+        Body(Promote {
+            environment,
+            fixes: None,
+        }),
+    )
+    .await?;
+    Ok(Redirect::to(&format!("/deployments/{}", created.deployment_id)).into_response())
+}
+
+/// Approve, pause, resume or abort deployment `id`.
+async fn steer(
+    state: AppState,
+    caller: Caller,
+    session: Session,
+    form: Form,
+    (id, uri, headers): (i64, Uri, HeaderMap),
+    verb: &str,
+) -> PageResult {
+    let full = form.get("full") == Some("true");
+    let question = match verb {
+        "approve" => format!("Approve deployment #{id}?"),
+        "resume" if full => format!("Skip the remaining steps of deployment #{id}: all traffic to the new version?"),
+        other => format!("{}{} deployment #{id}?", other[..1].to_uppercase(), &other[1..]),
+    };
+    if let Some(ask) = unconfirmed(&caller, &session, &form, &uri, &question) {
+        return Ok(ask);
+    }
+    let caller = Extension(caller);
+    let done = match verb {
+        "approve" => {
+            let _ = delivery_api::approve(State(state), caller, Params(id)).await?;
+            "approved"
+        }
+        "pause" => {
+            let _ = delivery_api::pause(State(state), caller, Params(id)).await?;
+            "paused"
+        }
+        "resume" => {
+            let _ = delivery_api::resume(State(state), caller, Params(id), Some(Body(Resume { full }))).await?;
+            "resumed"
+        }
+        _ => {
+            let _ = delivery_api::abort(State(state), caller, Params(id)).await?;
+            "aborted"
+        }
+    };
+    Ok(back(&headers, &format!("/deployments/{id}"), done))
+}
+
+macro_rules! steering {
+    ($($name:ident),+) => {$(
+        pub async fn $name(
+            State(state): State<AppState>,
+            Extension(caller): Extension<Caller>,
+            Extension(session): Extension<Session>,
+            Extension(form): Extension<Form>,
+            Params(id): Params<i64>,
+            uri: Uri,
+            headers: HeaderMap,
+        ) -> PageResult {
+            steer(state, caller, session, form, (id, uri, headers), stringify!($name)).await
+        }
+    )+};
+}
+steering!(approve, pause, resume, abort);
+
+pub async fn rollback(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(session): Extension<Session>,
+    Extension(form): Extension<Form>,
+    Params((project, environment)): Params<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> PageResult {
+    let to = match form.text("to") {
+        Some(to) => Some(
+            to.trim_start_matches('r')
+                .parse::<i64>()
+                .map_err(|_| ApiError::InvalidRequest(format!("'{to}' is not a release")))?,
+        ),
+        None => None,
+    };
+    let target = to.map_or("the previous release".to_string(), |r| format!("r{r}"));
+    if let Some(ask) = unconfirmed(&caller, &session, &form, &uri, &format!("Roll {environment} back to {target}?")) {
+        return Ok(ask);
+    }
+    let fallback = conveyor_ui::environment_path(&project, &environment);
+    let _ = delivery_api::rollback(
+        State(state),
+        Extension(caller),
+        Params((project, environment)),
+        Some(Body(Rollback { to })),
+    )
+    .await?;
+    Ok(back(&headers, &fallback, "rolled-back"))
+}
+
+pub async fn protect(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(form): Extension<Form>,
+    Params((project, environment)): Params<(String, String)>,
+    headers: HeaderMap,
+) -> PageResult {
+    let required_approvals = match form.text("required_approvals") {
+        Some(n) => n
+            .parse()
+            .map_err(|_| ApiError::InvalidRequest(format!("'{n}' approvals is not a number")))?,
+        None => 0,
+    };
+    // Freeze windows are kept as they are: the form does not edit them.
+    let freeze = state
+        .engine
+        .store()
+        .protection(&project, &environment)
+        .await?
+        .map(|p| p.freeze)
+        .unwrap_or_default();
+    let rules = EnvironmentProtection {
+        required_approvals,
+        reviewers: form
+            .get("reviewers")
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(String::from)
+            .collect(),
+        not_author: form.get("not_author") == Some("true"),
+        freeze,
+        after: form.text("after"),
+    };
+    let _ = delivery_api::protect(State(state), Extension(caller), Params((project, environment)), Body(rules)).await?;
+    Ok(back(&headers, "/settings", "saved"))
+}
+
+pub async fn flags(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(session): Extension<Session>,
+    Extension(form): Extension<Form>,
+    Params((project, environment)): Params<(String, String)>,
+) -> PageResult {
+    let definition = form.get("definition").unwrap_or("").to_string();
+    let path = (project.clone(), environment.clone());
+    // Someone else saved since this page was made: say so rather than overwrite their change.
+    let current = flags_api::live(&state, &project, &environment)?.etag_hex();
+    if form.get("etag").is_some_and(|sent| sent != current) {
+        let problem = "The flags changed since you opened this page: reload it, then make your change again.".to_string();
+        let page = super::pages::flags_page(&state, &caller, &session, path, Some((definition, problem)), None).await?;
+        return Ok(html(StatusCode::CONFLICT, page));
+    }
+    let saved = flags_api::replace(
+        State(state.clone()),
+        Extension(caller.clone()),
+        Params(path.clone()),
+        Ok(Bytes::from(definition.clone())),
+    )
+    .await;
+    match saved {
+        Ok(_) => Ok(Redirect::to(&format!(
+            "{}/flags?done=saved",
+            conveyor_ui::environment_path(&project, &environment)
+        ))
+        .into_response()),
+        Err(error @ (ApiError::FlagsInvalid(_) | ApiError::InvalidRequest(_))) => {
+            let (_, status) = error.code_and_status();
+            let problem = match &error {
+                ApiError::FlagsInvalid(e) => format!("{}: {}", e.path, e.message),
+                other => other.to_string(),
+            };
+            let page = super::pages::flags_page(&state, &caller, &session, path, Some((definition, problem)), None).await?;
+            Ok(html(status, page))
+        }
+        Err(other) => Err(PageError(other)),
+    }
+}
+
+pub async fn add_user(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(form): Extension<Form>,
+    headers: HeaderMap,
+) -> PageResult {
+    let kind = match form.text("kind") {
+        Some(k) => Some(k.parse().map_err(|e: conveyor_api::UnknownStatus| ApiError::InvalidRequest(e.to_string()))?),
+        None => None,
+    };
+    let body = NewUser {
+        name: form.text("name").unwrap_or_default(),
+        email: form.text("email"),
+        kind,
+    };
+    let _ = access_api::add_user(State(state), Extension(caller), Body(body)).await?;
+    Ok(back(&headers, "/settings", "added"))
+}
+
+pub async fn remove_user(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(session): Extension<Session>,
+    Extension(form): Extension<Form>,
+    Params(name): Params<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> PageResult {
+    if let Some(ask) = unconfirmed(&caller, &session, &form, &uri, &format!("Remove user {name} and revoke their tokens?")) {
+        return Ok(ask);
+    }
+    access_api::remove_user(State(state), Extension(caller), Params(name)).await?;
+    Ok(back(&headers, "/settings", "removed"))
+}
+
+pub async fn grant_role(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(form): Extension<Form>,
+    headers: HeaderMap,
+) -> PageResult {
+    let user = form.text("user").unwrap_or_default();
+    let role = form.text("role").unwrap_or_default();
+    let body = GrantRole {
+        role: role
+            .parse()
+            .map_err(|e: conveyor_api::UnknownStatus| ApiError::InvalidRequest(e.to_string()))?,
+        project: form.text("project"),
+        environment: form.text("environment"),
+    };
+    let _ = access_api::grant_role(State(state), Extension(caller), Params(user), Body(body)).await?;
+    Ok(back(&headers, "/settings", "granted"))
+}
+
+pub async fn create_token(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(session): Extension<Session>,
+    Extension(form): Extension<Form>,
+) -> PageResult {
+    let days = match form.text("expires_in_days") {
+        Some(d) => Some(
+            d.parse()
+                .map_err(|_| ApiError::InvalidRequest(format!("'{d}' days is not a number")))?,
+        ),
+        None => None,
+    };
+    let body = NewToken {
+        name: form.text("name").unwrap_or_default(),
+        user: None,
+        expires_in_days: days,
+        expires_at: None,
+    };
+    let (_, axum::Json(made)) =
+        access_api::create_token(State(state.clone()), Extension(caller.clone()), Body(body)).await?;
+    // Shown once, on this answer: never in a URL.
+    let page = super::pages::settings_page(&state, &caller, &session, Some((made.name, made.token)), None).await?;
+    Ok(html(StatusCode::CREATED, page))
+}
+
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(session): Extension<Session>,
+    Extension(form): Extension<Form>,
+    Params(name): Params<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> PageResult {
+    if let Some(ask) = unconfirmed(&caller, &session, &form, &uri, &format!("Revoke token {name}?")) {
+        return Ok(ask);
+    }
+    let _ = access_api::revoke_token(State(state), Extension(caller), Params(name)).await?;
+    Ok(back(&headers, "/settings", "revoked"))
+}
