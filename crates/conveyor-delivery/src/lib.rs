@@ -548,6 +548,63 @@ impl Delivery {
 
     /// The environment's router metrics (per version: requests, 5xx, latency) in the Prometheus
     /// text format; `None` before its first deployment.
+    /// The end of an instance's log (its output, at most `limit` bytes, the project's secrets
+    /// masked): instance `index` of `version` as the newest deployment of the environment that
+    /// started that version laid it out. None when there is no such log.
+    pub async fn instance_log(
+        &self,
+        project: &str,
+        environment: &str,
+        version: &str,
+        index: u32,
+        limit: u64,
+    ) -> Result<Option<String>, DeliveryError> {
+        let store = self.engine.store();
+        let Some(started) = store
+            .deployments(Some(project), Some(environment), 1000)
+            .await?
+            .into_iter()
+            .find(|d| d.instances.contains_key(version))
+        else {
+            return Ok(None);
+        };
+        let slot = format!("{project}/{environment}/{version}-d{}", started.id);
+        let Some(dir) = self.target.local_dir(&slot) else {
+            return Ok(None);
+        };
+        let path = dir
+            .join(conveyor_deploy::INSTANCE_LOG_DIR)
+            .join(format!("{index}.log"));
+        let tail = tokio::task::spawn_blocking(move || -> std::io::Result<Option<Vec<u8>>> {
+            use std::io::{Read as _, Seek as _};
+            let mut file = match std::fs::File::open(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let size = file.metadata()?.len();
+            file.seek(std::io::SeekFrom::Start(size.saturating_sub(limit)))?;
+            let mut bytes = Vec::new();
+            file.take(limit).read_to_end(&mut bytes)?;
+            Ok(Some(bytes))
+        })
+        .await
+        .map_err(|e| DeliveryError::Internal(std::io::Error::other(e).into()))?
+        .map_err(|e| DeliveryError::Internal(e.into()))?;
+        let Some(bytes) = tail else {
+            return Ok(None);
+        };
+        let secrets = store.secrets(project).await?;
+        let masker = conveyor_engine::Masker::new(secrets.iter().map(|(_, v)| v.as_str()));
+        let text = String::from_utf8_lossy(&bytes);
+        Ok(Some(
+            text.lines()
+                .map(|l| masker.mask(l))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ))
+    }
+
     pub fn metrics_text(&self, project: &str, environment: &str) -> Option<String> {
         self.live(project, environment).router().map(|r| r.metrics_text())
     }

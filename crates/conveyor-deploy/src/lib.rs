@@ -45,6 +45,9 @@ pub trait Target: Send + Sync {
     fn local_dir(&self, slot: &str) -> Option<PathBuf>;
 }
 
+/// Where, in a version's local directory, each instance's output goes (`N.log`, instance N).
+pub const INSTANCE_LOG_DIR: &str = ".conveyor-logs";
+
 /// An instance as a deployment recorded it: where it listened, and the target's own name for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedInstance {

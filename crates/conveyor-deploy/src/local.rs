@@ -37,7 +37,7 @@ pub struct LocalTarget {
 }
 
 /// Where an instance's output goes, inside its version's directory.
-const LOG_DIR: &str = ".conveyor-logs";
+use crate::INSTANCE_LOG_DIR as LOG_DIR;
 
 /// A version placed on this machine: its spec and the directory its files are laid out in.
 struct Placed {

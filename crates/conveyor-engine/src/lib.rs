@@ -27,7 +27,8 @@ use crate::runner::{JobRunner, LocalRunner};
 
 pub use checkpoint::CheckpointPolicy;
 pub use data_dir::DataDir;
-pub use release::verify_release;
+pub use output::Masker;
+pub use release::{verify_release, verify_stored};
 pub use run::NewRun;
 
 /// Default cap on what one step may write to its log.

@@ -489,10 +489,31 @@ impl StreamPermit {
         caller: Caller,
         scope: Scoped,
     ) -> impl futures_util::Stream<Item = S::Item> {
+        self.hold_reading(stream, state, caller, Some(scope))
+    }
+
+    /// [`StreamPermit::hold`] for a stream that filters what it sends by the caller's grants
+    /// itself (`/live`): it ends when the token or the user does.
+    pub fn hold_while_valid<S: futures_util::Stream>(
+        self,
+        stream: S,
+        state: AppState,
+        caller: Caller,
+    ) -> impl futures_util::Stream<Item = S::Item> {
+        self.hold_reading(stream, state, caller, None)
+    }
+
+    fn hold_reading<S: futures_util::Stream>(
+        self,
+        stream: S,
+        state: AppState,
+        caller: Caller,
+        scope: Option<Scoped>,
+    ) -> impl futures_util::Stream<Item = S::Item> {
         let lost = async move {
             loop {
                 tokio::time::sleep(STREAM_RECHECK).await;
-                if !still_reads(&state, &caller, &scope).await {
+                if !still_reads(&state, &caller, scope.as_ref()).await {
                     tracing::info!(user = %caller.user, "closing a stream its caller may no longer read");
                     return;
                 }
@@ -506,8 +527,9 @@ impl StreamPermit {
     }
 }
 
-/// May `caller` (as the store has their token and grants now) still read `scope`?
-async fn still_reads(state: &AppState, caller: &Caller, scope: &Scoped) -> bool {
+/// May `caller` (as the store has their token and grants now) still read `scope` (None: is
+/// their token still good)?
+async fn still_reads(state: &AppState, caller: &Caller, scope: Option<&Scoped>) -> bool {
     let Some(token) = &caller.token else {
         return state.auth.config.anonymous_read;
     };
@@ -526,6 +548,9 @@ async fn still_reads(state: &AppState, caller: &Caller, scope: &Scoped) -> bool 
     if !valid {
         return false;
     }
+    let Some(scope) = scope else {
+        return true;
+    };
     let Ok(grants) = store.grants(&caller.user).await else {
         return true;
     };

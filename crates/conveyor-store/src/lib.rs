@@ -29,7 +29,8 @@ pub use event::{
 pub use flags::{FlagAge, FlagKeyRow, FlagScheduleView, FlagSetRow};
 pub use log::{EventLog, Subscription};
 pub use query::{
-    DeploymentView, JobView, JudgementView, Project, Release, RunFilter, RunView, StepView, StoredEvent,
+    CurrentRelease, DeploymentView, JobView, JudgementView, Project, Release, RunFilter, RunView, StepView,
+    StoredEvent,
 };
 pub use secrets::{KEY_LEN, Keyring, SecretError, SecretKey};
 

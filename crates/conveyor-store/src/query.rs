@@ -199,6 +199,15 @@ async fn deployments_of(store: &Store, pick: Pick<'_>) -> Result<Vec<DeploymentV
         .collect()
 }
 
+/// The release a project environment runs, since its deployment finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentRelease {
+    pub project: String,
+    pub environment: String,
+    pub release_id: i64,
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// Which runs [`Store::runs_where`] reads; `None` is any.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunFilter<'a> {
@@ -311,7 +320,14 @@ impl Store {
 
     /// Newest first, without jobs.
     pub async fn runs(&self, project: Option<&str>, limit: i64) -> Result<Vec<RunView>, StoreError> {
-        self.runs_where(&RunFilter { project, ..RunFilter::default() }, limit).await
+        self.runs_where(
+            &RunFilter {
+                project,
+                ..RunFilter::default()
+            },
+            limit,
+        )
+        .await
     }
 
     /// Newest first, without jobs: a project's (or every project's) runs with `status` and on
@@ -488,11 +504,8 @@ impl Store {
         deployments_of(self, pick).await
     }
 
-    /// What each project environment runs: `(project, environment, release, since)` of its newest
-    /// succeeded deployment.
-    pub async fn current_releases(
-        &self,
-    ) -> Result<Vec<(String, String, i64, Option<chrono::DateTime<chrono::Utc>>)>, StoreError> {
+    /// What each project environment runs: its newest succeeded deployment's release.
+    pub async fn current_releases(&self) -> Result<Vec<CurrentRelease>, StoreError> {
         let rows = sqlx::query(
             "SELECT project, environment, release_id, finished_at FROM deployments WHERE id IN
              (SELECT MAX(id) FROM deployments WHERE status = 'succeeded' GROUP BY project, environment)",
@@ -501,7 +514,12 @@ impl Store {
         .await?;
         Ok(rows
             .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .map(|r| CurrentRelease {
+                project: r.get(0),
+                environment: r.get(1),
+                release_id: r.get(2),
+                since: r.get(3),
+            })
             .collect())
     }
 

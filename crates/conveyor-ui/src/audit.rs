@@ -25,8 +25,12 @@ pub struct AuditPage {
 pub fn render(chrome: &Chrome, p: &AuditPage) -> Markup {
     let query = |before: i64| {
         let mut q = format!("before={before}");
-        if let Some(k) = &p.filter.kind { q.push_str(&format!("&kind={}", encode(k))); }
-        if let Some(pr) = &p.filter.project { q.push_str(&format!("&project={}", encode(pr))); }
+        if let Some(k) = &p.filter.kind {
+            q.push_str(&format!("&kind={}", encode(k)));
+        }
+        if let Some(pr) = &p.filter.project {
+            q.push_str(&format!("&project={}", encode(pr)));
+        }
         q
     };
     let body = html! {

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use conveyor_api::{
-    AnalysisReport, DeploymentHistory, DeploymentStatus, DeploymentView, EnvironmentProtection, EnvironmentView,
-    JudgementView,
+    AnalysisReport, DeploymentHistory, DeploymentStatus, DeploymentView, EnvironmentProtection,
+    EnvironmentView, JudgementView,
 };
 use maud::{Markup, html};
 
@@ -38,7 +38,8 @@ pub struct EnvironmentPage {
 /// The buttons for a deployment: approve while it waits, pause/resume/abort while it runs.
 fn deployment_controls(chrome: &Chrome, d: &DeploymentView, controls: Controls) -> Markup {
     let at = |verb: &str| format!("/deployments/{}/{verb}", d.id);
-    let waiting_for_approval = d.status == DeploymentStatus::Pending && d.gates.iter().any(|g| g.contains("approval"));
+    let waiting_for_approval =
+        d.status == DeploymentStatus::Pending && d.gates.iter().any(|g| g.contains("approval"));
     html! {
         div.actions {
             @if controls.approve && waiting_for_approval {
@@ -91,6 +92,7 @@ pub fn render(chrome: &Chrome, p: &EnvironmentPage) -> Markup {
                     td { (v.traffic) "%" }
                     td { @for i in &v.instances {
                         span.mono { (i.addr) } " " (badge(if i.healthy { "healthy" } else { "unhealthy" }))
+                        " " a href={ (environment_path(project, environment)) "/instances/" (encode(&v.version)) "/" (i.index) "/log" } { "log" }
                         @if i.restarts > 0 { span.muted { " " (i.restarts) " restarts" } }
                         br;
                     } }
@@ -129,7 +131,13 @@ pub fn render(chrome: &Chrome, p: &EnvironmentPage) -> Markup {
         h2 { "Timeline" }
         (timeline(chrome, &p.history))
     };
-    page(chrome, Section::Other, &format!("{project} / {environment}"), &format!("project:{project}"), body)
+    page(
+        chrome,
+        Section::Other,
+        &format!("{project} / {environment}"),
+        &format!("project:{project}"),
+        body,
+    )
 }
 
 /// An environment's server rules, as a list.
@@ -160,7 +168,7 @@ fn timeline(chrome: &Chrome, history: &DeploymentHistory) -> Markup {
         .map(|d| (d.created_at, Entry::Deployment(d)))
         .chain(history.flag_changes.iter().map(|f| (f.at, Entry::Flags(f))))
         .collect();
-    entries.sort_by(|a, b| b.0.cmp(&a.0));
+    entries.sort_by_key(|e| std::cmp::Reverse(e.0));
     html! {
         ol.timeline #timeline {
             @for (at, entry) in &entries {
@@ -179,6 +187,33 @@ fn timeline(chrome: &Chrome, history: &DeploymentHistory) -> Markup {
             }
         }
     }
+}
+
+/// The end of one instance's log.
+pub fn render_instance_log(
+    chrome: &Chrome,
+    (project, environment): (&str, &str),
+    (version, index): (&str, u32),
+    log: Option<&str>,
+) -> Markup {
+    let body = html! {
+        p.crumbs { a href="/" { "Overview" } " / " a href=(environment_path(project, environment)) { (project) " / " (environment) } " / " (version) " instance " (index) }
+        h1 { "Log of " (version) " instance " (index) }
+        p.muted { "Its output (standard output and error), the newest 64 KiB, the project's secrets masked. "
+            a href={ (environment_path(project, environment)) "/instances/" (encode(version)) "/" (index) "/log" } { "Read again" } }
+        @match log {
+            Some(text) if !text.is_empty() => pre #instance-log .log tabindex="0" { (text) },
+            Some(_) => p.muted { "Nothing written yet." },
+            None => p.muted { "No log: this version's instances were not started on this server, or are gone." },
+        }
+    };
+    page(
+        chrome,
+        Section::Other,
+        &format!("{version} instance {index}"),
+        "",
+        body,
+    )
 }
 
 #[derive(Debug, Clone)]
@@ -217,7 +252,9 @@ pub fn look(evidence: &serde_json::Value) -> Option<Look> {
         return Some(Look {
             canary: num(&rate["canary_rate"]),
             baseline: b,
-            lower: b.zip(num(&rate["difference"]["lower"])).map(|(b, d)| (b + d).max(0.0)),
+            lower: b
+                .zip(num(&rate["difference"]["lower"]))
+                .map(|(b, d)| (b + d).max(0.0)),
             upper: b.zip(num(&rate["difference"]["upper"])).map(|(b, d)| b + d),
             tolerance,
             unit: "%",
@@ -251,16 +288,34 @@ fn metric_chart(metric: &str, judgements: &[&JudgementView], start: DateTime<Utc
         .collect();
     let unit = looks.first()?.1.unit;
     let series = vec![
-        Series { name: "canary".into(), color: "#bc4c00", points: looks.iter().map(|(x, l)| (*x, l.canary)).collect() },
-        Series { name: "baseline".into(), color: "#0a58ca", points: looks.iter().map(|(x, l)| (*x, l.baseline)).collect() },
+        Series {
+            name: "canary".into(),
+            color: "#bc4c00",
+            points: looks.iter().map(|(x, l)| (*x, l.canary)).collect(),
+        },
+        Series {
+            name: "baseline".into(),
+            color: "#0a58ca",
+            points: looks.iter().map(|(x, l)| (*x, l.baseline)).collect(),
+        },
     ];
     let extras = Extras {
-        band: looks.iter().filter_map(|(x, l)| Some((*x, l.lower?, l.upper?))).collect(),
-        limit: looks.iter().filter_map(|(x, l)| Some((*x, l.tolerance?))).collect(),
+        band: looks
+            .iter()
+            .filter_map(|(x, l)| Some((*x, l.lower?, l.upper?)))
+            .collect(),
+        limit: looks
+            .iter()
+            .filter_map(|(x, l)| Some((*x, l.tolerance?)))
+            .collect(),
         unit,
         x_label: "since the deployment started",
     };
-    Some(line_chart(&format!("{metric}: canary against baseline"), &series, &extras))
+    Some(line_chart(
+        &format!("{metric}: canary against baseline"),
+        &series,
+        &extras,
+    ))
 }
 
 pub fn render_deployment(chrome: &Chrome, p: &DeploymentPage) -> Markup {
@@ -283,7 +338,7 @@ pub fn render_deployment(chrome: &Chrome, p: &DeploymentPage) -> Markup {
             dt { "Release" } dd { a href={ "/releases/" (d.release_id) } { "r" (d.release_id) } }
             dt { "Requested by" } dd { (d.requested_by) " " (ago(chrome.now, d.created_at)) }
             dt { "Phases" } dd { (d.phases.join(" → ")) }
-            @if let Some(phase) = &d.phase { dt { "Now" } dd { (phase) " · " (d.traffic) "% of traffic" } }
+            @if let (Some(phase), None) = (&d.phase, d.finished_at) { dt { "Now" } dd { (phase) " · " (d.traffic) "% of traffic" } }
             @if !d.approvals.is_empty() { dt { "Approved by" } dd { (d.approvals.join(", ")) } }
             @if let Some(of) = d.rollback_of { dt { "Rolls back" } dd { a href={ "/deployments/" (of) } { "#" (of) } } }
         }
@@ -319,7 +374,13 @@ pub fn render_deployment(chrome: &Chrome, p: &DeploymentPage) -> Markup {
             }
         }
     };
-    page(chrome, Section::Other, &format!("Deployment #{}", d.id), &format!("deployment:{}", d.id), body)
+    page(
+        chrome,
+        Section::Other,
+        &format!("Deployment #{}", d.id),
+        &format!("deployment:{}", d.id),
+        body,
+    )
 }
 
 #[cfg(test)]
@@ -340,7 +401,8 @@ mod tests {
         let growth = json!({"statistic": {"canary": {"median": 3.0, "lower": 2.0, "upper": 4.0},
             "baseline": {"median": 0.1}, "fail_above": 1.5}});
         assert_eq!(look(&growth).unwrap().tolerance, Some(1.5));
-        let restarts = json!({"statistic": {"canary": {"during": 2}, "baseline": {"during": 0}, "tolerance": 0}});
+        let restarts =
+            json!({"statistic": {"canary": {"during": 2}, "baseline": {"during": 0}, "tolerance": 0}});
         assert_eq!(look(&restarts).unwrap().canary, Some(2.0));
         assert_eq!(look(&json!({"status": 200})), None);
     }

@@ -85,5 +85,11 @@ pub fn render(chrome: &Chrome, p: &FlagsPage) -> Markup {
             }
         }
     };
-    page(chrome, Section::Other, &format!("Flags of {project} / {environment}"), &format!("project:{project}"), body)
+    page(
+        chrome,
+        Section::Other,
+        &format!("Flags of {project} / {environment}"),
+        &format!("project:{project}"),
+        body,
+    )
 }

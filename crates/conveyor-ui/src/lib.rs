@@ -45,6 +45,9 @@ pub struct Chrome {
     pub now: DateTime<Utc>,
     /// A message after an action (`?done=`).
     pub flash: Option<String>,
+    /// The event log's head when the page was read: live updates follow from there, so an
+    /// event appended while the page loads is not missed.
+    pub seq: i64,
 }
 
 /// The menu's sections, to mark the current one.
@@ -92,7 +95,7 @@ pub fn page(chrome: &Chrome, section: Section, title: &str, live: &str, body: Ma
                         }
                     }
                 }
-                main #main data-live=[(!live.is_empty()).then_some(live)] {
+                main #main data-live=[(!live.is_empty()).then_some(live)] data-seq=(chrome.seq) {
                     @if let Some(flash) = &chrome.flash {
                         p.flash role="status" { (flash) }
                     }
@@ -164,7 +167,13 @@ pub fn error_page(chrome: Option<&Chrome>, status: u16, code: &str, message: &st
 
 /// The page a form without JavaScript's confirmation lands on: the question, and the same form
 /// again, confirmed.
-pub fn confirm(chrome: &Chrome, question: &str, action: &str, fields: &[(String, String)], back: &str) -> Markup {
+pub fn confirm(
+    chrome: &Chrome,
+    question: &str,
+    action: &str,
+    fields: &[(String, String)],
+    back: &str,
+) -> Markup {
     page(
         chrome,
         Section::Other,
@@ -271,7 +280,11 @@ pub fn encode(text: &str) -> String {
 
 /// The path of a project environment's page.
 pub fn environment_path(project: &str, environment: &str) -> String {
-    format!("/projects/{}/environments/{}", encode(project), encode(environment))
+    format!(
+        "/projects/{}/environments/{}",
+        encode(project),
+        encode(environment)
+    )
 }
 
 /// JSON shown as indented text.
@@ -290,7 +303,14 @@ mod tests {
 
     #[test]
     fn durations_read_in_the_largest_unit_that_fits() {
-        for (seconds, text) in [(0, "0 s"), (119, "119 s"), (120, "2 min"), (7199, "119 min"), (7200, "2 h"), (172_800, "2 d")] {
+        for (seconds, text) in [
+            (0, "0 s"),
+            (119, "119 s"),
+            (120, "2 min"),
+            (7199, "119 min"),
+            (7200, "2 h"),
+            (172_800, "2 d"),
+        ] {
             assert_eq!(duration(seconds), text);
         }
     }
@@ -298,6 +318,9 @@ mod tests {
     #[test]
     fn encoding_leaves_only_unreserved_bytes() {
         assert_eq!(encode("shop/prod ü"), "shop%2Fprod%20%C3%BC");
-        assert_eq!(environment_path("a b", "prod"), "/projects/a%20b/environments/prod");
+        assert_eq!(
+            environment_path("a b", "prod"),
+            "/projects/a%20b/environments/prod"
+        );
     }
 }

@@ -148,3 +148,83 @@ pub fn deployments(chrome: &Chrome, list: &[DeploymentView]) -> Markup {
         } }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use conveyor_api::DeploymentStatus;
+
+    fn chrome() -> Chrome {
+        Chrome {
+            user: "rita".into(),
+            csrf: "c5rf".into(),
+            settings: true,
+            audit: false,
+            now: Utc.with_ymd_and_hms(2026, 12, 1, 12, 0, 0).unwrap(),
+            flash: None,
+            seq: 41,
+        }
+    }
+
+    fn deployment(project: &str, environment: &str, status: DeploymentStatus) -> DeploymentView {
+        DeploymentView {
+            id: 7,
+            project: project.into(),
+            environment: environment.into(),
+            release_id: 3,
+            status,
+            requested_by: "admin".into(),
+            author: "admin".into(),
+            authors: vec![],
+            rollback_of: None,
+            fixed_by: None,
+            phases: vec!["canary 20%".into()],
+            phase_index: Some(0),
+            phase: Some("canary 20%".into()),
+            traffic: 20,
+            gates: vec!["waiting for approval (0 of 1)".into()],
+            approvals: vec![],
+            instances: Default::default(),
+            reason: None,
+            created_at: Utc.with_ymd_and_hms(2026, 12, 1, 11, 57, 0).unwrap(),
+            finished_at: None,
+        }
+    }
+
+    #[test]
+    fn names_from_users_are_escaped_and_cells_say_what_runs_where() {
+        let evil = "<script>alert(1)</script>";
+        let latest = deployment(evil, "production", DeploymentStatus::Pending);
+        let overview = Overview {
+            projects: vec![ProjectRow {
+                name: evil.into(),
+                environments: vec![EnvironmentCell {
+                    environment: "production".into(),
+                    current: Some((2, Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap())),
+                    latest: latest.clone(),
+                    healthy: Some(true),
+                }],
+                last_run: None,
+            }],
+            in_progress: vec![latest.clone()],
+            awaiting_me: vec![latest],
+        };
+        let html = render(&chrome(), &overview).into_string();
+        assert!(!html.contains("<script>alert"), "escaped");
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(
+            html.contains(
+                "href=\"/projects/%3Cscript%3Ealert%281%29%3C%2Fscript%3E/environments/production\""
+            )
+        );
+        // The cell: r2 for a day, healthy, and r3 pending beside it.
+        assert!(html.contains(">r2</a> <span class=\"badge s-healthy\">healthy</span><br><span class=\"muted\">for 24 h</span>"), "{html}");
+        assert!(html.contains("Waiting for your approval"));
+        assert!(html.contains("3 min ago"));
+        // The form to sign out carries the session's CSRF token; the page listens to everything.
+        assert!(html.contains("name=\"_csrf\" value=\"c5rf\""));
+        assert!(html.contains("data-live=\"*\""));
+        assert!(!html.contains("href=\"/audit\""), "not offered");
+    }
+}

@@ -69,7 +69,7 @@ pub fn render(chrome: &Chrome, p: &ReleasePage) -> Markup {
         table {
             thead { tr { th scope="col" { "Path" } th scope="col" { "Digest" } th scope="col" { "Size" } } }
             tbody { @for a in &r.artifacts { tr {
-                td { a href={ "/api/v1/releases/" (r.id) "/artifacts/" (a.path) } { code { (a.path) } } }
+                td { a href={ "/releases/" (r.id) "/artifacts/" (a.path) } { code { (a.path) } } }
                 td { (digest(&a.digest)) } td { (a.size) }
             } } }
         }
@@ -109,5 +109,11 @@ pub fn render(chrome: &Chrome, p: &ReleasePage) -> Markup {
         }
         p.muted { "Made " (ago(chrome.now, r.created_at)) }
     };
-    page(chrome, Section::Other, &format!("Release r{}", r.id), &format!("project:{}", r.project), body)
+    page(
+        chrome,
+        Section::Other,
+        &format!("Release r{}", r.id),
+        &format!("project:{}", r.project),
+        body,
+    )
 }

@@ -91,23 +91,31 @@ pub fn render(chrome: &Chrome, p: &RunPage) -> Markup {
                 }
             }
         }
-        h2 #log-title { "Log" }
-        div.logbar {
-            label { "Search " input #log-filter type="search" aria-controls="log"; }
-            label { input #log-follow type="checkbox" checked; " follow" }
-        }
-        @if p.log_skipped > 0 { p.muted { (p.log_skipped) " earlier lines not shown" } }
-        pre #log .log aria-labelledby="log-title" tabindex="0"
-            data-stream={ "/runs/" (run.id) "/log/stream?after=" (p.log_next) }
-            data-loaded=(if p.log.is_empty() { "0" } else { "1" }) {
-            @if p.log.is_empty() { @if running { "Waiting for output…" } @else { "(no output)" } }
-            @for line in &p.log {
-                span class=(line.stream) {
-                    span.t { (line.t.get(11..19).unwrap_or("")) " " (line.job) "#" (line.step) " " }
-                    (line.line) "\n"
+        section #log-section data-keep aria-labelledby="log-title" {
+            h2 #log-title { "Log" }
+            div.logbar {
+                label { "Search " input #log-filter type="search" aria-controls="log"; }
+                label { input #log-follow type="checkbox" checked; " follow" }
+            }
+            @if p.log_skipped > 0 { p.muted { (p.log_skipped) " earlier lines not shown" } }
+            pre #log .log aria-labelledby="log-title" tabindex="0"
+                data-stream={ "/runs/" (run.id) "/log/stream?after=" (p.log_next) }
+                data-loaded=(if p.log.is_empty() { "0" } else { "1" }) {
+                @if p.log.is_empty() { @if running { "Waiting for output…" } @else { "(no output)" } }
+                @for line in &p.log {
+                    span class=(line.stream) {
+                        span.t { (line.t.get(11..19).unwrap_or("")) " " (line.job) "#" (line.step) " " }
+                        (line.line) "\n"
+                    }
                 }
             }
         }
     };
-    page(chrome, Section::Other, &format!("Run #{}", run.id), &format!("run:{}", run.id), body)
+    page(
+        chrome,
+        Section::Other,
+        &format!("Run #{}", run.id),
+        &format!("run:{}", run.id),
+        body,
+    )
 }

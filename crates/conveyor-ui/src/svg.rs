@@ -106,8 +106,17 @@ pub fn line_chart(title: &str, series: &[Series], extras: &Extras) -> String {
         escape(extras.x_label)
     );
     if !extras.band.is_empty() {
-        let upper: Vec<String> = extras.band.iter().map(|b| format!("{:.1},{:.1}", x(b.0), y(b.2))).collect();
-        let lower: Vec<String> = extras.band.iter().rev().map(|b| format!("{:.1},{:.1}", x(b.0), y(b.1))).collect();
+        let upper: Vec<String> = extras
+            .band
+            .iter()
+            .map(|b| format!("{:.1},{:.1}", x(b.0), y(b.2)))
+            .collect();
+        let lower: Vec<String> = extras
+            .band
+            .iter()
+            .rev()
+            .map(|b| format!("{:.1},{:.1}", x(b.0), y(b.1)))
+            .collect();
         let _ = write!(
             svg,
             r#"<polygon points="{} {}" fill="{}" fill-opacity="0.18"><title>confidence interval</title></polygon>"#,
@@ -119,7 +128,13 @@ pub fn line_chart(title: &str, series: &[Series], extras: &Extras) -> String {
     if !extras.limit.is_empty() {
         let mut d = String::new();
         for (i, (lx, ly)) in extras.limit.iter().enumerate() {
-            let _ = write!(d, "{}{:.1},{:.1} ", if i == 0 { "M" } else { "H" }, x(*lx), y(*ly));
+            let _ = write!(
+                d,
+                "{}{:.1},{:.1} ",
+                if i == 0 { "M" } else { "H" },
+                x(*lx),
+                y(*ly)
+            );
             let _ = write!(d, "V{:.1} ", y(*ly));
         }
         let last = extras.limit.last().map_or(0.0, |l| l.1);
@@ -193,8 +208,14 @@ pub fn line_chart(title: &str, series: &[Series], extras: &Extras) -> String {
 
 /// The smallest and largest of `values`, `(0, 1)` when there are none, never an empty span.
 fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
-    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
-    if lo.is_finite() { (lo, if hi > lo { hi } else { lo + 1.0 }) } else { (0.0, 1.0) }
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    if lo.is_finite() {
+        (lo, if hi > lo { hi } else { lo + 1.0 })
+    } else {
+        (0.0, 1.0)
+    }
 }
 
 /// One job of a graph: its name, status (a CSS class suffix), the jobs it needs, and where its
@@ -226,7 +247,11 @@ fn node_colors(status: &str) -> (&'static str, &'static str) {
 /// The jobs as a graph, left to right: each column holds the jobs whose longest chain of needs
 /// has that length; an arrow from each need.
 pub fn graph(nodes: &[Node]) -> String {
-    let index: BTreeMap<&str, usize> = nodes.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
+    let index: BTreeMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.as_str(), i))
+        .collect();
     // Longest chain of needs, without following a cycle (the spec refuses them anyway).
     let mut depth = vec![0usize; nodes.len()];
     for _ in 0..nodes.len() {
@@ -341,7 +366,11 @@ mod tests {
     fn text_in_charts_is_escaped() {
         let svg = line_chart(
             "<script>",
-            &[Series { name: "a&b".into(), color: "red", points: vec![(0.0, Some(1.0)), (1.0, None), (2.0, Some(0.5))] }],
+            &[Series {
+                name: "a&b".into(),
+                color: "red",
+                points: vec![(0.0, Some(1.0)), (1.0, None), (2.0, Some(0.5))],
+            }],
             &Extras::default(),
         );
         assert!(svg.contains("&lt;script&gt;") && svg.contains("a&amp;b"));
@@ -358,10 +387,21 @@ mod tests {
             needs: needs.iter().map(|n| n.to_string()).collect(),
             href: format!("#{name}"),
         };
-        let svg = graph(&[node("build", &[]), node("test", &["build"]), node("lint", &[]), node("ship", &["test", "lint"])]);
+        let svg = graph(&[
+            node("build", &[]),
+            node("test", &["build"]),
+            node("lint", &[]),
+            node("ship", &["test", "lint"]),
+        ]);
         // ship is in the third column: x = 10 + 2 × (150 + 50).
-        assert!(svg.contains(r#"data-job="ship" data-status="success"><rect x="410""#), "{svg}");
-        assert!(svg.contains(r#"data-job="lint" data-status="success"><rect x="10" y="58""#), "{svg}");
+        assert!(
+            svg.contains(r#"data-job="ship" data-status="success"><rect x="410""#),
+            "{svg}"
+        );
+        assert!(
+            svg.contains(r#"data-job="lint" data-status="success"><rect x="10" y="58""#),
+            "{svg}"
+        );
         assert_eq!(svg.matches("<path").count(), 3);
     }
 }

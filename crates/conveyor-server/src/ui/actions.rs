@@ -8,7 +8,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use bytes::Bytes;
-use conveyor_api::{EnvironmentProtection, GrantRole, NewToken, NewUser, Promote, Resume, Rollback, TriggerRun};
+use conveyor_api::{
+    EnvironmentProtection, GrantRole, NewToken, NewUser, Promote, Resume, Rollback, TriggerRun,
+};
 
 use super::session::{Form, Session};
 use super::{PageError, PageResult, chrome, html};
@@ -17,7 +19,13 @@ use crate::extract::{Body, Params};
 use crate::{ApiError, AppState, access_api, api, delivery_api, flags_api};
 
 /// The confirmation page for a form posted without `confirmed=yes` (no script asked), or None.
-fn unconfirmed(caller: &Caller, session: &Session, form: &Form, uri: &Uri, question: &str) -> Option<Response> {
+fn unconfirmed(
+    caller: &Caller,
+    session: &Session,
+    form: &Form,
+    uri: &Uri,
+    question: &str,
+) -> Option<Response> {
     if form.get("confirmed") == Some("yes") {
         return None;
     }
@@ -34,7 +42,10 @@ fn unconfirmed(caller: &Caller, session: &Session, form: &Form, uri: &Uri, quest
 /// Back to the page the form was on (the `Referer`, when it is one of ours), else `fallback`,
 /// with what was done for its message.
 fn back(headers: &HeaderMap, fallback: &str, done: &str) -> Response {
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let page = headers
         .get(header::REFERER)
         .and_then(|v| v.to_str().ok())
@@ -44,7 +55,10 @@ fn back(headers: &HeaderMap, fallback: &str, done: &str) -> Response {
         .map(|path| path.split('#').next().unwrap_or(path))
         .unwrap_or(fallback);
     let (path, query) = page.split_once('?').unwrap_or((page, ""));
-    let mut kept: Vec<&str> = query.split('&').filter(|p| !p.is_empty() && !p.starts_with("done=")).collect();
+    let mut kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("done="))
+        .collect();
     let done = format!("done={done}");
     kept.push(&done);
     Redirect::to(&format!("{path}?{}", kept.join("&"))).into_response()
@@ -60,7 +74,13 @@ pub async fn run(
 ) -> PageResult {
     let commit = form.text("commit");
     if let Some(commit) = &commit
-        && let Some(ask) = unconfirmed(&caller, &session, &form, &uri, &format!("Run commit {commit} again?"))
+        && let Some(ask) = unconfirmed(
+            &caller,
+            &session,
+            &form,
+            &uri,
+            &format!("Run commit {commit} again?"),
+        )
     {
         return Ok(ask);
     }
@@ -101,8 +121,18 @@ pub async fn promote(
         .text("environment")
         .ok_or_else(|| ApiError::InvalidRequest("choose an environment to promote to".into()))?;
     // The environment is in the form: check it before asking anything.
-    caller.require(crate::auth::Action::Deploy, scoped.project.as_deref(), Some(&environment))?;
-    if let Some(ask) = unconfirmed(&caller, &session, &form, &uri, &format!("Promote r{id} to {environment}?")) {
+    caller.require(
+        crate::auth::Action::Deploy,
+        scoped.project.as_deref(),
+        Some(&environment),
+    )?;
+    if let Some(ask) = unconfirmed(
+        &caller,
+        &session,
+        &form,
+        &uri,
+        &format!("Promote r{id} to {environment}?"),
+    ) {
         return Ok(ask);
     }
     let (_, axum::Json(created)) = delivery_api::promote(
@@ -131,7 +161,9 @@ async fn steer(
     let full = form.get("full") == Some("true");
     let question = match verb {
         "approve" => format!("Approve deployment #{id}?"),
-        "resume" if full => format!("Skip the remaining steps of deployment #{id}: all traffic to the new version?"),
+        "resume" if full => {
+            format!("Skip the remaining steps of deployment #{id}: all traffic to the new version?")
+        }
         other => format!("{}{} deployment #{id}?", other[..1].to_uppercase(), &other[1..]),
     };
     if let Some(ask) = unconfirmed(&caller, &session, &form, &uri, &question) {
@@ -148,7 +180,8 @@ async fn steer(
             "paused"
         }
         "resume" => {
-            let _ = delivery_api::resume(State(state), caller, Params(id), Some(Body(Resume { full }))).await?;
+            let _ =
+                delivery_api::resume(State(state), caller, Params(id), Some(Body(Resume { full }))).await?;
             "resumed"
         }
         _ => {
@@ -194,7 +227,13 @@ pub async fn rollback(
         None => None,
     };
     let target = to.map_or("the previous release".to_string(), |r| format!("r{r}"));
-    if let Some(ask) = unconfirmed(&caller, &session, &form, &uri, &format!("Roll {environment} back to {target}?")) {
+    if let Some(ask) = unconfirmed(
+        &caller,
+        &session,
+        &form,
+        &uri,
+        &format!("Roll {environment} back to {target}?"),
+    ) {
         return Ok(ask);
     }
     let fallback = conveyor_ui::environment_path(&project, &environment);
@@ -243,7 +282,13 @@ pub async fn protect(
         freeze,
         after: form.text("after"),
     };
-    let _ = delivery_api::protect(State(state), Extension(caller), Params((project, environment)), Body(rules)).await?;
+    let _ = delivery_api::protect(
+        State(state),
+        Extension(caller),
+        Params((project, environment)),
+        Body(rules),
+    )
+    .await?;
     Ok(back(&headers, "/settings", "saved"))
 }
 
@@ -259,8 +304,11 @@ pub async fn flags(
     // Someone else saved since this page was made: say so rather than overwrite their change.
     let current = flags_api::live(&state, &project, &environment)?.etag_hex();
     if form.get("etag").is_some_and(|sent| sent != current) {
-        let problem = "The flags changed since you opened this page: reload it, then make your change again.".to_string();
-        let page = super::pages::flags_page(&state, &caller, &session, path, Some((definition, problem)), None).await?;
+        let problem = "The flags changed since you opened this page: reload it, then make your change again."
+            .to_string();
+        let page =
+            super::pages::flags_page(&state, &caller, &session, path, Some((definition, problem)), None)
+                .await?;
         return Ok(html(StatusCode::CONFLICT, page));
     }
     let saved = flags_api::replace(
@@ -282,7 +330,9 @@ pub async fn flags(
                 ApiError::FlagsInvalid(e) => format!("{}: {}", e.path, e.message),
                 other => other.to_string(),
             };
-            let page = super::pages::flags_page(&state, &caller, &session, path, Some((definition, problem)), None).await?;
+            let page =
+                super::pages::flags_page(&state, &caller, &session, path, Some((definition, problem)), None)
+                    .await?;
             Ok(html(status, page))
         }
         Err(other) => Err(PageError(other)),
@@ -296,7 +346,10 @@ pub async fn add_user(
     headers: HeaderMap,
 ) -> PageResult {
     let kind = match form.text("kind") {
-        Some(k) => Some(k.parse().map_err(|e: conveyor_api::UnknownStatus| ApiError::InvalidRequest(e.to_string()))?),
+        Some(k) => Some(
+            k.parse()
+                .map_err(|e: conveyor_api::UnknownStatus| ApiError::InvalidRequest(e.to_string()))?,
+        ),
         None => None,
     };
     let body = NewUser {
@@ -317,7 +370,13 @@ pub async fn remove_user(
     uri: Uri,
     headers: HeaderMap,
 ) -> PageResult {
-    if let Some(ask) = unconfirmed(&caller, &session, &form, &uri, &format!("Remove user {name} and revoke their tokens?")) {
+    if let Some(ask) = unconfirmed(
+        &caller,
+        &session,
+        &form,
+        &uri,
+        &format!("Remove user {name} and revoke their tokens?"),
+    ) {
         return Ok(ask);
     }
     access_api::remove_user(State(state), Extension(caller), Params(name)).await?;
@@ -365,7 +424,8 @@ pub async fn create_token(
     let (_, axum::Json(made)) =
         access_api::create_token(State(state.clone()), Extension(caller.clone()), Body(body)).await?;
     // Shown once, on this answer: never in a URL.
-    let page = super::pages::settings_page(&state, &caller, &session, Some((made.name, made.token)), None).await?;
+    let page =
+        super::pages::settings_page(&state, &caller, &session, Some((made.name, made.token)), None).await?;
     Ok(html(StatusCode::CREATED, page))
 }
 

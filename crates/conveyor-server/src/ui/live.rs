@@ -1,8 +1,11 @@
 //! `/live`: what the pages listen to. One `change` event per appended event the caller may read,
 //! carrying only its topics (`project:shop`, `run:5`, `deployment:7`), so a page knows whether
-//! to fetch itself again; the events' contents stay behind the pages' own checks.
+//! to fetch itself again; the events' contents stay behind the pages' own checks. The stream ends
+//! when the session does (token revoked or expired, user removed); it filters by the grants the
+//! caller had when it opened.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::convert::Infallible;
 
 use axum::Extension;
@@ -11,8 +14,11 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::Stream;
 
 use super::PageError;
-use crate::auth::{Action, Caller, Scoped};
+use crate::auth::{Action, Caller};
 use crate::{AppState, api};
+
+/// Events a stream replays at most before following the log.
+const MAX_CATCH_UP: i64 = 1000;
 
 /// Project of each run and deployment seen so far, to place their events without asking the
 /// store each time.
@@ -32,9 +38,8 @@ impl Places {
         if let Some(run) = event["run_id"].as_i64() {
             topics.push(format!("run:{run}"));
             if project.is_none() {
-                if !self.runs.contains_key(&run) {
-                    let found = store.run(run).await.ok().flatten().map(|r| r.project);
-                    self.runs.insert(run, found);
+                if let Entry::Vacant(place) = self.runs.entry(run) {
+                    place.insert(store.run(run).await.ok().flatten().map(|r| r.project));
                 }
                 project = self.runs[&run].clone();
             }
@@ -42,9 +47,15 @@ impl Places {
         if let Some(deployment) = event["deployment_id"].as_i64() {
             topics.push(format!("deployment:{deployment}"));
             if project.is_none() {
-                if !self.deployments.contains_key(&deployment) {
-                    let found = store.deployment(deployment).await.ok().flatten().map(|d| d.project);
-                    self.deployments.insert(deployment, found);
+                if let Entry::Vacant(place) = self.deployments.entry(deployment) {
+                    place.insert(
+                        store
+                            .deployment(deployment)
+                            .await
+                            .ok()
+                            .flatten()
+                            .map(|d| d.project),
+                    );
                 }
                 project = self.deployments[&deployment].clone();
             }
@@ -56,13 +67,30 @@ impl Places {
     }
 }
 
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct LiveQuery {
+    /// Follow from after this event (the page's `data-seq`).
+    after: Option<i64>,
+}
+
 pub async fn stream(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Extension(scope): Extension<Scoped>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<LiveQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, PageError> {
     let permit = state.auth.open_stream(&caller)?;
-    let events = state.engine.events().subscribe();
+    // A reconnecting browser says where it was; a page, where it was read.
+    let resumed = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok());
+    let log = state.engine.events();
+    let events = match resumed.or(q.after) {
+        // Never further back than a page's worth of catching up.
+        Some(after) => log.subscribe_after(after.clamp(log.head().saturating_sub(MAX_CATCH_UP), log.head())),
+        None => log.subscribe(),
+    };
     let reader = (events, Places::default(), state.clone(), caller.clone());
     let stream = futures_util::stream::unfold(reader, |(mut events, mut places, state, caller)| async move {
         loop {
@@ -85,5 +113,5 @@ pub async fn stream(
             return Some((Ok(event), (events, places, state, caller)));
         }
     });
-    Ok(Sse::new(permit.hold(stream, state, caller, scope)).keep_alive(KeepAlive::default()))
+    Ok(Sse::new(permit.hold_while_valid(stream, state, caller)).keep_alive(KeepAlive::default()))
 }

@@ -39,7 +39,10 @@ impl IntoResponse for PageError {
             }
             other => other.to_string(),
         };
-        html(status, conveyor_ui::error_page(None, status.as_u16(), code, &message))
+        html(
+            status,
+            conveyor_ui::error_page(None, status.as_u16(), code, &message),
+        )
     }
 }
 
@@ -50,7 +53,10 @@ type PageResult = Result<Response, PageError>;
 fn html(status: StatusCode, markup: conveyor_ui::Html) -> Response {
     let mut response = (status, markup).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
@@ -60,7 +66,10 @@ fn html(status: StatusCode, markup: conveyor_ui::Html) -> Response {
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
@@ -78,6 +87,7 @@ fn chrome(caller: &Caller, session: &session::Session, done: Option<&str>) -> Ch
         audit: caller.may(Action::Read, None, None),
         now: Utc::now(),
         flash: done.and_then(flash).map(String::from),
+        seq: session.seq,
     }
 }
 
@@ -103,7 +113,10 @@ const ASSET_CACHE: &str = "public, max-age=300";
 
 async fn stylesheet() -> Response {
     (
-        [(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, ASSET_CACHE)],
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, ASSET_CACHE),
+        ],
         conveyor_ui::CSS,
     )
         .into_response()
@@ -111,7 +124,10 @@ async fn stylesheet() -> Response {
 
 async fn script() -> Response {
     (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, ASSET_CACHE)],
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, ASSET_CACHE),
+        ],
         conveyor_ui::JS,
     )
         .into_response()
@@ -134,30 +150,127 @@ pub(crate) fn routes() -> Vec<Route> {
         crate::route(M::GET, "/live", page(Read, Caller), live::stream),
         crate::route(M::GET, "/", page(Read, Caller), pages::overview),
         crate::route(M::GET, "/projects/{project}", page(Read, Project), pages::project),
-        crate::route(M::POST, "/projects/{project}/runs", page(Deploy, Project), actions::run),
+        crate::route(
+            M::POST,
+            "/projects/{project}/runs",
+            page(Deploy, Project),
+            actions::run,
+        ),
         crate::route(M::GET, "/runs/{id}", page(Read, Run), pages::run),
-        crate::route(M::GET, "/runs/{id}/log/stream", page(Read, Run), crate::api::stream_logs),
+        crate::route(
+            M::GET,
+            "/runs/{id}/log/stream",
+            page(Read, Run),
+            crate::api::stream_logs,
+        ),
         crate::route(M::POST, "/runs/{id}/cancel", page(Deploy, Run), actions::cancel),
         crate::route(M::GET, "/releases/{id}", page(Read, Release), pages::release),
-        crate::route(M::POST, "/releases/{id}/promote", page(Deploy, Release), actions::promote),
+        crate::route(
+            M::GET,
+            "/releases/{id}/artifacts/{*path}",
+            page(Read, Release),
+            crate::api::get_artifact,
+        ),
+        crate::route(
+            M::POST,
+            "/releases/{id}/promote",
+            page(Deploy, Release),
+            actions::promote,
+        ),
         crate::route(M::GET, ENV, page(Read, Environment), pages::environment),
-        crate::route(M::POST, format!("{ENV}/rollback"), page(Deploy, Environment), actions::rollback),
-        crate::route(M::POST, format!("{ENV}/protection"), page(Manage, Environment), actions::protect),
-        crate::route(M::GET, format!("{ENV}/flags"), page(Read, Environment), pages::flags),
-        crate::route(M::POST, format!("{ENV}/flags"), page(Deploy, Environment), actions::flags)
-            .body_limit(2 * crate::flags::MAX_DEFINITION_BYTES + 4096),
-        crate::route(M::GET, "/deployments/{id}", page(Read, Deployment), pages::deployment),
-        crate::route(M::POST, "/deployments/{id}/approve", page(Deploy, Deployment), actions::approve),
-        crate::route(M::POST, "/deployments/{id}/pause", page(Deploy, Deployment), actions::pause),
-        crate::route(M::POST, "/deployments/{id}/resume", page(Deploy, Deployment), actions::resume),
-        crate::route(M::POST, "/deployments/{id}/abort", page(Deploy, Deployment), actions::abort),
+        crate::route(
+            M::POST,
+            format!("{ENV}/rollback"),
+            page(Deploy, Environment),
+            actions::rollback,
+        ),
+        crate::route(
+            M::POST,
+            format!("{ENV}/protection"),
+            page(Manage, Environment),
+            actions::protect,
+        ),
+        crate::route(
+            M::GET,
+            format!("{ENV}/instances/{{version}}/{{index}}/log"),
+            page(Read, Environment),
+            pages::instance_log,
+        ),
+        crate::route(
+            M::GET,
+            format!("{ENV}/flags"),
+            page(Read, Environment),
+            pages::flags,
+        ),
+        crate::route(
+            M::POST,
+            format!("{ENV}/flags"),
+            page(Deploy, Environment),
+            actions::flags,
+        )
+        .body_limit(2 * crate::flags::MAX_DEFINITION_BYTES + 4096),
+        crate::route(
+            M::GET,
+            "/deployments/{id}",
+            page(Read, Deployment),
+            pages::deployment,
+        ),
+        crate::route(
+            M::POST,
+            "/deployments/{id}/approve",
+            page(Deploy, Deployment),
+            actions::approve,
+        ),
+        crate::route(
+            M::POST,
+            "/deployments/{id}/pause",
+            page(Deploy, Deployment),
+            actions::pause,
+        ),
+        crate::route(
+            M::POST,
+            "/deployments/{id}/resume",
+            page(Deploy, Deployment),
+            actions::resume,
+        ),
+        crate::route(
+            M::POST,
+            "/deployments/{id}/abort",
+            page(Deploy, Deployment),
+            actions::abort,
+        ),
         crate::route(M::GET, "/dora", page(Read, Caller), pages::dora),
         crate::route(M::GET, "/audit", page(Read, Server), pages::audit),
         crate::route(M::GET, "/settings", page(Read, Caller), pages::settings),
-        crate::route(M::POST, "/settings/users", page(Administer, Server), actions::add_user),
-        crate::route(M::POST, "/settings/users/{name}/remove", page(Administer, Server), actions::remove_user),
-        crate::route(M::POST, "/settings/roles", page(Manage, Caller), actions::grant_role),
-        crate::route(M::POST, "/settings/tokens", page(Read, Caller), actions::create_token),
-        crate::route(M::POST, "/settings/tokens/{name}/revoke", page(Read, Caller), actions::revoke_token),
+        crate::route(
+            M::POST,
+            "/settings/users",
+            page(Administer, Server),
+            actions::add_user,
+        ),
+        crate::route(
+            M::POST,
+            "/settings/users/{name}/remove",
+            page(Administer, Server),
+            actions::remove_user,
+        ),
+        crate::route(
+            M::POST,
+            "/settings/roles",
+            page(Manage, Caller),
+            actions::grant_role,
+        ),
+        crate::route(
+            M::POST,
+            "/settings/tokens",
+            page(Read, Caller),
+            actions::create_token,
+        ),
+        crate::route(
+            M::POST,
+            "/settings/tokens/{name}/revoke",
+            page(Read, Caller),
+            actions::revoke_token,
+        ),
     ]
 }

@@ -8,7 +8,7 @@ use axum::extract::{Query, State};
 use chrono::{Duration, Utc};
 use conveyor_api::{DeploymentStatus, LimitQuery, StaleQuery};
 use conveyor_store::logs::LogOf;
-use conveyor_store::{DeploymentView, RunFilter};
+use conveyor_store::{CurrentRelease, DeploymentView, RunFilter};
 use conveyor_ui::overview::{EnvironmentCell, Overview, ProjectRow};
 use serde::Deserialize;
 
@@ -48,11 +48,11 @@ async fn environments(
     project: Option<&str>,
 ) -> Result<Vec<EnvironmentCell>, ApiError> {
     let store = state.engine.store();
-    let current: HashMap<(String, String), (i64, Option<chrono::DateTime<Utc>>)> = store
+    let current: HashMap<(String, String), CurrentRelease> = store
         .current_releases()
         .await?
         .into_iter()
-        .map(|(p, e, release, since)| ((p, e), (release, since)))
+        .map(|c| ((c.project.clone(), c.environment.clone()), c))
         .collect();
     Ok(store
         .latest_deployments(project)
@@ -70,7 +70,7 @@ async fn environments(
                 environment: latest.environment.clone(),
                 current: current
                     .get(&(latest.project.clone(), latest.environment.clone()))
-                    .map(|(release, since)| (*release, since.unwrap_or(latest.created_at))),
+                    .map(|c| (c.release_id, c.since.unwrap_or(latest.created_at))),
                 healthy: (!instances.is_empty()).then(|| instances.iter().all(|h| *h)),
                 latest,
             }
@@ -81,10 +81,16 @@ async fn environments(
 /// May `caller` approve `d` now, as far as the page can tell (the server decides on the
 /// click, with the release's own rules too)?
 async fn may_approve(state: &AppState, caller: &Caller, d: &DeploymentView) -> Result<bool, ApiError> {
-    if !caller.may(Action::Deploy, Some(&d.project), Some(&d.environment)) || d.approvals.contains(&caller.user) {
+    if !caller.may(Action::Deploy, Some(&d.project), Some(&d.environment))
+        || d.approvals.contains(&caller.user)
+    {
         return Ok(false);
     }
-    let rules = state.engine.store().protection(&d.project, &d.environment).await?;
+    let rules = state
+        .engine
+        .store()
+        .protection(&d.project, &d.environment)
+        .await?;
     Ok(match rules {
         Some(rules) => {
             !(rules.not_author && d.authors.contains(&caller.user))
@@ -109,7 +115,10 @@ pub async fn overview(
     let cells = environments(&state, &caller, None).await?;
     let mut by_project: BTreeMap<String, Vec<EnvironmentCell>> = BTreeMap::new();
     for cell in cells {
-        by_project.entry(cell.latest.project.clone()).or_default().push(cell);
+        by_project
+            .entry(cell.latest.project.clone())
+            .or_default()
+            .push(cell);
     }
     let mut projects = Vec::new();
     for p in store.projects().await?.into_iter().filter(|p| readable(&p.name)) {
@@ -181,7 +190,10 @@ pub async fn project(
         filter,
         more,
     };
-    ok(conveyor_ui::project::render(&chrome(&caller, &session, q.done.as_deref()), &page))
+    ok(conveyor_ui::project::render(
+        &chrome(&caller, &session, q.done.as_deref()),
+        &page,
+    ))
 }
 
 pub async fn run(
@@ -195,7 +207,11 @@ pub async fn run(
     let run = detail.run;
     // The graph follows the run's own conveyor.yml; jobs it no longer parses to are listed as run.
     let needs = match conveyor_spec::parse("conveyor.yml", &run.pipeline) {
-        Ok(pipeline) => pipeline.jobs.iter().map(|j| (j.id.clone(), j.needs.clone())).collect(),
+        Ok(pipeline) => pipeline
+            .jobs
+            .iter()
+            .map(|j| (j.id.clone(), j.needs.clone()))
+            .collect(),
         Err(_) => run.jobs.iter().map(|j| (j.job.clone(), Vec::new())).collect(),
     };
     let (mut log, log_next) = state
@@ -215,7 +231,10 @@ pub async fn run(
         log_next,
         log_skipped,
     };
-    ok(conveyor_ui::run::render(&chrome(&caller, &session, q.done.as_deref()), &page))
+    ok(conveyor_ui::run::render(
+        &chrome(&caller, &session, q.done.as_deref()),
+        &page,
+    ))
 }
 
 pub async fn release(
@@ -228,20 +247,8 @@ pub async fn release(
     let store = state.engine.store();
     let axum::Json(release) = api::get_release(State(state.clone()), Params(id)).await?;
     let data = state.engine.data();
-    // Blobs are stored under their digest and checked when written: present is intact.
-    let actual = release
-        .artifacts
-        .iter()
-        .map(|a| {
-            let found = match data.cas.path(&a.digest) {
-                Some(path) if path.exists() => Ok(a.digest.clone()),
-                _ => Err("not in the content store".to_string()),
-            };
-            (a.path.clone(), found)
-        })
-        .collect();
     let keys = data.public_keys();
-    let problems = conveyor_engine::verify_release(&release, &keys, &actual);
+    let problems = conveyor_engine::verify_stored(&release, &keys, &data.cas);
     // The statement as signed (none to show when the signature does not verify).
     let statement = serde_json::from_value::<conveyor_attest::Envelope>(release.envelope.clone())
         .ok()
@@ -277,7 +284,10 @@ pub async fn release(
         others,
         comparison,
     };
-    ok(conveyor_ui::release::render(&chrome(&caller, &session, q.done.as_deref()), &page))
+    ok(conveyor_ui::release::render(
+        &chrome(&caller, &session, q.done.as_deref()),
+        &page,
+    ))
 }
 
 /// What changed between release `base` and `release`: commits (from the project's mirror) and
@@ -292,23 +302,47 @@ async fn compare(
         .release(base)
         .await?
         .filter(|b| b.project == release.project)
-        .ok_or_else(|| ApiError::NotFound(format!("release {base} of project '{}' does not exist", release.project)))?;
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "release {base} of project '{}' does not exist",
+                release.project
+            ))
+        })?;
     let mirror = state.engine.data().mirror(&release.project);
     let (commits, commits_problem) =
         match conveyor_engine::source::commits_between(&mirror, &base.commit, &release.commit, 200).await {
             Ok(commits) => (
-                commits.into_iter().map(|c| (c.sha, c.author, c.subject)).collect(),
+                commits
+                    .into_iter()
+                    .map(|c| (c.sha, c.author, c.subject))
+                    .collect(),
                 None,
             ),
             Err(error) => (Vec::new(), Some(format!("The commits cannot be listed: {error}"))),
         };
-    let before: BTreeMap<&str, &str> = base.artifacts.iter().map(|a| (a.path.as_str(), a.digest.as_str())).collect();
-    let after: BTreeMap<&str, &str> = release.artifacts.iter().map(|a| (a.path.as_str(), a.digest.as_str())).collect();
+    let before: BTreeMap<&str, &str> = base
+        .artifacts
+        .iter()
+        .map(|a| (a.path.as_str(), a.digest.as_str()))
+        .collect();
+    let after: BTreeMap<&str, &str> = release
+        .artifacts
+        .iter()
+        .map(|a| (a.path.as_str(), a.digest.as_str()))
+        .collect();
     let mut artifacts = Vec::new();
-    for path in before.keys().chain(after.keys()).collect::<std::collections::BTreeSet<_>>() {
+    for path in before
+        .keys()
+        .chain(after.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
         let (b, a) = (before.get(path), after.get(path));
         if b != a {
-            artifacts.push((path.to_string(), b.map(|d| d.to_string()), a.map(|d| d.to_string())));
+            artifacts.push((
+                path.to_string(),
+                b.map(|d| d.to_string()),
+                a.map(|d| d.to_string()),
+            ));
         }
     }
     Ok(conveyor_ui::release::Comparison {
@@ -331,10 +365,19 @@ pub async fn environment(
     let axum::Json(history) =
         delivery_api::history(State(state.clone()), path(), Q(LimitQuery { limit: Some(50) })).await?;
     let protection = state.engine.store().protection(&project, &environment).await?;
-    let running: Vec<i64> = view.status.versions.iter().map(|v| v.release_id).collect();
+    // Any release that succeeded here but the one serving as stable (a warm one included).
+    let running: Vec<i64> = view
+        .status
+        .versions
+        .iter()
+        .filter(|v| v.role == conveyor_api::VersionRole::Stable)
+        .map(|v| v.release_id)
+        .collect();
     let mut rollback_to: Vec<i64> = Vec::new();
     for d in &history.deployments {
-        if d.status == DeploymentStatus::Succeeded && !running.contains(&d.release_id) && !rollback_to.contains(&d.release_id)
+        if d.status == DeploymentStatus::Succeeded
+            && !running.contains(&d.release_id)
+            && !rollback_to.contains(&d.release_id)
         {
             rollback_to.push(d.release_id);
         }
@@ -353,7 +396,32 @@ pub async fn environment(
         controls,
         rollback_to,
     };
-    ok(conveyor_ui::environment::render(&chrome(&caller, &session, q.done.as_deref()), &page))
+    ok(conveyor_ui::environment::render(
+        &chrome(&caller, &session, q.done.as_deref()),
+        &page,
+    ))
+}
+
+/// Bytes of an instance's log a page shows (its end).
+const INSTANCE_LOG_BYTES: u64 = 64 * 1024;
+
+pub async fn instance_log(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(session): Extension<Session>,
+    Params((project, environment, version, index)): Params<(String, String, String, u32)>,
+    Query(q): Query<PageQuery>,
+) -> PageResult {
+    let log = state
+        .delivery
+        .instance_log(&project, &environment, &version, index, INSTANCE_LOG_BYTES)
+        .await?;
+    ok(conveyor_ui::environment::render_instance_log(
+        &chrome(&caller, &session, q.done.as_deref()),
+        (&project, &environment),
+        (&version, index),
+        log.as_deref(),
+    ))
 }
 
 pub async fn deployment(
@@ -366,7 +434,11 @@ pub async fn deployment(
     let axum::Json(deployment) = delivery_api::deployment(State(state.clone()), Params(id)).await?;
     let axum::Json(report) = delivery_api::analysis(State(state.clone()), Params(id)).await?;
     let controls = conveyor_ui::environment::Controls {
-        deploy: caller.may(Action::Deploy, Some(&deployment.project), Some(&deployment.environment)),
+        deploy: caller.may(
+            Action::Deploy,
+            Some(&deployment.project),
+            Some(&deployment.environment),
+        ),
         approve: may_approve(&state, &caller, &deployment).await?,
     };
     let page = conveyor_ui::environment::DeploymentPage {
@@ -374,7 +446,10 @@ pub async fn deployment(
         report,
         controls,
     };
-    ok(conveyor_ui::environment::render_deployment(&chrome(&caller, &session, q.done.as_deref()), &page))
+    ok(conveyor_ui::environment::render_deployment(
+        &chrome(&caller, &session, q.done.as_deref()),
+        &page,
+    ))
 }
 
 /// The flags page, with `edited` (text refused, and why) in the editor instead of the stored
@@ -396,7 +471,9 @@ pub(super) async fn flags_page(
     let (definition, problem) = match edited {
         Some((text, problem)) => (text, Some(problem)),
         None => {
-            let text = flags_api::live(state, &project, &environment)?.set.to_json_string();
+            let text = flags_api::live(state, &project, &environment)?
+                .set
+                .to_json_string();
             // Indented, to edit.
             let pretty = serde_json::from_str::<serde_json::Value>(&text)
                 .and_then(|v| serde_json::to_string_pretty(&v))
@@ -442,7 +519,10 @@ pub async fn dora(
     let mut rows = Vec::new();
     for cell in environments(&state, &caller, blank_is_none(&q.project)).await? {
         let (project, environment) = (cell.latest.project.clone(), cell.environment.clone());
-        let mut reports = state.delivery.dora_at(Some(&project), &environment, window, &ends).await?;
+        let mut reports = state
+            .delivery
+            .dora_at(Some(&project), &environment, window, &ends)
+            .await?;
         let now_report = reports.pop().expect("one report per end");
         let trend = ends
             .iter()
@@ -456,7 +536,11 @@ pub async fn dora(
             trend,
         });
     }
-    ok(conveyor_ui::dora::render(&chrome(&caller, &session, q.done.as_deref()), DORA_WINDOW_DAYS, &rows))
+    ok(conveyor_ui::dora::render(
+        &chrome(&caller, &session, q.done.as_deref()),
+        DORA_WINDOW_DAYS,
+        &rows,
+    ))
 }
 
 /// Events an audit page shows, and how many it looks through for a project filter.
@@ -473,7 +557,11 @@ pub async fn audit(
         kind: blank_is_none(&q.kind).map(String::from),
         project: blank_is_none(&q.project).map(String::from),
     };
-    let scan = if filter.project.is_some() { AUDIT_SCAN } else { AUDIT_PAGE as i64 + 1 };
+    let scan = if filter.project.is_some() {
+        AUDIT_SCAN
+    } else {
+        AUDIT_PAGE as i64 + 1
+    };
     let stored = state
         .engine
         .store()
@@ -484,7 +572,11 @@ pub async fn audit(
     let mut events = Vec::new();
     for e in &stored {
         let shown = api::event_shown(&e.event);
-        if filter.project.as_deref().is_some_and(|p| shown["project"].as_str() != Some(p)) {
+        if filter
+            .project
+            .as_deref()
+            .is_some_and(|p| shown["project"].as_str() != Some(p))
+        {
             continue;
         }
         if events.len() == AUDIT_PAGE {
@@ -513,7 +605,10 @@ pub async fn audit(
         more,
         verification,
     };
-    ok(conveyor_ui::audit::render(&chrome(&caller, &session, q.done.as_deref()), &page))
+    ok(conveyor_ui::audit::render(
+        &chrome(&caller, &session, q.done.as_deref()),
+        &page,
+    ))
 }
 
 /// The settings page, with `new_token` (just made) shown once.
@@ -525,8 +620,13 @@ pub(super) async fn settings_page(
     done: Option<&str>,
 ) -> Result<conveyor_ui::Html, ApiError> {
     let admin = caller.may(Action::Administer, None, None);
-    let users = if admin { state.engine.store().users().await? } else { Vec::new() };
-    let axum::Json(tokens) = crate::access_api::list_tokens(State(state.clone()), Extension(caller.clone())).await?;
+    let users = if admin {
+        state.engine.store().users().await?
+    } else {
+        Vec::new()
+    };
+    let axum::Json(tokens) =
+        crate::access_api::list_tokens(State(state.clone()), Extension(caller.clone())).await?;
     let mut protections = Vec::new();
     for cell in environments(state, caller, None).await? {
         let (project, environment) = (cell.latest.project.clone(), cell.environment.clone());
@@ -542,7 +642,10 @@ pub(super) async fn settings_page(
         protections,
         admin,
     };
-    Ok(conveyor_ui::settings::render(&chrome(caller, session, done), &page))
+    Ok(conveyor_ui::settings::render(
+        &chrome(caller, session, done),
+        &page,
+    ))
 }
 
 pub async fn settings(

@@ -26,10 +26,12 @@ const SESSION_HOURS: i64 = 12;
 const FORM_LIMIT: usize = 64 * 1024;
 
 /// The session a page request came with: the CSRF token its forms carry (empty for a bearer
-/// token).
+/// token), and the event log's head before the page read anything (where its live updates
+/// start).
 #[derive(Debug, Clone, Default)]
 pub struct Session {
     pub csrf: String,
+    pub seq: i64,
 }
 
 /// The fields of the form a page posted, in order (empty for any other body).
@@ -43,7 +45,10 @@ impl Form {
 
     /// A field that is present and not blank, trimmed.
     pub fn text(&self, name: &str) -> Option<String> {
-        self.get(name).map(str::trim).filter(|v| !v.is_empty()).map(String::from)
+        self.get(name)
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(String::from)
     }
 }
 
@@ -80,7 +85,10 @@ fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     origin
         .split_once("://")
         .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
@@ -120,7 +128,10 @@ async fn admit_page(
 ) -> Result<Result<Request, Response>, PageError> {
     auth::check_host(state, &request)?;
     let reading = request.method() == Method::GET;
-    let (token, from_cookie) = match (bearer(request.headers()), cookie(request.headers(), SESSION_COOKIE)) {
+    let (token, from_cookie) = match (
+        bearer(request.headers()),
+        cookie(request.headers(), SESSION_COOKIE),
+    ) {
         (Some(token), _) => (Some(token), false),
         (None, Some(token)) => (Some(token), true),
         (None, None) => (None, false),
@@ -137,7 +148,9 @@ async fn admit_page(
             // An expired or revoked session: sign in again.
             Err(ApiError::Unauthorized) if reading && from_cookie => {
                 let mut response = sign_in_redirect(&request);
-                response.headers_mut().insert(header::SET_COOKIE, clear_cookie().parse().expect("a cookie"));
+                response
+                    .headers_mut()
+                    .insert(header::SET_COOKIE, clear_cookie().parse().expect("a cookie"));
                 return Ok(Err(response));
             }
             other => other?,
@@ -151,7 +164,9 @@ async fn admit_page(
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
     let bytes = axum::body::to_bytes(body, limit.max(FORM_LIMIT))
         .await
-        .map_err(|_| ApiError::TooLarge(format!("a form may have at most {} bytes", limit.max(FORM_LIMIT))))?;
+        .map_err(|_| {
+            ApiError::TooLarge(format!("a form may have at most {} bytes", limit.max(FORM_LIMIT)))
+        })?;
     let form = if form_sent {
         Form(
             serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
@@ -165,9 +180,16 @@ async fn admit_page(
         _ => String::new(),
     };
     if !reading && !same_origin(&parts.headers) {
-        return Err(PageError(ApiError::Forbidden("a form from another site is refused".into())));
+        return Err(PageError(ApiError::Forbidden(
+            "a form from another site is refused".into(),
+        )));
     }
-    if !reading && from_cookie && !form.get(conveyor_ui::CSRF_FIELD).is_some_and(|sent| same(sent, &csrf)) {
+    if !reading
+        && from_cookie
+        && !form
+            .get(conveyor_ui::CSRF_FIELD)
+            .is_some_and(|sent| same(sent, &csrf))
+    {
         return Err(PageError(ApiError::Forbidden(
             "this form is out of date or from another site (its CSRF token does not match your session): reload the page and try again".into(),
         )));
@@ -176,7 +198,8 @@ async fn admit_page(
     let mut request = Request::from_parts(parts, axum::body::Body::from(bytes));
     request.extensions_mut().insert(caller);
     request.extensions_mut().insert(scoped);
-    request.extensions_mut().insert(Session { csrf });
+    let seq = state.engine.events().head();
+    request.extensions_mut().insert(Session { csrf, seq });
     request.extensions_mut().insert(form);
     Ok(Ok(request))
 }
@@ -211,17 +234,17 @@ fn local(next: Option<&str>) -> &str {
     }
 }
 
-pub async fn sign_in_page(
-    State(state): State<AppState>,
-    request: Request,
-) -> Result<Response, PageError> {
+pub async fn sign_in_page(State(state): State<AppState>, request: Request) -> Result<Response, PageError> {
     auth::check_host(&state, &request)?;
     let query: SignInQuery = request
         .uri()
         .query()
         .and_then(|q| serde_urlencoded::from_str(q).ok())
         .unwrap_or_default();
-    Ok(html(StatusCode::OK, conveyor_ui::sign_in(local(query.next.as_deref()), None)))
+    Ok(html(
+        StatusCode::OK,
+        conveyor_ui::sign_in(local(query.next.as_deref()), None),
+    ))
 }
 
 /// Exchanges a token (the form's `token`) for a session, then goes to `next`.
@@ -233,7 +256,9 @@ pub async fn sign_in(State(state): State<AppState>, request: Request) -> PageRes
         .map(|ConnectInfo(addr)| addr.ip());
     let headers = request.headers().clone();
     if !same_origin(&headers) {
-        return Err(PageError(ApiError::Forbidden("a sign-in from another site is refused".into())));
+        return Err(PageError(ApiError::Forbidden(
+            "a sign-in from another site is refused".into(),
+        )));
     }
     let bytes = axum::body::to_bytes(request.into_body(), FORM_LIMIT)
         .await
@@ -241,7 +266,10 @@ pub async fn sign_in(State(state): State<AppState>, request: Request) -> PageRes
     let form = Form(serde_urlencoded::from_bytes(&bytes).unwrap_or_default());
     let next = local(form.get("next")).to_string();
     let Some(token) = form.text("token") else {
-        return Ok(html(StatusCode::BAD_REQUEST, conveyor_ui::sign_in(&next, Some("Enter a token."))));
+        return Ok(html(
+            StatusCode::BAD_REQUEST,
+            conveyor_ui::sign_in(&next, Some("Enter a token.")),
+        ));
     };
     let caller = match auth::identify(&state, peer, Some(token)).await {
         Ok(caller) => caller,
@@ -256,11 +284,16 @@ pub async fn sign_in(State(state): State<AppState>, request: Request) -> PageRes
     let now = Utc::now();
     let expires_at = caller
         .expires_at
-        .map_or(now + Duration::hours(SESSION_HOURS), |at| at.min(now + Duration::hours(SESSION_HOURS)));
+        .map_or(now + Duration::hours(SESSION_HOURS), |at| {
+            at.min(now + Duration::hours(SESSION_HOURS))
+        });
     let secret = auth::new_token().map_err(|e| ApiError::Internal(e.to_string()))?;
     let mut id = [0u8; 6];
     getrandom::fill(&mut id).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let name: String = format!("session-{}-{}", hex::encode(id), caller.user).chars().take(64).collect();
+    let name: String = format!("session-{}-{}", hex::encode(id), caller.user)
+        .chars()
+        .take(64)
+        .collect();
     state
         .engine
         .events()
@@ -335,7 +368,10 @@ mod tests {
     #[test]
     fn the_session_cookie_is_read_among_others() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::COOKIE, "theme=dark; conveyor_session=cvy_abc; x=1".parse().unwrap());
+        headers.insert(
+            header::COOKIE,
+            "theme=dark; conveyor_session=cvy_abc; x=1".parse().unwrap(),
+        );
         assert_eq!(cookie(&headers, SESSION_COOKIE).as_deref(), Some("cvy_abc"));
         assert!(session_cookie("t", 60, &headers).contains("HttpOnly; SameSite=Strict"));
     }

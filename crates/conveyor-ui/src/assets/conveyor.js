@@ -23,14 +23,14 @@
   });
 
   // Live logs: lines from the run's log stream, filtered by the search box, following the end.
-  function startLog(pre) {
+  // The log's section is kept when the page refreshes, so its box and its stream stay.
+  function matches(span) {
     var filter = document.getElementById("log-filter");
-    var follow = document.getElementById("log-follow");
+    var text = filter && filter.value.toLowerCase();
+    return !text || span.textContent.toLowerCase().indexOf(text) >= 0;
+  }
+  function startLog(pre) {
     var source = new EventSource(pre.getAttribute("data-stream"));
-    var matches = function (span) {
-      var text = filter && filter.value.toLowerCase();
-      return !text || span.textContent.toLowerCase().indexOf(text) >= 0;
-    };
     source.addEventListener("line", function (e) {
       var line = JSON.parse(e.data);
       if (pre.getAttribute("data-loaded") === "0") { pre.textContent = ""; pre.setAttribute("data-loaded", "1"); }
@@ -43,6 +43,7 @@
       span.appendChild(document.createTextNode(line.line + "\n"));
       if (!matches(span)) span.classList.add("hidden");
       pre.appendChild(span);
+      var follow = document.getElementById("log-follow");
       if (!follow || follow.checked) pre.scrollTop = pre.scrollHeight;
     });
     source.addEventListener("end", function () {
@@ -50,21 +51,24 @@
       pre.setAttribute("data-ended", "1");
       if (pre.getAttribute("data-loaded") === "0") pre.textContent = "(no output)";
     });
-    if (filter) filter.addEventListener("input", function () {
-      Array.prototype.forEach.call(pre.children, function (span) {
-        span.classList.toggle("hidden", !matches(span));
-      });
-    });
   }
+  document.addEventListener("input", function (e) {
+    if (e.target.id !== "log-filter") return;
+    var pre = document.getElementById("log");
+    Array.prototype.forEach.call(pre ? pre.children : [], function (span) {
+      span.classList.toggle("hidden", !matches(span));
+    });
+  });
 
   // Live pages: <main data-live="run:5 project:shop"> is fetched again (at most once a second)
   // when an event with one of those topics is appended; "*" follows every event.
   var main = document.querySelector("main[data-live]");
   function keep(fresh) {
-    // The log keeps its own stream; a form being filled in is not replaced under the user.
-    var log = main.querySelector("pre[data-stream]");
-    var freshLog = fresh.querySelector("pre[data-stream]");
-    if (log && freshLog) freshLog.replaceWith(log);
+    // Parts marked data-keep (the log with its stream and search box) stay as they are.
+    Array.prototype.forEach.call(fresh.querySelectorAll("[data-keep][id]"), function (part) {
+      var old = document.getElementById(part.id);
+      if (old) part.replaceWith(old);
+    });
   }
   function busy() {
     var active = document.activeElement;
@@ -88,7 +92,8 @@
           main.setAttribute("data-refreshed", String(last));
         });
     };
-    var live = new EventSource("/live");
+    // From the log's head when the page was read (and, reconnecting, from the last event seen).
+    var live = new EventSource("/live?after=" + encodeURIComponent(main.getAttribute("data-seq") || "0"));
     live.addEventListener("change", function (e) {
       var about = JSON.parse(e.data).topics;
       var relevant = topics.indexOf("*") >= 0 || about.some(function (t) { return topics.indexOf(t) >= 0; });

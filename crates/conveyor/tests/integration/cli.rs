@@ -474,6 +474,9 @@ fn the_demo_delivers_through_a_canary_and_the_analysis_rolls_a_bad_change_back()
         "production serves r2 100% again",
         "change failure rate 33%",
         "✓ Delivered.",
+        // The web UI, signed in through the link's fragment.
+        "web UI   http://127.0.0.1:",
+        "/sign-in#token=cvy_",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }

@@ -183,7 +183,9 @@ async fn every_route_answers_each_role_as_this_table_says() {
             .replace("{environment}", "production")
             .replace("{key}", "greeting")
             .replace("{*path}", "dist/VERSION")
-            .replace("{name}", "nobody");
+            .replace("{name}", "nobody")
+            .replace("{version}", "r1")
+            .replace("{index}", "0");
         // The web UI's pages have the API's paths without its prefix.
         let bare = path.trim_start_matches("/api/v1");
         let id = if bare.starts_with("/runs/") {
@@ -207,7 +209,9 @@ async fn every_route_answers_each_role_as_this_table_says() {
             _ => None,
         };
         // A page's form: the same fields, unconfirmed (so an allowed action only asks).
-        let page = !row.path.starts_with("/api/");
+        let page = routes
+            .iter()
+            .any(|r| r.path == row.path && matches!(r.access, conveyor_server::Access::Page(_)));
         let form: Vec<(&str, &str)> = match row.path.as_str() {
             p if p.ends_with("/promote") => vec![("environment", "production")],
             p if p.ends_with("/runs") => vec![("branch", "no-such-branch")],

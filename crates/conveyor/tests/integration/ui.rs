@@ -25,7 +25,11 @@ struct Browser {
 
 impl Browser {
     async fn open(base: &str) -> Browser {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let driver = {
             use std::os::unix::process::CommandExt as _;
             Command::new("chromedriver")
@@ -38,7 +42,10 @@ impl Browser {
         };
         let url = format!("http://127.0.0.1:{port}");
         eventually(Duration::from_secs(20), || async {
-            reqwest::get(format!("{url}/status")).await.ok().filter(|r| r.status().is_success())
+            reqwest::get(format!("{url}/status"))
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
         })
         .await;
         let mut capabilities = serde_json::Map::new();
@@ -69,18 +76,35 @@ impl Browser {
 
     /// The page's path and query.
     async fn current(&self) -> String {
-        let at = self.client.execute("return location.pathname + location.search;", Vec::new()).await.unwrap();
+        let at = self
+            .client
+            .execute("return location.pathname + location.search;", Vec::new())
+            .await
+            .unwrap();
         at.as_str().unwrap_or_default().to_string()
     }
 
     /// Signs in through the form with `token`; lands on `next`.
     async fn sign_in(&self, token: &str, next: &str) {
         self.goto(next).await;
-        assert!(self.current().await.starts_with("/sign-in?next="), "{}", self.current().await);
+        assert!(
+            self.current().await.starts_with("/sign-in?next="),
+            "{}",
+            self.current().await
+        );
         let field = self.client.find(Locator::Css("#token")).await.unwrap();
         field.send_keys(token).await.unwrap();
-        self.client.find(Locator::Css("#sign-in button")).await.unwrap().click().await.unwrap();
-        eventually(Duration::from_secs(10), || async { (self.current().await == next).then_some(()) }).await;
+        self.client
+            .find(Locator::Css("#sign-in button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        eventually(Duration::from_secs(10), || async {
+            (self.current().await == next).then_some(())
+        })
+        .await;
     }
 
     async fn script(&self, js: &str) -> Value {
@@ -130,7 +154,10 @@ impl Browser {
             .await
             .unwrap_or_else(|_| panic!("a form posting to {action}"));
         button.click().await.unwrap();
-        eventually(Duration::from_secs(5), || async { self.client.accept_alert().await.ok() }).await;
+        eventually(Duration::from_secs(5), || async {
+            self.client.accept_alert().await.ok()
+        })
+        .await;
     }
 
     /// POSTs a form from the page (as a forger in the page would), returning the status.
@@ -185,7 +212,10 @@ impl Drop for Browser {
 }
 
 fn screenshots() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("ui-screenshots");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("ui-screenshots");
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -213,9 +243,29 @@ async fn signing_in_then_watching_a_runs_log_arrive_live() {
     let browser = Browser::open(&server.base).await;
     // A wrong token is refused on the page itself.
     browser.goto("/sign-in").await;
-    browser.client.find(Locator::Css("#token")).await.unwrap().send_keys("cvy_wrong").await.unwrap();
-    browser.client.find(Locator::Css("#sign-in button")).await.unwrap().click().await.unwrap();
-    assert!(browser.text(".problem").await.unwrap().contains("unknown, expired or revoked"));
+    browser
+        .client
+        .find(Locator::Css("#token"))
+        .await
+        .unwrap()
+        .send_keys("cvy_wrong")
+        .await
+        .unwrap();
+    browser
+        .client
+        .find(Locator::Css("#sign-in button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(
+        browser
+            .text(".problem")
+            .await
+            .unwrap()
+            .contains("unknown, expired or revoked")
+    );
 
     let run = server.trigger("slow").await;
     browser.sign_in(TOKEN, &format!("/runs/{run}")).await;
@@ -247,45 +297,175 @@ async fn signing_in_then_watching_a_runs_log_arrive_live() {
     // The graph shows both jobs, `after` after `count`, both succeeded.
     assert_eq!(browser.count("g.job[data-status=success]").await, 2);
     // Searching the log hides the other lines.
-    browser.client.find(Locator::Css("#log-filter")).await.unwrap().send_keys("line 3").await.unwrap();
+    browser
+        .client
+        .find(Locator::Css("#log-filter"))
+        .await
+        .unwrap()
+        .send_keys("line 3")
+        .await
+        .unwrap();
     let shown = browser
         .script("return Array.from(document.querySelectorAll('#log > span')).filter(s => !s.classList.contains('hidden')).length;")
         .await;
     assert_eq!(shown, json!(1));
     browser.shoot("run").await;
+    // Signed out, a link with the token in its fragment (what the demo prints) signs in again.
+    browser
+        .client
+        .find(Locator::Css("header form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), || async {
+        browser.current().await.starts_with("/sign-in").then_some(())
+    })
+    .await;
+    // (From elsewhere: a fragment changed on the same page loads nothing.)
+    browser.client.goto("about:blank").await.unwrap();
+    browser.goto(&format!("/sign-in#token={TOKEN}")).await;
+    eventually(Duration::from_secs(10), || async {
+        (browser.current().await == "/").then_some(())
+    })
+    .await;
+    assert!(browser.text("header .who").await.unwrap().contains("admin"));
     browser.client.clone().close().await.unwrap();
 }
 
-/// Production: a canary in two steps, guarded on the server by one approval from someone who
-/// did not ask for the deployment.
-const STEPPED: &str = "  production:\n    strategy:\n      canary:\n        steps: [{ weight: 20, pause: 4s }, { weight: 60, pause: 4s }]\n";
+/// The forms work without a script: an action posted unconfirmed gets a page that asks, and
+/// the same form confirmed does it.
+#[tokio::test]
+async fn without_javascript_a_page_asks_before_an_action() {
+    let shop = Shop::new("  production:\n").await;
+    let server = &shop.server;
+    let first = shop.deployed("v1", "production").await;
+    shop.deployed("v2", "production").await;
+    let http = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let signed_in = http
+        .post(format!("{}/sign-in", server.base))
+        .form(&[
+            ("token", TOKEN),
+            ("next", "/projects/shop/environments/production"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let cookie = signed_in.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let page = http
+        .get(format!("{}/projects/shop/environments/production", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next(),
+        Some("default-src 'none'")
+    );
+    let html = page.text().await.unwrap();
+    let csrf = html
+        .split("name=\"_csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_string();
+    let rollback = format!("{}/projects/shop/environments/production/rollback", server.base);
+    let to = first.to_string();
+    let asked = http
+        .post(&rollback)
+        .form(&[("_csrf", csrf.as_str()), ("to", to.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.status(), 200);
+    let question = asked.text().await.unwrap();
+    assert!(
+        question.contains(&format!("Roll production back to r{first}?")),
+        "{question}"
+    );
+    assert!(
+        question.contains("name=\"confirmed\" value=\"yes\""),
+        "{question}"
+    );
+    let before = server
+        .get("/api/v1/projects/shop/environments/production/deployments")
+        .await["deployments"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(before, 2, "asking did nothing");
+    let done = http
+        .post(&rollback)
+        .form(&[
+            ("_csrf", csrf.as_str()),
+            ("to", to.as_str()),
+            ("confirmed", "yes"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 303);
+    assert_eq!(
+        done.headers()["location"],
+        "/projects/shop/environments/production?done=rolled-back"
+    );
+    let history = server
+        .get("/api/v1/projects/shop/environments/production/deployments")
+        .await;
+    assert_eq!(history["deployments"][0]["release_id"], json!(first));
+    assert_eq!(history["deployments"][0]["requested_by"], "admin");
+}
+
+/// A canary in two steps (not marked `production`, so without the default analysis: no load
+/// needed), guarded on the server by one approval from someone who did not ask for it.
+const STEPPED: &str = "  prod:\n    strategy:\n      canary:\n        steps: [{ weight: 20, pause: 4s }, { weight: 60, pause: 4s }]\n";
 
 #[tokio::test]
 async fn a_second_user_approves_watches_the_canary_move_then_rolls_back() {
     let shop = Shop::new(STEPPED).await;
     let server = &shop.server;
-    let first = shop.deployed("v1", "production").await;
+    let first = shop.deployed("v1", "prod").await;
     let (status, _) = server
         .request(
             reqwest::Method::PUT,
-            "/api/v1/projects/shop/environments/production/protection",
+            "/api/v1/projects/shop/environments/prod/protection",
             Some(json!({ "required_approvals": 1, "not_author": true })),
             true,
         )
         .await;
     assert_eq!(status, 200);
-    let rita = server.user("rita", &[("deployer", Some("shop"), Some("production"))]).await;
+    let rita = server
+        .user("rita", &[("deployer", Some("shop"), Some("prod"))])
+        .await;
     let second = shop.release("v2").await;
-    let deployment = shop.promote(second, "production").await;
+    let deployment = shop.promote(second, "prod").await;
 
     let browser = Browser::open(&server.base).await;
     browser.sign_in(&rita, "/").await;
     // The overview lists what waits for her.
-    let waiting = browser.text("#awaiting + div").await.expect("approvals waiting for rita");
+    let waiting = browser
+        .text("#awaiting + div")
+        .await
+        .expect("approvals waiting for rita");
     assert!(waiting.contains(&format!("#{deployment}")), "{waiting}");
-    browser.goto("/projects/shop/environments/production").await;
+    browser.goto("/projects/shop/environments/prod").await;
     browser.mark().await;
-    browser.confirm_click(&format!("/deployments/{deployment}/approve")).await;
+    browser
+        .confirm_click(&format!("/deployments/{deployment}/approve"))
+        .await;
     eventually(Duration::from_secs(10), || async {
         browser.current().await.ends_with("done=approved").then_some(())
     })
@@ -297,8 +477,10 @@ async fn a_second_user_approves_watches_the_canary_move_then_rolls_back() {
     // The split moves on the page while the canary steps through 20% and 60%.
     browser.mark().await;
     let mut seen = Vec::new();
-    let js = format!("const s = document.querySelector('#split span[data-version=\"r{second}\"]'); return s ? Number(s.dataset.traffic) : 0;");
-    tokio::time::timeout(Duration::from_secs(60), async {
+    let js = format!(
+        "const s = document.querySelector('#split span[data-version=\"r{second}\"]'); return s ? Number(s.dataset.traffic) : 0;"
+    );
+    let moved = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
             let share = browser.script(&js).await.as_u64().unwrap();
             if seen.last() != Some(&share) {
@@ -310,23 +492,38 @@ async fn a_second_user_approves_watches_the_canary_move_then_rolls_back() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
-    .await
-    .unwrap_or_else(|_| panic!("the canary did not reach 100% on the page: {seen:?}"));
+    .await;
+    if moved.is_err() {
+        let d = shop.deployment(deployment).await;
+        let html = browser.text("main").await.unwrap_or_default();
+        panic!("the canary did not reach 100% on the page: {seen:?}\n{d:#}\n{html}");
+    }
     assert!(seen.contains(&20) && seen.contains(&60), "shares seen: {seen:?}");
     assert!(browser.still_marked().await, "updated in place, not reloaded");
     shop.finished(deployment).await;
     browser.shoot("environment-after-canary").await;
 
     // Back to v1 from the same page.
-    browser.goto("/projects/shop/environments/production").await;
-    let choice = browser.text("form[action$=\"/rollback\"] select option").await.unwrap();
+    browser.goto("/projects/shop/environments/prod").await;
+    let choice = browser
+        .text("form[action$=\"/rollback\"] select option")
+        .await
+        .unwrap();
     assert_eq!(choice, format!("r{first}"));
-    browser.confirm_click("/projects/shop/environments/production/rollback").await;
+    browser
+        .confirm_click("/projects/shop/environments/prod/rollback")
+        .await;
     eventually(Duration::from_secs(10), || async {
-        browser.current().await.ends_with("done=rolled-back").then_some(())
+        browser
+            .current()
+            .await
+            .ends_with("done=rolled-back")
+            .then_some(())
     })
     .await;
-    let history = server.get("/api/v1/projects/shop/environments/production/deployments").await;
+    let history = server
+        .get("/api/v1/projects/shop/environments/prod/deployments")
+        .await;
     let rollback = &history["deployments"][0];
     assert_eq!(rollback["release_id"], json!(first), "{history:#}");
     assert_eq!(rollback["requested_by"], "rita");
@@ -384,22 +581,50 @@ async fn a_bad_canarys_report_shows_the_failed_metric_and_every_page_is_shot() {
             "the decision",
             Duration::from_secs(30),
             "return document.querySelector('#decision').textContent;",
-            |t| t.as_str().is_some_and(|t| t.contains("analysis failed: error_rate")),
+            |t| {
+                t.as_str()
+                    .is_some_and(|t| t.contains("analysis failed: error_rate"))
+            },
         )
         .await;
     assert!(browser.still_marked().await, "updated in place, not reloaded");
-    assert_eq!(browser.count(".metric[data-metric=error_rate] svg.chart").await, 1);
+    assert_eq!(
+        browser.count(".metric[data-metric=error_rate] svg.chart").await,
+        1
+    );
     browser.shoot("deployment-report").await;
 
     // A form without the session's CSRF token is refused, and does nothing.
-    let before = server.get("/api/v1/projects/shop/environments/prod/deployments").await;
-    assert_eq!(browser.forge("/projects/shop/environments/prod/rollback", "confirmed=yes").await, 403);
-    assert_eq!(browser.forge("/projects/shop/environments/prod/rollback", "_csrf=0000&confirmed=yes").await, 403);
-    let after = server.get("/api/v1/projects/shop/environments/prod/deployments").await;
-    assert_eq!(before["deployments"].as_array().unwrap().len(), after["deployments"].as_array().unwrap().len());
+    let before = server
+        .get("/api/v1/projects/shop/environments/prod/deployments")
+        .await;
+    assert_eq!(
+        browser
+            .forge("/projects/shop/environments/prod/rollback", "confirmed=yes")
+            .await,
+        403
+    );
+    assert_eq!(
+        browser
+            .forge(
+                "/projects/shop/environments/prod/rollback",
+                "_csrf=0000&confirmed=yes"
+            )
+            .await,
+        403
+    );
+    let after = server
+        .get("/api/v1/projects/shop/environments/prod/deployments")
+        .await;
+    assert_eq!(
+        before["deployments"].as_array().unwrap().len(),
+        after["deployments"].as_array().unwrap().len()
+    );
 
     // Every page, at desktop and phone width, referencing nothing outside the server.
-    let run = server.get("/api/v1/runs?project=shop&limit=1").await["runs"][0]["id"].as_i64().unwrap();
+    let run = server.get("/api/v1/runs?project=shop&limit=1").await["runs"][0]["id"]
+        .as_i64()
+        .unwrap();
     let pages = [
         ("overview", "/".to_string()),
         ("project", "/projects/shop".to_string()),
@@ -416,11 +641,37 @@ async fn a_bad_canarys_report_shows_the_failed_metric_and_every_page_is_shot() {
         assert!(browser.text("h1").await.is_some(), "{path} has a heading");
         browser.shoot(name).await;
     }
+    // Each instance's log is a click away from the environment.
+    browser.goto("/projects/shop/environments/prod").await;
+    browser
+        .client
+        .find(Locator::Css("#versions a[href$=\"/log\"]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .until(
+            "the instance's log page",
+            Duration::from_secs(10),
+            "return document.querySelector('h1').textContent;",
+            |t| t.as_str().is_some_and(|t| t.starts_with("Log of r")),
+        )
+        .await;
+    browser.shoot("instance-log").await;
     // The release page checks the signature, and lists the commit between the two releases.
     browser.goto(&format!("/releases/{bad}?compare={first}")).await;
     let page = browser.text("main").await.unwrap();
     assert!(page.contains("The signature verifies"), "{page}");
     assert!(page.contains("v2 ERRORS"), "the commit's subject: {page}");
+    // Its artifacts download with the session, byte for byte.
+    let version = browser
+        .script(&format!(
+            "return fetch('/releases/{bad}/artifacts/dist/VERSION').then(r => r.text());"
+        ))
+        .await;
+    assert_eq!(version, json!("v2 ERRORS"));
     browser.goto("/audit?verify=1").await;
     assert!(browser.text("#verification").await.unwrap().contains("verified"));
     // A flag definition that does not validate is shown beside the editor, as sent.
@@ -428,9 +679,31 @@ async fn a_bad_canarys_report_shows_the_failed_metric_and_every_page_is_shot() {
     browser
         .script("document.querySelector('#definition').value = '{\"flags\": {\"x\": {\"state\": \"ON\"}}}';")
         .await;
-    browser.client.find(Locator::Css("form[action$=\"/flags\"] button")).await.unwrap().click().await.unwrap();
-    let problem = browser.text("#definition-problem").await.expect("the problem beside the editor");
-    assert!(problem.contains("state"), "{problem}");
+    browser
+        .client
+        .find(Locator::Css("form[action$=\"/flags\"] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let problem = browser
+        .until(
+            "the problem beside the editor",
+            Duration::from_secs(10),
+            "const p = document.querySelector('#definition-problem'); return p ? p.textContent : '';",
+            |t| t.as_str().is_some_and(|t| !t.is_empty()),
+        )
+        .await;
+    assert!(problem.as_str().unwrap().contains("state"), "{problem}");
+    assert!(
+        browser
+            .text("#definition")
+            .await
+            .unwrap_or_default()
+            .contains("\"ON\""),
+        "kept as sent"
+    );
     browser.shoot("flags-invalid").await;
     let signed_out = Browser::open(&server.base).await;
     signed_out.goto("/sign-in").await;
@@ -447,8 +720,12 @@ async fn a_viewer_sees_no_buttons_and_a_forged_form_is_refused() {
     shop.deployed("v2", "production").await;
     let vic = server.user("vic", &[("viewer", Some("shop"), None)]).await;
     let browser = Browser::open(&server.base).await;
-    browser.sign_in(&vic, "/projects/shop/environments/production").await;
-    let deployment = server.get("/api/v1/projects/shop/environments/production/deployments").await["deployments"][0]["id"]
+    browser
+        .sign_in(&vic, "/projects/shop/environments/production")
+        .await;
+    let deployment = server
+        .get("/api/v1/projects/shop/environments/production/deployments")
+        .await["deployments"][0]["id"]
         .as_i64()
         .unwrap();
     for path in [
@@ -459,29 +736,78 @@ async fn a_viewer_sees_no_buttons_and_a_forged_form_is_refused() {
     ] {
         browser.goto(&path).await;
         // Only signing out posts anything.
-        assert_eq!(browser.count("main form[method=post]").await, 0, "{path} shows a button");
+        assert_eq!(
+            browser.count("main form[method=post]").await,
+            0,
+            "{path} shows a button"
+        );
         assert_eq!(browser.count("form[method=post]").await, 1, "{path}");
     }
-    assert_eq!(browser.count("nav a[href=\"/audit\"]").await, 0, "a project viewer has no audit page");
+    assert_eq!(
+        browser.count("nav a[href=\"/audit\"]").await,
+        0,
+        "a project viewer has no audit page"
+    );
     // Forged with the session's own CSRF token: refused for the role.
-    let csrf = browser.script("return document.querySelector('input[name=_csrf]').value;").await;
+    let csrf = browser
+        .script("return document.querySelector('input[name=_csrf]').value;")
+        .await;
     let fields = format!("_csrf={}&confirmed=yes&to={first}", csrf.as_str().unwrap());
-    assert_eq!(browser.forge("/projects/shop/environments/production/rollback", &fields).await, 403);
-    assert_eq!(browser.forge(&format!("/deployments/{deployment}/abort"), &fields).await, 403);
-    assert_eq!(browser.forge("/settings/users", &format!("{fields}&name=mallory")).await, 403);
-    let history = server.get("/api/v1/projects/shop/environments/production/deployments").await;
-    assert_eq!(history["deployments"][0]["id"], json!(deployment), "nothing was rolled back");
+    assert_eq!(
+        browser
+            .forge("/projects/shop/environments/production/rollback", &fields)
+            .await,
+        403
+    );
+    assert_eq!(
+        browser
+            .forge(&format!("/deployments/{deployment}/abort"), &fields)
+            .await,
+        403
+    );
+    assert_eq!(
+        browser
+            .forge("/settings/users", &format!("{fields}&name=mallory"))
+            .await,
+        403
+    );
+    let history = server
+        .get("/api/v1/projects/shop/environments/production/deployments")
+        .await;
+    assert_eq!(
+        history["deployments"][0]["id"],
+        json!(deployment),
+        "nothing was rolled back"
+    );
     // The API says the same to the viewer's own token.
-    let (status, _) = post_as(server, &vic, "/api/v1/projects/shop/environments/production/rollback", json!({})).await;
+    let (status, _) = post_as(
+        server,
+        &vic,
+        "/api/v1/projects/shop/environments/production/rollback",
+        json!({}),
+    )
+    .await;
     assert_eq!(status, 403);
     // Signing out ends the session: its token is revoked.
-    browser.client.find(Locator::Css("header form button")).await.unwrap().click().await.unwrap();
-    eventually(Duration::from_secs(10), || async { browser.current().await.starts_with("/sign-in").then_some(()) }).await;
+    browser
+        .client
+        .find(Locator::Css("header form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), || async {
+        browser.current().await.starts_with("/sign-in").then_some(())
+    })
+    .await;
     browser.goto("/projects/shop").await;
     assert!(browser.current().await.starts_with("/sign-in?next="));
     assert!(
         server
-            .logged(|e| e["type"] == "token_revoked" && e["by"] == "vic" && e["name"].as_str().unwrap_or("").starts_with("session-"))
+            .logged(|e| e["type"] == "token_revoked"
+                && e["by"] == "vic"
+                && e["name"].as_str().unwrap_or("").starts_with("session-"))
             .await
     );
     browser.client.clone().close().await.unwrap();
