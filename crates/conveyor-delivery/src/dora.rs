@@ -31,28 +31,26 @@ impl Delivery {
         ends: &[DateTime<Utc>],
     ) -> Result<Vec<conveyor_analysis::dora::Report>, DeliveryError> {
         use conveyor_analysis::dora::{Deployment, Outcome};
-        let store = self.engine.store();
-        let commit_times = store.commit_times(project).await?;
-        let mut records = Vec::new();
-        for d in store.deployments(project, Some(environment), 100_000).await? {
-            let Some(finished) = d.finished_at else {
-                continue;
-            };
-            let outcome = match (d.status, d.phase_index) {
-                (DeploymentStatus::Succeeded, _) => Outcome::Succeeded,
-                (_, Some(_)) => Outcome::Failed,
-                _ => Outcome::NotStarted,
-            };
-            records.push(Deployment {
+        let records: Vec<Deployment> = self
+            .engine
+            .store()
+            .deployment_outcomes(project, environment)
+            .await?
+            .into_iter()
+            .map(|d| Deployment {
                 id: d.id,
-                outcome,
+                outcome: match (d.status, d.phase_index) {
+                    (DeploymentStatus::Succeeded, _) => Outcome::Succeeded,
+                    (_, Some(_)) => Outcome::Failed,
+                    _ => Outcome::NotStarted,
+                },
                 started: d.created_at,
-                finished,
-                committed: commit_times.get(&d.release_id).copied().flatten(),
+                finished: d.finished_at,
+                committed: d.committed_at,
                 rollback_of: d.rollback_of,
                 fixed_by: d.fixed_by,
-            });
-        }
+            })
+            .collect();
         Ok(ends
             .iter()
             .map(|end| conveyor_analysis::dora::report(&records, *end, window))

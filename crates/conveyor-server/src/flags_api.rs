@@ -68,7 +68,11 @@ fn flag_summary(flag: &FlagInfo<'_>) -> FlagSummary {
     }
 }
 
-pub(crate) fn live(state: &AppState, project: &str, environment: &str) -> ApiResult<std::sync::Arc<crate::flags::Live>> {
+pub(crate) fn live(
+    state: &AppState,
+    project: &str,
+    environment: &str,
+) -> ApiResult<std::sync::Arc<crate::flags::Live>> {
     Ok(state
         .flags
         .environment(project, environment)

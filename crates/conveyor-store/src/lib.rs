@@ -29,8 +29,8 @@ pub use event::{
 pub use flags::{FlagAge, FlagKeyRow, FlagScheduleView, FlagSetRow};
 pub use log::{EventLog, Subscription};
 pub use query::{
-    CurrentRelease, DeploymentView, JobView, JudgementView, Project, Release, RunFilter, RunView, StepView,
-    StoredEvent,
+    CurrentRelease, DeploymentOutcome, DeploymentView, JobView, JudgementView, Project, Release, RunFilter,
+    RunView, StepView, StoredEvent,
 };
 pub use secrets::{KEY_LEN, Keyring, SecretError, SecretKey};
 

@@ -199,6 +199,21 @@ async fn deployments_of(store: &Store, pick: Pick<'_>) -> Result<Vec<DeploymentV
         .collect()
 }
 
+/// A finished deployment as DORA's keys read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentOutcome {
+    pub id: i64,
+    pub status: conveyor_api::DeploymentStatus,
+    /// The phase it reached; None if it never started.
+    pub phase_index: Option<u32>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub finished_at: chrono::DateTime<chrono::Utc>,
+    pub rollback_of: Option<i64>,
+    pub fixed_by: Option<i64>,
+    /// When its release's commit was made, if known.
+    pub committed_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// The release a project environment runs, since its deployment finished.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CurrentRelease {
@@ -523,19 +538,40 @@ impl Store {
             .collect())
     }
 
-    /// When each release's commit was made (of `project`, or of every project), if known.
-    pub async fn commit_times(
+    /// What DORA's keys need of each finished deployment into `environment` (of `project`, or of
+    /// every project), oldest first: one query, no child tables.
+    pub async fn deployment_outcomes(
         &self,
         project: Option<&str>,
-    ) -> Result<HashMap<i64, Option<chrono::DateTime<chrono::Utc>>>, StoreError> {
+        environment: &str,
+    ) -> Result<Vec<DeploymentOutcome>, StoreError> {
         let rows = sqlx::query(
-            "SELECT releases.id, runs.committed_at FROM releases JOIN runs ON runs.id = releases.run_id
-             WHERE ($1 IS NULL OR releases.project = $1)",
+            "SELECT d.id, d.status, d.phase_index, d.created_at, d.finished_at, d.rollback_of, d.fixed_by,
+                    runs.committed_at
+             FROM deployments d
+             LEFT JOIN releases ON releases.id = d.release_id
+             LEFT JOIN runs ON runs.id = releases.run_id
+             WHERE ($1 IS NULL OR d.project = $1) AND d.environment = $2 AND d.finished_at IS NOT NULL
+             ORDER BY d.id",
         )
         .bind(project)
+        .bind(environment)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        rows.iter()
+            .map(|r| {
+                Ok(DeploymentOutcome {
+                    id: r.try_get(0)?,
+                    status: status(r, 1)?,
+                    phase_index: r.try_get::<Option<i64>, _>(2)?.map(|i| i as u32),
+                    created_at: r.try_get(3)?,
+                    finished_at: r.try_get(4)?,
+                    rollback_of: r.try_get(5)?,
+                    fixed_by: r.try_get(6)?,
+                    committed_at: r.try_get(7)?,
+                })
+            })
+            .collect()
     }
 
     /// A release's deployments, newest first.

@@ -5,7 +5,7 @@ use conveyor_api::dora::{Level, Report};
 use maud::{Markup, html};
 
 use crate::svg::bars;
-use crate::{Chrome, Section, badge, duration, encode, page, trusted};
+use crate::{Chrome, Section, duration, encode, page, trusted};
 
 /// One project environment's keys now and, oldest first, over the windows before.
 #[derive(Debug, Clone)]
@@ -13,7 +13,7 @@ pub struct DoraRow {
     pub project: String,
     pub environment: String,
     pub now: Report,
-    /// `(label, report)` of each earlier window end, oldest first.
+    /// `(label, report)` of each window end, oldest first, the last one now.
     pub trend: Vec<(String, Report)>,
 }
 
@@ -29,7 +29,7 @@ fn level(level: Level) -> Markup {
 pub fn render(chrome: &Chrome, window_days: u64, rows: &[DoraRow]) -> Markup {
     let body = html! {
         h1 { "DORA: the four keys" }
-        p.muted { "Deployments that finished in the last " (window_days) " days; the trend is the same window ending each week before." }
+        p.muted { "Deployments that finished in the last " (window_days) " days; the bars are the same window ending each week, the last one now." }
         @if rows.is_empty() { p.muted { "No deployments yet." } }
         @for row in rows {
             section.card .dora aria-label={ (row.project) " / " (row.environment) } {
@@ -53,9 +53,10 @@ pub fn render(chrome: &Chrome, window_days: u64, rows: &[DoraRow]) -> Markup {
                     div {
                         h3 { "Time to restore " @if let Some(m) = &row.now.time_to_restore { (level(m.level)) } }
                         p { @match &row.now.time_to_restore { Some(m) => { "median " (duration(m.median_seconds as i64)) " over " (m.samples) }, None => span.muted { "no failures to restore from" } } }
+                        (trusted(bars("Median time to restore, hours", &row.trend.iter().map(|(l, r)| (l.clone(), r.time_to_restore.as_ref().map_or(0.0, |m| m.median_seconds as f64 / 3600.0))).collect::<Vec<_>>(), " h")))
                     }
                 }
-                p.muted { "Levels as DORA's State of DevOps report has them: " (badge("elite")) " is best." }
+                p.muted { "Levels as DORA's State of DevOps report has them: " (level(Level::Elite)) " is best, then high, medium and low." }
             }
         }
     };

@@ -519,11 +519,11 @@ pub async fn dora(
     let mut rows = Vec::new();
     for cell in environments(&state, &caller, blank_is_none(&q.project)).await? {
         let (project, environment) = (cell.latest.project.clone(), cell.environment.clone());
-        let mut reports = state
+        let reports = state
             .delivery
             .dora_at(Some(&project), &environment, window, &ends)
             .await?;
-        let now_report = reports.pop().expect("one report per end");
+        let now_report = reports.last().cloned().expect("one report per end");
         let trend = ends
             .iter()
             .zip(reports)
@@ -635,9 +635,19 @@ pub(super) async fn settings_page(
             protections.push((project, environment, rules));
         }
     }
+    // Sessions that ended are history (the audit trail has them), not tokens to manage.
+    let now = Utc::now();
+    let tokens = tokens
+        .tokens
+        .into_iter()
+        .filter(|t| {
+            !t.name.starts_with("session-")
+                || (t.revoked_at.is_none() && t.expires_at.is_none_or(|at| at > now))
+        })
+        .collect();
     let page = conveyor_ui::settings::SettingsPage {
         users,
-        tokens: tokens.tokens,
+        tokens,
         new_token,
         protections,
         admin,
