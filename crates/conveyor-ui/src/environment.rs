@@ -92,7 +92,7 @@ pub fn render(chrome: &Chrome, p: &EnvironmentPage) -> Markup {
                     td { (v.traffic) "%" }
                     td { @for i in &v.instances {
                         span.mono { (i.addr) } " " (badge(if i.healthy { "healthy" } else { "unhealthy" }))
-                        " " a href={ (environment_path(project, environment)) "/instances/" (encode(&v.version)) "/" (i.index) "/log" } { "log" }
+                        " " a href={ (environment_path(project, environment)) "/instances/" (encode(&v.version)) "/" (i.index) "/log" } aria-label={ "Log of " (v.version) " instance " (i.index) } { "log" }
                         @if i.restarts > 0 { span.muted { " " (i.restarts) " restarts" } }
                         br;
                     } }
