@@ -429,29 +429,30 @@ async fn without_javascript_a_page_asks_before_an_action() {
     assert_eq!(history["deployments"][0]["requested_by"], "admin");
 }
 
-/// A canary in two steps (not marked `production`, so without the default analysis: no load
-/// needed), guarded on the server by one approval from someone who did not ask for it.
-const STEPPED: &str = "  prod:\n    strategy:\n      canary:\n        steps: [{ weight: 20, pause: 4s }, { weight: 60, pause: 4s }]\n";
+/// Production as a canary in two steps (without `production: true`, so without the default
+/// analysis: no load needed), guarded on the server by one approval from someone who did not
+/// ask for it.
+const STEPPED: &str = "  production:\n    strategy:\n      canary:\n        steps: [{ weight: 20, pause: 4s }, { weight: 60, pause: 4s }]\n";
 
 #[tokio::test]
 async fn a_second_user_approves_watches_the_canary_move_then_rolls_back() {
     let shop = Shop::new(STEPPED).await;
     let server = &shop.server;
-    let first = shop.deployed("v1", "prod").await;
+    let first = shop.deployed("v1", "production").await;
     let (status, _) = server
         .request(
             reqwest::Method::PUT,
-            "/api/v1/projects/shop/environments/prod/protection",
+            "/api/v1/projects/shop/environments/production/protection",
             Some(json!({ "required_approvals": 1, "not_author": true })),
             true,
         )
         .await;
     assert_eq!(status, 200);
     let rita = server
-        .user("rita", &[("deployer", Some("shop"), Some("prod"))])
+        .user("rita", &[("deployer", Some("shop"), Some("production"))])
         .await;
     let second = shop.release("v2").await;
-    let deployment = shop.promote(second, "prod").await;
+    let deployment = shop.promote(second, "production").await;
 
     let browser = Browser::open(&server.base).await;
     browser.sign_in(&rita, "/").await;
@@ -461,7 +462,7 @@ async fn a_second_user_approves_watches_the_canary_move_then_rolls_back() {
         .await
         .expect("approvals waiting for rita");
     assert!(waiting.contains(&format!("#{deployment}")), "{waiting}");
-    browser.goto("/projects/shop/environments/prod").await;
+    browser.goto("/projects/shop/environments/production").await;
     browser.mark().await;
     browser
         .confirm_click(&format!("/deployments/{deployment}/approve"))
@@ -504,14 +505,14 @@ async fn a_second_user_approves_watches_the_canary_move_then_rolls_back() {
     browser.shoot("environment-after-canary").await;
 
     // Back to v1 from the same page.
-    browser.goto("/projects/shop/environments/prod").await;
+    browser.goto("/projects/shop/environments/production").await;
     let choice = browser
         .text("form[action$=\"/rollback\"] select option")
         .await
         .unwrap();
     assert_eq!(choice, format!("r{first}"));
     browser
-        .confirm_click("/projects/shop/environments/prod/rollback")
+        .confirm_click("/projects/shop/environments/production/rollback")
         .await;
     eventually(Duration::from_secs(10), || async {
         browser
@@ -522,7 +523,7 @@ async fn a_second_user_approves_watches_the_canary_move_then_rolls_back() {
     })
     .await;
     let history = server
-        .get("/api/v1/projects/shop/environments/prod/deployments")
+        .get("/api/v1/projects/shop/environments/production/deployments")
         .await;
     let rollback = &history["deployments"][0];
     assert_eq!(rollback["release_id"], json!(first), "{history:#}");
