@@ -13,6 +13,8 @@
 //! Columns holding whole documents (an event's `data`, a release's `envelope`, a flag set's
 //! `definition`, …) are JSON text, never queried into: portable too.
 
+#[cfg(test)]
+mod postgres;
 mod sqlite;
 
 pub(crate) use sqlite::{MIGRATIONS, connect};

@@ -1,0 +1,2 @@
+-- When each run's commit was made: the start of DORA's lead time for changes.
+ALTER TABLE runs ADD COLUMN committed_at TEXT;
