@@ -583,9 +583,19 @@ impl Delivery {
                 Err(e) => return Err(e),
             };
             let size = file.metadata()?.len();
-            file.seek(std::io::SeekFrom::Start(size.saturating_sub(limit)))?;
+            let start = size.saturating_sub(limit);
+            file.seek(std::io::SeekFrom::Start(start))?;
             let mut bytes = Vec::new();
             file.take(limit).read_to_end(&mut bytes)?;
+            if start > 0 {
+                // Read from the middle, the first line is cut, and a secret in it would be cut
+                // past recognising: leave it out.
+                let cut = bytes
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .map_or(bytes.len(), |i| i + 1);
+                bytes.drain(..cut);
+            }
             Ok(Some(bytes))
         })
         .await

@@ -492,7 +492,17 @@ pub async fn get_artifact(
         .await
         .map_err(|e| ApiError::Internal(format!("artifact blob {}: {e}", artifact.digest)))?;
     let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
+    // A download, never a page of this origin (the web UI serves artifacts with its session).
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (header::CONTENT_DISPOSITION, "attachment"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CONTENT_SECURITY_POLICY, "sandbox"),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 /// The server's release-signing public key, and those rotations retired.

@@ -52,6 +52,27 @@ impl LogDir {
     pub fn read_from(&self, of: LogOf, offset: u64) -> std::io::Result<(Vec<LogLine>, u64)> {
         read_from(&self.path(of), offset)
     }
+
+    /// The whole lines of the last `max_bytes` of the log (a line cut at the start is left
+    /// out), the offset to read from next, and whether earlier lines were left out.
+    pub fn read_tail(&self, of: LogOf, max_bytes: u64) -> std::io::Result<(Vec<LogLine>, u64, bool)> {
+        let path = self.path(of);
+        let size = match std::fs::metadata(&path) {
+            Ok(meta) => meta.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0, false)),
+            Err(e) => return Err(e),
+        };
+        let mut start = size.saturating_sub(max_bytes);
+        if start > 0 {
+            let mut file = std::fs::File::open(&path)?;
+            file.seek(std::io::SeekFrom::Start(start - 1))?;
+            let mut cut = Vec::new();
+            std::io::BufReader::new(file).read_until(b'\n', &mut cut)?;
+            start += cut.len() as u64 - 1;
+        }
+        let (lines, next) = read_from(&path, start)?;
+        Ok((lines, next, start > 0))
+    }
 }
 
 fn read_from(path: &Path, offset: u64) -> std::io::Result<(Vec<LogLine>, u64)> {

@@ -119,8 +119,9 @@ fn head(title: &str) -> Markup {
     }
 }
 
-/// The sign-in page: a token, exchanged for a session. `next` is where to go afterwards.
-pub fn sign_in(next: &str, problem: Option<&str>) -> Markup {
+/// The sign-in page: a token, exchanged for a session. `next` is where to go afterwards;
+/// `signed_in` who has a session already (a sign-in link then asks before switching).
+pub fn sign_in(next: &str, problem: Option<&str>, signed_in: Option<&str>) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -131,7 +132,10 @@ pub fn sign_in(next: &str, problem: Option<&str>) -> Markup {
                     @if let Some(problem) = problem {
                         p.problem role="alert" { (problem) }
                     }
-                    form #sign-in .stack method="post" action="/sign-in" {
+                    @if let Some(user) = signed_in {
+                        p { "You are signed in as " strong { (user) } ". " a href=(next) { "Go on as " (user) } }
+                    }
+                    form #sign-in .stack method="post" action="/sign-in" data-signed-in=[signed_in] {
                         input type="hidden" name="next" value=(next);
                         label for="token" { "API token" }
                         input #token type="password" name="token" autocomplete="current-password" required

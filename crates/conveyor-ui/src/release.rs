@@ -60,7 +60,7 @@ pub fn render(chrome: &Chrome, p: &ReleasePage) -> Markup {
         }
         h2 { "Signature and provenance" }
         @if p.problems.is_empty() {
-            p { (badge("pass")) " The signature verifies with the server's key and every artifact's digest matches the provenance." }
+            p { (badge("pass")) " The signature verifies with the server's key, the provenance names exactly these artifacts, and the content store holds each under its digest." }
         } @else {
             div.problem role="alert" { "Verification failed:" ul { @for problem in &p.problems { li { (problem) } } } }
         }
@@ -69,7 +69,7 @@ pub fn render(chrome: &Chrome, p: &ReleasePage) -> Markup {
         table {
             thead { tr { th scope="col" { "Path" } th scope="col" { "Digest" } th scope="col" { "Size" } } }
             tbody { @for a in &r.artifacts { tr {
-                td { a href={ "/releases/" (r.id) "/artifacts/" (a.path) } { code { (a.path) } } }
+                td { a href={ "/releases/" (r.id) "/artifacts/" (a.path.split('/').map(encode).collect::<Vec<_>>().join("/")) } { code { (a.path) } } }
                 td { (digest(&a.digest)) } td { (a.size) }
             } } }
         }

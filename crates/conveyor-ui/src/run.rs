@@ -16,8 +16,8 @@ pub struct RunPage {
     /// The log written so far, and the offset to follow it from.
     pub log: Vec<LogLine>,
     pub log_next: u64,
-    /// Lines left out before `log` (a long log shows its end).
-    pub log_skipped: usize,
+    /// Earlier lines were left out (a long log shows its end).
+    pub log_truncated: bool,
     pub can_deploy: bool,
 }
 
@@ -97,7 +97,7 @@ pub fn render(chrome: &Chrome, p: &RunPage) -> Markup {
                 label { "Search " input #log-filter type="search" aria-controls="log"; }
                 label { input #log-follow type="checkbox" checked; " follow" }
             }
-            @if p.log_skipped > 0 { p.muted { (p.log_skipped) " earlier lines not shown" } }
+            @if p.log_truncated { p.muted { "Earlier output is not shown: this is the log's last MiB." } }
             pre #log .log aria-labelledby="log-title" tabindex="0"
                 data-stream={ "/runs/" (run.id) "/log/stream?after=" (p.log_next) }
                 data-loaded=(if p.log.is_empty() { "0" } else { "1" }) {

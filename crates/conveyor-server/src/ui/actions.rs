@@ -41,7 +41,7 @@ fn unconfirmed(
 
 /// Back to the page the form was on (the `Referer`, when it is one of ours), else `fallback`,
 /// with what was done for its message.
-fn back(headers: &HeaderMap, fallback: &str, done: &str) -> Response {
+fn back(headers: &HeaderMap, uri: &Uri, fallback: &str, done: &str) -> Response {
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
@@ -52,6 +52,8 @@ fn back(headers: &HeaderMap, fallback: &str, done: &str) -> Response {
         .and_then(|r| r.split_once("://"))
         .and_then(|(_, rest)| rest.strip_prefix(host))
         .filter(|path| path.starts_with('/') && !path.starts_with("//"))
+        // Confirmed on the page that asked (no script): that page is this form's address.
+        .filter(|path| path.split(['?', '#']).next() != Some(uri.path()))
         .map(|path| path.split('#').next().unwrap_or(path))
         .unwrap_or(fallback);
     let (path, query) = page.split_once('?').unwrap_or((page, ""));
@@ -105,7 +107,7 @@ pub async fn cancel(
         return Ok(ask);
     }
     let _ = api::cancel_run(State(state), Params(id)).await?;
-    Ok(back(&headers, &format!("/runs/{id}"), "cancelled"))
+    Ok(back(&headers, &uri, &format!("/runs/{id}"), "cancelled"))
 }
 
 pub async fn promote(
@@ -189,7 +191,7 @@ async fn steer(
             "aborted"
         }
     };
-    Ok(back(&headers, &format!("/deployments/{id}"), done))
+    Ok(back(&headers, &uri, &format!("/deployments/{id}"), done))
 }
 
 macro_rules! steering {
@@ -244,7 +246,7 @@ pub async fn rollback(
         Some(Body(Rollback { to })),
     )
     .await?;
-    Ok(back(&headers, &fallback, "rolled-back"))
+    Ok(back(&headers, &uri, &fallback, "rolled-back"))
 }
 
 pub async fn protect(
@@ -252,6 +254,7 @@ pub async fn protect(
     Extension(caller): Extension<Caller>,
     Extension(form): Extension<Form>,
     Params((project, environment)): Params<(String, String)>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> PageResult {
     let required_approvals = match form.text("required_approvals") {
@@ -289,7 +292,7 @@ pub async fn protect(
         Body(rules),
     )
     .await?;
-    Ok(back(&headers, "/settings", "saved"))
+    Ok(back(&headers, &uri, "/settings", "saved"))
 }
 
 pub async fn flags(
@@ -343,6 +346,7 @@ pub async fn add_user(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Extension(form): Extension<Form>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> PageResult {
     let kind = match form.text("kind") {
@@ -358,7 +362,7 @@ pub async fn add_user(
         kind,
     };
     let _ = access_api::add_user(State(state), Extension(caller), Body(body)).await?;
-    Ok(back(&headers, "/settings", "added"))
+    Ok(back(&headers, &uri, "/settings", "added"))
 }
 
 pub async fn remove_user(
@@ -380,13 +384,14 @@ pub async fn remove_user(
         return Ok(ask);
     }
     access_api::remove_user(State(state), Extension(caller), Params(name)).await?;
-    Ok(back(&headers, "/settings", "removed"))
+    Ok(back(&headers, &uri, "/settings", "removed"))
 }
 
 pub async fn grant_role(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Extension(form): Extension<Form>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> PageResult {
     let user = form.text("user").unwrap_or_default();
@@ -399,7 +404,7 @@ pub async fn grant_role(
         environment: form.text("environment"),
     };
     let _ = access_api::grant_role(State(state), Extension(caller), Params(user), Body(body)).await?;
-    Ok(back(&headers, "/settings", "granted"))
+    Ok(back(&headers, &uri, "/settings", "granted"))
 }
 
 pub async fn create_token(
@@ -442,5 +447,5 @@ pub async fn revoke_token(
         return Ok(ask);
     }
     let _ = access_api::revoke_token(State(state), Extension(caller), Params(name)).await?;
-    Ok(back(&headers, "/settings", "revoked"))
+    Ok(back(&headers, &uri, "/settings", "revoked"))
 }

@@ -38,8 +38,8 @@ fn blank_is_none(value: &Option<String>) -> Option<&str> {
 
 /// Runs a project page lists at once.
 const RUNS_PER_PAGE: i64 = 50;
-/// Lines of a log a run page shows before following it live (its end).
-const LOG_LINES: usize = 5000;
+/// Bytes of a log a run page shows before following it live (its end).
+const LOG_BYTES: u64 = 1024 * 1024;
 
 /// Every environment `caller` may read, with what it runs and how healthy it is.
 async fn environments(
@@ -214,14 +214,12 @@ pub async fn run(
             .collect(),
         Err(_) => run.jobs.iter().map(|j| (j.job.clone(), Vec::new())).collect(),
     };
-    let (mut log, log_next) = state
-        .engine
-        .data()
-        .logs
-        .read_from(LogOf::Run(id), 0)
-        .map_err(|e| ApiError::Internal(format!("cannot read the log of run {id}: {e}")))?;
-    let log_skipped = log.len().saturating_sub(LOG_LINES);
-    log.drain(..log_skipped);
+    let logs = state.engine.data().logs.clone();
+    let (log, log_next, log_truncated) =
+        tokio::task::spawn_blocking(move || logs.read_tail(LogOf::Run(id), LOG_BYTES))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| ApiError::Internal(format!("cannot read the log of run {id}: {e}")))?;
     let page = conveyor_ui::run::RunPage {
         can_deploy: caller.may(Action::Deploy, Some(&run.project), None),
         release_id: detail.release_id,
@@ -229,7 +227,7 @@ pub async fn run(
         needs,
         log,
         log_next,
-        log_skipped,
+        log_truncated,
     };
     ok(conveyor_ui::run::render(
         &chrome(&caller, &session, q.done.as_deref()),

@@ -81,13 +81,15 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 }
 
 /// A browser's `Origin`, when it sends one, names this server (the `Host` it asked for).
-fn same_origin(headers: &HeaderMap) -> bool {
+fn same_origin(headers: &HeaderMap, uri: &axum::http::Uri) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
+    // HTTP/2 has no Host header: the authority is in the URI.
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
         .unwrap_or("");
     origin
         .split_once("://")
@@ -127,7 +129,7 @@ async fn admit_page(
     request: Request,
 ) -> Result<Result<Request, Response>, PageError> {
     auth::check_host(state, &request)?;
-    let reading = request.method() == Method::GET;
+    let reading = matches!(*request.method(), Method::GET | Method::HEAD);
     let (token, from_cookie) = match (
         bearer(request.headers()),
         cookie(request.headers(), SESSION_COOKIE),
@@ -179,7 +181,7 @@ async fn admit_page(
         (Some(token), true) => csrf_token(token),
         _ => String::new(),
     };
-    if !reading && !same_origin(&parts.headers) {
+    if !reading && !same_origin(&parts.headers, &parts.uri) {
         return Err(PageError(ApiError::Forbidden(
             "a form from another site is refused".into(),
         )));
@@ -229,7 +231,15 @@ pub struct SignInQuery {
 /// Where to go after signing in: a path of ours, never another site.
 fn local(next: Option<&str>) -> &str {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") => n,
+        // Browsers drop tabs and newlines from URLs (`/\t/evil` is `//evil`): no control
+        // characters, and nothing but a path after the first `/`.
+        Some(n)
+            if n.starts_with('/')
+                && !n.chars().any(char::is_control)
+                && !matches!(n.chars().nth(1), Some('/' | '\\')) =>
+        {
+            n
+        }
         _ => "/",
     }
 }
@@ -241,9 +251,24 @@ pub async fn sign_in_page(State(state): State<AppState>, request: Request) -> Re
         .query()
         .and_then(|q| serde_urlencoded::from_str(q).ok())
         .unwrap_or_default();
+    // Who is signed in already, so that a sign-in link (`#token=`) does not switch accounts
+    // unasked: a link with someone else's token would sign a victim in as them.
+    let mut signed_in = None;
+    if let Some(session) = cookie(request.headers(), SESSION_COOKIE)
+        && let Some(owner) = state
+            .engine
+            .store()
+            .token_owner(&auth::token_hash(&session))
+            .await?
+        && owner.user_exists
+        && owner.revoked_at.is_none()
+        && owner.expires_at.is_none_or(|at| at > Utc::now())
+    {
+        signed_in = Some(owner.user);
+    }
     Ok(html(
         StatusCode::OK,
-        conveyor_ui::sign_in(local(query.next.as_deref()), None),
+        conveyor_ui::sign_in(local(query.next.as_deref()), None, signed_in.as_deref()),
     ))
 }
 
@@ -255,7 +280,7 @@ pub async fn sign_in(State(state): State<AppState>, request: Request) -> PageRes
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip());
     let headers = request.headers().clone();
-    if !same_origin(&headers) {
+    if !same_origin(&headers, request.uri()) {
         return Err(PageError(ApiError::Forbidden(
             "a sign-in from another site is refused".into(),
         )));
@@ -268,7 +293,7 @@ pub async fn sign_in(State(state): State<AppState>, request: Request) -> PageRes
     let Some(token) = form.text("token") else {
         return Ok(html(
             StatusCode::BAD_REQUEST,
-            conveyor_ui::sign_in(&next, Some("Enter a token.")),
+            conveyor_ui::sign_in(&next, Some("Enter a token."), None),
         ));
     };
     let caller = match auth::identify(&state, peer, Some(token)).await {
@@ -276,7 +301,7 @@ pub async fn sign_in(State(state): State<AppState>, request: Request) -> PageRes
         Err(ApiError::Unauthorized) => {
             return Ok(html(
                 StatusCode::UNAUTHORIZED,
-                conveyor_ui::sign_in(&next, Some("That token is unknown, expired or revoked.")),
+                conveyor_ui::sign_in(&next, Some("That token is unknown, expired or revoked."), None),
             ));
         }
         Err(other) => return Err(PageError(other)),
@@ -351,6 +376,13 @@ mod tests {
             (Some("//evil.example/"), "/"),
             (Some("/\\evil.example"), "/"),
             (Some("https://evil.example/"), "/"),
+            // Browsers drop tabs and newlines: `/\t/evil.example` is `//evil.example`.
+            (Some("/\t/evil.example"), "/"),
+            (Some("/\n"), "/"),
+            (
+                Some("/projects/shop?status=failed"),
+                "/projects/shop?status=failed",
+            ),
             (None, "/"),
         ] {
             assert_eq!(local(next), to);

@@ -4,10 +4,15 @@
 (function () {
   // Sign-in link from the demo: /sign-in#token=… (a fragment never reaches the server's logs).
   var signIn = document.getElementById("sign-in");
+  // Someone signed in already is asked first: a link with another's token must not switch
+  // accounts behind their back.
   if (signIn && location.hash.indexOf("#token=") === 0) {
     signIn.elements.token.value = decodeURIComponent(location.hash.slice(7));
     history.replaceState(null, "", location.pathname + location.search);
-    signIn.submit();
+    var current = signIn.getAttribute("data-signed-in");
+    if (!current || window.confirm("You are signed in as " + current + ". Sign in with this link's token instead?")) {
+      signIn.submit();
+    }
     return;
   }
 

@@ -409,6 +409,9 @@ async fn without_javascript_a_page_asks_before_an_action() {
     assert_eq!(before, 2, "asking did nothing");
     let done = http
         .post(&rollback)
+        // Confirmed on the page that asked, whose address is the form's own: back to the
+        // environment, not to the form's address.
+        .header("referer", &rollback)
         .form(&[
             ("_csrf", csrf.as_str()),
             ("to", to.as_str()),
