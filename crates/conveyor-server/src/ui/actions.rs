@@ -4,7 +4,8 @@
 //! asks.
 
 use axum::Extension;
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use bytes::Bytes;
@@ -18,128 +19,129 @@ use crate::auth::{Caller, Scoped};
 use crate::extract::{Body, Params};
 use crate::{ApiError, AppState, access_api, api, delivery_api, flags_api};
 
-/// The confirmation page for a form posted without `confirmed=yes` (no script asked), or None.
-fn unconfirmed(
-    caller: &Caller,
-    session: &Session,
-    form: &Form,
-    uri: &Uri,
-    question: &str,
-) -> Option<Response> {
-    if form.get("confirmed") == Some("yes") {
-        return None;
-    }
-    let fields: Vec<(String, String)> = form
-        .0
-        .iter()
-        .filter(|(k, _)| k != conveyor_ui::CSRF_FIELD && k != "confirmed")
-        .cloned()
-        .collect();
-    let markup = conveyor_ui::confirm(&chrome(caller, session, None), question, uri.path(), &fields, "/");
-    Some(html(StatusCode::OK, markup))
+/// A form as a page posted it, with who posted it: what every action reads.
+pub struct Posted {
+    caller: Caller,
+    session: Session,
+    form: Form,
+    uri: Uri,
+    headers: HeaderMap,
 }
 
-/// Back to the page the form was on (the `Referer`, when it is one of ours), else `fallback`,
-/// with what was done for its message.
-fn back(headers: &HeaderMap, uri: &Uri, fallback: &str, done: &str) -> Response {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let page = headers
-        .get(header::REFERER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|r| r.split_once("://"))
-        .and_then(|(_, rest)| rest.strip_prefix(host))
-        .filter(|path| path.starts_with('/') && !path.starts_with("//"))
-        // Confirmed on the page that asked (no script): that page is this form's address.
-        .filter(|path| path.split(['?', '#']).next() != Some(uri.path()))
-        .map(|path| path.split('#').next().unwrap_or(path))
-        .unwrap_or(fallback);
-    let (path, query) = page.split_once('?').unwrap_or((page, ""));
-    let mut kept: Vec<&str> = query
-        .split('&')
-        .filter(|p| !p.is_empty() && !p.starts_with("done="))
-        .collect();
-    let done = format!("done={done}");
-    kept.push(&done);
-    Redirect::to(&format!("{path}?{}", kept.join("&"))).into_response()
+impl<S: Send + Sync> FromRequestParts<S> for Posted {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, PageError> {
+        // `authorize_page` leaves these in every page request; missing is a mounting mistake.
+        let missing = || PageError(ApiError::Internal("a page route without its middleware".into()));
+        Ok(Posted {
+            caller: parts.extensions.get::<Caller>().cloned().ok_or_else(missing)?,
+            session: parts.extensions.get::<Session>().cloned().ok_or_else(missing)?,
+            form: parts.extensions.get::<Form>().cloned().ok_or_else(missing)?,
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+        })
+    }
+}
+
+impl Posted {
+    /// The confirmation page for a form posted without `confirmed=yes` (no script asked), or
+    /// None.
+    fn unconfirmed(&self, question: &str) -> Option<Response> {
+        if self.form.get("confirmed") == Some("yes") {
+            return None;
+        }
+        let fields: Vec<(String, String)> = self
+            .form
+            .0
+            .iter()
+            .filter(|(k, _)| k != conveyor_ui::CSRF_FIELD && k != "confirmed")
+            .cloned()
+            .collect();
+        let chrome = chrome(&self.caller, &self.session, None);
+        let markup = conveyor_ui::confirm(&chrome, question, self.uri.path(), &fields, "/");
+        Some(html(StatusCode::OK, markup))
+    }
+
+    /// Back to the page the form was on (the `Referer`, when it is one of ours), else
+    /// `fallback`, with what was done for its message.
+    fn back(&self, fallback: &str, done: &str) -> Response {
+        let host = self
+            .headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let page = self
+            .headers
+            .get(header::REFERER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|r| r.split_once("://"))
+            .and_then(|(_, rest)| rest.strip_prefix(host))
+            .filter(|path| path.starts_with('/') && !path.starts_with("//"))
+            // Confirmed on the page that asked (no script): that page is this form's address.
+            .filter(|path| path.split(['?', '#']).next() != Some(self.uri.path()))
+            .map(|path| path.split('#').next().unwrap_or(path))
+            .unwrap_or(fallback);
+        let (path, query) = page.split_once('?').unwrap_or((page, ""));
+        let mut kept: Vec<&str> = query
+            .split('&')
+            .filter(|p| !p.is_empty() && !p.starts_with("done="))
+            .collect();
+        let done = format!("done={done}");
+        kept.push(&done);
+        Redirect::to(&format!("{path}?{}", kept.join("&"))).into_response()
+    }
 }
 
 pub async fn run(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Extension(session): Extension<Session>,
-    Extension(form): Extension<Form>,
+    posted: Posted,
     Params(project): Params<String>,
-    uri: Uri,
 ) -> PageResult {
-    let commit = form.text("commit");
+    let commit = posted.form.text("commit");
     if let Some(commit) = &commit
-        && let Some(ask) = unconfirmed(
-            &caller,
-            &session,
-            &form,
-            &uri,
-            &format!("Run commit {commit} again?"),
-        )
+        && let Some(ask) = posted.unconfirmed(&format!("Run commit {commit} again?"))
     {
         return Ok(ask);
     }
     let body = TriggerRun {
-        branch: form.text("branch"),
+        branch: posted.form.text("branch"),
         commit,
     };
     let (_, axum::Json(started)) = api::trigger_run(State(state), Params(project), Some(Body(body))).await?;
     Ok(Redirect::to(&format!("/runs/{}", started.run_id)).into_response())
 }
 
-pub async fn cancel(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Extension(session): Extension<Session>,
-    Extension(form): Extension<Form>,
-    Params(id): Params<i64>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> PageResult {
-    if let Some(ask) = unconfirmed(&caller, &session, &form, &uri, &format!("Cancel run #{id}?")) {
+pub async fn cancel(State(state): State<AppState>, posted: Posted, Params(id): Params<i64>) -> PageResult {
+    if let Some(ask) = posted.unconfirmed(&format!("Cancel run #{id}?")) {
         return Ok(ask);
     }
     let _ = api::cancel_run(State(state), Params(id)).await?;
-    Ok(back(&headers, &uri, &format!("/runs/{id}"), "cancelled"))
+    Ok(posted.back(&format!("/runs/{id}"), "cancelled"))
 }
 
 pub async fn promote(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Extension(session): Extension<Session>,
+    posted: Posted,
     Extension(scoped): Extension<Scoped>,
-    Extension(form): Extension<Form>,
     Params(id): Params<i64>,
-    uri: Uri,
 ) -> PageResult {
-    let environment = form
+    let environment = posted
+        .form
         .text("environment")
         .ok_or_else(|| ApiError::InvalidRequest("choose an environment to promote to".into()))?;
     // The environment is in the form: check it before asking anything.
-    caller.require(
+    posted.caller.require(
         crate::auth::Action::Deploy,
         scoped.project.as_deref(),
         Some(&environment),
     )?;
-    if let Some(ask) = unconfirmed(
-        &caller,
-        &session,
-        &form,
-        &uri,
-        &format!("Promote r{id} to {environment}?"),
-    ) {
+    if let Some(ask) = posted.unconfirmed(&format!("Promote r{id} to {environment}?")) {
         return Ok(ask);
     }
     let (_, axum::Json(created)) = delivery_api::promote(
         State(state),
-        Extension(caller),
+        Extension(posted.caller.clone()),
         Extension(scoped),
         Params(id),
         Body(Promote {
@@ -152,15 +154,8 @@ pub async fn promote(
 }
 
 /// Approve, pause, resume or abort deployment `id`.
-async fn steer(
-    state: AppState,
-    caller: Caller,
-    session: Session,
-    form: Form,
-    (id, uri, headers): (i64, Uri, HeaderMap),
-    verb: &str,
-) -> PageResult {
-    let full = form.get("full") == Some("true");
+async fn steer(state: AppState, posted: Posted, id: i64, verb: &str) -> PageResult {
+    let full = posted.form.get("full") == Some("true");
     let question = match verb {
         "approve" => format!("Approve deployment #{id}?"),
         "resume" if full => {
@@ -168,10 +163,10 @@ async fn steer(
         }
         other => format!("{}{} deployment #{id}?", other[..1].to_uppercase(), &other[1..]),
     };
-    if let Some(ask) = unconfirmed(&caller, &session, &form, &uri, &question) {
+    if let Some(ask) = posted.unconfirmed(&question) {
         return Ok(ask);
     }
-    let caller = Extension(caller);
+    let caller = Extension(posted.caller.clone());
     let done = match verb {
         "approve" => {
             let _ = delivery_api::approve(State(state), caller, Params(id)).await?;
@@ -191,21 +186,13 @@ async fn steer(
             "aborted"
         }
     };
-    Ok(back(&headers, &uri, &format!("/deployments/{id}"), done))
+    Ok(posted.back(&format!("/deployments/{id}"), done))
 }
 
 macro_rules! steering {
     ($($name:ident),+) => {$(
-        pub async fn $name(
-            State(state): State<AppState>,
-            Extension(caller): Extension<Caller>,
-            Extension(session): Extension<Session>,
-            Extension(form): Extension<Form>,
-            Params(id): Params<i64>,
-            uri: Uri,
-            headers: HeaderMap,
-        ) -> PageResult {
-            steer(state, caller, session, form, (id, uri, headers), stringify!($name)).await
+        pub async fn $name(State(state): State<AppState>, posted: Posted, Params(id): Params<i64>) -> PageResult {
+            steer(state, posted, id, stringify!($name)).await
         }
     )+};
 }
@@ -213,14 +200,10 @@ steering!(approve, pause, resume, abort);
 
 pub async fn rollback(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Extension(session): Extension<Session>,
-    Extension(form): Extension<Form>,
+    posted: Posted,
     Params((project, environment)): Params<(String, String)>,
-    uri: Uri,
-    headers: HeaderMap,
 ) -> PageResult {
-    let to = match form.text("to") {
+    let to = match posted.form.text("to") {
         Some(to) => Some(
             to.trim_start_matches('r')
                 .parse::<i64>()
@@ -229,35 +212,26 @@ pub async fn rollback(
         None => None,
     };
     let target = to.map_or("the previous release".to_string(), |r| format!("r{r}"));
-    if let Some(ask) = unconfirmed(
-        &caller,
-        &session,
-        &form,
-        &uri,
-        &format!("Roll {environment} back to {target}?"),
-    ) {
+    if let Some(ask) = posted.unconfirmed(&format!("Roll {environment} back to {target}?")) {
         return Ok(ask);
     }
     let fallback = conveyor_ui::environment_path(&project, &environment);
     let _ = delivery_api::rollback(
         State(state),
-        Extension(caller),
+        Extension(posted.caller.clone()),
         Params((project, environment)),
         Some(Body(Rollback { to })),
     )
     .await?;
-    Ok(back(&headers, &uri, &fallback, "rolled-back"))
+    Ok(posted.back(&fallback, "rolled-back"))
 }
 
 pub async fn protect(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Extension(form): Extension<Form>,
+    posted: Posted,
     Params((project, environment)): Params<(String, String)>,
-    uri: Uri,
-    headers: HeaderMap,
 ) -> PageResult {
-    let required_approvals = match form.text("required_approvals") {
+    let required_approvals = match posted.form.text("required_approvals") {
         Some(n) => n
             .parse()
             .map_err(|_| ApiError::InvalidRequest(format!("'{n}' approvals is not a number")))?,
@@ -273,7 +247,8 @@ pub async fn protect(
         .unwrap_or_default();
     let rules = EnvironmentProtection {
         required_approvals,
-        reviewers: form
+        reviewers: posted
+            .form
             .get("reviewers")
             .unwrap_or("")
             .split(',')
@@ -281,42 +256,46 @@ pub async fn protect(
             .filter(|r| !r.is_empty())
             .map(String::from)
             .collect(),
-        not_author: form.get("not_author") == Some("true"),
+        not_author: posted.form.get("not_author") == Some("true"),
         freeze,
-        after: form.text("after"),
+        after: posted.form.text("after"),
     };
     let _ = delivery_api::protect(
         State(state),
-        Extension(caller),
+        Extension(posted.caller.clone()),
         Params((project, environment)),
         Body(rules),
     )
     .await?;
-    Ok(back(&headers, &uri, "/settings", "saved"))
+    Ok(posted.back("/settings", "saved"))
 }
 
 pub async fn flags(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Extension(session): Extension<Session>,
-    Extension(form): Extension<Form>,
+    posted: Posted,
     Params((project, environment)): Params<(String, String)>,
 ) -> PageResult {
-    let definition = form.get("definition").unwrap_or("").to_string();
+    let definition = posted.form.get("definition").unwrap_or("").to_string();
     let path = (project.clone(), environment.clone());
     // Someone else saved since this page was made: say so rather than overwrite their change.
     let current = flags_api::live(&state, &project, &environment)?.etag_hex();
-    if form.get("etag").is_some_and(|sent| sent != current) {
+    if posted.form.get("etag").is_some_and(|sent| sent != current) {
         let problem = "The flags changed since you opened this page: reload it, then make your change again."
             .to_string();
-        let page =
-            super::pages::flags_page(&state, &caller, &session, path, Some((definition, problem)), None)
-                .await?;
+        let page = super::pages::flags_page(
+            &state,
+            &posted.caller,
+            &posted.session,
+            path,
+            Some((definition, problem)),
+            None,
+        )
+        .await?;
         return Ok(html(StatusCode::CONFLICT, page));
     }
     let saved = flags_api::replace(
         State(state.clone()),
-        Extension(caller.clone()),
+        Extension(posted.caller.clone()),
         Params(path.clone()),
         Ok(Bytes::from(definition.clone())),
     )
@@ -333,23 +312,23 @@ pub async fn flags(
                 ApiError::FlagsInvalid(e) => format!("{}: {}", e.path, e.message),
                 other => other.to_string(),
             };
-            let page =
-                super::pages::flags_page(&state, &caller, &session, path, Some((definition, problem)), None)
-                    .await?;
+            let page = super::pages::flags_page(
+                &state,
+                &posted.caller,
+                &posted.session,
+                path,
+                Some((definition, problem)),
+                None,
+            )
+            .await?;
             Ok(html(status, page))
         }
         Err(other) => Err(PageError(other)),
     }
 }
 
-pub async fn add_user(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Extension(form): Extension<Form>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> PageResult {
-    let kind = match form.text("kind") {
+pub async fn add_user(State(state): State<AppState>, posted: Posted) -> PageResult {
+    let kind = match posted.form.text("kind") {
         Some(k) => Some(
             k.parse()
                 .map_err(|e: conveyor_api::UnknownStatus| ApiError::InvalidRequest(e.to_string()))?,
@@ -357,63 +336,48 @@ pub async fn add_user(
         None => None,
     };
     let body = NewUser {
-        name: form.text("name").unwrap_or_default(),
-        email: form.text("email"),
+        name: posted.form.text("name").unwrap_or_default(),
+        email: posted.form.text("email"),
         kind,
     };
-    let _ = access_api::add_user(State(state), Extension(caller), Body(body)).await?;
-    Ok(back(&headers, &uri, "/settings", "added"))
+    let _ = access_api::add_user(State(state), Extension(posted.caller.clone()), Body(body)).await?;
+    Ok(posted.back("/settings", "added"))
 }
 
 pub async fn remove_user(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Extension(session): Extension<Session>,
-    Extension(form): Extension<Form>,
+    posted: Posted,
     Params(name): Params<String>,
-    uri: Uri,
-    headers: HeaderMap,
 ) -> PageResult {
-    if let Some(ask) = unconfirmed(
-        &caller,
-        &session,
-        &form,
-        &uri,
-        &format!("Remove user {name} and revoke their tokens?"),
-    ) {
+    if let Some(ask) = posted.unconfirmed(&format!("Remove user {name} and revoke their tokens?")) {
         return Ok(ask);
     }
-    access_api::remove_user(State(state), Extension(caller), Params(name)).await?;
-    Ok(back(&headers, &uri, "/settings", "removed"))
+    access_api::remove_user(State(state), Extension(posted.caller.clone()), Params(name)).await?;
+    Ok(posted.back("/settings", "removed"))
 }
 
-pub async fn grant_role(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Extension(form): Extension<Form>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> PageResult {
-    let user = form.text("user").unwrap_or_default();
-    let role = form.text("role").unwrap_or_default();
+pub async fn grant_role(State(state): State<AppState>, posted: Posted) -> PageResult {
+    let user = posted.form.text("user").unwrap_or_default();
+    let role = posted.form.text("role").unwrap_or_default();
     let body = GrantRole {
         role: role
             .parse()
             .map_err(|e: conveyor_api::UnknownStatus| ApiError::InvalidRequest(e.to_string()))?,
-        project: form.text("project"),
-        environment: form.text("environment"),
+        project: posted.form.text("project"),
+        environment: posted.form.text("environment"),
     };
-    let _ = access_api::grant_role(State(state), Extension(caller), Params(user), Body(body)).await?;
-    Ok(back(&headers, &uri, "/settings", "granted"))
+    let _ = access_api::grant_role(
+        State(state),
+        Extension(posted.caller.clone()),
+        Params(user),
+        Body(body),
+    )
+    .await?;
+    Ok(posted.back("/settings", "granted"))
 }
 
-pub async fn create_token(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Extension(session): Extension<Session>,
-    Extension(form): Extension<Form>,
-) -> PageResult {
-    let days = match form.text("expires_in_days") {
+pub async fn create_token(State(state): State<AppState>, posted: Posted) -> PageResult {
+    let days = match posted.form.text("expires_in_days") {
         Some(d) => Some(
             d.parse()
                 .map_err(|_| ApiError::InvalidRequest(format!("'{d}' days is not a number")))?,
@@ -421,31 +385,33 @@ pub async fn create_token(
         None => None,
     };
     let body = NewToken {
-        name: form.text("name").unwrap_or_default(),
+        name: posted.form.text("name").unwrap_or_default(),
         user: None,
         expires_in_days: days,
         expires_at: None,
     };
     let (_, axum::Json(made)) =
-        access_api::create_token(State(state.clone()), Extension(caller.clone()), Body(body)).await?;
+        access_api::create_token(State(state.clone()), Extension(posted.caller.clone()), Body(body)).await?;
     // Shown once, on this answer: never in a URL.
-    let page =
-        super::pages::settings_page(&state, &caller, &session, Some((made.name, made.token)), None).await?;
+    let page = super::pages::settings_page(
+        &state,
+        &posted.caller,
+        &posted.session,
+        Some((made.name, made.token)),
+        None,
+    )
+    .await?;
     Ok(html(StatusCode::CREATED, page))
 }
 
 pub async fn revoke_token(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Extension(session): Extension<Session>,
-    Extension(form): Extension<Form>,
+    posted: Posted,
     Params(name): Params<String>,
-    uri: Uri,
-    headers: HeaderMap,
 ) -> PageResult {
-    if let Some(ask) = unconfirmed(&caller, &session, &form, &uri, &format!("Revoke token {name}?")) {
+    if let Some(ask) = posted.unconfirmed(&format!("Revoke token {name}?")) {
         return Ok(ask);
     }
-    let _ = access_api::revoke_token(State(state), Extension(caller), Params(name)).await?;
-    Ok(back(&headers, &uri, "/settings", "revoked"))
+    let _ = access_api::revoke_token(State(state), Extension(posted.caller.clone()), Params(name)).await?;
+    Ok(posted.back("/settings", "revoked"))
 }

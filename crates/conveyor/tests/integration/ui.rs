@@ -92,17 +92,39 @@ impl Browser {
             "{}",
             self.current().await
         );
-        let field = self.client.find(Locator::Css("#token")).await.unwrap();
-        field.send_keys(token).await.unwrap();
-        self.client
-            .find(Locator::Css("#sign-in button"))
-            .await
-            .unwrap()
+        self.type_into("#token", token).await;
+        self.click("#sign-in button").await;
+        eventually(Duration::from_secs(10), || async {
+            (self.current().await == next).then_some(())
+        })
+        .await;
+    }
+
+    /// Clicks the first element matching `css`.
+    async fn click(&self, css: &str) {
+        let element = self.client.find(Locator::Css(css)).await;
+        element
+            .unwrap_or_else(|_| panic!("no {css} on the page"))
             .click()
             .await
             .unwrap();
+    }
+
+    /// Types `text` into the first element matching `css`.
+    async fn type_into(&self, css: &str, text: &str) {
+        let element = self.client.find(Locator::Css(css)).await;
+        element
+            .unwrap_or_else(|_| panic!("no {css} on the page"))
+            .send_keys(text)
+            .await
+            .unwrap();
+    }
+
+    /// Signs out with the header's button; lands on the sign-in page.
+    async fn sign_out(&self) {
+        self.click("header form button").await;
         eventually(Duration::from_secs(10), || async {
-            (self.current().await == next).then_some(())
+            self.current().await.starts_with("/sign-in").then_some(())
         })
         .await;
     }
@@ -243,22 +265,8 @@ async fn signing_in_then_watching_a_runs_log_arrive_live() {
     let browser = Browser::open(&server.base).await;
     // A wrong token is refused on the page itself.
     browser.goto("/sign-in").await;
-    browser
-        .client
-        .find(Locator::Css("#token"))
-        .await
-        .unwrap()
-        .send_keys("cvy_wrong")
-        .await
-        .unwrap();
-    browser
-        .client
-        .find(Locator::Css("#sign-in button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.type_into("#token", "cvy_wrong").await;
+    browser.click("#sign-in button").await;
     assert!(
         browser
             .text(".problem")
@@ -297,32 +305,14 @@ async fn signing_in_then_watching_a_runs_log_arrive_live() {
     // The graph shows both jobs, `after` after `count`, both succeeded.
     assert_eq!(browser.count("g.job[data-status=success]").await, 2);
     // Searching the log hides the other lines.
-    browser
-        .client
-        .find(Locator::Css("#log-filter"))
-        .await
-        .unwrap()
-        .send_keys("line 3")
-        .await
-        .unwrap();
+    browser.type_into("#log-filter", "line 3").await;
     let shown = browser
         .script("return Array.from(document.querySelectorAll('#log > span')).filter(s => !s.classList.contains('hidden')).length;")
         .await;
     assert_eq!(shown, json!(1));
     browser.shoot("run").await;
     // Signed out, a link with the token in its fragment (what the demo prints) signs in again.
-    browser
-        .client
-        .find(Locator::Css("header form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    eventually(Duration::from_secs(10), || async {
-        browser.current().await.starts_with("/sign-in").then_some(())
-    })
-    .await;
+    browser.sign_out().await;
     // (From elsewhere: a fragment changed on the same page loads nothing.)
     browser.client.goto("about:blank").await.unwrap();
     browser.goto(&format!("/sign-in#token={TOKEN}")).await;
@@ -647,14 +637,7 @@ async fn a_bad_canarys_report_shows_the_failed_metric_and_every_page_is_shot() {
     }
     // Each instance's log is a click away from the environment.
     browser.goto("/projects/shop/environments/prod").await;
-    browser
-        .client
-        .find(Locator::Css("#versions a[href$=\"/log\"]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.click("#versions a[href$=\"/log\"]").await;
     browser
         .until(
             "the instance's log page",
@@ -683,14 +666,7 @@ async fn a_bad_canarys_report_shows_the_failed_metric_and_every_page_is_shot() {
     browser
         .script("document.querySelector('#definition').value = '{\"flags\": {\"x\": {\"state\": \"ON\"}}}';")
         .await;
-    browser
-        .client
-        .find(Locator::Css("form[action$=\"/flags\"] button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.click("form[action$=\"/flags\"] button").await;
     let problem = browser
         .until(
             "the problem beside the editor",
@@ -793,18 +769,7 @@ async fn a_viewer_sees_no_buttons_and_a_forged_form_is_refused() {
     .await;
     assert_eq!(status, 403);
     // Signing out ends the session: its token is revoked.
-    browser
-        .client
-        .find(Locator::Css("header form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    eventually(Duration::from_secs(10), || async {
-        browser.current().await.starts_with("/sign-in").then_some(())
-    })
-    .await;
+    browser.sign_out().await;
     browser.goto("/projects/shop").await;
     assert!(browser.current().await.starts_with("/sign-in?next="));
     assert!(
