@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use conveyor_attest::{Checkpoint, KeyPair, PublicKey};
 use conveyor_store::logs::LogDir;
-use conveyor_store::{Audit, Cas, Keyring, SecretKey, Store, StoreError};
+use conveyor_store::{Audit, Cas, Database, Keyring, SecretKey, Store, StoreError};
 
 use crate::EngineError;
 
@@ -27,9 +27,10 @@ pub struct DataDir {
 }
 
 impl DataDir {
-    /// Opens `root`, creating it (and its keys) on first use; the store gets the secrets keyring.
-    /// The directory is the server's alone (0700): its database holds the secrets, `keys/` the keys.
-    pub async fn open(root: &Path) -> Result<DataDir, EngineError> {
+    /// Opens `root`, creating it (and its keys) on first use, with the store in `database`
+    /// (`Database::in_data_dir(root)` by default), which gets the secrets keyring. The directory
+    /// is the server's alone (0700): its database holds the secrets, `keys/` the keys.
+    pub async fn open(root: &Path, database: &Database) -> Result<DataDir, EngineError> {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::create_dir_all(root)?;
         std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))?;
@@ -47,7 +48,7 @@ impl DataDir {
         let retired = retired_keys(&keys.join("retired"))?;
         let keyring = load_or_create_keyring(&keys.join("secrets.key"))?;
         owner_only(&keys)?;
-        let store = Store::open(&root.join("conveyor.db"), keyring).await?;
+        let store = Store::open(database, keyring).await?;
         let cas = Cas::new(root.join("cas"))?;
         let logs = LogDir::new(root.join("logs"))?;
         std::fs::create_dir_all(root.join("work"))?;
@@ -298,7 +299,9 @@ mod tests {
     #[tokio::test]
     async fn keys_and_the_database_are_owner_only() {
         let dir = tempfile::tempdir().unwrap();
-        let data = DataDir::open(dir.path()).await.unwrap();
+        let data = DataDir::open(dir.path(), &Database::in_data_dir(dir.path()))
+            .await
+            .unwrap();
         data.store.log().set_secret("p", "T", "v").await.unwrap();
         assert_eq!(mode(&dir.path().join("keys")), 0o700);
         let mut files = Vec::new();
@@ -317,14 +320,18 @@ mod tests {
         assert_eq!(mode(dir.path()), 0o700);
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         drop(data);
-        DataDir::open(dir.path()).await.unwrap();
+        DataDir::open(dir.path(), &Database::in_data_dir(dir.path()))
+            .await
+            .unwrap();
         assert_eq!(mode(dir.path()), 0o700);
     }
 
     #[tokio::test]
     async fn rotation_retires_the_old_secrets_key_and_waits_for_other_processes() {
         let dir = tempfile::tempdir().unwrap();
-        let data = DataDir::open(dir.path()).await.unwrap();
+        let data = DataDir::open(dir.path(), &Database::in_data_dir(dir.path()))
+            .await
+            .unwrap();
         data.store.log().set_secret("p", "T", "value").await.unwrap();
         let path = dir.path().join("keys/secrets.key");
         let before = std::fs::read_to_string(&path).unwrap();
@@ -338,10 +345,14 @@ mod tests {
         assert_eq!(data.store.secrets("p").await.unwrap()[0].1, "value");
         drop(data);
 
-        let reopened = DataDir::open(dir.path()).await.unwrap();
+        let reopened = DataDir::open(dir.path(), &Database::in_data_dir(dir.path()))
+            .await
+            .unwrap();
         assert_eq!(reopened.store.secrets("p").await.unwrap()[0].1, "value");
         // Another process (here another open of the directory) still using the key.
-        let other = DataDir::open(dir.path()).await.unwrap();
+        let other = DataDir::open(dir.path(), &Database::in_data_dir(dir.path()))
+            .await
+            .unwrap();
         assert!(matches!(
             reopened.rotate_secrets_key().await,
             Err(EngineError::Key(KeyError::InUse))

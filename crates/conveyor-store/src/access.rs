@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row as _;
 
-use crate::backend::Row;
+use crate::backend::{Row, time};
 use crate::db::{Store, StoreError};
 use crate::query::status;
 
@@ -40,7 +40,7 @@ fn user_from_row(row: &Row) -> Result<User, StoreError> {
         kind: status(row, "kind")?,
         email: row.try_get("email")?,
         grants: Vec::new(),
-        created_at: row.try_get("created_at")?,
+        created_at: time(row, "created_at")?,
     })
 }
 
@@ -48,9 +48,9 @@ fn token_from_row(row: &Row) -> Result<TokenInfo, StoreError> {
     Ok(TokenInfo {
         name: row.try_get("name")?,
         user: row.try_get("user_name")?,
-        created_at: row.try_get("created_at")?,
-        expires_at: row.try_get("expires_at")?,
-        revoked_at: row.try_get("revoked_at")?,
+        created_at: time(row, "created_at")?,
+        expires_at: time(row, "expires_at")?,
+        revoked_at: time(row, "revoked_at")?,
     })
 }
 
@@ -70,8 +70,8 @@ impl Store {
             Ok(TokenOwner {
                 token: row.try_get("name")?,
                 user: row.try_get("user_name")?,
-                expires_at: row.try_get("expires_at")?,
-                revoked_at: row.try_get("revoked_at")?,
+                expires_at: time(&row, "expires_at")?,
+                revoked_at: time(&row, "revoked_at")?,
                 user_exists: row.try_get::<Option<String>, _>("known")?.is_some(),
             })
         })

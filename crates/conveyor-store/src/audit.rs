@@ -294,7 +294,7 @@ mod tests {
 
     use super::*;
     use crate::Event;
-    use crate::db::tests::store_with_a_run;
+    use crate::db::tests::{store_with_a_run, tamper};
 
     fn cancel(run_id: i64) -> Event {
         Event::RunCancelRequested {
@@ -303,16 +303,10 @@ mod tests {
         }
     }
 
-    async fn sql(store: &Store, statements: &[&str]) {
-        for statement in statements {
-            sqlx::query(statement).execute(&store.pool).await.unwrap();
-        }
-    }
-
     /// What someone who can write the file does to rewrite history unnoticed by the chain
     /// alone: edit an event, then recompute every hash after it and the chain head.
     async fn rewrite_history(store: &Store, seq: i64) {
-        sql(
+        tamper(
             store,
             &[
                 "DROP TRIGGER events_no_update",
@@ -348,10 +342,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_rewrite_that_recomputed_every_hash_is_caught_by_the_checkpoints() {
-        let (dir, store, _) = store_with_a_run().await;
+        let (scratch, store, _) = store_with_a_run().await;
         let signer = KeyPair::from_seed([6; 32]);
         let key = [signer.public()];
-        let export = dir.path().join("checkpoints.jsonl");
+        let export = scratch.dir().join("checkpoints.jsonl");
         let first = store.log().checkpoint(&signer, &export).await.unwrap().unwrap();
         assert_eq!(first.seq, 7);
         // Nothing appended since: nothing to sign.
@@ -397,8 +391,8 @@ mod tests {
 
     #[tokio::test]
     async fn checkpoints_signed_by_another_key_or_forged_are_refused() {
-        let (dir, store, _) = store_with_a_run().await;
-        let export = dir.path().join("checkpoints.jsonl");
+        let (scratch, store, _) = store_with_a_run().await;
+        let export = scratch.dir().join("checkpoints.jsonl");
         let signer = KeyPair::from_seed([6; 32]);
         store.log().checkpoint(&signer, &export).await.unwrap();
         let other = [KeyPair::from_seed([7; 32]).public()];
@@ -423,9 +417,9 @@ mod tests {
             .execute(&store.pool)
             .await
             .unwrap();
-        std::fs::write(dir.path().join("garbage.jsonl"), "not json\n").unwrap();
+        std::fs::write(scratch.dir().join("garbage.jsonl"), "not json\n").unwrap();
         let problems = store
-            .audit(&[signer.public()], Some(&dir.path().join("garbage.jsonl")))
+            .audit(&[signer.public()], Some(&scratch.dir().join("garbage.jsonl")))
             .await
             .unwrap()
             .problems;
@@ -440,16 +434,16 @@ mod tests {
 
     #[tokio::test]
     async fn deleted_checkpoints_and_events_are_caught_by_the_exported_file() {
-        let (dir, store, _) = store_with_a_run().await;
+        let (scratch, store, _) = store_with_a_run().await;
         let signer = KeyPair::from_seed([6; 32]);
-        let export = dir.path().join("checkpoints.jsonl");
+        let export = scratch.dir().join("checkpoints.jsonl");
         store.log().checkpoint(&signer, &export).await.unwrap();
         // The newest events go, the head is moved back to match, the checkpoint is deleted.
         let (seq, hash): (i64, String) = sqlx::query_as("SELECT seq, hash FROM events WHERE seq = 5")
             .fetch_one(&store.pool)
             .await
             .unwrap();
-        sql(
+        tamper(
             &store,
             &[
                 "DROP TRIGGER events_no_delete",
@@ -473,7 +467,7 @@ mod tests {
         );
         // A missing export file is one with nothing exported yet.
         let none = store
-            .audit(&key, Some(&dir.path().join("none.jsonl")))
+            .audit(&key, Some(&scratch.dir().join("none.jsonl")))
             .await
             .unwrap();
         assert_eq!((none.exported, none.problems), (0, vec![]));

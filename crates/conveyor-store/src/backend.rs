@@ -3,29 +3,213 @@
 //! placeholders, `ON CONFLICT … DO UPDATE`, no JSON functions, no `rowid`); the guard test at
 //! the bottom keeps it so.
 //!
+//! The store talks to either through `sqlx::Any`, chosen at run time by [`Database`]. `Any`
+//! carries integers, floats, text and blobs only, so every time is RFC 3339 text, decoded in
+//! one place (`query::time`).
+//!
 //! A backend (one module beside `sqlite`) provides:
-//! - `Db`: its `sqlx::Database`, from which `Pool`, `Tx` and `Row` follow;
-//! - `connect`: its connection options, pragmas/settings and pool size;
+//! - `connect`: its connection settings (pragmas, pool size) as an `Any` pool;
 //! - `MIGRATIONS`: its schema in its own dialect, creating the same tables and columns (names and
 //!   meaning) as every other backend's, numbered alike; a migration that reshapes read models is
-//!   marked `rebuilding`, and the read models are then folded again from the log on open.
+//!   marked `rebuilding`, and the read models are then folded again from the log on open;
+//! - the few statements that differ ([`Backend`]): taking the chain's head for the rest of a
+//!   transaction, and serialising migrations between servers.
 //!
 //! Columns holding whole documents (an event's `data`, a release's `envelope`, a flag set's
 //! `definition`, …) are JSON text, never queried into: portable too.
 
-#[cfg(test)]
 mod postgres;
 mod sqlite;
 
-pub(crate) use sqlite::{MIGRATIONS, connect};
+use std::fmt;
+use std::path::{Path, PathBuf};
 
-/// The database the store runs on.
-pub(crate) type Db = sqlite::Db;
+/// The database the store runs on: whichever [`Database`] names, through `sqlx::Any`.
+pub(crate) type Db = sqlx::Any;
 pub(crate) type Pool = sqlx::Pool<Db>;
 pub(crate) type Tx<'a> = sqlx::Transaction<'a, Db>;
 pub(crate) type Row = <Db as sqlx::Database>::Row;
 /// A statement with its binds.
 pub(crate) type Query<'q> = sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments<'q>>;
+
+/// Where the store is kept: a SQLite file (the embedded default, `conveyor.db` in the data
+/// directory) or a PostgreSQL database several servers can share.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Database {
+    Sqlite(PathBuf),
+    /// A `postgres://` (or `postgresql://`) URL, as libpq takes it.
+    Postgres(String),
+}
+
+/// A `--database` that names no database Conveyor can use.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "'{0}' is not a database Conveyor can use: give postgres://USER@HOST/NAME (or postgresql://…), \
+     or sqlite:PATH"
+)]
+pub struct UnknownDatabase(String);
+
+impl Database {
+    /// The embedded default: `conveyor.db` in the data directory `root`.
+    pub fn in_data_dir(root: &Path) -> Database {
+        Database::Sqlite(root.join("conveyor.db"))
+    }
+
+    /// The URL sqlx connects to (a SQLite path percent-encoded where its parser would split it).
+    fn url(&self) -> String {
+        match self {
+            Database::Postgres(url) => url.clone(),
+            Database::Sqlite(path) => {
+                let path = path.to_string_lossy();
+                let mut url = String::from("sqlite://");
+                for c in path.chars() {
+                    match c {
+                        '%' => url.push_str("%25"),
+                        '?' => url.push_str("%3F"),
+                        '#' => url.push_str("%23"),
+                        c => url.push(c),
+                    }
+                }
+                url.push_str("?mode=rwc");
+                url
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for Database {
+    type Err = UnknownDatabase;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            return Ok(Database::Postgres(text.to_string()));
+        }
+        match text
+            .strip_prefix("sqlite://")
+            .or_else(|| text.strip_prefix("sqlite:"))
+        {
+            Some(path) if !path.is_empty() => Ok(Database::Sqlite(PathBuf::from(path))),
+            _ => Err(UnknownDatabase(text.to_string())),
+        }
+    }
+}
+
+/// Shown in logs and errors: a PostgreSQL URL without its password.
+impl fmt::Display for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Database::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            Database::Postgres(url) => {
+                let Some((scheme, rest)) = url.split_once("://") else {
+                    return f.write_str(url);
+                };
+                let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+                match authority.rsplit_once('@') {
+                    Some((user, host)) => {
+                        let user = user.split_once(':').map_or(user, |(name, _)| name);
+                        write!(f, "{scheme}://{user}@{host}{tail}")
+                    }
+                    None => f.write_str(url),
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Which backend a pool talks to: the statements that differ between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub(crate) fn migrations(self) -> &'static [Migration] {
+        match self {
+            Backend::Sqlite => sqlite::MIGRATIONS,
+            Backend::Postgres => postgres::MIGRATIONS,
+        }
+    }
+
+    /// What follows `SELECT … FROM chain_head` to hold the head until the transaction ends, so
+    /// servers sharing the database append one at a time. SQLite has one writer already.
+    pub(crate) fn hold_row(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        }
+    }
+
+    /// Run first in the transaction that migrates: servers starting together on one database
+    /// migrate one after the other. A transaction-scoped advisory lock, released at commit,
+    /// which connection poolers in transaction mode keep intact. SQLite's writer lock does it.
+    pub(crate) fn migration_lock(self) -> Option<&'static str> {
+        match self {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some("SELECT pg_advisory_xact_lock(7476627906436429) IS NOT NULL"),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Backend {
+    /// What drops one of the append-only guards (`{table}_no_{change}`), as a test tampering
+    /// with the database does.
+    pub(crate) fn drop_trigger(self, trigger: &str) -> String {
+        match self {
+            Backend::Sqlite => format!("DROP TRIGGER {trigger}"),
+            Backend::Postgres => {
+                let table = trigger.rsplit_once("_no_").map_or(trigger, |(table, _)| table);
+                format!("DROP TRIGGER {trigger} ON {table}")
+            }
+        }
+    }
+}
+
+/// Connects to `database` (creating a SQLite file if needed).
+pub(crate) async fn connect(database: &Database) -> Result<(Pool, Backend), sqlx::Error> {
+    sqlx::any::install_default_drivers();
+    match database {
+        Database::Sqlite(path) => Ok((sqlite::connect(path, &database.url()).await?, Backend::Sqlite)),
+        Database::Postgres(url) => Ok((postgres::connect(url).await?, Backend::Postgres)),
+    }
+}
+
+/// A time column's value: `Any` has no time type, so every backend keeps times as RFC 3339
+/// text, read back here (`DateTime<Utc>`, or `Option` of it for a nullable column).
+pub(crate) fn time<T: TimeColumn, I: sqlx::ColumnIndex<Row>>(row: &Row, column: I) -> Result<T, sqlx::Error> {
+    use sqlx::Row as _;
+    let text: Option<&str> = row.try_get(&column)?;
+    T::from_text(text).map_err(|error| sqlx::Error::ColumnDecode {
+        index: format!("{column:?}"),
+        source: error.into(),
+    })
+}
+
+pub(crate) trait TimeColumn: Sized {
+    fn from_text(text: Option<&str>) -> Result<Self, String>;
+}
+
+impl TimeColumn for chrono::DateTime<chrono::Utc> {
+    fn from_text(text: Option<&str>) -> Result<Self, String> {
+        let text = text.ok_or("a time is missing")?;
+        chrono::DateTime::parse_from_rfc3339(text)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .map_err(|e| format!("'{text}' is not an RFC 3339 time: {e}"))
+    }
+}
+
+impl TimeColumn for Option<chrono::DateTime<chrono::Utc>> {
+    fn from_text(text: Option<&str>) -> Result<Self, String> {
+        text.map(|t| TimeColumn::from_text(Some(t))).transpose()
+    }
+}
 
 /// One step of a backend's schema.
 pub(crate) struct Migration {
@@ -48,6 +232,107 @@ impl Migration {
         Migration {
             rebuilds: true,
             ..self
+        }
+    }
+}
+
+/// Databases of tests' own. The suites run on SQLite unless `CONVEYOR_TEST_DATABASE=postgres`
+/// says the local PostgreSQL server (over its socket, as the user running them: `.ci/run`
+/// starts Debian's PostgreSQL 15 and makes that user a role).
+#[cfg(test)]
+pub(crate) mod scratch {
+    use std::path::Path;
+    use std::process::Command;
+
+    use super::Database;
+
+    /// The socket directory of the local PostgreSQL server.
+    const SOCKET: &str = "/var/run/postgresql";
+
+    /// A test's database, dropped when it is: on the suite's backend, or on PostgreSQL.
+    pub(crate) struct Scratch {
+        pub(crate) database: Database,
+        /// Files beside the database (and the SQLite file itself).
+        dir: tempfile::TempDir,
+        postgres: Option<String>,
+    }
+
+    impl Scratch {
+        /// On the backend the suite runs on.
+        pub(crate) fn new() -> Scratch {
+            // The one variable the store's tests read: which backend they hold to the contract.
+            #[allow(clippy::disallowed_methods)]
+            match std::env::var("CONVEYOR_TEST_DATABASE").as_deref() {
+                Err(_) | Ok("" | "sqlite") => Scratch::sqlite(),
+                Ok("postgres") => Scratch::postgres(),
+                Ok(other) => panic!("CONVEYOR_TEST_DATABASE={other}: say sqlite or postgres"),
+            }
+        }
+
+        pub(crate) fn sqlite() -> Scratch {
+            let dir = tempfile::tempdir().unwrap();
+            Scratch {
+                database: Database::in_data_dir(dir.path()),
+                dir,
+                postgres: None,
+            }
+        }
+
+        /// A fresh database on the local PostgreSQL server.
+        pub(crate) fn postgres() -> Scratch {
+            let mut suffix = [0u8; 6];
+            getrandom::fill(&mut suffix).unwrap();
+            let name = format!("conveyor_test_{}", hex::encode(suffix));
+            let made = Command::new("createdb")
+                .args(["-h", SOCKET, &name])
+                .status()
+                .expect("PostgreSQL's createdb runs");
+            assert!(
+                made.success(),
+                "a PostgreSQL server for the tests: start it (`pg_ctlcluster 15 main start`) and make \
+                 yourself a role, as .ci/run does"
+            );
+            Scratch {
+                database: Database::Postgres(format!("postgres:///{name}?host={SOCKET}")),
+                dir: tempfile::tempdir().unwrap(),
+                postgres: Some(name),
+            }
+        }
+
+        pub(crate) fn dir(&self) -> &Path {
+            self.dir.path()
+        }
+
+        /// Whether `needle` is anywhere in what the database keeps: SQLite's files (with the
+        /// store closed), or a dump of the PostgreSQL database.
+        pub(crate) fn holds(&self, needle: &str) -> bool {
+            let found = |bytes: &[u8]| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+            match (&self.database, &self.postgres) {
+                (_, Some(name)) => {
+                    let dump = Command::new("pg_dump")
+                        .args(["-h", SOCKET, name])
+                        .output()
+                        .expect("PostgreSQL's pg_dump runs");
+                    assert!(dump.status.success(), "pg_dump {name}");
+                    found(&dump.stdout)
+                }
+                (Database::Sqlite(path), None) => ["", "-wal", "-shm"].iter().any(|suffix| {
+                    let mut file = path.as_os_str().to_owned();
+                    file.push(suffix);
+                    std::fs::read(file).is_ok_and(|bytes| found(&bytes))
+                }),
+                (Database::Postgres(_), None) => unreachable!("a scratch PostgreSQL database has a name"),
+            }
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            if let Some(name) = &self.postgres {
+                let _ = Command::new("dropdb")
+                    .args(["--force", "-h", SOCKET, name])
+                    .status();
+            }
         }
     }
 }

@@ -1,11 +1,9 @@
 //! Opening the database, appending to the chain, rebuilding the read models.
 
-use std::path::Path;
-
 use sha2::{Digest as _, Sha256};
 use sqlx::Row as _;
 
-use crate::backend::{self, Migration, Pool, Tx};
+use crate::backend::{self, Backend, Database, Pool, Tx};
 use crate::event::Event;
 use crate::log::EventLog;
 use crate::projection;
@@ -30,6 +28,9 @@ pub enum StoreError {
         id: i64,
         error: String,
     },
+    /// `Store::copy` was asked to copy onto a store that already has a history.
+    #[error("the target database already holds {events} events: copy only into an empty one")]
+    NotEmpty { events: i64 },
     /// A read model holds a status this version does not know.
     #[error("the store holds an {0}")]
     Status(#[from] conveyor_api::UnknownStatus),
@@ -52,10 +53,14 @@ pub struct Store {
 }
 
 /// The newest event's sequence number and hash (genesis for an empty log).
-pub(crate) async fn chain_head(tx: &mut Tx<'_>) -> Result<(i64, String), StoreError> {
-    let head = sqlx::query("SELECT seq, hash FROM chain_head WHERE id = 1")
-        .fetch_optional(&mut **tx)
-        .await?;
+/// Read under `backend`'s row lock, so it holds until the transaction ends.
+pub(crate) async fn chain_head(tx: &mut Tx<'_>, backend: Backend) -> Result<(i64, String), StoreError> {
+    let head = sqlx::query(&format!(
+        "SELECT seq, hash FROM chain_head WHERE id = 1{}",
+        backend.hold_row()
+    ))
+    .fetch_optional(&mut **tx)
+    .await?;
     Ok(match head {
         Some(row) => (row.get::<i64, _>(0), row.get::<String, _>(1)),
         None => (0, GENESIS_HASH.to_string()),
@@ -113,13 +118,16 @@ pub(crate) fn chain_hash(prev: &str, seq: i64, at: &str, kind: &str, data: &str)
 /// Applies the backend's migrations not applied yet, all in one transaction; when one of them
 /// reshaped read models, folds the log into them again before the commit, so an existing data
 /// directory comes up with the same views (or, on failure, unchanged).
-async fn migrate(pool: &Pool, migrations: &[Migration]) -> Result<(), StoreError> {
+async fn migrate(pool: &Pool, backend: Backend) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
+    if let Some(lock) = backend.migration_lock() {
+        sqlx::query(lock).execute(&mut *tx).await?;
+    }
     sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
         .execute(&mut *tx)
         .await?;
     let mut rebuild = false;
-    for migration in migrations {
+    for migration in backend.migrations() {
         let applied = sqlx::query("SELECT 1 FROM schema_migrations WHERE version = $1")
             .bind(migration.version)
             .fetch_optional(&mut *tx)
@@ -144,13 +152,13 @@ async fn migrate(pool: &Pool, migrations: &[Migration]) -> Result<(), StoreError
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path` and applies migrations (rebuilding the
-    /// read models when one reshaped them). Secret values are sealed and opened with `keyring`
+    /// Opens (creating if needed) the store in `database` and applies migrations (rebuilding
+    /// the read models when one reshaped them). Secret values are sealed and opened with `keyring`
     /// only: an empty one (to audit a copy of a database) reads and writes none, and leaves
     /// plaintext values from an older version as they are; otherwise those are sealed now.
-    pub async fn open(path: &Path, keyring: Keyring) -> Result<Store, StoreError> {
-        let pool = backend::connect(path).await?;
-        migrate(&pool, backend::MIGRATIONS).await?;
+    pub async fn open(database: &Database, keyring: Keyring) -> Result<Store, StoreError> {
+        let (pool, backend) = backend::connect(database).await?;
+        migrate(&pool, backend).await?;
         let head = sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(seq), 0) FROM events")
             .fetch_one(&pool)
             .await?;
@@ -158,7 +166,7 @@ impl Store {
             .fetch_one(&pool)
             .await?;
         let store = Store {
-            log: EventLog::new(pool.clone(), head, checkpointed, keyring),
+            log: EventLog::new(pool.clone(), backend, head, checkpointed, keyring),
             pool,
         };
         let sealed = store.log.seal_plaintext_secrets().await?;
@@ -187,6 +195,7 @@ impl Store {
 pub(crate) mod tests {
     use super::*;
     use crate::AuditProblem;
+    pub(crate) use crate::backend::scratch::Scratch;
     use crate::event::{ArtifactRef, JobStatus, RunStatus, StepStatus};
     use crate::secrets::SecretKey;
 
@@ -195,9 +204,21 @@ pub(crate) mod tests {
         Keyring::new(vec![SecretKey::from_bytes([5; 32])])
     }
 
-    /// A store at `path` opened with the tests' keyring.
-    pub(crate) async fn open(path: &Path) -> Store {
-        Store::open(path, keyring()).await.unwrap()
+    /// The store in `scratch`, opened with the tests' keyring.
+    pub(crate) async fn open(scratch: &Scratch) -> Store {
+        Store::open(&scratch.database, keyring()).await.unwrap()
+    }
+
+    /// Runs `statements` on the database behind the store's back, as someone who can write it
+    /// would; `DROP TRIGGER t` in the backend's words.
+    pub(crate) async fn tamper(store: &Store, statements: &[&str]) {
+        for statement in statements {
+            let statement = match statement.strip_prefix("DROP TRIGGER ") {
+                Some(trigger) => store.log().backend.drop_trigger(trigger),
+                None => statement.to_string(),
+            };
+            sqlx::query(&statement).execute(&store.pool).await.unwrap();
+        }
     }
 
     /// Events checked and problems found, with no checkpoint signed.
@@ -254,9 +275,9 @@ pub(crate) mod tests {
         ]
     }
 
-    pub(crate) async fn store_with_a_run() -> (tempfile::TempDir, Store, i64) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir.path().join("db")).await;
+    pub(crate) async fn store_with_a_run() -> (Scratch, Store, i64) {
+        let scratch = Scratch::new();
+        let store = open(&scratch).await;
         let run_id = store
             .log()
             .append_new(IdKind::Run, |run_id| Event::RunCreated {
@@ -275,7 +296,7 @@ pub(crate) mod tests {
             .await
             .unwrap();
         store.log().append_all(run_events(run_id)).await.unwrap();
-        (dir, store, run_id)
+        (scratch, store, run_id)
     }
 
     #[tokio::test]
@@ -297,15 +318,17 @@ pub(crate) mod tests {
     async fn audit_finds_edits_gaps_and_truncation() {
         let (_dir, store, _) = store_with_a_run().await;
         assert_eq!(audit(&store).await, (7, vec![]));
-        for sql in [
-            "DROP TRIGGER events_no_update",
-            "DROP TRIGGER events_no_delete",
-            "UPDATE events SET data = replace(data, 'make', 'mak3') WHERE seq = 3",
-            "DELETE FROM events WHERE seq = 5",
-            "DELETE FROM events WHERE seq = 7",
-        ] {
-            sqlx::query(sql).execute(&store.pool).await.unwrap();
-        }
+        tamper(
+            &store,
+            &[
+                "DROP TRIGGER events_no_update",
+                "DROP TRIGGER events_no_delete",
+                "UPDATE events SET data = replace(data, 'make', 'mak3') WHERE seq = 3",
+                "DELETE FROM events WHERE seq = 5",
+                "DELETE FROM events WHERE seq = 7",
+            ],
+        )
+        .await;
         let (_, problems) = audit(&store).await;
         assert_eq!(
             problems,
@@ -348,7 +371,7 @@ pub(crate) mod tests {
     /// A store whose log holds a bit of everything a read model folds: a project with heads, the
     /// run, a release, a finished deployment (approvals, phases, instances of two versions and a
     /// version without any) and a gated one, flag changes.
-    async fn store_with_history() -> (tempfile::TempDir, Store, Vec<i64>) {
+    async fn store_with_history() -> (Scratch, Store, Vec<i64>) {
         use crate::event::{DeploymentStatus, InstanceRef};
         let (dir, store, run_id) = store_with_a_run().await;
         let log = store.log();
@@ -555,18 +578,18 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_data_directory_of_the_old_schema_comes_up_with_the_same_views_and_sealed_secrets() {
         const PLAINTEXT: &str = "plaintext-from-an-old-version-4711";
-        let (dir, store, ids) = store_with_history().await;
+        let (_scratch, store, ids) = store_with_history().await;
         let want = views(&store, &ids).await;
 
         // The same log in a database of schema 6, its read models written the old way (JSON
         // columns), as an existing data directory has it.
-        let path = dir.path().join("old.db");
-        let pool = backend::connect(&path).await.unwrap();
+        let old = Scratch::new();
+        let (pool, backend) = backend::connect(&old.database).await.unwrap();
         sqlx::query("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)")
             .execute(&pool)
             .await
             .unwrap();
-        for migration in &backend::MIGRATIONS[..6] {
+        for migration in &backend.migrations()[..6] {
             sqlx::raw_sql(migration.sql).execute(&pool).await.unwrap();
             sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)")
                 .bind(migration.version)
@@ -613,7 +636,7 @@ pub(crate) mod tests {
         }
         pool.close().await;
 
-        let reopened = open(&path).await;
+        let reopened = open(&old).await;
         assert_eq!(views(&reopened, &ids).await, want);
         // Its plaintext secret was sealed, and the log says so.
         assert_eq!(audit(&reopened).await, (events.len() as u64 + 1, vec![]));
@@ -628,12 +651,12 @@ pub(crate) mod tests {
         );
         // Opened again, nothing is migrated, sealed or rebuilt twice.
         reopened.pool.close().await;
-        let again = open(&path).await;
+        let again = open(&old).await;
         assert_eq!(views(&again, &ids).await, want);
         assert_eq!(audit(&again).await.0, events.len() as u64 + 1);
         again.pool.close().await;
-        // Nothing of the plaintext is left in the file (zeroed, not left in a free page).
-        let bytes = std::fs::read(&path).unwrap();
-        assert!(!bytes.windows(PLAINTEXT.len()).any(|w| w == PLAINTEXT.as_bytes()));
+        // Nothing of the plaintext is left in the database (on SQLite: zeroed in the file, not
+        // left in a free page).
+        assert!(!old.holds(PLAINTEXT));
     }
 }

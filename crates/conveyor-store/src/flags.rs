@@ -4,7 +4,7 @@
 use serde::Serialize;
 use sqlx::Row as _;
 
-use crate::backend::Row;
+use crate::backend::{Row, time};
 use crate::db::{Store, StoreError};
 use crate::query::{StoredEvent, stored_event};
 
@@ -65,10 +65,10 @@ fn schedule_from_row(row: &Row) -> Result<FlagScheduleView, StoreError> {
         due_at: row.get(4),
         patch: decode_json(id, row.get::<&str, _>(5))?,
         created_by: row.get(6),
-        created_at: row.get(7),
+        created_at: time(row, 7)?,
         status: row.get(8),
         outcome: row.get(9),
-        finished_at: row.get(10),
+        finished_at: time(row, 10)?,
     })
 }
 
@@ -114,34 +114,24 @@ impl Store {
 
     /// Every evaluation key (hashes only).
     pub async fn flag_keys(&self) -> Result<Vec<FlagKeyRow>, StoreError> {
-        Ok(sqlx::query_as::<
-            _,
-            (
-                String,
-                String,
-                String,
-                String,
-                String,
-                chrono::DateTime<chrono::Utc>,
-            ),
-        >(
+        sqlx::query(
             "SELECT hash, name, project, environment, created_by, created_at FROM flag_keys
              ORDER BY project, environment, name",
         )
         .fetch_all(&self.pool)
         .await?
-        .into_iter()
-        .map(
-            |(hash, name, project, environment, created_by, created_at)| FlagKeyRow {
-                hash,
-                name,
-                project,
-                environment,
-                created_by,
-                created_at,
-            },
-        )
-        .collect())
+        .iter()
+        .map(|row| {
+            Ok(FlagKeyRow {
+                hash: row.try_get(0)?,
+                name: row.try_get(1)?,
+                project: row.try_get(2)?,
+                environment: row.try_get(3)?,
+                created_by: row.try_get(4)?,
+                created_at: time(row, 5)?,
+            })
+        })
+        .collect()
     }
 
     /// Scheduled changes of an environment (all environments when `None`), oldest due first;
@@ -219,8 +209,8 @@ mod tests {
 
     #[tokio::test]
     async fn flag_read_models_fold_and_rebuild() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::db::tests::open(&dir.path().join("db")).await;
+        let scratch = crate::db::tests::Scratch::new();
+        let store = crate::db::tests::open(&scratch).await;
         store
             .log()
             .append(changed(json!({"flags": {"x": 1}}), &["x"], &[]))

@@ -2,13 +2,14 @@
 //! of truth; the read models (projects, runs, jobs, steps, releases) are folded from it in the same
 //! transaction and can be rebuilt from it at any time; signed checkpoints make a rewrite of it
 //! evident, and secret values are sealed under keys the store is given. Beside the database: the
-//! content-addressed artifact store and the step logs. SQLite (WAL) is the embedded default, behind the
-//! `backend` boundary; the SQL everywhere else is portable.
+//! content-addressed artifact store and the step logs. SQLite (WAL) is the embedded default and
+//! PostgreSQL the shared one, behind the `backend` boundary; the SQL everywhere else is portable.
 
 mod access;
 mod audit;
 mod backend;
 pub mod cas;
+mod copy;
 mod db;
 mod event;
 mod flags;
@@ -20,7 +21,9 @@ mod secrets;
 
 pub use access::TokenOwner;
 pub use audit::{Audit, AuditProblem};
+pub use backend::{Database, UnknownDatabase};
 pub use cas::Cas;
+pub use copy::Copied;
 pub use db::{IdKind, Store, StoreError};
 pub use event::{
     ArtifactRef, DeploymentStatus, Event, InstanceRef, JobStatus, Role, RunStatus, StepStatus, UnknownStatus,

@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 use conveyor_attest::{Checkpoint, KeyPair};
 use tokio::sync::broadcast;
 
-use crate::backend::{Pool, Tx};
+use crate::backend::{Backend, Pool, Tx};
 use crate::db::{append_in, chain_head, save_head};
 use crate::event::Event;
 use crate::query::{StoredEvent, stored_event};
@@ -27,6 +27,7 @@ const CATCH_UP_BATCH: i64 = 512;
 /// subscribe.
 pub struct EventLog {
     pool: Pool,
+    pub(crate) backend: Backend,
     /// The database may have one writer (SQLite); serialising appends in-process avoids lock-upgrade failures.
     write: tokio::sync::Mutex<()>,
     appended: broadcast::Sender<Arc<StoredEvent>>,
@@ -40,9 +41,10 @@ pub struct EventLog {
 
 impl EventLog {
     /// The log of `pool`, whose newest event is `head` and newest checkpoint `checkpointed`.
-    pub(crate) fn new(pool: Pool, head: i64, checkpointed: i64, keyring: Keyring) -> Self {
+    pub(crate) fn new(pool: Pool, backend: Backend, head: i64, checkpointed: i64, keyring: Keyring) -> Self {
         EventLog {
             pool,
+            backend,
             write: tokio::sync::Mutex::new(()),
             appended: broadcast::channel(SUBSCRIBER_BUFFER).0,
             told: AtomicI64::new(head),
@@ -86,7 +88,7 @@ impl EventLog {
     ) -> Result<(Vec<i64>, T), StoreError> {
         let _guard = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
-        let stored = chain(&mut tx, events).await?;
+        let stored = chain(&mut tx, self.backend, events).await?;
         tx.commit().await?;
         let seqs: Vec<i64> = stored.iter().map(|e| e.seq).collect();
         let done = then(&seqs);
@@ -112,7 +114,7 @@ impl EventLog {
         let id = sqlx::query_scalar::<_, i64>(&format!("SELECT COALESCE(MAX(id), 0) + 1 FROM {table}"))
             .fetch_one(&mut *tx)
             .await?;
-        let stored = chain(&mut tx, vec![build(id)]).await?;
+        let stored = chain(&mut tx, self.backend, vec![build(id)]).await?;
         tx.commit().await?;
         self.tell(stored);
         Ok(id)
@@ -129,7 +131,7 @@ impl EventLog {
             project: project.to_string(),
             name: name.to_string(),
         };
-        let stored = chain(&mut tx, vec![event]).await?;
+        let stored = chain(&mut tx, self.backend, vec![event]).await?;
         tx.commit().await?;
         self.tell(stored);
         Ok(())
@@ -187,7 +189,7 @@ impl EventLog {
             key_id: key.id().to_string(),
             secrets: sealed as u64,
         };
-        let stored = chain(&mut tx, vec![event]).await?;
+        let stored = chain(&mut tx, self.backend, vec![event]).await?;
         tx.commit().await?;
         self.tell(stored);
         Ok(sealed)
@@ -218,7 +220,7 @@ impl EventLog {
             previous: previous.into_iter().collect(),
             secrets: rows.len() as u64,
         };
-        let stored = chain(&mut tx, vec![event]).await?;
+        let stored = chain(&mut tx, self.backend, vec![event]).await?;
         tx.commit().await?;
         *self.keyring.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Keyring::new(vec![key]));
         self.tell(stored);
@@ -237,7 +239,7 @@ impl EventLog {
     ) -> Result<Option<Checkpoint>, StoreError> {
         let _guard = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
-        let (seq, head_hash) = chain_head(&mut tx).await?;
+        let (seq, head_hash) = chain_head(&mut tx, self.backend).await?;
         if seq <= self.checkpointed() {
             return Ok(None);
         }
@@ -303,8 +305,12 @@ impl EventLog {
 }
 
 /// Chains `events` after the head in `tx`, folding each into the read models, and moves the head.
-async fn chain(tx: &mut Tx<'_>, events: Vec<Event>) -> Result<Vec<StoredEvent>, StoreError> {
-    let mut head = chain_head(tx).await?;
+async fn chain(
+    tx: &mut Tx<'_>,
+    backend: Backend,
+    events: Vec<Event>,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut head = chain_head(tx, backend).await?;
     let mut stored = Vec::with_capacity(events.len());
     for event in events {
         let (seq, at) = append_in(tx, &mut head, &event).await?;
@@ -393,8 +399,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_subscriber_sees_every_event_in_order_even_when_it_falls_behind() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::db::tests::open(&dir.path().join("db")).await;
+        let scratch = crate::db::tests::Scratch::new();
+        let store = crate::db::tests::open(&scratch).await;
         store.log().append(cancel(0)).await.unwrap();
         let mut from_now = store.log().subscribe();
         let mut from_start = store.log().subscribe_after(0);
@@ -421,8 +427,8 @@ mod tests {
 
     #[tokio::test]
     async fn state_updated_after_the_commit_is_current_before_subscribers_hear() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::db::tests::open(&dir.path().join("db")).await;
+        let scratch = crate::db::tests::Scratch::new();
+        let store = crate::db::tests::open(&scratch).await;
         let mut subscriber = store.log().subscribe();
         let seen = std::sync::atomic::AtomicI64::new(0);
         let (seqs, ()) = store

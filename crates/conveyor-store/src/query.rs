@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 use sqlx::Row as _;
 
-use crate::backend::{Query, Row};
+use crate::backend::{Query, Row, time};
 use crate::db::{Store, StoreError};
 use crate::event::{Event, InstanceRef};
 use conveyor_api::{InstanceId, UnknownStatus};
@@ -37,7 +37,7 @@ fn judgement_from_row(row: &Row) -> Result<JudgementView, StoreError> {
         traffic: u32::try_from(row.try_get::<i64, _>("traffic")?).unwrap_or(0),
         summary: row.try_get("summary")?,
         evidence: serde_json::from_str(row.try_get("evidence")?).unwrap_or_default(),
-        at: row.try_get("at")?,
+        at: time(row, "at")?,
     })
 }
 
@@ -145,8 +145,8 @@ fn deployment_from_row(row: &Row) -> Result<DeploymentView, StoreError> {
         authors: Vec::new(),
         instances: BTreeMap::new(),
         reason: row.get(11),
-        created_at: row.get(12),
-        finished_at: row.get(13),
+        created_at: time(row, 12)?,
+        finished_at: time(row, 13)?,
         fixed_by: row.get(14),
     })
 }
@@ -244,11 +244,11 @@ fn run_from_row(row: &Row) -> Result<RunView, StoreError> {
         branch: row.get(4),
         event: row.get(5),
         status: status(row, 6)?,
-        created_at: row.get(7),
-        finished_at: row.get(8),
+        created_at: time(row, 7)?,
+        finished_at: time(row, 8)?,
         pipeline: row.get(9),
         source_digest: row.get(10),
-        committed_at: row.get(11),
+        committed_at: time(row, 11)?,
         jobs: Vec::new(),
     })
 }
@@ -268,7 +268,7 @@ fn release_from_row(row: &Row) -> Result<Release, StoreError> {
             seq: id,
             error: e.to_string(),
         })?,
-        created_at: row.get(6),
+        created_at: time(row, 6)?,
     })
 }
 
@@ -317,16 +317,17 @@ impl Store {
                 .or_default()
                 .insert(row.try_get(1)?, row.try_get(2)?);
         }
-        Ok(rows
-            .iter()
-            .map(|r| Project {
-                name: r.get(0),
-                source_uri: r.get(1),
-                poll_seconds: r.get::<i64, _>(2) as u64,
-                heads: heads.remove(r.get::<&str, _>(0)).unwrap_or_default(),
-                created_at: r.get(3),
+        rows.iter()
+            .map(|r| {
+                Ok(Project {
+                    name: r.try_get(0)?,
+                    source_uri: r.try_get(1)?,
+                    poll_seconds: r.try_get::<i64, _>(2)? as u64,
+                    heads: heads.remove(r.try_get::<&str, _>(0)?).unwrap_or_default(),
+                    created_at: time(r, 3)?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     pub async fn project(&self, name: &str) -> Result<Option<Project>, StoreError> {
@@ -412,8 +413,8 @@ impl Store {
                     status: status(r, 1)?,
                     attempt: r.get::<i64, _>(2) as u32,
                     reason: r.get(3),
-                    started_at: r.get(4),
-                    finished_at: r.get(5),
+                    started_at: time(r, 4)?,
+                    finished_at: time(r, 5)?,
                     steps: Vec::new(),
                     artifacts: Vec::new(),
                 })
@@ -428,8 +429,8 @@ impl Store {
                     name: s.get(3),
                     status: status(s, 4)?,
                     exit_code: s.get(5),
-                    started_at: s.get(6),
-                    finished_at: s.get(7),
+                    started_at: time(s, 6)?,
+                    finished_at: time(s, 7)?,
                 });
             }
         }
@@ -527,15 +528,16 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| CurrentRelease {
-                project: r.get(0),
-                environment: r.get(1),
-                release_id: r.get(2),
-                since: r.get(3),
+        rows.iter()
+            .map(|r| {
+                Ok(CurrentRelease {
+                    project: r.try_get(0)?,
+                    environment: r.try_get(1)?,
+                    release_id: r.try_get(2)?,
+                    since: time(r, 3)?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// What DORA's keys need of each finished deployment into `environment` (of `project`, or of
@@ -564,11 +566,11 @@ impl Store {
                     id: r.try_get(0)?,
                     status: status(r, 1)?,
                     phase_index: r.try_get::<Option<i64>, _>(2)?.map(|i| i as u32),
-                    created_at: r.try_get(3)?,
-                    finished_at: r.try_get(4)?,
+                    created_at: time(r, 3)?,
+                    finished_at: time(r, 4)?,
                     rollback_of: r.try_get(5)?,
                     fixed_by: r.try_get(6)?,
-                    committed_at: r.try_get(7)?,
+                    committed_at: time(r, 7)?,
                 })
             })
             .collect()

@@ -344,24 +344,20 @@ mod tests {
 #[cfg(test)]
 mod store_tests {
     use super::*;
+    use crate::Database;
     use crate::Event;
-    use crate::db::tests::{keyring, open};
+    use crate::db::tests::{Scratch, keyring, open};
 
-    /// Whether `needle` is anywhere in the database's files, once the store is closed.
-    async fn in_file(store: Store, path: &std::path::Path, needle: &str) -> bool {
+    /// Whether `needle` is anywhere in the database, once the store is closed.
+    async fn in_file(store: Store, scratch: &Scratch, needle: &str) -> bool {
         store.pool.close().await;
-        ["", "-wal", "-shm"].iter().any(|suffix| {
-            let mut file = path.as_os_str().to_owned();
-            file.push(suffix);
-            std::fs::read(file).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
-        })
+        scratch.holds(needle)
     }
 
     #[tokio::test]
     async fn source_credentials_are_sealed_apart_from_the_secrets_steps_get() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        let store = open(&path).await;
+        let scratch = Scratch::new();
+        let store = open(&scratch).await;
         let credentials = "alice:a-recognisable-git-token-424242";
         store
             .log()
@@ -385,14 +381,13 @@ mod store_tests {
             .set_source_credentials("p", Some(credentials))
             .await
             .unwrap();
-        assert!(!in_file(store, &path, "a-recognisable-git-token").await);
+        assert!(!in_file(store, &scratch, "a-recognisable-git-token").await);
     }
 
     #[tokio::test]
     async fn secret_values_are_sealed_in_the_database_and_open_only_with_their_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        let store = open(&path).await;
+        let scratch = Scratch::new();
+        let store = open(&scratch).await;
         let value = "a-very-recognisable-secret-value-31337";
         store.log().set_secret("p", "TOKEN", value).await.unwrap();
         store.log().set_secret("p", "OTHER", "other-value").await.unwrap();
@@ -405,24 +400,29 @@ mod store_tests {
         );
         let events = store.events(0, 10).await.unwrap();
         assert!(matches!(&events[0].event, Event::SecretSet { name, .. } if name == "TOKEN"));
-        // The file was created owner-only.
-        use std::os::unix::fs::PermissionsExt as _;
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        assert!(!in_file(store, &path, value).await);
+        // A SQLite file was created owner-only.
+        if let Database::Sqlite(path) = &scratch.database {
+            use std::os::unix::fs::PermissionsExt as _;
+            assert_eq!(
+                std::fs::metadata(path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        assert!(!in_file(store, &scratch, value).await);
 
         // Without its key (another one, or none) the store cannot read it.
-        let other = Store::open(&path, Keyring::new(vec![SecretKey::from_bytes([9; KEY_LEN])]))
-            .await
-            .unwrap();
+        let other = Store::open(
+            &scratch.database,
+            Keyring::new(vec![SecretKey::from_bytes([9; KEY_LEN])]),
+        )
+        .await
+        .unwrap();
         assert!(matches!(
             other.secrets("p").await,
             Err(StoreError::Secret(SecretError::UnknownKey { .. }))
         ));
         other.pool.close().await;
-        let none = Store::open(&path, Keyring::default()).await.unwrap();
+        let none = Store::open(&scratch.database, Keyring::default()).await.unwrap();
         assert!(matches!(
             none.secrets("p").await,
             Err(StoreError::Secret(SecretError::UnknownKey { .. }))
@@ -434,7 +434,7 @@ mod store_tests {
         none.pool.close().await;
 
         // One secret's ciphertext copied onto another's row does not open as it.
-        let store = open(&path).await;
+        let store = open(&scratch).await;
         sqlx::query(
             "UPDATE secrets SET value = (SELECT value FROM secrets WHERE name = 'TOKEN'),
                 nonce = (SELECT nonce FROM secrets WHERE name = 'TOKEN') WHERE name = 'OTHER'",
@@ -450,9 +450,8 @@ mod store_tests {
 
     #[tokio::test]
     async fn rotation_reseals_every_value_under_the_new_key_and_retires_the_old() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        let store = open(&path).await;
+        let scratch = Scratch::new();
+        let store = open(&scratch).await;
         store.log().set_secret("p", "A", "value-a").await.unwrap();
         store.log().set_secret("q", "B", "value-b").await.unwrap();
         let old = keyring().current().unwrap().clone();
@@ -471,7 +470,9 @@ mod store_tests {
         // Only the new key is used from now on, in this process and after.
         store.log().set_secret("p", "C", "value-c").await.unwrap();
         store.pool.close().await;
-        let under_new = Store::open(&path, Keyring::new(vec![new])).await.unwrap();
+        let under_new = Store::open(&scratch.database, Keyring::new(vec![new]))
+            .await
+            .unwrap();
         assert_eq!(
             under_new.secrets("p").await.unwrap(),
             [
@@ -481,7 +482,7 @@ mod store_tests {
         );
         assert_eq!(under_new.secrets("q").await.unwrap()[0].1, "value-b");
         under_new.pool.close().await;
-        let under_old = open(&path).await;
+        let under_old = open(&scratch).await;
         assert!(matches!(
             under_old.secrets("q").await,
             Err(StoreError::Secret(SecretError::UnknownKey { key_id, .. })) if key_id != old.id()

@@ -272,7 +272,7 @@ async fn main() -> anyhow::Result<()> {
             bail!("the seeded conveyor.yml does not parse: {errors}");
         }
     }
-    let data = DataDir::open(&args.data).await?;
+    let data = DataDir::open(&args.data, &conveyor_store::Database::in_data_dir(&args.data)).await?;
     let engine = Engine::new(
         data,
         EngineConfig::new(Vec::new()),

@@ -36,6 +36,10 @@ pub struct DataArgs {
     /// Data directory (database, artifacts, logs, signing key). Default: ~/.local/share/conveyor.
     #[arg(long, env = "CONVEYOR_DATA")]
     pub data: Option<PathBuf>,
+    /// The database, when not the data directory's SQLite file: postgres://USER@HOST/NAME for
+    /// one several servers share (the data directory still holds the keys).
+    #[arg(long, env = "CONVEYOR_DATABASE", hide_env_values = true)]
+    pub database: Option<conveyor_store::Database>,
     /// Configuration file (TOML); values there are overridden by environment and flags.
     #[arg(long, env = "CONVEYOR_CONFIG")]
     pub config: Option<PathBuf>,
@@ -150,6 +154,9 @@ pub enum Command {
         /// Verify against a local data directory instead of a server.
         #[arg(long, env = "CONVEYOR_DATA")]
         data: Option<PathBuf>,
+        /// The data directory's database, when not its SQLite file (postgres://…).
+        #[arg(long, env = "CONVEYOR_DATABASE", hide_env_values = true, requires = "data")]
+        database: Option<conveyor_store::Database>,
     },
     /// Deploy a release to an environment (`promote 3 --to staging`), or advance a paused
     /// deployment (`promote --deployment 7`, `--full` to skip the remaining canary steps).
@@ -255,6 +262,21 @@ pub enum Command {
     /// Maintenance on a local data directory.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Copy a store to another database, then verify it there: the hash chain, and the signed
+    /// checkpoints against the data directory's keys and export. For moving from SQLite to
+    /// PostgreSQL: `conveyor migrate --data /var/lib/conveyor --to postgres://conveyor@db/conveyor`.
+    /// The target must hold no events; the source is only read (stop its server first). The
+    /// data directory keeps the keys; serve it with `--database` the target from then on.
+    Migrate {
+        /// The store to copy (default: the data directory's database).
+        #[arg(long, value_name = "DATABASE")]
+        from: Option<conveyor_store::Database>,
+        /// Where to copy it: postgres://USER@HOST/NAME (an empty database) or sqlite:PATH.
+        #[arg(long, value_name = "DATABASE")]
+        to: conveyor_store::Database,
+        #[command(flatten)]
+        data: DataArgs,
+    },
 }
 
 /// Which project environment's flags (`--env` is required; `--project` may be left out when
@@ -500,6 +522,9 @@ pub enum AuditCommand {
         /// Check a local data directory instead of a server (stopped, or a copy).
         #[arg(long, env = "CONVEYOR_DATA")]
         data: Option<PathBuf>,
+        /// The data directory's database, when not its SQLite file (postgres://…).
+        #[arg(long, env = "CONVEYOR_DATABASE", hide_env_values = true, requires = "data")]
+        database: Option<conveyor_store::Database>,
         /// Exported checkpoints to check the database against, e.g. a copy kept elsewhere
         /// (default: DATA/checkpoints.jsonl).
         #[arg(long, value_name = "FILE", requires = "data")]

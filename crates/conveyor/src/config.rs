@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use conveyor_store::Database;
 use serde::Deserialize;
 
 /// `conveyor.toml`: every key optional.
@@ -14,6 +15,8 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub data: Option<PathBuf>,
+    /// `postgres://…` for a database several servers share (default: SQLite in `data`).
+    pub database: Option<String>,
     pub addr: Option<SocketAddr>,
     pub poll_tick_seconds: Option<u64>,
     pub jobs: Option<usize>,
@@ -48,6 +51,7 @@ pub enum Isolation {
 pub struct Overrides {
     pub config: Option<PathBuf>,
     pub data: Option<PathBuf>,
+    pub database: Option<Database>,
     pub addr: Option<SocketAddr>,
     pub poll_tick_seconds: Option<u64>,
     pub jobs: Option<usize>,
@@ -61,6 +65,8 @@ pub struct Overrides {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data: PathBuf,
+    /// Where the store is: `conveyor.db` in `data` unless `--database` says otherwise.
+    pub database: Database,
     pub addr: SocketAddr,
     pub poll_tick: Duration,
     pub jobs: Option<usize>,
@@ -104,6 +110,11 @@ impl Config {
             .clone()
             .or(file.data)
             .unwrap_or_else(|| default_data_dir(env));
+        let database = match (&overrides.database, &file.database) {
+            (Some(database), _) => database.clone(),
+            (None, Some(text)) => text.parse().context("the config file's database")?,
+            (None, None) => Database::in_data_dir(&data),
+        };
         let trusted_proxies = if overrides.trusted_proxies.is_empty() {
             file.trusted_proxies.unwrap_or_default()
         } else {
@@ -124,6 +135,7 @@ impl Config {
         allowed_hosts.extend(overrides.allowed_hosts.iter().cloned());
         Ok(Config {
             data,
+            database,
             trusted_proxies,
             access: conveyor_server::auth::AccessConfig {
                 anonymous_read: overrides.anonymous_read || file.anonymous_read.unwrap_or(false),
@@ -218,10 +230,45 @@ mod tests {
         o.jobs = Some(1);
         let c = Config::resolve(&o, &env(&[])).unwrap();
         assert_eq!(c.data, PathBuf::from("/from/flag"));
+        assert_eq!(c.database, Database::Sqlite("/from/flag/conveyor.db".into()));
         assert_eq!(c.jobs, Some(1));
         assert_eq!(c.flags.rate_per_second, 1_000);
         o.flag_rate_limit = Some(0);
         assert_eq!(Config::resolve(&o, &env(&[])).unwrap().flags.rate_per_second, 0);
+    }
+
+    #[test]
+    fn the_database_is_sqlite_in_the_data_directory_unless_the_file_or_a_flag_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("conveyor.toml");
+        std::fs::write(
+            &file,
+            "data = '/d'\ndatabase = 'postgres://conveyor:pw@db.internal/conveyor'\n",
+        )
+        .unwrap();
+        let mut o = Overrides {
+            config: Some(file.clone()),
+            ..Default::default()
+        };
+        let c = Config::resolve(&o, &env(&[])).unwrap();
+        assert_eq!(
+            c.database,
+            Database::Postgres("postgres://conveyor:pw@db.internal/conveyor".into())
+        );
+        // Shown without its password.
+        assert_eq!(c.database.to_string(), "postgres://conveyor@db.internal/conveyor");
+        o.database = Some("sqlite:/elsewhere/c.db".parse().unwrap());
+        assert_eq!(
+            Config::resolve(&o, &env(&[])).unwrap().database,
+            Database::Sqlite("/elsewhere/c.db".into())
+        );
+        std::fs::write(&file, "database = 'mysql://x'\n").unwrap();
+        o.database = None;
+        let err = format!("{:#}", Config::resolve(&o, &env(&[])).unwrap_err());
+        assert!(
+            err.contains("'mysql://x' is not a database Conveyor can use"),
+            "{err}"
+        );
     }
 
     #[test]

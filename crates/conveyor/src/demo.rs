@@ -49,7 +49,11 @@ pub async fn demo(config: &Config, example: &Path, exit: bool) -> anyhow::Result
 
     let mut engine_config = config.clone();
     engine_config.data = data.clone();
-    let engine = crate::local::engine(&engine_config, conveyor_engine::DataDir::open(&data).await?).await?;
+    let engine = crate::local::engine(
+        &engine_config,
+        conveyor_engine::DataDir::open(&data, &conveyor_store::Database::in_data_dir(&data)).await?,
+    )
+    .await?;
     let token = conveyor_server::ensure_admin_token(&engine, None)
         .await?
         .context("a fresh data directory gets a new admin token")?;

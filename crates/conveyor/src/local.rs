@@ -11,7 +11,7 @@ use conveyor_attest::PublicKey;
 use conveyor_engine::{CheckpointPolicy, DataDir, Engine, NewRun, source};
 use conveyor_exec::LocalExecutor;
 use conveyor_exec::sandbox::Sandbox;
-use conveyor_store::{Release, RunStatus};
+use conveyor_store::{Database, Release, RunStatus};
 
 use crate::config::{Config, Isolation};
 use crate::progress::Progress;
@@ -83,9 +83,15 @@ pub fn parse_secrets(
 }
 
 async fn open_engine(config: &Config) -> anyhow::Result<Arc<Engine>> {
-    let data = DataDir::open(&config.data)
+    let data = DataDir::open(&config.data, &config.database)
         .await
-        .with_context(|| format!("cannot open data directory {}", config.data.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot open data directory {} (database {})",
+                config.data.display(),
+                config.database
+            )
+        })?;
     engine(config, data).await
 }
 
@@ -271,19 +277,34 @@ async fn shutdown_signal() {
     tracing::info!("shutting down; unfinished runs resume on the next start");
 }
 
-/// Opens an existing data directory for reading (never creates one).
-async fn open_existing(data: &Path) -> anyhow::Result<DataDir> {
-    if !data.join("conveyor.db").exists() {
+/// Refuses a data directory without its SQLite file, never creating one: a mistyped `--data`
+/// is not a new, empty store.
+fn existing(data: &Path, database: &Database) -> anyhow::Result<()> {
+    if let Database::Sqlite(file) = database
+        && !file.exists()
+    {
         bail!(
-            "{} is not a Conveyor data directory (no conveyor.db)",
-            data.display()
+            "{} is not a Conveyor data directory (no {})",
+            data.display(),
+            file.file_name().unwrap_or_default().to_string_lossy()
         );
     }
-    Ok(DataDir::open(data).await?)
+    Ok(())
 }
 
-pub async fn verify(data: &Path, release_id: i64) -> anyhow::Result<ExitCode> {
-    let data = open_existing(data).await?;
+/// Opens an existing data directory (never creates one).
+async fn open_existing(data: &Path, database: &Database) -> anyhow::Result<DataDir> {
+    existing(data, database)?;
+    Ok(DataDir::open(data, database).await?)
+}
+
+/// `database`, or else the SQLite file in `data`.
+fn database_of(data: &Path, database: Option<Database>) -> Database {
+    database.unwrap_or_else(|| Database::in_data_dir(data))
+}
+
+pub async fn verify(data: &Path, database: Option<Database>, release_id: i64) -> anyhow::Result<ExitCode> {
+    let data = open_existing(data, &database_of(data, database)).await?;
     let release = data
         .store
         .release(release_id)
@@ -338,18 +359,53 @@ pub fn report_verification(
 /// checkpoints may come from elsewhere. Opened without the secrets key.
 pub async fn audit_verify(
     data: &Path,
+    database: Option<Database>,
     checkpoints: Option<&Path>,
     public_key: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
-    let db = data.join("conveyor.db");
-    if !db.exists() {
-        bail!(
-            "{} is not a Conveyor data directory (no conveyor.db)",
-            data.display()
-        );
+    let database = database_of(data, database);
+    existing(data, &database)?;
+    let key = public_keys(data, public_key)?;
+    if let Some(file) = checkpoints {
+        // Given explicitly, a missing file is a mistake, not "nothing exported yet".
+        std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?;
     }
-    // The directory's keys, current and retired; or a file of them (one hex key per line) kept
-    // elsewhere.
+    let exported = checkpoints.map_or_else(|| data.join("checkpoints.jsonl"), Path::to_path_buf);
+    let store = conveyor_store::Store::open(&database, conveyor_store::Keyring::default()).await?;
+    let audit = store.audit(&key, Some(&exported)).await?;
+    Ok(report_audit(
+        audit.events,
+        (audit.checkpoints, audit.exported),
+        &audit.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    ))
+}
+
+/// Copies the store in `from` to `to` and verifies the copy against `data`'s keys and export.
+pub async fn migrate(data: &Path, from: &Database, to: &Database) -> anyhow::Result<ExitCode> {
+    existing(data, from)?;
+    if from == to {
+        bail!("--from and --to are the same database ({from})");
+    }
+    let key = public_keys(data, None)?;
+    let copied = conveyor_store::Store::copy(from, to)
+        .await
+        .with_context(|| format!("cannot copy {from} to {to}"))?;
+    println!(
+        "copied {} events, {} signed checkpoint(s) and {} sealed secret value(s) from {from} to {to}",
+        copied.events, copied.checkpoints, copied.secrets
+    );
+    let store = conveyor_store::Store::open(to, conveyor_store::Keyring::default()).await?;
+    let audit = store.audit(&key, Some(&data.join("checkpoints.jsonl"))).await?;
+    Ok(report_audit(
+        audit.events,
+        (audit.checkpoints, audit.exported),
+        &audit.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    ))
+}
+
+/// The public keys `data`'s releases and checkpoints verify with: its current and retired
+/// ones, or those in `file` (one hex key per line) kept elsewhere.
+fn public_keys(data: &Path, public_key: Option<&Path>) -> anyhow::Result<Vec<PublicKey>> {
     let mut key_files = vec![public_key.map_or_else(|| data.join("keys/signing.pub"), Path::to_path_buf)];
     if public_key.is_none()
         && let Ok(retired) = std::fs::read_dir(data.join("keys/retired"))
@@ -364,18 +420,7 @@ pub async fn audit_verify(
             conveyor_attest::public_keys_from_text(&text).with_context(|| format!("{}", file.display()))?,
         );
     }
-    if let Some(file) = checkpoints {
-        // Given explicitly, a missing file is a mistake, not "nothing exported yet".
-        std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?;
-    }
-    let exported = checkpoints.map_or_else(|| data.join("checkpoints.jsonl"), Path::to_path_buf);
-    let store = conveyor_store::Store::open(&db, conveyor_store::Keyring::default()).await?;
-    let audit = store.audit(&key, Some(&exported)).await?;
-    Ok(report_audit(
-        audit.events,
-        (audit.checkpoints, audit.exported),
-        &audit.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
-    ))
+    Ok(key)
 }
 
 /// Prints what verifying the log found: events, `(checkpoints, exported checkpoints)` checked,
@@ -396,14 +441,14 @@ pub fn report_audit(events: u64, (checkpoints, exported): (u64, u64), problems: 
 }
 
 pub async fn rotate_secrets_key(config: &Config) -> anyhow::Result<ExitCode> {
-    let data = open_existing(&config.data).await?;
+    let data = open_existing(&config.data, &config.database).await?;
     let (key, resealed) = data.rotate_secrets_key().await?;
     println!("{resealed} secret value(s) re-encrypted under key {key}; the old key is retired");
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn rotate_signing_key(config: &Config) -> anyhow::Result<ExitCode> {
-    let data = open_existing(&config.data).await?;
+    let data = open_existing(&config.data, &config.database).await?;
     let previous = data.signer.public().key_id();
     let key = data.rotate_signing_key().await?;
     println!(
@@ -413,7 +458,7 @@ pub async fn rotate_signing_key(config: &Config) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn rebuild(config: &Config) -> anyhow::Result<ExitCode> {
-    let data = open_existing(&config.data).await?;
+    let data = open_existing(&config.data, &config.database).await?;
     let n = data.store.log().rebuild_read_models().await?;
     println!("read models rebuilt from {n} events");
     Ok(ExitCode::SUCCESS)

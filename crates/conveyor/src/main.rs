@@ -74,6 +74,7 @@ fn overrides(data: &DataArgs) -> Overrides {
     Overrides {
         config: data.config.clone(),
         data: data.data.clone(),
+        database: data.database.clone(),
         ..Default::default()
     }
 }
@@ -139,8 +140,11 @@ async fn dispatch(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<Exi
         Command::Verify {
             release,
             data: Some(data),
-        } => local::verify(&data, release).await,
-        Command::Verify { release, data: None } => client()?.verify(release).await,
+            database,
+        } => local::verify(&data, database, release).await,
+        Command::Verify {
+            release, data: None, ..
+        } => client()?.verify(release).await,
         Command::Promote {
             release: Some(release),
             to: Some(to),
@@ -238,9 +242,10 @@ async fn dispatch(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<Exi
         }
         Command::Audit(AuditCommand::Verify {
             data: Some(data),
+            database,
             checkpoints,
             public_key,
-        }) => local::audit_verify(&data, checkpoints.as_deref(), public_key.as_deref()).await,
+        }) => local::audit_verify(&data, database, checkpoints.as_deref(), public_key.as_deref()).await,
         Command::Audit(AuditCommand::Verify { data: None, .. }) => client()?.audit_verify().await,
         Command::Secret(SecretCommand::RotateKey { data }) => {
             local::rotate_secrets_key(&Config::resolve(&overrides(&data), &env)?).await
@@ -257,6 +262,11 @@ async fn dispatch(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<Exi
             client()?.set_secret(&project, &name, &value).await
         }
         Command::Flags(command) => flags(client()?, command).await,
+        Command::Migrate { from, to, data } => {
+            let config = Config::resolve(&overrides(&data), &env)?;
+            let from = from.unwrap_or_else(|| config.database.clone());
+            local::migrate(&config.data, &from, &to).await
+        }
         Command::Admin(AdminCommand::Rebuild { data }) => {
             local::rebuild(&Config::resolve(&overrides(&data), &env)?).await
         }

@@ -1,11 +1,22 @@
-//! The PostgreSQL backend's schema, in its dialect (`migrations/postgres`): the same tables and
-//! columns as SQLite's, numbered alike, times kept as RFC 3339 text as every backend keeps them,
-//! and the append-only rules as triggers (TRUNCATE included, which skips row triggers).
-//!
-//! The first slice of scale-out: the store does not open PostgreSQL yet. Until it does, the
-//! tests here hold this schema to SQLite's against a real PostgreSQL server.
+//! The PostgreSQL backend, for servers that share one database: its connection pool, and its
+//! schema in its dialect (`migrations/postgres`): the same tables and columns as SQLite's,
+//! numbered alike, times kept as RFC 3339 text as every backend keeps them, and the append-only
+//! rules as triggers (TRUNCATE included, which skips row triggers).
 
-use super::Migration;
+use sqlx::ConnectOptions as _;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+
+use super::{Migration, Pool};
+
+/// Connects to the database `url` names; it must exist (`createdb`), the schema is made here.
+pub(crate) async fn connect(url: &str) -> Result<Pool, sqlx::Error> {
+    let options = url.parse::<AnyConnectOptions>()?.disable_statement_logging();
+    AnyPoolOptions::new()
+        .max_connections(8)
+        .min_connections(1)
+        .connect_with(options)
+        .await
+}
 
 /// The schema, in order: one file per SQLite migration, doing the same.
 pub(crate) const MIGRATIONS: &[Migration] = &[
@@ -37,64 +48,20 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
 mod tests {
     use std::collections::BTreeMap;
 
-    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-    use sqlx::{ConnectOptions as _, Connection as _, Executor as _, Row as _};
+    use sqlx::Row as _;
 
     use super::MIGRATIONS;
+    use crate::backend::scratch::Scratch;
+    use crate::backend::{Backend, Database};
 
-    /// The server the tests use: the local cluster, over its socket, as the user running them
-    /// (`.ci/run` starts Debian's PostgreSQL 15 and makes that user a role).
-    fn server() -> PgConnectOptions {
-        let who = std::process::Command::new("id")
-            .arg("-un")
-            .output()
-            .expect("`id` runs");
-        PgConnectOptions::new()
-            .host("/var/run/postgresql")
-            .username(String::from_utf8_lossy(&who.stdout).trim())
-            .database("postgres")
-    }
-
-    /// A fresh database of its own on the test server, dropped when the test ends.
-    struct Scratch {
-        name: String,
-        pool: sqlx::PgPool,
-    }
-
-    impl Scratch {
-        async fn new() -> Scratch {
-            let name = format!("conveyor_test_{}_{}", std::process::id(), rand_suffix());
-            let mut admin = server().connect().await.expect(
-                "a PostgreSQL server for the tests: start it (`pg_ctlcluster 15 main start`) and make \
-                 yourself a role, as .ci/run does",
-            );
-            admin
-                .execute(format!("CREATE DATABASE {name}").as_str())
-                .await
-                .unwrap();
-            admin.close().await.unwrap();
-            let pool = PgPoolOptions::new()
-                .max_connections(2)
-                .connect_with(server().database(&name))
-                .await
-                .unwrap();
-            Scratch { name, pool }
-        }
-
-        async fn drop(self) {
-            self.pool.close().await;
-            let mut admin = server().connect().await.unwrap();
-            admin
-                .execute(format!("DROP DATABASE {} WITH (FORCE)", self.name).as_str())
-                .await
-                .unwrap();
-        }
-    }
-
-    fn rand_suffix() -> String {
-        let mut bytes = [0u8; 4];
-        getrandom::fill(&mut bytes).unwrap();
-        hex::encode(bytes)
+    /// A fresh PostgreSQL database, whichever backend the suite runs on, and a pool of its own.
+    async fn postgres() -> (Scratch, sqlx::PgPool) {
+        let scratch = Scratch::postgres();
+        let Database::Postgres(url) = &scratch.database else {
+            unreachable!("a PostgreSQL scratch database")
+        };
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        (scratch, pool)
     }
 
     /// Every table's columns, and every index (primary keys aside), by name.
@@ -126,11 +93,9 @@ mod tests {
     }
 
     async fn sqlite_shape() -> Shape {
-        let dir = tempfile::tempdir().unwrap();
-        let pool = crate::backend::connect(&dir.path().join("conveyor.db"))
-            .await
-            .unwrap();
-        for m in crate::backend::MIGRATIONS {
+        let scratch = Scratch::sqlite();
+        let (pool, _) = crate::backend::connect(&scratch.database).await.unwrap();
+        for m in Backend::Sqlite.migrations() {
             sqlx::raw_sql(m.sql).execute(&pool).await.unwrap();
         }
         let mut tables: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -158,21 +123,21 @@ mod tests {
         (tables, indexes)
     }
 
-    async fn migrated() -> Scratch {
-        let scratch = Scratch::new().await;
+    async fn migrated() -> (Scratch, sqlx::PgPool) {
+        let (scratch, pool) = postgres().await;
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(m.version, i as i64 + 1, "numbered alike, in order");
             sqlx::raw_sql(m.sql)
-                .execute(&scratch.pool)
+                .execute(&pool)
                 .await
                 .unwrap_or_else(|e| panic!("migration {} on PostgreSQL: {e}", m.version));
         }
-        scratch
+        (scratch, pool)
     }
 
     #[tokio::test]
     async fn the_postgres_schema_has_sqlites_tables_columns_and_indexes() {
-        let sqlite = crate::backend::MIGRATIONS;
+        let sqlite = Backend::Sqlite.migrations();
         assert_eq!(
             MIGRATIONS.len(),
             sqlite.len(),
@@ -181,9 +146,9 @@ mod tests {
         for (pg, lite) in MIGRATIONS.iter().zip(sqlite) {
             assert_eq!((pg.version, pg.rebuilds), (lite.version, lite.rebuilds));
         }
-        let scratch = migrated().await;
-        let (pg_tables, pg_indexes) = postgres_shape(&scratch.pool).await;
-        scratch.drop().await;
+        let (_scratch, pool) = migrated().await;
+        let (pg_tables, pg_indexes) = postgres_shape(&pool).await;
+        pool.close().await;
         let (lite_tables, lite_indexes) = sqlite_shape().await;
         assert_eq!(pg_tables, lite_tables);
         assert_eq!(pg_indexes, lite_indexes);
@@ -191,8 +156,8 @@ mod tests {
 
     #[tokio::test]
     async fn on_postgres_the_log_releases_and_checkpoints_refuse_to_change() {
-        let scratch = migrated().await;
-        let pool = &scratch.pool;
+        let (_scratch, pool) = migrated().await;
+        let pool = &pool;
         for insert in [
             "INSERT INTO events (seq, at, kind, data, prev_hash, hash) VALUES (1, '2026-12-01T00:00:00Z', 'k', '{}', '', 'h')",
             "INSERT INTO releases (id, run_id, project, commit_sha, branch, envelope, created_at)
@@ -247,6 +212,5 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(seqs, vec![1, 2]);
-        scratch.drop().await;
     }
 }

@@ -2,14 +2,11 @@
 //! SQLite's dialect (`migrations/sqlite`). The embedded default.
 
 use std::path::Path;
-use std::time::Duration;
 
 use sqlx::ConnectOptions as _;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 
 use super::{Migration, Pool};
-
-pub(crate) type Db = sqlx::Sqlite;
 
 /// The schema, in order. 7 reshaped the read models (JSON columns became child tables); 8
 /// added users and roles, 10 server-side environment protection; 11 left plaintext secret
@@ -39,28 +36,32 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration::new(13, include_str!("../../migrations/sqlite/0013_ui_indexes.sql")),
 ];
 
-/// Opens (creating if needed) the database file at `path`, readable by its owner only.
-pub(crate) async fn connect(path: &Path) -> Result<Pool, sqlx::Error> {
+/// Opens (creating if needed) the database file at `path` (`url` names it for sqlx), readable by
+/// its owner only.
+pub(crate) async fn connect(path: &Path, url: &str) -> Result<Pool, sqlx::Error> {
     owner_only(path)?;
-    let options = SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
-        .busy_timeout(Duration::from_secs(10))
-        .foreign_keys(true)
-        // Deleted and overwritten content is zeroed, not left in free pages: the plaintext of a
-        // secret sealed on open, or a value under a retired key, does not linger in the file.
-        .pragma("secure_delete", "on")
-        // Per-statement logging costs more than the statement on the step path.
-        .disable_statement_logging();
-    SqlitePoolOptions::new()
+    // Per-statement logging costs more than the statement on the step path.
+    let options = url.parse::<AnyConnectOptions>()?.disable_statement_logging();
+    AnyPoolOptions::new()
         .test_before_acquire(false)
         .max_connections(4)
         .min_connections(1)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                use sqlx::Executor as _;
+                conn.execute(SETTINGS).await?;
+                Ok(())
+            })
+        })
         .connect_with(options)
         .await
 }
+
+/// Each connection's settings. Deleted and overwritten content is zeroed, not left in free
+/// pages: the plaintext of a secret sealed on open, or a value under a retired key, does not
+/// linger in the file.
+const SETTINGS: &str = "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
+                        PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;";
 
 /// Creates the database file 0600 if it is missing (SQLite gives its `-wal` and `-shm` files the
 /// database's mode), and takes group and other access away from an older data directory's files.

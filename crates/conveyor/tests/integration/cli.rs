@@ -117,8 +117,7 @@ fn run_builds_the_example_project_into_a_verified_release() {
     let out = command()
         .arg("run")
         .arg(&example)
-        .arg("--data")
-        .arg(&data)
+        .args(data_args(&data))
         .output()
         .unwrap();
     let (stdout, stderr) = (
@@ -132,8 +131,8 @@ fn run_builds_the_example_project_into_a_verified_release() {
         assert!(stderr.contains(&format!("✓ {job} success")), "{stderr}");
     }
     let verify = command()
-        .args(["verify", "1", "--data"])
-        .arg(&data)
+        .args(["verify", "1"])
+        .args(data_args(&data))
         .output()
         .unwrap();
     assert!(
@@ -154,8 +153,7 @@ fn run_fails_with_the_failing_jobs_reason() {
     let out = command()
         .arg("run")
         .arg(tmp.path())
-        .arg("--data")
-        .arg(tmp.path().join("data"))
+        .args(data_args(&tmp.path().join("data")))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -412,8 +410,7 @@ fn a_flooding_step_is_capped_with_a_visible_notice() {
     let out = command()
         .arg("run")
         .arg(tmp.path())
-        .arg("--data")
-        .arg(&data)
+        .args(data_args(&data))
         .arg("--config")
         .arg(&config)
         .output()

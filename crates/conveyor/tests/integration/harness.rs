@@ -1,5 +1,6 @@
 //! Starts real servers on temp dirs and free ports, makes git repositories, waits with deadlines.
 
+use std::ffi::OsString;
 use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -28,6 +29,109 @@ pub fn command() -> Command {
     cmd
 }
 
+/// The socket directory of the local PostgreSQL server (`.ci/run` starts it).
+const POSTGRES_SOCKET: &str = "/var/run/postgresql";
+
+/// Whether this run of the suite keeps the servers' stores in PostgreSQL
+/// (`CONVEYOR_TEST_DATABASE=postgres`) rather than SQLite in their data directories.
+pub fn on_postgres() -> bool {
+    // The one variable the suite reads: which backend it holds the servers to.
+    #[allow(clippy::disallowed_methods)]
+    match std::env::var("CONVEYOR_TEST_DATABASE").as_deref() {
+        Err(_) | Ok("" | "sqlite") => false,
+        Ok("postgres") => true,
+        Ok(other) => panic!("CONVEYOR_TEST_DATABASE={other}: say sqlite or postgres"),
+    }
+}
+
+/// The database of the data directory `data` on this run's backend: its SQLite file, or a
+/// PostgreSQL database of its own, made on first use.
+pub fn database_url(data: &Path) -> String {
+    if !on_postgres() {
+        return format!("sqlite://{}", data.join("conveyor.db").display());
+    }
+    use std::hash::{Hash as _, Hasher as _};
+    let mut hasher = std::hash::DefaultHasher::new();
+    data.hash(&mut hasher);
+    let name = format!("conveyor_it_{}_{:016x}", std::process::id(), hasher.finish());
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(drop_databases_of_finished_tests);
+    let made = Command::new("createdb")
+        .args(["-h", POSTGRES_SOCKET, &name])
+        .output()
+        .expect("PostgreSQL's createdb runs");
+    assert!(
+        made.status.success() || String::from_utf8_lossy(&made.stderr).contains("already exists"),
+        "createdb {name}: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    format!("postgres:///{name}?host={POSTGRES_SOCKET}")
+}
+
+/// Each test (a process of its own) names its databases after its pid: those of tests no longer
+/// running are dropped, so the suite keeps no more than it is using.
+fn drop_databases_of_finished_tests() {
+    let listed = Command::new("psql")
+        .args(["-h", POSTGRES_SOCKET, "-d", "postgres", "-Atc"])
+        .arg("SELECT datname FROM pg_database WHERE datname LIKE 'conveyor\\_it\\_%'")
+        .output()
+        .expect("PostgreSQL's psql runs");
+    for name in String::from_utf8_lossy(&listed.stdout).lines() {
+        let pid = name.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|pid| pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()) {
+            let _ = Command::new("dropdb")
+                .args(["--force", "-h", POSTGRES_SOCKET, name])
+                .status();
+        }
+    }
+}
+
+/// `--data DATA`, and `--database` when this run's backend is not the directory's own SQLite.
+pub fn data_args(data: &Path) -> Vec<OsString> {
+    let mut args = vec![OsString::from("--data"), data.as_os_str().to_owned()];
+    if on_postgres() {
+        args.extend([OsString::from("--database"), database_url(data).into()]);
+    }
+    args
+}
+
+/// A connection to `data`'s database behind its server's back, as someone with access to it has.
+pub async fn database(data: &Path) -> sqlx::AnyConnection {
+    use sqlx::Connection as _;
+    sqlx::any::install_default_drivers();
+    sqlx::AnyConnection::connect(&database_url(data)).await.unwrap()
+}
+
+/// Whether `needle` is anywhere in what `data`'s database keeps (its server stopped): the SQLite
+/// file with its journal, or a dump of its PostgreSQL database.
+pub fn database_holds(data: &Path, needle: &str) -> bool {
+    let found = |bytes: &[u8]| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+    if !on_postgres() {
+        return ["conveyor.db", "conveyor.db-wal", "conveyor.db-shm"]
+            .iter()
+            .any(|file| std::fs::read(data.join(file)).is_ok_and(|bytes| found(&bytes)));
+    }
+    let url = database_url(data);
+    let name = url
+        .strip_prefix("postgres:///")
+        .and_then(|rest| rest.split('?').next())
+        .expect("a database of the suite's own");
+    let dump = Command::new("pg_dump")
+        .args(["-h", POSTGRES_SOCKET, name])
+        .output()
+        .expect("PostgreSQL's pg_dump runs");
+    assert!(dump.status.success(), "pg_dump {name}");
+    found(&dump.stdout)
+}
+
+/// What drops the append-only guard `trigger` (`{table}_no_{change}`) on this run's backend.
+pub fn drop_trigger(trigger: &str) -> String {
+    match trigger.rsplit_once("_no_") {
+        Some((table, _)) if on_postgres() => format!("DROP TRIGGER {trigger} ON {table}"),
+        _ => format!("DROP TRIGGER {trigger}"),
+    }
+}
+
 pub struct Server {
     pub child: Child,
     pub base: String,
@@ -45,8 +149,8 @@ impl Server {
     /// [`Server::start`] with more `serve` arguments.
     pub fn start_with(data: &Path, args: &[&str]) -> Server {
         let mut child = command()
-            .args(["serve", "--addr", "127.0.0.1:0", "--poll-tick", "1", "--data"])
-            .arg(data)
+            .args(["serve", "--addr", "127.0.0.1:0", "--poll-tick", "1"])
+            .args(data_args(data))
             .args(args)
             .env("CONVEYOR_ADMIN_TOKEN", TOKEN)
             .stdout(Stdio::piped())

@@ -120,8 +120,8 @@ async fn first_start_prints_a_generated_admin_token_once() {
     let data = tmp.path().join("data");
     let start = || {
         let mut child = command()
-            .args(["serve", "--addr", "127.0.0.1:0", "--data"])
-            .arg(&data)
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .args(data_args(&data))
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -172,11 +172,7 @@ async fn first_start_prints_a_generated_admin_token_once() {
     assert_eq!(second_token, None, "the token is shown only once");
     again.kill().unwrap();
     again.wait().unwrap();
-    let db = std::fs::read(data.join("conveyor.db")).unwrap();
-    assert!(
-        !db.windows(token.len()).any(|w| w == token.as_bytes()),
-        "only the token's hash is stored"
-    );
+    assert!(!database_holds(&data, &token), "only the token's hash is stored");
 }
 
 // === provenance tells the truth ===
