@@ -143,6 +143,49 @@ fn run_builds_the_example_project_into_a_verified_release() {
 }
 
 #[test]
+fn migrate_moves_a_sqlite_store_to_postgres_where_it_verifies_and_serves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello");
+    let data = tmp.path().join("data");
+    let cli = |args: &[&str]| {
+        let out = command().args(args).arg("--data").arg(&data).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, out) = cli(&["run", example.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let (ok, out) = cli(&["secret", "rotate-key"]);
+    assert!(ok, "{out}");
+
+    let target = postgres_database(&tmp.path().join("target"));
+    let (ok, out) = cli(&["migrate", "--to", &target]);
+    assert!(ok, "{out}");
+    assert!(out.contains("copied") && out.contains("from sqlite:"), "{out}");
+    assert!(out.contains("audit log intact"), "{out}");
+    // Where it now is, the release verifies and the audit holds.
+    let (ok, out) = cli(&["verify", "1", "--database", &target]);
+    assert!(ok && out.contains("release 1 verified"), "{out}");
+    let (ok, out) = cli(&["audit", "verify", "--database", &target]);
+    assert!(ok && out.contains("audit log intact"), "{out}");
+    // Done twice, the second copy is refused and the first left as it was.
+    let (ok, out) = cli(&["migrate", "--to", &target]);
+    assert!(!ok && out.contains("already holds"), "{out}");
+    let (ok, out) = cli(&["audit", "verify", "--database", &target]);
+    assert!(ok && out.contains("audit log intact"), "{out}");
+    // A server on the copy has the run and the release.
+    let server = Server::start_with(&data, &["--database", &target]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let release = server.get("/api/v1/releases/1").await;
+        assert_eq!(release["project"], "hello", "{release}");
+    });
+}
+
+#[test]
 fn run_fails_with_the_failing_jobs_reason() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(

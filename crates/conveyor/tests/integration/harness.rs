@@ -50,6 +50,11 @@ pub fn database_url(data: &Path) -> String {
     if !on_postgres() {
         return format!("sqlite://{}", data.join("conveyor.db").display());
     }
+    postgres_database(data)
+}
+
+/// A PostgreSQL database of `data`'s own, whichever backend this run is on.
+pub fn postgres_database(data: &Path) -> String {
     use std::hash::{Hash as _, Hasher as _};
     let mut hasher = std::hash::DefaultHasher::new();
     data.hash(&mut hasher);
@@ -150,7 +155,11 @@ impl Server {
     pub fn start_with(data: &Path, args: &[&str]) -> Server {
         let mut child = command()
             .args(["serve", "--addr", "127.0.0.1:0", "--poll-tick", "1"])
-            .args(data_args(data))
+            .args(if args.contains(&"--database") {
+                vec![OsString::from("--data"), data.as_os_str().to_owned()]
+            } else {
+                data_args(data)
+            })
             .args(args)
             .env("CONVEYOR_ADMIN_TOKEN", TOKEN)
             .stdout(Stdio::piped())
