@@ -146,6 +146,25 @@ impl Backend {
         }
     }
 
+    /// Run in each transaction that appends, to wake the servers following the log
+    /// (`LISTEN`); delivered at commit, and only then.
+    pub(crate) fn announce(self) -> Option<&'static str> {
+        match self {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(postgres::ANNOUNCE),
+        }
+    }
+
+    /// Run once plaintext was sealed over: drops the journal's copies of the old pages. SQLite's
+    /// WAL keeps frames written before the values were sealed until it is reset, so it is
+    /// checkpointed and truncated; PostgreSQL's dead rows go with `VACUUM` (docs/scale-out.md).
+    pub(crate) fn forget_overwritten(self) -> Option<&'static str> {
+        match self {
+            Backend::Sqlite => Some("PRAGMA wal_checkpoint(TRUNCATE)"),
+            Backend::Postgres => None,
+        }
+    }
+
     /// Run first in the transaction that migrates: servers starting together on one database
     /// migrate one after the other. A transaction-scoped advisory lock, released at commit,
     /// which connection poolers in transaction mode keep intact. SQLite's writer lock does it.
@@ -171,6 +190,8 @@ impl Backend {
         }
     }
 }
+
+pub(crate) use postgres::follow;
 
 /// Connects to `database` (creating a SQLite file if needed).
 pub(crate) async fn connect(database: &Database) -> Result<(Pool, Backend), sqlx::Error> {

@@ -143,6 +143,12 @@ async fn migrate(pool: &Pool, backend: Backend) -> Result<(), StoreError> {
             .await?;
         rebuild |= migration.rebuilds;
     }
+    // The head's row always exists, so that holding it (`Backend::hold_row`) serialises even
+    // the first appends of servers sharing the database.
+    sqlx::query("INSERT INTO chain_head (id, seq, hash) VALUES (1, 0, $1) ON CONFLICT (id) DO NOTHING")
+        .bind(GENESIS_HASH)
+        .execute(&mut *tx)
+        .await?;
     if rebuild {
         let events = projection::rebuild(&mut tx).await?;
         tracing::info!(events, "read models rebuilt from the log after a schema change");
@@ -169,7 +175,15 @@ impl Store {
             log: EventLog::new(pool.clone(), backend, head, checkpointed, keyring),
             pool,
         };
+        if let Database::Postgres(url) = database {
+            store.log.follow(url);
+        }
         let sealed = store.log.seal_plaintext_secrets().await?;
+        if sealed > 0
+            && let Some(forget) = backend.forget_overwritten()
+        {
+            sqlx::query(forget).execute(&store.pool).await?;
+        }
         if sealed > 0 {
             tracing::info!(secrets = sealed, "plaintext secret values sealed at rest");
         }

@@ -13,6 +13,7 @@ mod copy;
 mod db;
 mod event;
 mod flags;
+mod lease;
 mod log;
 pub mod logs;
 mod projection;
@@ -30,6 +31,7 @@ pub use event::{
     UserKind, Verdict,
 };
 pub use flags::{FlagAge, FlagKeyRow, FlagScheduleView, FlagSetRow};
+pub use lease::Lease;
 pub use log::{EventLog, Subscription};
 pub use query::{
     CurrentRelease, DeploymentOutcome, DeploymentView, JobView, JudgementView, Project, Release, RunFilter,

@@ -30,9 +30,10 @@ pub struct EventLog {
     pub(crate) backend: Backend,
     /// The database may have one writer (SQLite); serialising appends in-process avoids lock-upgrade failures.
     write: tokio::sync::Mutex<()>,
-    appended: broadcast::Sender<Arc<StoredEvent>>,
-    /// The newest event subscribers have been told of; moves with `appended`, under `write`.
-    told: AtomicI64,
+    announcer: Arc<Announcer>,
+    /// On a database other servers share: the task that tells this one's subscribers of their
+    /// appends (stopped with the log).
+    follower: std::sync::OnceLock<tokio::task::AbortHandle>,
     /// The newest event a signed checkpoint covers; moves under `write`.
     checkpointed: AtomicI64,
     /// The keys secret values are sealed and opened with; replaced whole by a rotation.
@@ -46,16 +47,34 @@ impl EventLog {
             pool,
             backend,
             write: tokio::sync::Mutex::new(()),
-            appended: broadcast::channel(SUBSCRIBER_BUFFER).0,
-            told: AtomicI64::new(head),
+            announcer: Arc::new(Announcer {
+                appended: broadcast::channel(SUBSCRIBER_BUFFER).0,
+                told: AtomicI64::new(head),
+            }),
+            follower: std::sync::OnceLock::new(),
             checkpointed: AtomicI64::new(checkpointed),
             keyring: RwLock::new(Arc::new(keyring)),
         }
     }
 
-    /// The newest event appended.
+    /// The newest event appended (that this server has heard of).
     pub fn head(&self) -> i64 {
-        self.told.load(Ordering::SeqCst)
+        self.announcer.told.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Has this server's subscribers told of what other servers append to the database at `url`
+    /// (PostgreSQL), from now until the log is dropped.
+    pub(crate) fn follow(&self, url: &str) {
+        let task = tokio::spawn(crate::backend::follow(
+            url.to_string(),
+            self.pool.clone(),
+            Arc::downgrade(&self.announcer),
+        ));
+        let _ = self.follower.set(task.abort_handle());
     }
 
     /// The newest event a signed checkpoint covers (0: none yet).
@@ -105,6 +124,8 @@ impl EventLog {
     ) -> Result<i64, StoreError> {
         let _guard = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
+        // The head first: servers sharing the database allocate ids one at a time.
+        chain_head(&mut tx, self.backend).await?;
         let table = match kind {
             IdKind::Run => "runs",
             IdKind::Release => "releases",
@@ -240,7 +261,12 @@ impl EventLog {
         let _guard = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
         let (seq, head_hash) = chain_head(&mut tx, self.backend).await?;
-        if seq <= self.checkpointed() {
+        // Read, not remembered: another server sharing the database may have signed it.
+        let signed = sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(seq), 0) FROM checkpoints")
+            .fetch_one(&mut *tx)
+            .await?;
+        self.checkpointed.fetch_max(signed, Ordering::SeqCst);
+        if seq <= signed {
             return Ok(None);
         }
         let checkpoint = Checkpoint {
@@ -274,14 +300,14 @@ impl EventLog {
     /// Every event appended from now on, in order.
     pub fn subscribe(&self) -> Subscription {
         // Listening first, then reading what was told: nothing falls in between.
-        let receiver = self.appended.subscribe();
-        let told = self.told.load(Ordering::SeqCst);
+        let receiver = self.announcer.appended.subscribe();
+        let told = self.head();
         self.subscription(receiver, told)
     }
 
     /// Every event after `seq`, the ones already in the log first, then each as it is appended.
     pub fn subscribe_after(&self, seq: i64) -> Subscription {
-        self.subscription(self.appended.subscribe(), seq)
+        self.subscription(self.announcer.appended.subscribe(), seq)
     }
 
     fn subscription(&self, receiver: broadcast::Receiver<Arc<StoredEvent>>, last: i64) -> Subscription {
@@ -294,12 +320,52 @@ impl EventLog {
         }
     }
 
-    /// Tells subscribers of committed events; called with `write` held, so in order.
+    /// Tells subscribers of committed events.
     fn tell(&self, stored: Vec<StoredEvent>) {
         for event in stored {
-            self.told.store(event.seq, Ordering::SeqCst);
-            // Nobody listening is fine.
-            let _ = self.appended.send(Arc::new(event));
+            self.announcer.tell(event);
+        }
+    }
+}
+
+impl Drop for EventLog {
+    fn drop(&mut self) {
+        if let Some(follower) = self.follower.get() {
+            follower.abort();
+        }
+    }
+}
+
+/// Tells this server's subscribers of appended events: its own as it commits them, and, on a
+/// database other servers share, theirs as it hears of them. Events may reach the channel out
+/// of order or twice when both race; a `Subscription` skips what it had and reads a gap back.
+pub(crate) struct Announcer {
+    appended: broadcast::Sender<Arc<StoredEvent>>,
+    /// The newest event told; only moves forward.
+    told: AtomicI64,
+}
+
+impl Announcer {
+    fn tell(&self, event: StoredEvent) {
+        self.told.fetch_max(event.seq, Ordering::SeqCst);
+        // Nobody listening is fine.
+        let _ = self.appended.send(Arc::new(event));
+    }
+
+    /// Tells every event in the log after the newest told: what other servers appended.
+    pub(crate) async fn catch_up(&self, pool: &Pool) -> Result<(), StoreError> {
+        loop {
+            let rows = sqlx::query("SELECT seq, at, data FROM events WHERE seq > $1 ORDER BY seq LIMIT $2")
+                .bind(self.told.load(Ordering::SeqCst))
+                .bind(CATCH_UP_BATCH)
+                .fetch_all(pool)
+                .await?;
+            for row in &rows {
+                self.tell(stored_event(row)?);
+            }
+            if (rows.len() as i64) < CATCH_UP_BATCH {
+                return Ok(());
+            }
         }
     }
 }
@@ -317,6 +383,10 @@ async fn chain(
         stored.push(StoredEvent { seq, at, event });
     }
     save_head(tx, &head).await?;
+    if let Some(announce) = backend.announce() {
+        use sqlx::Executor as _;
+        (&mut **tx).execute(announce).await?;
+    }
     Ok(stored)
 }
 
@@ -389,6 +459,84 @@ impl Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn servers_sharing_a_database_append_one_chain_and_each_hears_every_event_in_order() {
+        // Servers share a database only on PostgreSQL.
+        let scratch = crate::db::tests::Scratch::postgres();
+        let servers = [
+            Arc::new(crate::db::tests::open(&scratch).await),
+            Arc::new(crate::db::tests::open(&scratch).await),
+        ];
+        let mut heard: Vec<Subscription> = servers.iter().map(|s| s.log().subscribe()).collect();
+        const EACH: i64 = 40;
+        let mut writers = tokio::task::JoinSet::new();
+        for (n, server) in servers.iter().enumerate() {
+            let server = server.clone();
+            writers.spawn(async move {
+                let mut ids = Vec::new();
+                for _ in 0..EACH {
+                    let id = server
+                        .log()
+                        .append_new(IdKind::Run, |run_id| Event::RunCreated {
+                            run_id,
+                            project: format!("p{n}"),
+                            source_uri: "/src".into(),
+                            commit: "c0ffee".into(),
+                            branch: "main".into(),
+                            event: "push".into(),
+                            pipeline: "name: p".into(),
+                            source_digest: "00".repeat(32),
+                            committed_at: None,
+                            jobs: vec!["build".into()],
+                        })
+                        .await
+                        .unwrap();
+                    server.log().append(cancel(id)).await.unwrap();
+                    ids.push(id);
+                }
+                ids
+            });
+        }
+        let mut ids: Vec<i64> = writers.join_all().await.into_iter().flatten().collect();
+        ids.sort();
+        assert_eq!(ids, (1..=2 * EACH).collect::<Vec<_>>(), "every run id once");
+        let all = 4 * EACH;
+        for subscription in &mut heard {
+            let mut seqs = Vec::new();
+            while seqs.len() < all as usize {
+                let event = tokio::time::timeout(std::time::Duration::from_secs(10), subscription.next())
+                    .await
+                    .expect("every event is heard, the other server's too")
+                    .unwrap();
+                seqs.push(event.seq);
+            }
+            assert_eq!(seqs, (1..=all).collect::<Vec<_>>());
+        }
+        for server in &servers {
+            assert_eq!(crate::db::tests::audit(server).await, (all as u64, vec![]));
+            assert_eq!(server.log().head(), all);
+        }
+        // Either may sign the checkpoint; the other finds it signed.
+        let signer = conveyor_attest::KeyPair::from_seed([6; 32]);
+        let export = scratch.dir().join("checkpoints.jsonl");
+        assert!(
+            servers[0]
+                .log()
+                .checkpoint(&signer, &export)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            servers[1]
+                .log()
+                .checkpoint(&signer, &export)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
 
     fn cancel(run_id: i64) -> Event {
         Event::RunCancelRequested {

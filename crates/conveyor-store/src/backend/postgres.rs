@@ -18,6 +18,50 @@ pub(crate) async fn connect(url: &str) -> Result<Pool, sqlx::Error> {
         .await
 }
 
+/// The channel appends are announced on.
+const CHANNEL: &str = "conveyor_events";
+pub(super) const ANNOUNCE: &str = "NOTIFY conveyor_events";
+
+/// Tells `announcer`'s subscribers of what other servers append: `LISTEN`s on a connection of
+/// its own and catches up from the log after every notification and every reconnect (a
+/// notification missed while disconnected is then read anyway). Ends when the log is gone.
+pub(crate) async fn follow(url: String, pool: Pool, announcer: std::sync::Weak<crate::log::Announcer>) {
+    loop {
+        let listener = match sqlx::postgres::PgListener::connect(&url).await {
+            Ok(mut listener) => match listener.listen(CHANNEL).await {
+                Ok(()) => Some(listener),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for other servers' appends");
+                    None
+                }
+            },
+            Err(error) => {
+                tracing::warn!(%error, "cannot connect to hear other servers' appends");
+                None
+            }
+        };
+        if let Some(mut listener) = listener {
+            loop {
+                let Some(announcer) = announcer.upgrade() else {
+                    return;
+                };
+                if let Err(error) = announcer.catch_up(&pool).await {
+                    tracing::warn!(%error, "cannot read other servers' appends");
+                }
+                drop(announcer);
+                if let Err(error) = listener.recv().await {
+                    tracing::warn!(%error, "lost the connection that hears other servers' appends");
+                    break;
+                }
+            }
+        }
+        if announcer.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
 /// The schema, in order: one file per SQLite migration, doing the same.
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration::new(1, include_str!("../../migrations/postgres/0001_init.sql")),
@@ -42,6 +86,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         include_str!("../../migrations/postgres/0012_sealed_source_credentials.sql"),
     ),
     Migration::new(13, include_str!("../../migrations/postgres/0013_ui_indexes.sql")),
+    Migration::new(14, include_str!("../../migrations/postgres/0014_leases.sql")),
 ];
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use super::{Migration, Pool};
 
 /// The schema, in order. 7 reshaped the read models (JSON columns became child tables); 8
 /// added users and roles, 10 server-side environment protection; 11 left plaintext secret
-/// values for `Store::open` to seal; 12 moved source credentials among them.
+/// values for `Store::open` to seal; 12 moved source credentials among them; 14 added leases.
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration::new(1, include_str!("../../migrations/sqlite/0001_init.sql")),
     Migration::new(2, include_str!("../../migrations/sqlite/0002_deployments.sql")),
@@ -34,6 +34,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         include_str!("../../migrations/sqlite/0012_sealed_source_credentials.sql"),
     ),
     Migration::new(13, include_str!("../../migrations/sqlite/0013_ui_indexes.sql")),
+    Migration::new(14, include_str!("../../migrations/sqlite/0014_leases.sql")),
 ];
 
 /// Opens (creating if needed) the database file at `path` (`url` names it for sqlx), readable by
