@@ -9,6 +9,7 @@ mod checkpoint;
 pub mod command;
 mod data_dir;
 mod job;
+pub mod lease;
 mod output;
 mod release;
 mod run;
@@ -96,6 +97,8 @@ pub struct Engine {
     pub(crate) active: Mutex<HashMap<i64, (CancellationToken, Option<String>)>>,
     pub(crate) groups: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pub(crate) observers: Mutex<Vec<Arc<dyn Observer>>>,
+    /// What this server holds among those sharing the database.
+    pub(crate) leases: lease::Leases,
 }
 
 impl Engine {
@@ -113,6 +116,7 @@ impl Engine {
             active: Mutex::new(HashMap::new()),
             groups: Mutex::new(HashMap::new()),
             observers: Mutex::new(Vec::new()),
+            leases: lease::Leases::new(),
         })
     }
 
@@ -168,25 +172,33 @@ impl Engine {
         }
     }
 
-    /// Resumes every run the log shows unfinished (after a crash or restart). Steps that were
+    /// Resumes every run the log shows unfinished that no other server drives (after a crash
+    /// or restart): the leases of this server's predecessors are freed first. Steps that were
     /// running are recorded as interrupted; their jobs are retried when they allow it.
     pub async fn recover(self: &Arc<Self>) -> Result<Vec<tokio::task::JoinHandle<()>>, EngineError> {
-        let runs = self.data.store.unfinished_runs().await?;
-        let mut handles = Vec::new();
-        for run in runs {
-            tracing::info!(run = run.id, "resuming a run interrupted by a restart");
-            handles.push(self.spawn_run(run.id));
-        }
-        Ok(handles)
+        self.free_predecessors_leases().await?;
+        Ok(self
+            .data
+            .store
+            .unfinished_run_ids()
+            .await?
+            .into_iter()
+            .map(|id| self.spawn_run(id))
+            .collect())
     }
 
-    /// Runs `run_id` to completion in the background.
+    /// Runs `run_id` to completion in the background, unless another server (or this one
+    /// already) drives it: the run's lease decides.
     pub fn spawn_run(self: &Arc<Self>, run_id: i64) -> tokio::task::JoinHandle<()> {
         let engine = self.clone();
         tokio::spawn(async move {
+            if !engine.claim_run(run_id).await {
+                return;
+            }
             if let Err(error) = engine.execute_run(run_id).await {
                 tracing::error!(run = run_id, %error, "run failed to execute");
             }
+            engine.release_run(run_id).await;
         })
     }
 }

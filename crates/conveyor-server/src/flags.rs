@@ -487,6 +487,11 @@ impl Flags {
     /// restart picks them up (late ones are applied at once).
     pub async fn run_schedules(self: Arc<Self>) {
         loop {
+            // One server applies them, once each.
+            if !self.engine.singleton("flag-schedules").await {
+                tokio::time::sleep(conveyor_engine::lease::HEARTBEAT).await;
+                continue;
+            }
             let next = match self.apply_due().await {
                 Ok(next) => next,
                 Err(error) => {
@@ -494,9 +499,14 @@ impl Flags {
                     Some(Duration::from_secs(5))
                 }
             };
-            let wait = next
-                .unwrap_or(Duration::from_secs(3600))
-                .min(Duration::from_secs(3600));
+            // Another server sharing the database may schedule a change this one is not told
+            // of: it looks again within a heartbeat.
+            let longest = if self.engine.store().shared() {
+                conveyor_engine::lease::HEARTBEAT
+            } else {
+                Duration::from_secs(3600)
+            };
+            let wait = next.unwrap_or(longest).min(longest);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.schedules_changed.notified() => {}

@@ -561,6 +561,7 @@ pub async fn start_with_flags(
         Ok(_) => {}
         Err(error) => tracing::error!(%error, "cannot resume unfinished runs"),
     }
+    tokio::spawn(engine.clone().keep_leases());
     tokio::spawn(triggers::poll_forever(engine.clone(), config.poll_tick));
     tokio::spawn(triggers::schedule_forever(engine.clone(), config.poll_tick));
     // Flags are served from memory, rebuilt from the read models before the API answers.

@@ -149,6 +149,10 @@ pub async fn poll_forever(engine: Arc<Engine>, tick: Duration) {
     let mut interval = tokio::time::interval(tick);
     loop {
         interval.tick().await;
+        // One server polls at a time, or a new head would start a run on each.
+        if !engine.singleton("poller").await {
+            continue;
+        }
         let projects = match engine.store().projects().await {
             Ok(p) => p,
             Err(error) => {
@@ -216,6 +220,9 @@ pub async fn schedule_forever(engine: Arc<Engine>, tick: Duration) {
     let mut interval = tokio::time::interval(tick);
     loop {
         interval.tick().await;
+        if !engine.singleton("cron").await {
+            continue;
+        }
         let Ok(projects) = engine.store().projects().await else {
             continue;
         };

@@ -195,6 +195,12 @@ impl Store {
         &self.log
     }
 
+    /// Whether other servers may share this store's database (PostgreSQL), so that what only
+    /// one may do is leased; a SQLite file has one server.
+    pub fn shared(&self) -> bool {
+        self.log.backend == Backend::Postgres
+    }
+
     /// The credentials of a project's source URL (`user:token`), if it has any.
     pub async fn source_credentials(&self, project: &str) -> Result<Option<String>, StoreError> {
         Ok(self

@@ -363,20 +363,14 @@ impl Store {
         rows.iter().map(run_from_row).collect()
     }
 
-    /// Runs the server had not finished, oldest first (for recovery after a crash).
-    pub async fn unfinished_runs(&self) -> Result<Vec<RunView>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' ORDER BY id"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        let mut runs = Vec::new();
-        for row in &rows {
-            let mut run = run_from_row(row)?;
-            run.jobs = self.jobs_of(run.id).await?;
-            runs.push(run);
-        }
-        Ok(runs)
+    /// The ids of the runs not finished yet, oldest first (to resume after a crash, or take over
+    /// from a server that died).
+    pub async fn unfinished_run_ids(&self) -> Result<Vec<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM runs WHERE status = 'running' ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     /// One run with its jobs, their steps and artifacts.

@@ -12,6 +12,7 @@ mod flags;
 mod isolation;
 mod pipelines;
 mod recovery;
+mod replicas;
 mod safety;
 mod security;
 mod triggers;

@@ -1,0 +1,132 @@
+//! Several `conveyor serve` replicas on one PostgreSQL database: one drives each run (its
+//! lease), and when that one is killed -9 another takes the run over and finishes it, every
+//! step recorded once per attempt. Always on PostgreSQL, whichever backend the suite runs on:
+//! servers share only a PostgreSQL database.
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+/// The pid in a lease holder's name (`host/pid/nonce`).
+fn holder_pid(holder: &str) -> Option<u32> {
+    holder.split('/').nth(1)?.parse().ok()
+}
+
+#[tokio::test]
+async fn a_replica_killed_mid_run_has_its_run_taken_over_and_finished_by_another() {
+    let tmp = tempfile::tempdir().unwrap();
+    let marks = tmp.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    // `flaky` allows a retry: its first attempt is interrupted by the kill, the second completes
+    // on the other replica. `after` runs once, once flaky has succeeded.
+    let pipeline = format!(
+        r#"
+name: shared
+jobs:
+  flaky:
+    retries: 1
+    steps:
+      - run: |
+          echo "attempt $CONVEYOR_ATTEMPT" >> {marks}/flaky
+          if [ "$CONVEYOR_ATTEMPT" = 1 ]; then sleep 300 & echo $! > {marks}/flaky-started; wait; fi
+  after:
+    needs: [flaky]
+    steps:
+      - run: echo after >> {marks}/after
+"#,
+        marks = marks.display()
+    );
+    let repo = repo(&tmp.path().join("repo"), &[("conveyor.yml", &pipeline)]);
+    let data = tmp.path().join("data");
+    let database = postgres_database(&tmp.path().join("shared"));
+    let args = |extra: &'static [&'static str]| {
+        let mut args = vec!["--database", database.as_str()];
+        args.extend(extra);
+        args
+    };
+    let mut replicas = [
+        Server::start_with(&data, &args(UNSANDBOXED)),
+        Server::start_with(&data, &args(UNSANDBOXED)),
+    ];
+    replicas[0].add_project("shared", &repo).await;
+    let run_id = replicas[1].trigger("shared").await;
+    let orphan = eventually(Duration::from_secs(30), || async {
+        read_pid(&marks.join("flaky-started"))
+    })
+    .await;
+
+    // Kill the replica driving the run, as the lease says.
+    let mut db = connect(&database).await;
+    let holder: String = sqlx::query_scalar("SELECT holder FROM leases WHERE name = $1")
+        .bind(format!("run:{run_id}"))
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    let driver = replicas
+        .iter()
+        .position(|r| Some(r.child.id()) == holder_pid(&holder))
+        .unwrap_or_else(|| panic!("the run's lease ({holder}) is one of the replicas'"));
+    replicas[driver].kill9();
+    let survivor = &replicas[1 - driver];
+
+    let run = eventually(Duration::from_secs(60), || async {
+        let run = survivor.get(&format!("/api/v1/runs/{run_id}")).await;
+        (run["status"] != "running").then_some(run)
+    })
+    .await;
+    assert_eq!(run["status"], "success", "{run:#}");
+    let flaky = job(&run, "flaky");
+    assert_eq!(flaky["attempt"], 2);
+    let statuses: Vec<(u64, &str)> = flaky["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["attempt"].as_u64().unwrap(), s["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(statuses, vec![(1, "interrupted"), (2, "success")]);
+    assert_eq!(
+        std::fs::read_to_string(marks.join("flaky")).unwrap(),
+        "attempt 1\nattempt 2\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(marks.join("after")).unwrap(),
+        "after\n",
+        "ran exactly once"
+    );
+    // The killed replica's step outlived it; the survivor killed it before retrying.
+    wait_dead(orphan).await;
+
+    // Every step's start and end is in the log exactly once per attempt.
+    let events = survivor.get("/api/v1/events?limit=1000").await;
+    let mut steps: Vec<(String, String, u64)> = events["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("events: {events}"))
+        .iter()
+        .map(|e| &e["event"])
+        .filter(|e| {
+            e["run_id"] == run_id && matches!(e["type"].as_str(), Some("step_started" | "step_finished"))
+        })
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().to_string(),
+                e["job"].as_str().unwrap().to_string(),
+                e["attempt"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    steps.sort();
+    let expected: Vec<(String, String, u64)> = [
+        ("step_finished", "after", 1),
+        ("step_finished", "flaky", 1),
+        ("step_finished", "flaky", 2),
+        ("step_started", "after", 1),
+        ("step_started", "flaky", 1),
+        ("step_started", "flaky", 2),
+    ]
+    .iter()
+    .map(|(k, j, a)| (k.to_string(), j.to_string(), *a))
+    .collect();
+    assert_eq!(steps, expected);
+    let audit = survivor.get("/api/v1/audit/verify").await;
+    assert_eq!(audit["intact"], true, "{audit}");
+}
