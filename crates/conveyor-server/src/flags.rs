@@ -250,6 +250,77 @@ impl Flags {
         Ok(flags)
     }
 
+    /// Brings an environment's compiled flags up to its stored definition, when that is newer:
+    /// another server sharing the database changed it.
+    pub async fn refresh(&self, project: &str, environment: &str) -> Result<(), StoreError> {
+        let _guard = self.write.lock().await;
+        self.refresh_locked(project, environment).await
+    }
+
+    /// [`Flags::refresh`], with `write` held.
+    async fn refresh_locked(&self, project: &str, environment: &str) -> Result<(), StoreError> {
+        let Some(row) = self.engine.store().flag_set(project, environment).await? else {
+            return Ok(());
+        };
+        let env = self.environment(project, environment);
+        let current = env.live();
+        if current.as_ref().is_some_and(|live| live.version >= row.version) {
+            return Ok(());
+        }
+        match compile(row.definition) {
+            Ok(set) => env
+                .live
+                .store(Some(Arc::new(Live::new(set, row.version, current.as_deref())))),
+            Err(error) => tracing::error!(
+                project, environment, %error,
+                "stored flag definition no longer loads; the previous one stays live"
+            ),
+        }
+        Ok(())
+    }
+
+    /// Follows the log for what other servers sharing the database change (definitions,
+    /// evaluation keys, schedules), so this one serves and applies the same; this server's own
+    /// changes are already in memory when it hears of them. Runs until the process ends.
+    pub async fn follow(self: Arc<Self>) {
+        let mut events = self.engine.events().subscribe();
+        loop {
+            let stored = match events.next().await {
+                Ok(stored) => stored,
+                Err(error) => {
+                    tracing::warn!(%error, "flags cannot follow the event log");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            match &stored.event {
+                Event::FlagsChanged {
+                    project, environment, ..
+                } => {
+                    if let Err(error) = self.refresh(project, environment).await {
+                        tracing::warn!(%project, %environment, %error, "cannot reload changed flags");
+                    }
+                }
+                Event::FlagKeyCreated {
+                    project,
+                    environment,
+                    name,
+                    hash,
+                    ..
+                } => {
+                    let hash = <[u8; 32]>::try_from(hex::decode(hash).unwrap_or_default());
+                    if let Ok(hash) = hash
+                        && self.key(&hash).is_none()
+                    {
+                        self.add_key(hash, name.clone(), project, environment);
+                    }
+                }
+                Event::FlagChangeScheduled { .. } => self.schedules_changed.notify_one(),
+                _ => {}
+            }
+        }
+    }
+
     /// The environment's flags (created empty on first use).
     pub fn environment(&self, project: &str, environment: &str) -> Arc<Environment> {
         let id = (project.to_string(), environment.to_string());
@@ -379,6 +450,8 @@ impl Flags {
         edit: impl FnOnce(&Value) -> Result<Value, FlagsError>,
     ) -> Result<Changed, FlagsError> {
         let _guard = self.write.lock().await;
+        // From the newest definition, whichever server stored it.
+        self.refresh_locked(project, environment).await?;
         let env = self.environment(project, environment);
         let current = env.live();
         let (old, version) = match &current {
@@ -499,14 +572,9 @@ impl Flags {
                     Some(Duration::from_secs(5))
                 }
             };
-            // Another server sharing the database may schedule a change this one is not told
-            // of: it looks again within a heartbeat.
-            let longest = if self.engine.store().shared() {
-                conveyor_engine::lease::HEARTBEAT
-            } else {
-                Duration::from_secs(3600)
-            };
-            let wait = next.unwrap_or(longest).min(longest);
+            let wait = next
+                .unwrap_or(Duration::from_secs(3600))
+                .min(Duration::from_secs(3600));
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.schedules_changed.notified() => {}

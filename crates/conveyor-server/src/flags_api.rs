@@ -421,7 +421,8 @@ pub async fn stream(
         |l| json!({ "version": l.version, "etag": l.etag_hex() }),
     );
     let first = SseEvent::default().event("configuration").data(first.to_string());
-    let changes = futures_util::stream::unfold((events, env), |(mut events, env)| async move {
+    let flags = state.flags.clone();
+    let changes = futures_util::stream::unfold((events, env, flags), |(mut events, env, flags)| async move {
         loop {
             let stored = match events.next().await {
                 Ok(stored) => stored,
@@ -443,7 +444,11 @@ pub async fn stream(
             if project != &env.project || environment != &env.environment {
                 continue;
             }
-            // The set was swapped in before the event was told: this is the changed one (or newer).
+            // This server swapped its own change in before the event was told; another
+            // server's is loaded now, before clients are told to evaluate again.
+            if let Err(error) = flags.refresh(project, environment).await {
+                tracing::warn!(%error, "cannot reload flags another server changed");
+            }
             let live = env.live()?;
             let notice = Notice {
                 kind: "refetchEvaluation",
@@ -455,7 +460,7 @@ pub async fn stream(
             let event = SseEvent::default()
                 .event("refetchEvaluation")
                 .data(serde_json::to_string(&notice).expect("notices serialize"));
-            return Some((Ok(event), (events, env)));
+            return Some((Ok(event), (events, env, flags)));
         }
     });
     let stream = futures_util::StreamExt::chain(futures_util::stream::once(async { Ok(first) }), changes);

@@ -570,6 +570,7 @@ pub async fn start_with_flags(
         Err(error) => panic!("cannot load feature flags from the store: {error}"),
     };
     tokio::spawn(flags.clone().run_schedules());
+    tokio::spawn(flags.clone().follow());
     AppState {
         engine,
         delivery,

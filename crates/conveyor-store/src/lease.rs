@@ -28,6 +28,8 @@ impl EventLog {
         now_ms: i64,
         ttl_ms: i64,
     ) -> Result<bool, StoreError> {
+        // A write like an append's: one at a time in this process (SQLite has one writer).
+        let _guard = self.writing().await;
         let taken = sqlx::query(
             "INSERT INTO leases (name, holder, expires_ms) VALUES ($1, $2, $3)
              ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_ms = excluded.expires_ms
@@ -44,6 +46,7 @@ impl EventLog {
 
     /// Gives lease `name` up, if `holder` holds it: another server may take it at once.
     pub async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let _guard = self.writing().await;
         sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
             .bind(name)
             .bind(holder)

@@ -66,6 +66,12 @@ impl EventLog {
         &self.pool
     }
 
+    /// This process's turn to write, outside an append (leases): SQLite has one writer, and a
+    /// transaction that read before another connection wrote cannot upgrade to write.
+    pub(crate) async fn writing(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.write.lock().await
+    }
+
     /// Has this server's subscribers told of what other servers append to the database at `url`
     /// (PostgreSQL), from now until the log is dropped.
     pub(crate) fn follow(&self, url: &str) {

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use serde_json::{Value, json};
+
 use crate::harness::*;
 
 /// The pid in a lease holder's name (`host/pid/nonce`).
@@ -129,4 +131,69 @@ jobs:
     assert_eq!(steps, expected);
     let audit = survivor.get("/api/v1/audit/verify").await;
     assert_eq!(audit["intact"], true, "{audit}");
+}
+
+/// `value` of flag `flag` as `server` evaluates it over OFREP with evaluation key `key`.
+async fn evaluate(server: &Server, key: &str, flag: &str) -> Value {
+    let response = reqwest::Client::new()
+        .post(format!("{}/ofrep/v1/evaluate/flags/{flag}", server.base))
+        .header("authorization", format!("Bearer {key}"))
+        .json(&json!({"context": {"targetingKey": "user-1"}}))
+        .send()
+        .await
+        .unwrap();
+    response.json::<Value>().await.unwrap()["value"].clone()
+}
+
+#[tokio::test]
+async fn flags_changed_through_one_replica_are_served_and_changed_further_by_another() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = repo(
+        &tmp.path().join("repo"),
+        &[("conveyor.yml", "name: shop\njobs: {build: {steps: [true]}}\n")],
+    );
+    let data = tmp.path().join("data");
+    let database = postgres_database(&tmp.path().join("shared"));
+    let a = Server::start_with(&data, &["--database", &database]);
+    let b = Server::start_with(&data, &["--database", &database]);
+    const FLAGS: &str = "/api/v1/projects/shop/environments/production/flags";
+    a.add_project("shop", &repo).await;
+    let definition = json!({"flags": {
+        "banner": {"state": "ENABLED", "variants": {"a": "Welcome", "b": "Hello", "c": "Hi"}, "defaultVariant": "a"}
+    }});
+    let (status, body) = a
+        .request(reqwest::Method::PUT, FLAGS, Some(definition), true)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // A key made through one server opens the other's OFREP, which serves the same flags.
+    let key = a.post(&format!("{FLAGS}/keys"), json!({"name": "web"})).await;
+    let key = key["key"].as_str().expect("a key").to_string();
+    let served = eventually(Duration::from_secs(10), || async {
+        Some(evaluate(&b, &key, "banner").await).filter(|v| v == "Welcome")
+    })
+    .await;
+    assert_eq!(served, "Welcome");
+
+    // A change through either server starts from the newest definition, whichever stored it,
+    // and both serve it.
+    for (through, other, variant, value, version) in [(&b, &a, "b", "Hello", 2), (&a, &b, "c", "Hi", 3)] {
+        let (status, changed) = through
+            .request(
+                reqwest::Method::PATCH,
+                &format!("{FLAGS}/banner"),
+                Some(json!({ "defaultVariant": variant })),
+                true,
+            )
+            .await;
+        assert_eq!(
+            (status, changed["version"].as_i64()),
+            (200, Some(version)),
+            "{changed}"
+        );
+        assert_eq!(evaluate(through, &key, "banner").await, value);
+        eventually(Duration::from_secs(10), || async {
+            (evaluate(other, &key, "banner").await == value).then_some(())
+        })
+        .await;
+    }
 }
