@@ -89,9 +89,11 @@ def rss_kib(pid):
 class Server:
     """`conveyor serve` on a free port of 127.0.0.1, with the admin token `bench-admin-token`."""
 
-    def __init__(self, binary, data):
+    def __init__(self, binary, data, *extra_args):
         self.binary = binary
         self.data = data
+        # More `serve` arguments (e.g. `--database URL`).
+        self.extra_args = list(extra_args)
         self.proc = None
         self.base = None
         # Times (time.perf_counter) of the phases of the last start.
@@ -101,7 +103,7 @@ class Server:
         env = clean_env(CONVEYOR_ADMIN_TOKEN=TOKEN)
         self.spawned_at = time.perf_counter()
         self.proc = subprocess.Popen(
-            [self.binary, "serve", "--addr", "127.0.0.1:0", "--data", self.data, "--poll-tick", "3600"],
+            [self.binary, "serve", "--addr", "127.0.0.1:0", "--data", self.data, "--poll-tick", "3600", *self.extra_args],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
