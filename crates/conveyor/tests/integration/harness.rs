@@ -73,8 +73,9 @@ pub fn postgres_database(data: &Path) -> String {
     format!("postgres:///{name}?host={POSTGRES_SOCKET}")
 }
 
-/// Each test (a process of its own) names its databases after its pid: those of tests no longer
-/// running are dropped, so the suite keeps no more than it is using.
+/// Databases are named after the test process's pid (one per test under nextest, one for the
+/// whole suite under `cargo test`): those of processes no longer running are dropped, so runs of
+/// the suite do not pile them up.
 fn drop_databases_of_finished_tests() {
     let listed = Command::new("psql")
         .args(["-h", POSTGRES_SOCKET, "-d", "postgres", "-Atc"])
