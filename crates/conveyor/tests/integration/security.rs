@@ -642,7 +642,8 @@ async fn gates_belong_to_the_server_not_to_the_commit() {
     let d = shop.deployment(id).await;
     assert_eq!(
         (d["approvals"].clone(), d["status"].as_str()),
-        (json!(["carol"]), Some("pending"))
+        (json!(["carol"]), Some("pending")),
+        "{d:#}"
     );
     let admin_approved = approve(server, id, TOKEN).await;
     assert_eq!(admin_approved.0, 200, "{admin_approved:?}");
