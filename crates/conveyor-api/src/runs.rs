@@ -241,6 +241,18 @@ pub struct AuditReport {
     pub problems: Vec<String>,
 }
 
+/// A lease (`GET /api/v1/leases`): which server drives a run (`run:ID`) or does a singleton's
+/// work (`singleton:poller`, `singleton:cron`, `singleton:flag-schedules`), until when.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LeaseView {
+    pub name: String,
+    /// The server: `host/pid/nonce`.
+    pub holder: String,
+    pub expires_at: DateTime<Utc>,
+    /// Whether it is still held; an expired lease is free for another server to take.
+    pub live: bool,
+}
+
 /// One event of the log: `event` is tagged by its `type` (`run_created`, `deployment_phase`, …).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EventRecord {

@@ -10,9 +10,9 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use conveyor_api::{
-    AddProject, AuditReport, ErrorBody, EventList, EventRecord, EventStreamQuery, EventsQuery, ListQuery,
-    LogPage, LogQuery, Project, ProjectList, Readiness, Release, ReleaseList, RunCancelled, RunDetail,
-    RunList, RunStarted, RunStatus, SetSecret, SigningKey, TriggerRun, Validation,
+    AddProject, AuditReport, ErrorBody, EventList, EventRecord, EventStreamQuery, EventsQuery, LeaseView,
+    ListQuery, LogPage, LogQuery, Project, ProjectList, Readiness, Release, ReleaseList, RunCancelled,
+    RunDetail, RunList, RunStarted, RunStatus, SetSecret, SigningKey, TriggerRun, Validation,
 };
 use futures_util::Stream;
 
@@ -524,6 +524,33 @@ pub async fn signing_key(State(state): State<AppState>) -> Json<SigningKey> {
 }
 
 // === audit and events ===
+
+/// Who does what among the servers sharing the database: every lease by name, its holder and
+/// until when.
+#[utoipa::path(get, path = "/api/v1/leases", tag = "audit",
+    responses((status = 200, description = "Every lease, by name", body = [LeaseView])))]
+pub async fn list_leases(State(state): State<AppState>) -> ApiResult<Json<Vec<LeaseView>>> {
+    let now = chrono::Utc::now();
+    Ok(Json(
+        state
+            .engine
+            .store()
+            .leases()
+            .await?
+            .into_iter()
+            .map(|lease| {
+                let expires_at =
+                    chrono::DateTime::from_timestamp_millis(lease.expires_ms).unwrap_or_default();
+                LeaseView {
+                    name: lease.name,
+                    holder: lease.holder,
+                    live: expires_at > now,
+                    expires_at,
+                }
+            })
+            .collect(),
+    ))
+}
 
 /// Checks the event log's hash chain and its signed checkpoints (the database's and the
 /// exported file's), a page of events at a time.

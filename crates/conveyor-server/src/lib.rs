@@ -193,6 +193,7 @@ pub fn routes() -> Vec<Route> {
             need(Read, Server),
             api::audit_verify,
         ),
+        route(M::GET, "/api/v1/leases", need(Read, Server), api::list_leases),
         route(M::GET, "/api/v1/events", need(Read, Server), api::list_events),
         route(
             M::GET,

@@ -29,7 +29,7 @@ use crate::{Access, access_api, api, delivery_api, flags_api};
         api::list_projects, api::add_project, api::get_project, api::trigger_run, api::set_secret,
         api::list_runs, api::get_run, api::cancel_run, api::run_logs, api::stream_logs, api::validate,
         api::list_releases, api::get_release, api::get_artifact, api::signing_key,
-        api::audit_verify, api::list_events, api::stream_events,
+        api::audit_verify, api::list_leases, api::list_events, api::stream_events,
         access_api::whoami, access_api::list_users, access_api::add_user, access_api::remove_user,
         access_api::grant_role, access_api::revoke_role, access_api::list_tokens,
         access_api::create_token, access_api::revoke_token, access_api::rotate_token,

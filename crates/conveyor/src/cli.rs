@@ -217,6 +217,9 @@ pub enum Command {
         #[arg(long)]
         evidence: bool,
     },
+    /// Which server drives which run, and which does the polling, cron and flag schedules:
+    /// the leases of the servers sharing the database (docs/scale-out.md).
+    Leases,
     /// DORA metrics of an environment: deployment frequency, lead time, change failure rate,
     /// time to restore, each with its level.
     Dora {

@@ -247,6 +247,7 @@ async fn dispatch(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<Exi
             public_key,
         }) => local::audit_verify(&data, database, checkpoints.as_deref(), public_key.as_deref()).await,
         Command::Audit(AuditCommand::Verify { data: None, .. }) => client()?.audit_verify().await,
+        Command::Leases => client()?.list_leases().await,
         Command::Secret(SecretCommand::RotateKey { data }) => {
             local::rotate_secrets_key(&Config::resolve(&overrides(&data), &env)?).await
         }

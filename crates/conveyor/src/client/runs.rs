@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use conveyor_api::{
-    AuditReport, LogLine, LogPage, Project, ProjectList, Release, ReleaseList, RunDetail, RunList,
+    AuditReport, LeaseView, LogLine, LogPage, Project, ProjectList, Release, ReleaseList, RunDetail, RunList,
     RunStarted, SigningKey, StreamEnd,
 };
 use conveyor_attest::PublicKey;
@@ -206,6 +206,23 @@ impl Client {
             (body.checkpoints, body.exported),
             &body.problems,
         ))
+    }
+
+    pub async fn list_leases(&self) -> anyhow::Result<ExitCode> {
+        let leases: Vec<LeaseView> = self.get("/api/v1/leases").await?;
+        if leases.is_empty() {
+            println!("no leases: no server has driven a run or a singleton yet");
+        }
+        for lease in &leases {
+            let state = if lease.live { "until" } else { "expired" };
+            println!(
+                "{:<28} {:<40} {state} {}",
+                lease.name,
+                lease.holder,
+                time(&lease.expires_at)
+            );
+        }
+        Ok(ExitCode::SUCCESS)
     }
 
     pub async fn set_secret(&self, project: &str, name: &str, value: &str) -> anyhow::Result<ExitCode> {

@@ -103,14 +103,9 @@ pub fn data_args(data: &Path) -> Vec<OsString> {
 
 /// A connection to `data`'s database behind its server's back, as someone with access to it has.
 pub async fn database(data: &Path) -> sqlx::AnyConnection {
-    connect(&database_url(data)).await
-}
-
-/// A connection to the database at `url`.
-pub async fn connect(url: &str) -> sqlx::AnyConnection {
     use sqlx::Connection as _;
     sqlx::any::install_default_drivers();
-    sqlx::AnyConnection::connect(url).await.unwrap()
+    sqlx::AnyConnection::connect(&database_url(data)).await.unwrap()
 }
 
 /// Whether `needle` is anywhere in what `data`'s database keeps (its server stopped): the SQLite

@@ -57,13 +57,16 @@ jobs:
     })
     .await;
 
-    // Kill the replica driving the run, as the lease says.
-    let mut db = connect(&database).await;
-    let holder: String = sqlx::query_scalar("SELECT holder FROM leases WHERE name = $1")
-        .bind(format!("run:{run_id}"))
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
+    // Kill the replica driving the run, as its lease says (either replica lists them all).
+    let leases = replicas[0].get("/api/v1/leases").await;
+    let holder = leases
+        .as_array()
+        .unwrap_or_else(|| panic!("leases: {leases}"))
+        .iter()
+        .find(|l| l["name"] == format!("run:{run_id}") && l["live"] == true)
+        .and_then(|l| l["holder"].as_str())
+        .unwrap_or_else(|| panic!("the run is leased: {leases}"))
+        .to_string();
     let driver = replicas
         .iter()
         .position(|r| Some(r.child.id()) == holder_pid(&holder))
