@@ -201,6 +201,9 @@ pub struct Flags {
     schedules_changed: Notify,
     /// Since when evaluations are counted (they are kept in memory only).
     pub started: chrono::DateTime<chrono::Utc>,
+    /// The newest event of the log whose flag changes this server serves: those before it were
+    /// loaded, the rest are `follow`ed.
+    followed: tokio::sync::watch::Sender<i64>,
 }
 
 fn limits() -> Limits {
@@ -220,6 +223,8 @@ pub fn compile(definition: Value) -> Result<FlagSet, DefinitionError> {
 impl Flags {
     /// Rebuilds every environment's flags and the keys from the read models.
     pub async fn load(engine: Arc<Engine>, config: FlagsConfig) -> Result<Arc<Flags>, StoreError> {
+        // Before reading: whatever is appended from here on is followed, so nothing falls between.
+        let loaded = engine.events().head();
         let flags = Arc::new(Flags {
             engine,
             config,
@@ -228,6 +233,7 @@ impl Flags {
             write: tokio::sync::Mutex::new(()),
             schedules_changed: Notify::new(),
             started: chrono::Utc::now(),
+            followed: tokio::sync::watch::channel(loaded).0,
         });
         let store = flags.engine.store();
         for row in store.flag_sets().await? {
@@ -252,7 +258,7 @@ impl Flags {
 
     /// Brings an environment's compiled flags up to its stored definition, when that is newer:
     /// another server sharing the database changed it.
-    pub async fn refresh(&self, project: &str, environment: &str) -> Result<(), StoreError> {
+    async fn refresh(&self, project: &str, environment: &str) -> Result<(), StoreError> {
         let _guard = self.write.lock().await;
         self.refresh_locked(project, environment).await
     }
@@ -283,7 +289,7 @@ impl Flags {
     /// evaluation keys, schedules), so this one serves and applies the same; this server's own
     /// changes are already in memory when it hears of them. Runs until the process ends.
     pub async fn follow(self: Arc<Self>) {
-        let mut events = self.engine.events().subscribe();
+        let mut events = self.engine.events().subscribe_after(*self.followed.borrow());
         loop {
             let stored = match events.next().await {
                 Ok(stored) => stored,
@@ -318,7 +324,18 @@ impl Flags {
                 Event::FlagChangeScheduled { .. } => self.schedules_changed.notify_one(),
                 _ => {}
             }
+            self.followed.send_replace(stored.seq);
         }
+    }
+
+    /// Returns once this server serves the flag changes of every event up to `seq`.
+    pub async fn caught_up(&self, seq: i64) {
+        // The sender lives as long as `self`: waiting cannot fail.
+        let _ = self
+            .followed
+            .subscribe()
+            .wait_for(|followed| *followed >= seq)
+            .await;
     }
 
     /// The environment's flags (created empty on first use).

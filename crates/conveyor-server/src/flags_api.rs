@@ -444,11 +444,9 @@ pub async fn stream(
             if project != &env.project || environment != &env.environment {
                 continue;
             }
-            // This server swapped its own change in before the event was told; another
-            // server's is loaded now, before clients are told to evaluate again.
-            if let Err(error) = flags.refresh(project, environment).await {
-                tracing::warn!(%error, "cannot reload flags another server changed");
-            }
+            // Another server's change is loaded (`Flags::follow`) before clients are told to
+            // evaluate again; this server's own was swapped in before the event was told.
+            flags.caught_up(stored.seq).await;
             let live = env.live()?;
             let notice = Notice {
                 kind: "refetchEvaluation",

@@ -295,23 +295,30 @@ pub(crate) mod tests {
         ]
     }
 
+    /// Run `run_id` of `project` created, with `jobs` in that order.
+    pub(crate) fn run_created(run_id: i64, project: &str, jobs: &[&str]) -> Event {
+        Event::RunCreated {
+            run_id,
+            project: project.into(),
+            source_uri: "/src".into(),
+            commit: "c0ffee".into(),
+            branch: "main".into(),
+            event: "push".into(),
+            pipeline: "name: p".into(),
+            source_digest: "00".repeat(32),
+            committed_at: None,
+            jobs: jobs.iter().map(|j| j.to_string()).collect(),
+        }
+    }
+
     pub(crate) async fn store_with_a_run() -> (Scratch, Store, i64) {
         let scratch = Scratch::new();
         let store = open(&scratch).await;
         let run_id = store
             .log()
-            .append_new(IdKind::Run, |run_id| Event::RunCreated {
-                run_id,
-                project: "p".into(),
-                source_uri: "/src".into(),
-                commit: "c0ffee".into(),
-                branch: "main".into(),
-                event: "push".into(),
-                pipeline: "name: p".into(),
-                source_digest: "00".repeat(32),
-                committed_at: None,
-                // Not in name order: a run's jobs keep the pipeline's order.
-                jobs: vec!["build".into(), "deploy".into(), "audit".into()],
+            // Not in name order: a run's jobs keep the pipeline's order.
+            .append_new(IdKind::Run, |run_id| {
+                run_created(run_id, "p", &["build", "deploy", "audit"])
             })
             .await
             .unwrap();

@@ -131,7 +131,7 @@ impl EventLog {
         let _guard = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
         // The head first: servers sharing the database allocate ids one at a time.
-        chain_head(&mut tx, self.backend).await?;
+        let head = chain_head(&mut tx, self.backend).await?;
         let table = match kind {
             IdKind::Run => "runs",
             IdKind::Release => "releases",
@@ -141,7 +141,7 @@ impl EventLog {
         let id = sqlx::query_scalar::<_, i64>(&format!("SELECT COALESCE(MAX(id), 0) + 1 FROM {table}"))
             .fetch_one(&mut *tx)
             .await?;
-        let stored = chain(&mut tx, self.backend, vec![build(id)]).await?;
+        let stored = chain_from(&mut tx, self.backend, head, vec![build(id)]).await?;
         tx.commit().await?;
         self.tell(stored);
         Ok(id)
@@ -382,7 +382,17 @@ async fn chain(
     backend: Backend,
     events: Vec<Event>,
 ) -> Result<Vec<StoredEvent>, StoreError> {
-    let mut head = chain_head(tx, backend).await?;
+    let head = chain_head(tx, backend).await?;
+    chain_from(tx, backend, head, events).await
+}
+
+/// [`chain`] after `head`, already read (and held) in `tx`.
+async fn chain_from(
+    tx: &mut Tx<'_>,
+    backend: Backend,
+    mut head: (i64, String),
+    events: Vec<Event>,
+) -> Result<Vec<StoredEvent>, StoreError> {
     let mut stored = Vec::with_capacity(events.len());
     for event in events {
         let (seq, at) = append_in(tx, &mut head, &event).await?;
@@ -482,19 +492,11 @@ mod tests {
             writers.spawn(async move {
                 let mut ids = Vec::new();
                 for _ in 0..EACH {
+                    let project = format!("p{n}");
                     let id = server
                         .log()
-                        .append_new(IdKind::Run, |run_id| Event::RunCreated {
-                            run_id,
-                            project: format!("p{n}"),
-                            source_uri: "/src".into(),
-                            commit: "c0ffee".into(),
-                            branch: "main".into(),
-                            event: "push".into(),
-                            pipeline: "name: p".into(),
-                            source_digest: "00".repeat(32),
-                            committed_at: None,
-                            jobs: vec!["build".into()],
+                        .append_new(IdKind::Run, |run_id| {
+                            crate::db::tests::run_created(run_id, &project, &["build"])
                         })
                         .await
                         .unwrap();
@@ -526,22 +528,10 @@ mod tests {
         // Either may sign the checkpoint; the other finds it signed.
         let signer = conveyor_attest::KeyPair::from_seed([6; 32]);
         let export = scratch.dir().join("checkpoints.jsonl");
-        assert!(
-            servers[0]
-                .log()
-                .checkpoint(&signer, &export)
-                .await
-                .unwrap()
-                .is_some()
-        );
-        assert!(
-            servers[1]
-                .log()
-                .checkpoint(&signer, &export)
-                .await
-                .unwrap()
-                .is_none()
-        );
+        for (server, signs) in servers.iter().zip([true, false]) {
+            let signed = server.log().checkpoint(&signer, &export).await.unwrap();
+            assert_eq!(signed.is_some(), signs);
+        }
     }
 
     fn cancel(run_id: i64) -> Event {

@@ -278,20 +278,26 @@ pub async fn flags(
     let definition = posted.form.get("definition").unwrap_or("").to_string();
     let path = (project.clone(), environment.clone());
     // Someone else saved since this page was made: say so rather than overwrite their change.
+    // The page again, the text as it was sent beside what is wrong with it.
+    let refused = |status: StatusCode, problem: String| {
+        let (state, posted, path, definition) = (&state, &posted, path.clone(), definition.clone());
+        async move {
+            let page = super::pages::flags_page(
+                state,
+                &posted.caller,
+                &posted.session,
+                path,
+                Some((definition, problem)),
+                None,
+            )
+            .await?;
+            Ok(html(status, page))
+        }
+    };
     let current = flags_api::live(&state, &project, &environment)?.etag_hex();
     if posted.form.get("etag").is_some_and(|sent| sent != current) {
-        let problem = "The flags changed since you opened this page: reload it, then make your change again."
-            .to_string();
-        let page = super::pages::flags_page(
-            &state,
-            &posted.caller,
-            &posted.session,
-            path,
-            Some((definition, problem)),
-            None,
-        )
-        .await?;
-        return Ok(html(StatusCode::CONFLICT, page));
+        let problem = "The flags changed since you opened this page: reload it, then make your change again.";
+        return refused(StatusCode::CONFLICT, problem.to_string()).await;
     }
     let saved = flags_api::replace(
         State(state.clone()),
@@ -312,16 +318,7 @@ pub async fn flags(
                 ApiError::FlagsInvalid(e) => format!("{}: {}", e.path, e.message),
                 other => other.to_string(),
             };
-            let page = super::pages::flags_page(
-                &state,
-                &posted.caller,
-                &posted.session,
-                path,
-                Some((definition, problem)),
-                None,
-            )
-            .await?;
-            Ok(html(status, page))
+            refused(status, problem).await
         }
         Err(other) => Err(PageError(other)),
     }

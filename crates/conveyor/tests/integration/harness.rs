@@ -350,6 +350,51 @@ fn kill_instances(data: &Path) {
     }
 }
 
+/// The jobs of a pipeline whose server dies under it: `flaky` allows a retry, and its first
+/// attempt sleeps (its pid in `MARKS/flaky-started`) until the server is killed; `after` needs
+/// it. Each records its attempts in `MARKS/flaky` and `MARKS/after`.
+pub fn interrupted_once_jobs(marks: &Path) -> String {
+    format!(
+        r#"  flaky:
+    retries: 1
+    steps:
+      - run: |
+          echo "attempt $CONVEYOR_ATTEMPT" >> {marks}/flaky
+          if [ "$CONVEYOR_ATTEMPT" = 1 ]; then sleep 300 & echo $! > {marks}/flaky-started; wait; fi
+  after:
+    needs: [flaky]
+    steps:
+      - run: echo after >> {marks}/after
+"#,
+        marks = marks.display()
+    )
+}
+
+/// What the jobs of [`interrupted_once_jobs`] show once their run was resumed: `flaky`'s first
+/// attempt interrupted, its second a success, and `after` run exactly once.
+pub fn assert_interrupted_once(run: &Value, marks: &Path) {
+    let flaky = job(run, "flaky");
+    assert_eq!(flaky["status"], "success");
+    assert_eq!(flaky["attempt"], 2);
+    let statuses: Vec<(u64, &str)> = flaky["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["attempt"].as_u64().unwrap(), s["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(statuses, vec![(1, "interrupted"), (2, "success")]);
+    assert_eq!(job(run, "after")["status"], "success");
+    assert_eq!(
+        std::fs::read_to_string(marks.join("flaky")).unwrap(),
+        "attempt 1\nattempt 2\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(marks.join("after")).unwrap(),
+        "after\n",
+        "ran exactly once"
+    );
+}
+
 /// Polls `check` until it returns `Some`, or panics at the deadline.
 pub async fn eventually<T, F, Fut>(deadline: Duration, mut check: F) -> T
 where

@@ -19,25 +19,9 @@ async fn a_replica_killed_mid_run_has_its_run_taken_over_and_finished_by_another
     let tmp = tempfile::tempdir().unwrap();
     let marks = tmp.path().join("marks");
     std::fs::create_dir_all(&marks).unwrap();
-    // `flaky` allows a retry: its first attempt is interrupted by the kill, the second completes
-    // on the other replica. `after` runs once, once flaky has succeeded.
-    let pipeline = format!(
-        r#"
-name: shared
-jobs:
-  flaky:
-    retries: 1
-    steps:
-      - run: |
-          echo "attempt $CONVEYOR_ATTEMPT" >> {marks}/flaky
-          if [ "$CONVEYOR_ATTEMPT" = 1 ]; then sleep 300 & echo $! > {marks}/flaky-started; wait; fi
-  after:
-    needs: [flaky]
-    steps:
-      - run: echo after >> {marks}/after
-"#,
-        marks = marks.display()
-    );
+    // `flaky`'s first attempt is interrupted by the kill, its second completes on the other
+    // replica.
+    let pipeline = format!("name: shared\njobs:\n{}", interrupted_once_jobs(&marks));
     let repo = repo(&tmp.path().join("repo"), &[("conveyor.yml", &pipeline)]);
     let data = tmp.path().join("data");
     let database = postgres_database(&tmp.path().join("shared"));
@@ -74,30 +58,9 @@ jobs:
     replicas[driver].kill9();
     let survivor = &replicas[1 - driver];
 
-    let run = eventually(Duration::from_secs(60), || async {
-        let run = survivor.get(&format!("/api/v1/runs/{run_id}")).await;
-        (run["status"] != "running").then_some(run)
-    })
-    .await;
+    let run = survivor.finished_run(run_id).await;
     assert_eq!(run["status"], "success", "{run:#}");
-    let flaky = job(&run, "flaky");
-    assert_eq!(flaky["attempt"], 2);
-    let statuses: Vec<(u64, &str)> = flaky["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| (s["attempt"].as_u64().unwrap(), s["status"].as_str().unwrap()))
-        .collect();
-    assert_eq!(statuses, vec![(1, "interrupted"), (2, "success")]);
-    assert_eq!(
-        std::fs::read_to_string(marks.join("flaky")).unwrap(),
-        "attempt 1\nattempt 2\n"
-    );
-    assert_eq!(
-        std::fs::read_to_string(marks.join("after")).unwrap(),
-        "after\n",
-        "ran exactly once"
-    );
+    assert_interrupted_once(&run, &marks);
     // The killed replica's step outlived it; the survivor killed it before retrying.
     wait_dead(orphan).await;
 
